@@ -1,0 +1,38 @@
+# The two commands: `make demo` (set up, log the example models, deploy, score, clean up) and
+# `make test` (set up, then the whole suite). Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)')
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+
+# embedded defaults: a local SQLite tracking store and registry, state beside the checkout
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/.mlflow/mlflow.db
+export MLFLOW_ARTIFACT_ROOT ?= $(CURDIR)/.mlflow/artifacts
+export MLFLOW_DEPLOY_HOME ?= $(CURDIR)/.mlflow-deploy
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test example-models bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
+	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
+	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
+	uv pip install -q -p $(PY) -e '.[dev]' -e plugins/mlflow-azureml-local
+	touch $@
+
+example-models: setup
+	@mkdir -p .mlflow
+	$(PY) -m example_models.build
+
+demo: example-models
+	bash example_models/demo.sh
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	bash bench/run.sh
+
+clean:
+	rm -rf .mlflow .mlflow-deploy

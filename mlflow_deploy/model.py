@@ -1,0 +1,219 @@
+"""Resolve a model URI to a local directory and read its MLmodel.
+
+Accepted URIs: a local path, ``file:``, ``runs:/<run_id>/<path>``, ``models:/<name>/<version>``,
+``models:/<name>@<alias>`` and Azure's ``azureml:<name>:<version>`` / ``azureml:<name>@latest``
+(looked up in the local MLflow registry as ``models:/<name>/<version>``). Remote ones are fetched
+with ``mlflow.artifacts.download_artifacts``; everything is read with MLflow's public ``Model`` API.
+"""
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import urlparse
+
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model
+from mlflow.models.signature import ModelSignature
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from mlflow_deploy.errors import InvalidParameter, NotFound
+
+__all__ = ["ModelInfo", "to_mlflow_uri", "resolve_model_dir", "read_model", "load_model"]
+
+PYFUNC = "python_function"
+REGISTRY_SCHEMES = ("runs", "models")
+SUPPORTED = "a local path, file:, runs:/, models:/ or azureml: URI"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the control plane and the server need to know about a model, read from MLmodel."""
+
+    uri: str  # what the user gave
+    path: Path  # local directory holding MLmodel
+    flavors: Dict[str, Dict[str, Any]]
+    loader_module: str  # python_function's loader (mlflow.sklearn, mlflow.pyfunc.model, ...)
+    signature: Optional[ModelSignature]
+    input_example_info: Optional[Dict[str, Any]]  # MLmodel's saved_input_example_info
+    env_files: Dict[str, Path] = field(default_factory=dict)  # conda / virtualenv / requirements
+    mlflow_version: Optional[str] = None
+    python_version: Optional[str] = None
+
+    @property
+    def inputs(self):
+        return self.signature.inputs if self.signature else None
+
+    @property
+    def outputs(self):
+        return self.signature.outputs if self.signature else None
+
+    @property
+    def params(self):
+        return self.signature.params if self.signature else None
+
+    @property
+    def input_example_path(self) -> Optional[Path]:
+        info = self.input_example_info or {}
+        name = info.get("artifact_path")
+        return self.path / name if name else None
+
+
+def _scheme(uri: str) -> str:
+    """The URI's scheme, '' for a plain path (including Windows drive letters)."""
+    if uri.startswith(("/", ".", "~")):
+        return ""
+    scheme = urlparse(uri).scheme
+    return "" if len(scheme) == 1 else scheme.lower()
+
+
+def to_mlflow_uri(uri: str) -> str:
+    """Map ``azureml:<name>:<version>`` (and ``azureml:<name>@latest``) to a ``models:/`` URI;
+    return other URIs unchanged after checking their scheme is one we accept."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidParameter(f"A model URI is required: {SUPPORTED}.")
+    uri = uri.strip()
+    scheme = _scheme(uri)
+    if scheme == "azureml":
+        rest = uri[len("azureml:"):]
+        if rest.startswith("//"):
+            raise InvalidParameter(
+                "Only azureml:<name>:<version> model references can be resolved locally; "
+                "workspace asset IDs (azureml://...) are not supported."
+            )
+        name, sep, version = rest.rpartition(":")
+        if sep and name and version:
+            return f"models:/{name}/{version}"
+        name, sep, label = rest.partition("@")
+        if sep and name and label == "latest":
+            return f"models:/{name}/latest"
+        raise InvalidParameter(
+            "An azureml: model URI must look like azureml:<name>:<version> or azureml:<name>@latest."
+        )
+    if scheme not in ("", "file") + REGISTRY_SCHEMES:
+        raise InvalidParameter(f"Unsupported model URI scheme '{scheme}': use {SUPPORTED}.")
+    return uri
+
+
+def _local_path(uri: str) -> Optional[Path]:
+    scheme = _scheme(uri)
+    if scheme == "":
+        return Path(uri).expanduser()
+    if scheme == "file":
+        return Path(urlparse(uri).path)
+    return None
+
+
+def resolve_model_dir(uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False) -> Path:
+    """Return a local directory holding the model's MLmodel.
+
+    Remote models (``runs:/``, ``models:/``, ``azureml:``) are downloaded into ``dst_dir`` (which
+    must be given). Local ones are used in place, or copied into ``dst_dir`` when ``copy_local``,
+    so a deployment keeps working if the user later moves or edits the original directory.
+    """
+    mlflow_uri = to_mlflow_uri(uri)
+    local = _local_path(mlflow_uri)
+    if local is not None:
+        if not local.is_dir():
+            raise NotFound(f"No model directory at the path given as the model URI ({_kind(uri)}).")
+        _require_mlmodel(local, uri)
+        if not copy_local:
+            return local.resolve()
+        if dst_dir is None:
+            raise ValueError("copy_local needs dst_dir")
+        dst = Path(dst_dir)
+        shutil.copytree(local, dst, dirs_exist_ok=True)
+        return dst
+    if dst_dir is None:
+        raise ValueError("a remote model URI needs dst_dir")
+    Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        from mlflow.artifacts import download_artifacts
+
+        downloaded = Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(dst_dir)))
+    except MlflowException as exc:
+        raise _registry_error(uri, exc) from None
+    if not downloaded.is_dir():
+        raise InvalidParameter(f"The {_kind(uri)} model URI points to a file, not a model directory.")
+    _require_mlmodel(downloaded, uri)
+    return downloaded
+
+
+def _kind(uri: str) -> str:
+    scheme = _scheme(uri.strip()) if isinstance(uri, str) else ""
+    return f"{scheme}:" if scheme else "local path"
+
+
+def _registry_error(uri: str, exc: MlflowException) -> Exception:
+    """Turn MLflow's lookup failures into one clear error that does not quote the user's values."""
+    scheme = _scheme(uri.strip())
+    code = exc.error_code
+    text = str(exc.message).lower()
+    if scheme in ("models", "azureml"):
+        if "alias" in text:
+            what = "registered model alias"
+        elif "version" in text:
+            what = "registered model version"
+        elif "registered model" in text:
+            what = "registered model"
+        else:
+            what = None
+        if what:
+            return NotFound(f"The {what} named by the {scheme}: model URI does not exist.")
+    if scheme == "runs":
+        if "run with id" in text or "run '" in text:
+            return NotFound("The run named by the runs: model URI does not exist.")
+        if code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or "artifact" in text:
+            return NotFound("The artifact path of the runs: model URI does not exist in that run.")
+    if code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+        return NotFound(f"Nothing found for the {_kind(uri)} model URI.")
+    return InvalidParameter(f"The {_kind(uri)} model URI could not be resolved: {exc.error_code}.")
+
+
+def _require_mlmodel(path: Path, uri: str) -> None:
+    if not (path / "MLmodel").is_file():
+        raise InvalidParameter(
+            f"The directory named by the {_kind(uri)} model URI has no MLmodel file: "
+            "it is not an MLflow model."
+        )
+
+
+def read_model(path: os.PathLike, uri: Optional[str] = None) -> ModelInfo:
+    """Read MLmodel in ``path``; refuse a model that MLflow cannot serve as a pyfunc."""
+    path = Path(path)
+    uri = uri if uri is not None else str(path)
+    _require_mlmodel(path, uri)
+    try:
+        mlmodel = Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a corrupt YAML or a field MLflow cannot parse
+        raise InvalidParameter(
+            f"The MLmodel file of the {_kind(uri)} model could not be read ({type(exc).__name__})."
+        ) from None
+    pyfunc = mlmodel.flavors.get(PYFUNC)
+    if pyfunc is None:
+        raise InvalidParameter(
+            "The model has no python_function flavor, so it cannot be served without code "
+            f"(flavors: {', '.join(sorted(mlmodel.flavors)) or 'none'})."
+        )
+    env = pyfunc.get("env") or {}
+    if isinstance(env, str):  # MLflow < 2.0 wrote only a conda file name
+        env = {"conda": env}
+    env_files = {kind: path / name for kind, name in env.items() if name}
+    if (path / "requirements.txt").is_file():
+        env_files["requirements"] = path / "requirements.txt"
+    return ModelInfo(
+        uri=uri,
+        path=path,
+        flavors=dict(mlmodel.flavors),
+        loader_module=pyfunc.get("loader_module", ""),
+        signature=mlmodel.signature,
+        input_example_info=mlmodel.saved_input_example_info,
+        env_files=env_files,
+        mlflow_version=mlmodel.mlflow_version,
+        python_version=pyfunc.get("python_version"),
+    )
+
+
+def load_model(uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False) -> ModelInfo:
+    """resolve_model_dir + read_model."""
+    return read_model(resolve_model_dir(uri, dst_dir, copy_local=copy_local), uri=uri)

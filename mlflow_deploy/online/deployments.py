@@ -1,0 +1,380 @@
+"""Online deployments: one scoring server (a gunicorn master and its workers) per deployment.
+
+Every change happens under the store's lock and either completes or leaves the previous state as
+it was: no half rows, no orphan processes, no stray directories. Before the gateway exists (DESIGN
+§4) an endpoint's scoring URI is the server of the deployment holding its traffic.
+"""
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound, ServerFailed
+from mlflow_deploy.model import PYFUNC, load_model
+from mlflow_deploy.online import supervisor
+from mlflow_deploy.online.traffic import (
+    add_to_endpoint,
+    endpoint_or_create,
+    remove_from_endpoint,
+    scoring_uri_of,
+    traffic_target,
+)
+from mlflow_deploy.online.invoke import score, to_payload
+from mlflow_deploy.online.names import check_name
+from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
+from mlflow_deploy.scoring.config import ServerConfig
+from mlflow_deploy.store import Deployment, Store
+
+__all__ = [
+    "create_deployment",
+    "update_deployment",
+    "delete_deployment",
+    "list_deployments",
+    "get_deployment",
+    "predict",
+    "describe",
+    "server_config_for",
+    "check_flavor",
+]
+
+
+def check_flavor(flavor: Optional[str]) -> str:
+    if flavor in (None, "", PYFUNC):
+        return PYFUNC
+    raise InvalidParameter("Only the python_function flavor can be deployed (--flavor).")
+
+
+def server_config_for(
+    name: str, model_dir: Path, model_uri: str, settings: DeploymentSettings, port: int,
+    revision: int, deployment_dir: Optional[Path],
+) -> ServerConfig:
+    """The scoring server's config for one revision of a deployment (or a foreground server)."""
+    return ServerConfig(
+        model_dir=str(model_dir),
+        bind=f"{supervisor.HOST}:{port}",
+        workers=settings.instance_count,
+        validation=settings.validation,
+        request_timeout_ms=settings.request_timeout_ms,
+        max_request_mb=settings.max_request_mb,
+        error_details=settings.error_details,
+        model_uri=model_uri,
+        deployment=name,
+        revision=revision,
+        pidfile=str(deployment_dir / "gunicorn.pid") if deployment_dir else None,
+        ready_file=str(deployment_dir / "ready.json") if deployment_dir else None,
+    )
+
+
+def _pick_port(store: Store, settings: DeploymentSettings, exclude_deployment: Optional[str] = None) -> int:
+    taken = [d.port for d in store.list_deployments() if d.name != exclude_deployment]
+    if settings.port is None:
+        return supervisor.free_port(exclude=taken)
+    if settings.port in taken or not supervisor.port_is_free(settings.port):
+        raise InvalidState("The port given in config 'port' is already in use.")
+    return settings.port
+
+
+def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
+    """Start a fresh master for ``config`` and wait until it serves; on failure nothing runs."""
+    config_path = deployment_dir / "server.json"
+    config.write(str(config_path))
+    Path(config.ready_file).unlink(missing_ok=True)
+    offset = supervisor.log_size(log_path)
+    pid = supervisor.start_server(config_path, log_path)
+    try:
+        return supervisor.wait_ready(config, log_path, supervisor.started_alive(pid), offset)
+    except BaseException:
+        supervisor.stop(pid, grace=5)
+        raise
+
+
+def create_deployment(
+    name: str,
+    model_uri: str,
+    flavor: Optional[str] = None,
+    config: Optional[Mapping[str, Any]] = None,
+    endpoint: Optional[str] = None,
+    store: Optional[Store] = None,
+) -> Dict[str, Any]:
+    """Resolve the model, start its server, wait until it serves, then record it. A deployment
+    without an endpoint gets an endpoint of its own name; the first deployment of an endpoint
+    takes its traffic."""
+    store = store or Store()
+    check_name(name, "deployment name (--name)")
+    endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
+    flavor = check_flavor(flavor)
+    settings = parse_settings(config)
+    with store.lock():
+        if store.find_deployment(name) is not None:
+            raise AlreadyExists("A deployment with this name already exists (--name).")
+        port = _pick_port(store, settings)
+        deployment_dir = store.deployment_dir(name)
+        shutil.rmtree(deployment_dir, ignore_errors=True)  # leftovers without a row are garbage
+        log_path = deployment_dir / "server.log"
+        pid = None
+        try:
+            deployment_dir.mkdir(parents=True)
+            info = load_model(model_uri, deployment_dir / "model" / "1", copy_local=True)
+            server_config = server_config_for(
+                name, info.path, model_uri, settings, port, 1, deployment_dir
+            )
+            pid = _start(server_config, deployment_dir, log_path)
+            deployment = Deployment(
+                name=name, endpoint=endpoint_name, model_uri=model_uri, flavor=flavor,
+                config=settings.to_dict(), port=port, dir=str(deployment_dir),
+                log_path=str(log_path), pidfile=server_config.pidfile, state="Succeeded",
+                pid=pid, revision=1,
+            )
+            created_endpoint = endpoint_or_create(store, endpoint_name)
+            try:
+                store.add_deployment(deployment)
+                add_to_endpoint(store, endpoint_name, name)
+            except BaseException:
+                store.remove_deployment(name)
+                if created_endpoint:
+                    store.remove_endpoint(endpoint_name)
+                raise
+        except BaseException:
+            if pid is not None:
+                supervisor.stop(pid, grace=5, config_path=deployment_dir / "server.json")
+            shutil.rmtree(deployment_dir, ignore_errors=True)
+            raise
+        return describe(deployment, store)
+
+
+def update_deployment(
+    name: str,
+    model_uri: Optional[str] = None,
+    flavor: Optional[str] = None,
+    config: Optional[Mapping[str, Any]] = None,
+    endpoint: Optional[str] = None,
+    store: Optional[Store] = None,
+) -> Dict[str, Any]:
+    """Serve a new model and/or settings with no failed request: gunicorn re-execs a new master on
+    the same socket (USR2), we wait until it has loaded the model, then drain the old one. A dead
+    deployment is started afresh (this is how one restarts it). On failure the old server keeps
+    serving with its old config."""
+    store = store or Store()
+    check_flavor(flavor)
+    with store.lock():
+        deployment = _get_in_endpoint(store, name, endpoint)
+        settings = parse_settings(config, base=DeploymentSettings(**deployment.config))
+        if settings.port not in (None, deployment.port) and "port" in (config or {}):
+            raise InvalidParameter(
+                "Config 'port' cannot change on update: create a new deployment on the new port."
+            )
+        settings = replace(settings, port=deployment.config.get("port"))
+        deployment_dir = Path(deployment.dir)
+        config_path = deployment.server_config_path
+        old_config = ServerConfig.from_dict(_read_json(config_path))
+        old_ready = _read_text(deployment.ready_file)
+        revision = deployment.revision + 1
+        new_model_root = deployment_dir / "model" / str(revision)
+        shutil.rmtree(new_model_root, ignore_errors=True)
+        try:
+            if model_uri:
+                model_dir = load_model(model_uri, new_model_root, copy_local=True).path
+            else:
+                model_dir = Path(old_config.model_dir)
+            new_config = server_config_for(
+                name, model_dir, model_uri or deployment.model_uri, settings, deployment.port,
+                revision, deployment_dir,
+            )
+            if supervisor.is_alive(deployment.pid, config_path):
+                new_pid = _hand_over(deployment, new_config, config_path)
+            else:
+                new_pid = _restart(store, deployment, new_config)
+        except BaseException:
+            old_config.write(str(config_path))
+            _restore_text(deployment.ready_file, old_ready)
+            shutil.rmtree(new_model_root, ignore_errors=True)
+            raise
+        old_pid = deployment.pid
+        deployment.pid = new_pid
+        deployment.revision = revision
+        deployment.model_uri = new_config.model_uri
+        deployment.config = settings.to_dict()
+        deployment.state, deployment.error = "Succeeded", None
+        store.save_deployment(deployment)
+        if old_pid != new_pid and supervisor.is_alive(old_pid, config_path):
+            supervisor.stop(old_pid, config_path=config_path, group=False)  # graceful drain
+            supervisor.wait_promoted(deployment.pidfile, new_pid)
+        if model_uri:
+            _remove_model_revisions(deployment_dir, keep=revision)
+        return describe(deployment, store)
+
+
+def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Path) -> int:
+    """USR2 the running master; return the new master's pid once it serves the new revision."""
+    log_path = Path(deployment.log_path)
+    offset = supervisor.log_size(log_path)
+    new_config.write(str(config_path))
+    old_pid = deployment.pid
+    supervisor.reexec(old_pid)
+    try:
+        return supervisor.wait_ready(
+            new_config, log_path, supervisor.reexec_alive(old_pid), offset
+        )
+    except BaseException:
+        child = supervisor.reexec_child(old_pid)
+        if child is not None:
+            supervisor.stop(child, grace=5, group=False)
+        raise
+
+
+def _restart(store: Store, deployment: Deployment, new_config: ServerConfig) -> int:
+    """Start a dead deployment's server again on its port."""
+    deployment_dir = Path(deployment.dir)
+    # anything left of the old process group (a worker orphaned by a killed master) goes first
+    for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
+        supervisor.stop(pid, grace=5, config_path=deployment.server_config_path)
+    if not supervisor.port_is_free(deployment.port):
+        raise InvalidState(
+            "The deployment's port is taken by another program; delete and recreate the deployment."
+        )
+    return _start(new_config, deployment_dir, Path(deployment.log_path))
+
+
+def delete_deployment(
+    name: str,
+    config: Optional[Mapping[str, Any]] = None,
+    endpoint: Optional[str] = None,
+    store: Optional[Store] = None,
+) -> None:
+    """Stop the server (graceful, then forced), remove its files and its row. If it held its
+    endpoint's traffic, the traffic moves to the endpoint's oldest other deployment; an endpoint
+    that create_deployment made implicitly goes with its last deployment."""
+    store = store or Store()
+    if config:
+        raise InvalidParameter("delete takes no config keys (-C).")
+    with store.lock():
+        deployment = _get_in_endpoint(store, name, endpoint)
+        deployment.state = "Deleting"
+        store.save_deployment(deployment)
+        config_path = deployment.server_config_path
+        for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
+            supervisor.stop(pid, config_path=config_path)
+        shutil.rmtree(deployment.dir, ignore_errors=True)
+        store.remove_deployment(name)
+        remove_from_endpoint(store, deployment.endpoint, name)
+
+
+def list_deployments(endpoint: Optional[str] = None, store: Optional[Store] = None) -> List[Dict[str, Any]]:
+    store = store or Store()
+    if endpoint is not None:
+        store.get_endpoint(endpoint)
+    return [describe(d, store) for d in store.list_deployments(endpoint)]
+
+
+def get_deployment(name: str, endpoint: Optional[str] = None, store: Optional[Store] = None) -> Dict[str, Any]:
+    store = store or Store()
+    return describe(_get_in_endpoint(store, name, endpoint), store)
+
+
+def predict(
+    deployment_name: Optional[str] = None,
+    inputs: Any = None,
+    endpoint: Optional[str] = None,
+    params: Optional[Mapping[str, Any]] = None,
+    store: Optional[Store] = None,
+) -> Any:
+    """Score ``inputs`` on a deployment, or on the deployment holding an endpoint's traffic;
+    return the server's decoded answer."""
+    store = store or Store()
+    if deployment_name is None and endpoint is None:
+        raise InvalidParameter("Name a deployment (--name) or an endpoint (--endpoint).")
+    if deployment_name is not None:
+        deployment = _get_in_endpoint(store, deployment_name, endpoint)
+    else:
+        target = traffic_target(store.get_endpoint(endpoint))
+        if target is None:
+            raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
+        deployment = store.get_deployment(target)
+    state = runtime_state(deployment)
+    if state != "Running":
+        raise ServerFailed(
+            f"The deployment's server is not running (state {state}); "
+            "update the deployment to restart it, or see its log."
+        )
+    payload = to_payload(inputs, params)
+    timeout_s = deployment.config.get("request_timeout_ms", 5000) / 1000.0 + 30
+    return score(scoring_uri_of(deployment), payload, timeout_s)
+
+
+def runtime_state(deployment: Deployment) -> str:
+    """The truth about a deployment now: the stored state, unless its server died or hangs."""
+    if deployment.state != "Succeeded":
+        return deployment.state
+    if not supervisor.is_alive(deployment.pid, deployment.server_config_path):
+        return "Dead"
+    if not supervisor.is_healthy(deployment.port, timeout=2.0):
+        return "Unhealthy"
+    return "Running"
+
+
+def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
+    """The dict the plugin and the CLI return: MLflow's keys (``name``, ``flavor``) first."""
+    endpoint = store.find_endpoint(deployment.endpoint)
+    state = runtime_state(deployment)
+    return {
+        "name": deployment.name,
+        "flavor": deployment.flavor,
+        "endpoint": deployment.endpoint,
+        "model_uri": deployment.model_uri,
+        "state": state,
+        "provisioning_state": deployment.state,
+        "scoring_uri": scoring_uri_of(deployment),
+        "instance_count": deployment.config.get("instance_count", 1),
+        "traffic": (endpoint.traffic.get(deployment.name, 0) if endpoint else 0),
+        "port": deployment.port,
+        "pid": deployment.pid if state in ("Running", "Unhealthy") else None,
+        "revision": deployment.revision,
+        "log_path": deployment.log_path,
+        "config": dict(deployment.config),
+        "error": deployment.error,
+    }
+
+
+def _get_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Deployment:
+    deployment = store.get_deployment(name)
+    if endpoint is not None and deployment.endpoint != endpoint:
+        raise NotFound("The endpoint has no deployment with this name (--name, --endpoint).")
+    return deployment
+
+
+def _remove_model_revisions(deployment_dir: Path, keep: int) -> None:
+    for path in (deployment_dir / "model").iterdir():
+        if path.name != str(keep):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_text(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _restore_text(path: Path, text: Optional[str]) -> None:
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".restore")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _read_pidfile(pidfile: Optional[str]) -> Optional[int]:
+    if not pidfile:
+        return None
+    try:
+        return int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return None

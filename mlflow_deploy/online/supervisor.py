@@ -1,0 +1,366 @@
+"""Scoring server processes: start detached, wait until ready, hand over, stop, and tell the living
+from the dead.
+
+A server is a gunicorn master started in its own session, so it outlives the command that started
+it. Its truth is on disk next to its ServerConfig: gunicorn's pidfile and the ready file the master
+writes once the model is loaded (``{"revision", "pid", "ok", "error"}``). Liveness never trusts a
+pid alone: a zombie is dead, and a pid that no longer carries our config path in its environment
+(reused after a reboot) is not ours.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import requests
+
+from mlflow_deploy.errors import InvalidState, ServerFailed
+from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
+
+__all__ = [
+    "gunicorn_command",
+    "server_env",
+    "free_port",
+    "port_is_free",
+    "start_server",
+    "run_foreground",
+    "wait_ready",
+    "reexec",
+    "is_alive",
+    "is_healthy",
+    "stop",
+    "read_ready",
+    "last_log_line",
+]
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = float(os.environ.get("MLFLOW_DEPLOY_START_TIMEOUT", "180"))
+STOP_GRACE_S = 30.0
+
+# Popen objects of the servers this process started: kept so they are reaped (no zombies, no
+# "still running" warnings) and so early death is seen at once.
+_children: Dict[int, subprocess.Popen] = {}
+
+
+def gunicorn_command(python: Optional[str] = None) -> List[str]:
+    """Run the environment's ``gunicorn`` script with its Python, not ``python -m gunicorn``: a
+    USR2 re-exec replays ``[python, sys.argv[0], ...]``, and with ``-m`` argv[0] is
+    ``gunicorn/__main__.py``, whose directory then shadows the stdlib ``http`` package."""
+    python = python or sys.executable
+    script = Path(python).parent / "gunicorn"
+    if not script.is_file():
+        raise ServerFailed("gunicorn is not installed in the model's Python environment.")
+    return [
+        python, str(script),
+        "-c", "python:mlflow_deploy.scoring.gunicorn_conf",
+        "mlflow_deploy.scoring.wsgi:app",
+    ]
+
+
+def server_env(config_path: os.PathLike) -> Dict[str, str]:
+    env = dict(os.environ)
+    env[CONFIG_ENV] = str(config_path)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def free_port(exclude: Optional[List[int]] = None) -> int:
+    """A port nobody listens on now (the OS picks it), avoiding ones other deployments hold."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = sock.getsockname()[1]
+        if not exclude or port not in exclude:
+            return port
+    raise InvalidState("No free TCP port found on 127.0.0.1.")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_server(config_path: os.PathLike, log_path: os.PathLike, python: Optional[str] = None) -> int:
+    """Start a detached gunicorn master (its own session) and return its pid; do not wait."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            gunicorn_command(python),
+            env=server_env(config_path),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(Path(config_path).parent),
+            start_new_session=True,
+            close_fds=True,
+        )
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+def run_foreground(config_path: os.PathLike, python: Optional[str] = None) -> int:
+    """Run gunicorn attached to the terminal until it exits; Ctrl-C (SIGINT reaches both of us)
+    stops it. Returns gunicorn's exit code."""
+    proc = subprocess.Popen(gunicorn_command(python), env=server_env(config_path))
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            # gunicorn got the same SIGINT from the terminal and is shutting down: wait for it.
+            continue
+
+
+def read_ready(ready_file: os.PathLike) -> Optional[dict]:
+    try:
+        with open(ready_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None  # not written yet, or caught half-written
+    return data if isinstance(data, dict) else None
+
+
+def _proc_state(pid: int) -> Optional[str]:
+    """The one-letter state from /proc/<pid>/stat; None when there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # the command name is in parentheses and may contain spaces: the state follows the last ')'
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _proc_field(pid: int, index: int) -> Optional[int]:
+    """A numeric field of /proc/<pid>/stat, counting fields after the command name from 0
+    (0 = state, 1 = ppid, 2 = pgrp)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[index])
+
+
+def _environ(pid: int) -> Optional[Dict[str, str]]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def _reap(pid: int) -> None:
+    proc = _children.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            _children.pop(pid, None)
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its parent (or init) reaps it
+
+
+def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> bool:
+    """True when ``pid`` runs and is not a zombie; with ``config_path``, also that it is a server
+    started for that config (a pid reused by another program after a reboot is not ours)."""
+    if not pid:
+        return False
+    _reap(pid)
+    state = _proc_state(pid)
+    if state is None or state in ("Z", "X", "x"):
+        return False
+    if config_path is not None:
+        env = _environ(pid)
+        if env is not None and env.get(CONFIG_ENV) != str(config_path):
+            return False
+    return True
+
+
+def is_healthy(port: int, timeout: float = 2.0) -> bool:
+    try:
+        return requests.get(f"http://{HOST}:{port}/", timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(:|$)")
+_GUNICORN_NOISE = re.compile(
+    r"(Shutting down|Worker exiting|Reason: |Handling signal|Booting worker|Starting gunicorn|"
+    r"Listening at|Using worker|Arbiter booted|Worker failed to boot|App failed to load)"
+)
+
+
+def last_log_line(log_path: os.PathLike, since: int = 0) -> Optional[str]:
+    """The most telling line of a server log written after byte offset ``since``: the last
+    exception line of a traceback if any, else the last line that is not gunicorn's boilerplate."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(since, os.path.getsize(log_path) - 65536))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line[:300]
+    for line in reversed(lines):
+        if not _GUNICORN_NOISE.search(line):
+            return line[:300]
+    return lines[-1][:300] if lines else None
+
+
+def log_size(log_path: os.PathLike) -> int:
+    try:
+        return os.path.getsize(log_path)
+    except OSError:
+        return 0
+
+
+def wait_ready(
+    config: ServerConfig,
+    log_path: os.PathLike,
+    starting: Callable[[], bool],
+    log_offset: int = 0,
+    timeout: float = START_TIMEOUT_S,
+) -> int:
+    """Wait until the master serving ``config.revision`` reports ready and answers ``GET /``;
+    return its pid. ``starting()`` turning False means the starting master died (see
+    ``started_alive`` and ``reexec_alive``). Raises ServerFailed with the log's telling line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = read_ready(config.ready_file) if config.ready_file else None
+        if ready and ready.get("revision") == config.revision:
+            if not ready.get("ok"):
+                reason = ready.get("error") or last_log_line(log_path, log_offset)
+                raise ServerFailed(_failure("failed to load the model", reason, log_path))
+            pid = int(ready["pid"])
+            if is_healthy(config.port, timeout=5):
+                return pid
+            if not is_alive(pid):
+                reason = last_log_line(log_path, log_offset)
+                raise ServerFailed(_failure("exited after loading the model", reason, log_path))
+        elif not starting():
+            reason = last_log_line(log_path, log_offset)
+            raise ServerFailed(_failure("exited before it was ready", reason, log_path))
+        if time.monotonic() > deadline:
+            raise ServerFailed(
+                _failure(f"was not ready after {timeout:.0f} s", last_log_line(log_path, log_offset),
+                         log_path)
+            )
+        time.sleep(0.05)
+
+
+def _failure(what: str, reason: Optional[str], log_path: os.PathLike) -> str:
+    text = f"The scoring server {what}"
+    if reason:
+        text += f": {reason}"
+    return text + f" (log: {log_path})"
+
+
+def reexec(old_pid: int) -> None:
+    """Ask a gunicorn master to re-exec itself: the new master inherits the listening socket and
+    re-reads server.json, while the old one keeps serving until it is told to stop."""
+    try:
+        os.kill(old_pid, signal.SIGUSR2)
+    except ProcessLookupError:
+        raise ServerFailed("The scoring server is not running; it cannot be updated in place.") from None
+
+
+def reexec_child(old_pid: int) -> Optional[int]:
+    """The master a USR2 re-exec of ``old_pid`` started: a child of it whose environment carries
+    GUNICORN_PID=<old_pid> (its workers carry the same variable but are children of it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        if _proc_field(pid, 1) != old_pid:
+            continue
+        env = _environ(pid)
+        if env and env.get("GUNICORN_PID") == str(old_pid):
+            return pid
+    return None
+
+
+def started_alive(pid: int) -> Callable[[], bool]:
+    return lambda: is_alive(pid)
+
+
+def reexec_alive(old_pid: int, fork_grace: float = 5.0) -> Callable[[], bool]:
+    """A liveness check for the master a USR2 re-exec is starting: it is 'alive' until it has been
+    seen and then vanished (or never appeared within ``fork_grace``), or the old master died."""
+    seen: List[int] = []
+    since = time.monotonic()
+
+    def alive() -> bool:
+        if not is_alive(old_pid):
+            return False
+        child = reexec_child(old_pid)
+        if child is not None:
+            seen.append(child)
+            return True
+        return not seen and time.monotonic() - since < fork_grace
+
+    return alive
+
+
+def wait_promoted(pidfile: os.PathLike, pid: int, timeout: float = 10.0) -> bool:
+    """After the old master exits, gunicorn's new master renames ``pidfile.2`` to ``pidfile`` on
+    its next loop; until then it ignores USR2. Wait for that so the next update can proceed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if int(Path(pidfile).read_text().strip()) == pid:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop(pid: Optional[int], grace: float = STOP_GRACE_S, config_path: Optional[os.PathLike] = None,
+         group: bool = True) -> None:
+    """SIGTERM (gunicorn drains in-flight requests), then SIGKILL after ``grace`` seconds. With
+    ``group``, leftovers of the master's process group (workers, a re-exec'd master) go too."""
+    if not is_alive(pid, config_path):
+        return
+    pgid = _proc_field(pid, 2) if group else None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if not wait_exit(pid, grace):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_exit(pid, 5)
+    # a master started in its own session leads its process group: kill what it left behind
+    if group and pgid and pgid != os.getpgrp():
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _reap(pid)

@@ -1,0 +1,53 @@
+"""The server's settings: one JSON file named by MLFLOW_DEPLOY_SERVER_CONFIG.
+
+The control plane writes it; gunicorn_conf.py and wsgi.py read it. A file (not argv) so that a
+gunicorn USR2 re-exec picks up a new revision of the deployment without a new listening socket.
+"""
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Optional
+
+CONFIG_ENV = "MLFLOW_DEPLOY_SERVER_CONFIG"
+VALIDATION_MODES = ("compatible", "strict")
+
+
+@dataclass
+class ServerConfig:
+    model_dir: str  # a local directory holding MLmodel
+    bind: str = "127.0.0.1:5001"  # host:port
+    workers: int = 1  # instance_count: worker processes
+    validation: str = "compatible"  # or "strict" (DESIGN §3)
+    request_timeout_ms: int = 5000  # Azure's default request_settings.request_timeout_ms
+    max_request_mb: float = 100.0  # Azure's front proxy limit
+    error_details: bool = True  # show the model's own exception line in 400s
+    model_uri: Optional[str] = None  # what the user asked for, shown by /version
+    deployment: Optional[str] = None
+    revision: int = 1
+    pidfile: Optional[str] = None  # gunicorn pidfile: the master's pid across USR2 re-execs
+    ready_file: Optional[str] = None  # JSON {"revision", "pid", "ok", "error"} once loaded / failed
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ServerConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_env(cls) -> "ServerConfig":
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise RuntimeError(CONFIG_ENV + " is not set: start the server through mlflow-deploy")
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def write(self, path: str) -> None:
+        """Write atomically, so a re-exec never reads half a file."""
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(asdict(self), f, indent=2)
+        os.replace(tmp, path)
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])

@@ -1,0 +1,41 @@
+"""gunicorn settings for a scoring server, read from the ServerConfig file.
+
+Used as `gunicorn -c python:mlflow_deploy.scoring.gunicorn_conf mlflow_deploy.scoring.wsgi:app`.
+A USR2 re-exec imports this module again in the new master, which is how an update picks up the
+new revision while keeping the listening socket (DESIGN §4).
+"""
+from mlflow_deploy.scoring.config import ServerConfig
+
+_config = ServerConfig.from_env()
+
+bind = [_config.bind]
+workers = max(1, int(_config.workers))
+worker_class = "sync"
+preload_app = True
+pidfile = _config.pidfile
+# gunicorn kills a worker that is silent this long: a backstop behind our own 504, which fires
+# first and recycles the worker cleanly
+timeout = max(30, int(_config.request_timeout_ms / 1000.0 * 2) + 5)
+graceful_timeout = 30
+accesslog = None
+# gunicorn >= 25 opens a control socket at one fixed path per user: several servers would clash
+control_socket_disable = True
+errorlog = "-"
+loglevel = "info"
+proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")
+
+
+def when_ready(server):
+    from mlflow_deploy.scoring.wsgi import write_ready
+
+    write_ready(_config, ok=True)
+
+
+def post_fork(server, worker):
+    """After a 504 the worker finishes that response and exits; the master forks a fresh one."""
+    app = worker.app.wsgi()
+
+    def recycle():
+        worker.alive = False
+
+    app.config["ON_TIMEOUT"] = recycle

@@ -1,0 +1,229 @@
+"""Request bytes -> ParsedInput, and predictions -> response bytes.
+
+Only the envelope is checked here (content type, JSON, `input_data`, `params`); the signature is
+schema.py's job. Azure's wording is kept for every envelope error (DESIGN §3).
+"""
+import base64
+import datetime
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pandas as pd
+
+from .errors import PayloadError, UnsupportedMediaType
+
+try:  # a fast JSON library when the model env has one; never required (DESIGN §2)
+    import orjson
+except ImportError:  # pragma: no cover - exercised on the old stack
+    orjson = None
+
+JSON_TYPES = ("application/json", "text/json")
+
+
+@dataclass
+class ParsedInput:
+    """The caller's input before the signature is applied.
+
+    `form` says how the data arrived: "split", "records", "tensor" (a nested list), "named" (a
+    dict of lists), "frame" (already a DataFrame: CSV or batch files).
+    `may_have_bools` is False only when the JSON text has no true/false at all, which lets
+    schema.py take numpy's vectorised path without checking each value for booleans.
+    """
+
+    data: Any
+    form: str
+    params: Optional[Dict[str, Any]] = None
+    may_have_bools: bool = True
+
+
+def is_json(content_type: Optional[str]) -> bool:
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() in JSON_TYPES
+
+
+def loads(raw: bytes) -> Any:
+    """Parse JSON; Python's own parser is the fallback because it accepts NaN/Infinity as Azure does."""
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+    return json.loads(text)
+
+
+def _decode_body(raw: bytes) -> Any:
+    if not raw or not raw.strip():
+        raise PayloadError("POST body is empty. Expecting a JSON dictionary.")
+    try:
+        return loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        # the decoder's text gives a position, never the content
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
+        raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
+
+
+def _params(body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    params = body.get("params")
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise PayloadError("'params' must be a JSON object mapping param names to values.")
+    return params or None
+
+
+def form_of(data: Any) -> str:
+    if isinstance(data, dict):
+        return "split" if "data" in data or "columns" in data else "named"
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        return "records"
+    return "tensor"
+
+
+def parse_azure(raw: bytes, content_type: Optional[str]) -> ParsedInput:
+    """Parse an Azure ML online endpoint body: {"input_data": ..., "params": ...}."""
+    if not is_json(content_type):
+        raise UnsupportedMediaType("Expects Content-Type to be application/json")
+    body = _decode_body(raw)
+    if not isinstance(body, dict):
+        raise PayloadError("POST body should be a JSON dictionary.")
+    if body.get("input_data") is None:
+        raise PayloadError("A value is not provided for the 'input_data' parameter.")
+    data = body["input_data"]
+    bools = b"true" in raw or b"false" in raw
+    return ParsedInput(data, form_of(data), _params(body), bools)
+
+
+def parse_azure_query(input_data: str) -> ParsedInput:
+    """GET /score?input_data=<URL-encoded JSON>: the same input, carried in the query string."""
+    raw = input_data.encode("utf-8")
+    return parse_azure(b'{"input_data": ' + raw + b"}", "application/json")
+
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def parse_mlflow(raw: bytes, content_type: Optional[str]) -> ParsedInput:
+    """Parse MLflow's /invocations body, so MLflow clients work unchanged."""
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind == "text/csv":
+        import io
+
+        try:
+            frame = pd.read_csv(io.BytesIO(raw))
+        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+            raise PayloadError("The CSV body could not be parsed.") from None
+        return ParsedInput(frame, "frame")
+    if kind not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            "Content type must be one of application/json or text/csv for /invocations.")
+    body = _decode_body(raw)
+    if not isinstance(body, dict):
+        raise PayloadError("POST body should be a JSON dictionary.")
+    keys = [k for k in MLFLOW_KEYS if k in body]
+    if len(keys) != 1:
+        raise PayloadError("The body must have exactly one of the keys 'dataframe_split', "
+                           "'dataframe_records', 'instances' or 'inputs'.")
+    data = body[keys[0]]
+    if keys[0] == "dataframe_split":
+        if not isinstance(data, dict):
+            raise PayloadError("'dataframe_split' must be an object with 'columns' and 'data'.")
+        form = "split"
+    elif keys[0] == "dataframe_records":
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise PayloadError("'dataframe_records' must be a list of objects.")
+        form = "records"
+    else:
+        form = "named" if isinstance(data, dict) else "tensor"
+    bools = b"true" in raw or b"false" in raw
+    return ParsedInput(data, form, _params(body), bools)
+
+
+# ---- output -------------------------------------------------------------------------------
+
+def to_jsonable(predictions: Any) -> Any:
+    """What Azure returns for each prediction type, made JSON-safe (DESIGN §3 "Output")."""
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.to_dict(orient="records")
+    if isinstance(predictions, pd.Series):
+        return predictions.tolist()
+    if isinstance(predictions, np.ndarray):
+        return predictions if orjson is not None and predictions.dtype.kind in "biuf" \
+            else predictions.tolist()
+    if isinstance(predictions, dict):
+        return {str(k): to_jsonable(v) for k, v in predictions.items()}
+    if isinstance(predictions, (list, tuple)):
+        return [to_jsonable(v) for v in predictions]
+    return predictions
+
+
+def _default(value: Any) -> Any:
+    """Values plain JSON cannot carry: numpy scalars and arrays, timestamps, bytes, NaT."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (pd.Timestamp, datetime.datetime, datetime.date)):
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, (pd.Series, pd.DataFrame)):
+        return to_jsonable(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError("cannot serialise a value of type " + type(value).__name__)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: Azure writes them as invalid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+if orjson is not None:
+    _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+    def dumps(value: Any) -> bytes:
+        """orjson writes NaN/inf as null already; numpy arrays of numbers go through natively."""
+        try:
+            return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+        except TypeError:
+            # e.g. non-contiguous or object arrays orjson rejects: take the generic route
+            return orjson.dumps(_finite(_plain(value)), default=_default,
+                                option=orjson.OPT_NON_STR_KEYS)
+else:  # pragma: no cover - exercised on the old stack
+    def dumps(value: Any) -> bytes:
+        return json.dumps(_finite(_plain(value)), default=_default, allow_nan=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def render_azure(predictions: Any) -> bytes:
+    """Azure's body: a str is returned as is (JSON-encoded), anything else as JSON."""
+    return dumps(to_jsonable(predictions))
+
+
+def render_mlflow(predictions: Any) -> bytes:
+    """MLflow's /invocations body: {"predictions": ...}."""
+    return dumps({"predictions": to_jsonable(predictions)})

@@ -1,0 +1,120 @@
+"""The one path from request bytes to response bytes: parse -> enforce -> predict -> render.
+
+Online (/score, /invocations), `mlflow-deploy validate` and batch all come through here.
+"""
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from . import payload, schema
+from .errors import ModelFailed, ModelRejectedInput, ScoringError, ScoringTimeout
+from .predictor import Predictor
+
+log = logging.getLogger("mlflow_deploy.scoring")
+
+# exceptions by which a model says "this input is wrong" (DESIGN §3)
+REJECTIONS = (ValueError, TypeError, KeyError, IndexError)
+MAX_DETAIL = 300
+
+
+@dataclass
+class Result:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    coercions: List[str] = field(default_factory=list)
+    exec_ms: Optional[float] = None  # time in the model, on success
+
+
+def error_body(message: str) -> bytes:
+    return payload.dumps({"message": message})
+
+
+def error_result(exc: ScoringError) -> Result:
+    return Result(exc.status, error_body(exc.message))
+
+
+def check(raw: bytes, content_type: Optional[str], predictor: Predictor,
+          validation: str = "compatible") -> schema.Enforced:
+    """Parse and enforce an Azure body without predicting (`mlflow-deploy validate`)."""
+    parsed = payload.parse_azure(raw, content_type)
+    return schema.enforce(parsed, predictor.signature, validation)
+
+
+def score(raw: bytes, content_type: Optional[str], predictor: Predictor, *,
+          validation: str = "compatible", error_details: bool = True,
+          request_id: str = "") -> Result:
+    """Azure's POST /score."""
+    return _run(lambda: payload.parse_azure(raw, content_type), payload.render_azure,
+                predictor, validation, error_details, request_id)
+
+
+def score_parsed(parsed: payload.ParsedInput, predictor: Predictor, *,
+                 validation: str = "compatible", error_details: bool = True,
+                 request_id: str = "") -> Result:
+    """An input already parsed (GET /score's query string, batch files)."""
+    return _run(lambda: parsed, payload.render_azure, predictor, validation, error_details,
+                request_id)
+
+
+def invocations(raw: bytes, content_type: Optional[str], predictor: Predictor, *,
+                validation: str = "compatible", error_details: bool = True,
+                request_id: str = "") -> Result:
+    """MLflow's POST /invocations."""
+    return _run(lambda: payload.parse_mlflow(raw, content_type), payload.render_mlflow,
+                predictor, validation, error_details, request_id)
+
+
+def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes],
+         predictor: Predictor, validation: str, error_details: bool, request_id: str) -> Result:
+    try:
+        enforced = schema.enforce(parse(), predictor.signature, validation)
+        started = time.perf_counter()
+        predictions = predict(predictor, enforced, error_details, request_id)
+        exec_ms = (time.perf_counter() - started) * 1000.0
+        return Result(200, render(predictions), coercions=enforced.coercions, exec_ms=exec_ms)
+    except ScoringError as exc:
+        return error_result(exc)
+
+
+def predict(predictor: Predictor, enforced: schema.Enforced, error_details: bool = True,
+            request_id: str = "") -> Any:
+    """Call the model; sort its failures into 'rejected the input' (400) and 'failed' (500)."""
+    try:
+        return predictor.predict(enforced.model_input, enforced.params)
+    except ScoringTimeout:
+        raise
+    except REJECTIONS as exc:
+        raise _rejected(exc, error_details) from None
+    except Exception as exc:  # noqa: BLE001 - the model may raise anything; the caller gets 500
+        if _is_mlflow_input_error(exc):
+            raise _rejected(exc, error_details) from None
+        log.error("request %s: the model failed\n%s", request_id, traceback.format_exc())
+        raise ModelFailed("The model failed while scoring; the deployment log has the traceback "
+                          "for request id " + request_id) from None
+
+
+def _is_mlflow_input_error(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", None)
+    return type(exc).__name__ == "MlflowException" and code in (
+        "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+
+
+def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:
+    if not error_details:
+        return ModelRejectedInput("The model rejected the input (details are hidden: "
+                                  "error_details is false).")
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > MAX_DETAIL:
+        first = first[:MAX_DETAIL] + "..."
+    return ModelRejectedInput("The model rejected the input: {}: {}".format(
+        type(exc).__name__, first))
+
+
+def describe(predictor: Predictor) -> Dict[str, Any]:
+    """What /version reports about the loaded model."""
+    return {"signature": predictor.signature.kind, "flavors": predictor.flavors,
+            "model_mlflow_version": predictor.mlflow_version}

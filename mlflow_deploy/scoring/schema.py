@@ -1,0 +1,602 @@
+"""Enforce a model's signature on a ParsedInput (DESIGN §3).
+
+The signature is read once into a small `Signature` view so that each request only walks plain
+tuples. Every message names the column, tensor or param at fault in single quotes and never
+quotes the caller's values. `compatible` mode does Azure's silent coercions and lists each one;
+`strict` rejects them.
+"""
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from .errors import SchemaError
+from .payload import ParsedInput
+
+NUMERIC = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
+INT_RANGE = {"long": (-(2 ** 63), 2 ** 63 - 1), "integer": (-(2 ** 31), 2 ** 31 - 1)}
+DTYPE_WORDS = {"f": "floating-point numbers", "i": "integers", "u": "integers", "b": "booleans",
+               "U": "strings", "S": "bytes", "O": "values"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # double, float, long, integer, boolean, string, binary, datetime, array, object...
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: Optional[str]
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: Any
+    is_list: bool = False
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the model accepts: columns, or tensors, or nothing known (no signature)."""
+
+    columns: Tuple[Column, ...] = ()
+    tensors: Tuple[Tensor, ...] = ()
+    params: Optional[Tuple[Param, ...]] = None  # None: the model has no params schema
+
+    @property
+    def kind(self) -> str:
+        if self.columns:
+            return "columns"
+        if self.tensors:
+            return "named" if self.tensors[0].name else "tensor"
+        return "none"
+
+    @classmethod
+    def from_mlflow(cls, input_schema, params_schema=None) -> "Signature":
+        """Read MLflow's Schema/ParamSchema (2.x and 3.x) into plain tuples."""
+        params = None
+        if params_schema is not None:
+            params = tuple(Param(p.name, _type_name(p.dtype), p.default,
+                                 tuple(p.shape or ()) == (-1,)) for p in params_schema.params)
+        if input_schema is None:
+            return cls(params=params)
+        if input_schema.is_tensor_spec():
+            return cls(tensors=tuple(Tensor(s.name, np.dtype(s.type), tuple(s.shape or ()))
+                                     for s in input_schema.inputs), params=params)
+        return cls(columns=tuple(Column(s.name, _type_name(s.type), getattr(s, "required", True))
+                                 for s in input_schema.inputs), params=params)
+
+
+def _type_name(t: Any) -> str:
+    """DataType.double -> 'double'; MLflow's Array/Object/Map/AnyType -> 'array'/'object'/..."""
+    name = getattr(t, "name", None)
+    if isinstance(name, str) and type(t).__name__ == "DataType":
+        return name
+    return type(t).__name__.lower()
+
+
+@dataclass
+class Enforced:
+    """The model input after the signature, with the coercions compatible mode applied."""
+
+    model_input: Any
+    params: Optional[Dict[str, Any]]
+    rows: int
+    form: str
+    coercions: List[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        done = "; coercions: " + "; ".join(self.coercions) if self.coercions else ""
+        given = ", ".join(sorted(self.params)) if self.params else "none"
+        return "{} payload, {} row(s); params: {}{}".format(self.form, self.rows, given, done)
+
+
+class _Mode:
+    """Collects coercions in compatible mode; turns each into an error in strict mode."""
+
+    def __init__(self, validation: str):
+        self.strict = validation == "strict"
+        self.coercions: List[str] = []
+
+    def coerce(self, what: str, why: str) -> None:
+        if self.strict:
+            raise SchemaError("{} {} (validation is strict)".format(what, why))
+        self.coercions.append("{} {}".format(what, why))
+
+
+def enforce(parsed: ParsedInput, sig: Signature, validation: str = "compatible") -> Enforced:
+    mode = _Mode(validation)
+    if parsed.form == "frame":
+        model_input = _enforce_frame(parsed.data, sig, mode)
+    elif sig.kind == "columns":
+        model_input = _enforce_columns(parsed, sig.columns, mode)
+    elif sig.kind == "tensor":
+        model_input = _enforce_tensor(parsed, sig.tensors[0], mode)
+    elif sig.kind == "named":
+        model_input = _enforce_named(parsed, sig.tensors, mode)
+    else:
+        model_input = _unsigned(parsed)
+    params = enforce_params(parsed.params, sig.params, mode)
+    return Enforced(model_input, params, _rows(model_input), parsed.form, mode.coercions)
+
+
+def _rows(model_input: Any) -> int:
+    if isinstance(model_input, dict):
+        return max((_rows(v) for v in model_input.values()), default=0)
+    if isinstance(model_input, np.ndarray):
+        return model_input.shape[0] if model_input.ndim else 1
+    return len(model_input) if isinstance(model_input, (list, pd.DataFrame, pd.Series)) else 1
+
+
+# ---- no signature -----------------------------------------------------------------------
+
+def _unsigned(parsed: ParsedInput) -> Any:
+    """Azure's rules without a signature: list -> ndarray, split dict -> DataFrame, dict -> arrays."""
+    data = parsed.data
+    if parsed.form == "split":
+        columns, rows, index = _split_parts(data)
+        return pd.DataFrame(rows, columns=columns, index=index)
+    if parsed.form == "records":
+        return pd.DataFrame.from_records(data)
+    if isinstance(data, dict):
+        return {str(k): _array(v, "tensor '{}'".format(k)) for k, v in data.items()}
+    return _array(data, "input_data")
+
+
+def _array(value: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise SchemaError(what + " is ragged: every row must have the same length") from None
+    if arr.dtype == object and isinstance(value, list) and _ragged(value):
+        raise SchemaError(what + " is ragged: every row must have the same length")
+    return arr
+
+
+def _ragged(value: list) -> bool:
+    lengths = {len(v) if isinstance(v, list) else -1 for v in value}
+    return len(lengths) > 1
+
+
+# ---- column signatures ------------------------------------------------------------------
+
+def _split_parts(data: Dict[str, Any]):
+    columns, rows, index = data.get("columns"), data.get("data"), data.get("index")
+    if rows is None:
+        raise SchemaError("input_data has no 'data': send the split orientation "
+                          "{'columns': [...], 'index': [...], 'data': [[...]]}")
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise SchemaError("'data' must be a list of rows, each a list of values")
+    if columns is None:
+        raise SchemaError("input_data has no 'columns': name the column of each value")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise SchemaError("'columns' must be a list of column names (strings)")
+    if len(set(columns)) != len(columns):
+        raise SchemaError("'columns' names a column more than once")
+    width = len(columns)
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise SchemaError("row {} of 'data' has {} values but 'columns' names {}".format(
+                i, len(row), width))
+    if index is not None:
+        if not isinstance(index, list) or len(index) != len(rows):
+            raise SchemaError("'index' must be a list with one entry per row of 'data'")
+        if any(isinstance(v, (list, dict)) for v in index):
+            raise SchemaError("'index' entries must be numbers or strings")
+    return columns, rows, index
+
+
+def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -> pd.DataFrame:
+    data = parsed.data
+    index = None
+    if parsed.form == "split":
+        columns, rows, index = _split_parts(data)
+        index = _index(index, len(rows))
+        fast = _fast_numeric(columns, rows, spec, parsed.may_have_bools, index)
+        if fast is not None:
+            return fast
+        position = {name: i for i, name in enumerate(columns)}
+        values = {c.name: [row[position[c.name]] for row in rows]
+                  for c in spec if c.name in position}
+        n = len(rows)
+    elif parsed.form == "records":
+        values = {c.name: [r.get(c.name) for r in data] for c in spec
+                  if any(c.name in r for r in data)}
+        n = len(data)
+    elif parsed.form == "tensor" and isinstance(data, list):
+        # a list of rows for a column signature (the seed's "tensor input" to the heart model):
+        # values in the signature's column order
+        width = len(spec)
+        if not all(isinstance(r, list) and len(r) == width for r in data):
+            raise SchemaError("input_data is a list of rows, but each row must hold the model's "
+                              "{} columns in signature order; or send the split orientation "
+                              "{{'columns': [...], 'data': [[...]]}}".format(width))
+        values = {c.name: [row[i] for row in data] for i, c in enumerate(spec)}
+        n = len(data)
+    else:
+        raise SchemaError("this model takes columns: send input_data in the split orientation "
+                          "{'columns': [...], 'index': [...], 'data': [[...]]}")
+    missing = [c.name for c in spec if c.required and c.name not in values]
+    if missing:
+        raise SchemaError("missing required column{} {}".format(
+            "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
+    converted = {c.name: _column(c, values[c.name], mode) for c in spec if c.name in values}
+    return pd.DataFrame(converted, index=index if index is not None else None)
+
+
+def _index(index: Optional[list], n: int) -> Optional[Any]:
+    """The payload's index, or None when it is just 0..n-1 (pandas' default, and cheaper)."""
+    if index is None or index == list(range(n)):
+        return None
+    return pd.Index(index)
+
+
+def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.DataFrame]:
+    """All-numeric payload for an all-numeric signature: one numpy conversion, no per-value loop.
+
+    Returns None whenever a value needs the per-value path (its errors and coercions).
+    """
+    if may_have_bools or not rows or not all(c.type in NUMERIC and c.required for c in spec):
+        return None
+    try:
+        arr = np.array(rows)
+    except ValueError:
+        return None
+    if arr.ndim != 2 or arr.dtype.kind not in "if":
+        return None
+    position = {name: i for i, name in enumerate(columns)}
+    if any(c.name not in position for c in spec):
+        return None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return None
+    out = {}
+    for c in spec:
+        col = arr[:, position[c.name]]
+        if c.type in INT_RANGE:
+            if col.dtype.kind == "f" and not (col == np.trunc(col)).all():
+                return None
+            lo, hi = INT_RANGE[c.type]
+            if col.size and (col.min() < lo or col.max() > hi):
+                return None
+        out[c.name] = col.astype(NUMERIC[c.type], copy=False)
+    if all(c.type == "double" for c in spec):  # one float block: the cheapest frame to build
+        return pd.DataFrame(np.column_stack([out[c.name] for c in spec]),
+                            columns=[c.name for c in spec], index=index)
+    return pd.DataFrame(out, index=index)
+
+
+def _enforce_frame(frame: pd.DataFrame, sig: Signature, mode: _Mode) -> Any:
+    """CSV bodies and batch files arrive as DataFrames: check columns the same way."""
+    if sig.kind != "columns":
+        return frame
+    rows = frame.astype(object).where(frame.notna(), None).values.tolist()
+    parsed = ParsedInput({"columns": [str(c) for c in frame.columns], "data": rows}, "split")
+    return _enforce_columns(parsed, sig.columns, mode)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "booleans"
+    if isinstance(value, (int, float)):
+        return "numbers"
+    if isinstance(value, str):
+        return "strings"
+    if isinstance(value, list):
+        return "arrays"
+    if isinstance(value, dict):
+        return "objects"
+    return "values"
+
+
+def _column(col: Column, values: List[Any], mode: _Mode) -> Any:
+    what = "column '{}'".format(col.name)
+    if col.type in NUMERIC:
+        return _numeric(col, values, mode, what)
+    if col.type == "boolean":
+        return _boolean(col, values, mode, what)
+    if col.type == "string":
+        return _string(col, values, mode, what)
+    if col.type == "binary":
+        return _binary(col, values, what)
+    if col.type == "datetime":
+        return _datetime(col, values, what)
+    if col.type == "array" and any(v is not None and not isinstance(v, list) for v in values):
+        raise SchemaError(what + " expects arrays")
+    if col.type in ("object", "map") and any(
+            v is not None and not isinstance(v, dict) for v in values):
+        raise SchemaError(what + " expects objects")
+    _nulls(col, values, what)
+    return pd.Series(values, dtype=object)
+
+
+def _nulls(col: Column, values: List[Any], what: str) -> bool:
+    has_null = any(v is None for v in values)
+    if has_null and col.required:
+        raise SchemaError(what + " is required but has null values (a column marked "
+                          "required: false in the signature may have them)")
+    return has_null
+
+
+def _numeric(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarray:
+    is_int = col.type in INT_RANGE
+    out: List[Any] = []
+    strings = truncated = False
+    for v in values:
+        if isinstance(v, bool):
+            raise SchemaError("{} expects {} values, got booleans".format(what, col.type))
+        if isinstance(v, str):
+            try:
+                v = float(v) if not is_int or not v.strip().lstrip("+-").isdigit() else int(v)
+            except ValueError:
+                raise SchemaError("{} expects {} values, got text that is not a number".format(
+                    what, col.type)) from None
+            strings = True
+        elif v is not None and not isinstance(v, (int, float)):
+            raise SchemaError("{} expects {} values, got {}".format(what, col.type, _kind(v)))
+        if is_int and isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                raise SchemaError("{} expects {} values, got NaN or infinity".format(what, col.type))
+            if v != int(v):
+                truncated = True
+            v = int(v)
+        out.append(v)
+    if strings:
+        mode.coerce(what, "had numbers sent as strings, converted to {}".format(col.type))
+    if truncated:
+        mode.coerce(what, "had fractional values, truncated to {}".format(col.type))
+    if _nulls(col, out, what):
+        return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
+    if is_int:
+        lo, hi = INT_RANGE[col.type]
+        if any(v < lo or v > hi for v in out):
+            raise SchemaError("{} has values out of the {} range".format(what, col.type))
+    return np.array(out, dtype=NUMERIC[col.type])
+
+
+TRUE_WORDS = {"true": True, "false": False}
+
+
+def _boolean(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarray:
+    out: List[Any] = []
+    converted = False
+    for v in values:
+        if isinstance(v, bool) or v is None:
+            out.append(v)
+        elif isinstance(v, int) and v in (0, 1):
+            out.append(bool(v))
+            converted = True
+        elif isinstance(v, str) and v.strip().lower() in TRUE_WORDS:
+            out.append(TRUE_WORDS[v.strip().lower()])
+            converted = True
+        else:
+            raise SchemaError("{} expects boolean values, got {}".format(what, _kind(v)))
+    if converted:
+        mode.coerce(what, "had 0/1 or 'true'/'false' values, converted to boolean")
+    if _nulls(col, out, what):
+        return np.array(out, dtype=object)
+    return np.array(out, dtype=bool)
+
+
+def _string(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarray:
+    out: List[Any] = []
+    nulls = numbers = False
+    for v in values:
+        if isinstance(v, str):
+            out.append(v)
+        elif v is None:
+            if col.required:
+                nulls = True
+                v = "nan"  # what Azure's pandas path makes of a null in a string column
+            out.append(v)
+        elif isinstance(v, (int, float)):  # bool included
+            numbers = True
+            out.append(str(v).lower() if isinstance(v, bool) else str(v))
+        else:
+            raise SchemaError("{} expects string values, got {}".format(what, _kind(v)))
+    if nulls:
+        mode.coerce(what, "had null values, sent to the model as the string 'nan'")
+    if numbers:
+        mode.coerce(what, "had numbers or booleans, converted to strings")
+    return np.array(out, dtype=object)
+
+
+def _binary(col: Column, values: List[Any], what: str) -> np.ndarray:
+    _nulls(col, values, what)
+    out: List[Any] = []
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        if not isinstance(v, str):
+            raise SchemaError(what + " expects base64-encoded strings, got " + _kind(v))
+        try:
+            out.append(base64.b64decode(v, validate=True))
+        except (binascii.Error, ValueError):
+            raise SchemaError(what + " expects base64-encoded strings") from None
+    return np.array(out, dtype=object)
+
+
+def _datetime(col: Column, values: List[Any], what: str) -> pd.Series:
+    _nulls(col, values, what)
+    if any(v is not None and not isinstance(v, str) for v in values):
+        raise SchemaError(what + " expects ISO 8601 datetime strings")
+    try:
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object)))
+    except (ValueError, TypeError, OverflowError):
+        raise SchemaError(what + " expects ISO 8601 datetime strings") from None
+
+
+# ---- tensor signatures ------------------------------------------------------------------
+
+def _enforce_tensor(parsed: ParsedInput, spec: Tensor, mode: _Mode) -> np.ndarray:
+    if not isinstance(parsed.data, list):
+        raise SchemaError("this model takes a tensor: send input_data as a (nested) list")
+    return _tensor(parsed.data, spec, "input_data", mode, parsed.may_have_bools)
+
+
+def _enforce_named(parsed: ParsedInput, spec: Sequence[Tensor], mode: _Mode) -> Dict[str, Any]:
+    data = parsed.data
+    if not isinstance(data, dict) or parsed.form == "split":
+        raise SchemaError("this model takes named tensors: send input_data as an object "
+                          "{" + ", ".join("'{}': [...]".format(t.name) for t in spec) + "}")
+    missing = [t.name for t in spec if t.name not in data]
+    if missing:
+        raise SchemaError("missing tensor{} {}".format(
+            "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
+    out = {t.name: _tensor(data[t.name], t, "tensor '{}'".format(t.name), mode,
+                           parsed.may_have_bools) for t in spec}
+    return _broadcast_rows(out, spec, mode)
+
+
+def _broadcast_rows(out: Dict[str, np.ndarray], spec: Sequence[Tensor], mode: _Mode):
+    """Azure broadcasts a one-row tensor against the others; strict mode does not."""
+    batched = [t.name for t in spec if t.shape and t.shape[0] == -1 and out[t.name].ndim]
+    rows = {name: out[name].shape[0] for name in batched}
+    if len(set(rows.values())) <= 1:
+        return out
+    most = max(rows.values())
+    for name, n in rows.items():
+        if n == most:
+            continue
+        if n != 1:
+            raise SchemaError("tensors {} have different numbers of rows".format(
+                ", ".join("'{}'".format(k) for k in rows)))
+        mode.coerce("tensor '{}'".format(name), "had 1 row, repeated to match the others")
+        out[name] = np.broadcast_to(out[name], (most,) + out[name].shape[1:]).copy()
+    return out
+
+
+def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bool) -> np.ndarray:
+    if not isinstance(value, list):
+        raise SchemaError(what + " must be a (nested) list")
+    arr = _array(value, what)
+    want = spec.dtype.kind
+    got = arr.dtype.kind
+    if got == "O":
+        raise SchemaError("{} has values that are not {} (or rows of different lengths)".format(
+            what, DTYPE_WORDS.get(want, "values")))
+    if may_have_bools and want != "b" and got in "iuf" and _has_bool(value):
+        raise SchemaError("{} expects {}, got booleans".format(what, DTYPE_WORDS.get(want)))
+    if want in "iu":
+        if got == "f":
+            if not np.isfinite(arr).all():
+                raise SchemaError(what + " expects integers, got NaN or infinity")
+            if not (arr == np.trunc(arr)).all():
+                mode.coerce(what, "had fractional values, truncated to integers")
+        elif got not in "iu":
+            raise SchemaError("{} expects integers, got {}".format(what, DTYPE_WORDS.get(got)))
+    elif want == "f":
+        if got == "U":
+            try:
+                arr = arr.astype(spec.dtype)
+            except ValueError:
+                raise SchemaError(what + " expects floating-point numbers, got text") from None
+            mode.coerce(what, "had numbers sent as strings, converted")
+        elif got not in "iuf":
+            raise SchemaError("{} expects floating-point numbers, got {}".format(
+                what, DTYPE_WORDS.get(got)))
+    elif want == "b" and got != "b":
+        raise SchemaError("{} expects booleans, got {}".format(what, DTYPE_WORDS.get(got)))
+    elif want in "US" and got not in "US":
+        raise SchemaError("{} expects strings, got {}".format(what, DTYPE_WORDS.get(got)))
+    _check_shape(arr, spec, what)
+    try:
+        return arr.astype(spec.dtype, copy=False)
+    except (ValueError, OverflowError):
+        raise SchemaError("{} has values out of range for {}".format(what, spec.dtype.name)) from None
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_bool(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _check_shape(arr: np.ndarray, spec: Tensor, what: str) -> None:
+    if not spec.shape:
+        return
+    ok = arr.ndim == len(spec.shape) and all(
+        want == -1 or want == got for want, got in zip(spec.shape, arr.shape))
+    if not ok:
+        raise SchemaError("{} has shape {} but the model expects {} (-1: any size)".format(
+            what, _shape(arr.shape), _shape(spec.shape)))
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return str(tuple(int(d) for d in shape))
+
+
+# ---- params -----------------------------------------------------------------------------
+
+PARAM_TYPES = {"double": float, "float": float, "long": int, "integer": int, "boolean": bool,
+               "string": str, "datetime": str, "binary": str}
+
+
+def enforce_params(given: Optional[Dict[str, Any]], spec: Optional[Sequence[Param]],
+                   mode: _Mode) -> Optional[Dict[str, Any]]:
+    """Check params against the params schema; absent or {} -> None (the model's defaults)."""
+    if not given:
+        return None
+    if spec is None:
+        mode.coerce("params", "were ignored: the model has no params schema")
+        return None
+    known = {p.name: p for p in spec}
+    out = {}
+    for name in sorted(given):
+        if name not in known:
+            mode.coerce("param '{}'".format(name), "is not in the model's params schema, ignored")
+            continue
+        value = given[name]
+        if value is None:
+            continue  # the default applies
+        p = known[name]
+        what = "param '{}'".format(name)
+        if p.is_list:
+            if not isinstance(value, list):
+                raise SchemaError("{} expects a list of {} values".format(what, p.type))
+            out[name] = [_param_value(p, v, what, mode) for v in value]
+        else:
+            out[name] = _param_value(p, value, what, mode)
+    return out or None
+
+
+def _param_value(p: Param, value: Any, what: str, mode: _Mode) -> Any:
+    want = PARAM_TYPES.get(p.type, object)
+    if want is object:
+        return value
+    if want is bool:
+        if isinstance(value, bool):
+            return value
+        raise SchemaError("{} expects a boolean, got {}".format(what, _kind(value)))
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        raise SchemaError("{} expects a {} value, got {}".format(what, p.type, _kind(value)))
+    if want is str:
+        if isinstance(value, str):
+            return value
+        raise SchemaError("{} expects a {} value, got {}".format(what, p.type, _kind(value)))
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise SchemaError("{} expects a {} value, got text that is not a number".format(
+                what, p.type)) from None
+        mode.coerce(what, "was a number sent as a string, converted")
+        value = number
+    if want is int:
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise SchemaError("{} expects a {} value, got NaN or infinity".format(what, p.type))
+            if value != int(value):
+                mode.coerce(what, "was fractional, truncated to {}".format(p.type))
+            value = int(value)
+        return value
+    return float(value)

@@ -1,0 +1,93 @@
+"""MLflow deployment plugin for the target ``azureml-local``: Azure ML no-code deployment of an
+MLflow model, on this machine.
+
+It only adapts MLflow's ``BaseDeploymentClient`` to mlflow_deploy's control plane. MLflow loads a
+plugin by scanning this module with ``inspect.getmembers``: it must expose ``target_help``,
+``run_local`` and exactly ONE ``BaseDeploymentClient`` subclass, so no other client class may be
+imported here (DESIGN §8).
+"""
+from typing import Any, Dict, List, Optional
+
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+
+from mlflow_deploy import online
+from mlflow_deploy.online.foreground import DEFAULT_PORT, serve
+from mlflow_deploy.online.settings import SETTING_HELP
+from mlflow_deploy.store import HOME_ENV
+
+__all__ = ["AzureMLLocalDeploymentClient", "run_local", "target_help"]
+
+
+def target_help() -> str:
+    keys = "\n".join(f"    {key:<20} {text}" for key, text in SETTING_HELP.items())
+    return f"""\
+Target azureml-local: deploy an MLflow model on this machine the way Azure ML no-code deployment
+does. Each deployment is a scoring server on 127.0.0.1 (Flask under gunicorn) that answers Azure's
+/score (payload {{"input_data": ...}}) and MLflow's /invocations. Servers keep running after the
+command ends; `mlflow deployments delete` stops them. State lives under ${HOME_ENV}
+(default ~/.mlflow-deploy).
+
+Target URI: azureml-local (nothing after it).
+
+Model URIs: a local path, file:, runs:/<run_id>/<path>, models:/<name>/<version>,
+models:/<name>@<alias>, azureml:<name>:<version> (looked up in the MLflow registry).
+
+Deployment config (-C key=value):
+{keys}
+
+Endpoints: a deployment created without --endpoint gets an endpoint of its own name; the first
+deployment of an endpoint receives its traffic, and the endpoint's scoring URI is that deployment's
+server. Endpoint config: auth_mode (none), description; update-endpoint also takes
+traffic=<deployment>=100 to move the traffic. Deleting an endpoint deletes its deployments.
+
+predict: --input-path takes an Azure payload file ({{"input_data": ...}}, split, tensor or named
+tensors). It cannot carry params, because MLflow reads the file with pd.read_json: send params with
+the Python API (client.predict(..., params={{...}})) or over HTTP to the scoring URI.
+
+run-local: a foreground server on port {DEFAULT_PORT} (or -C port=N) until Ctrl-C.
+"""
+
+
+def run_local(name, model_uri, flavor=None, config=None):
+    """``mlflow deployments run-local``: serve in the foreground until Ctrl-C."""
+    serve(model_uri, config=config, name=name, flavor=flavor)
+
+
+class AzureMLLocalDeploymentClient(BaseDeploymentClient):
+    """``get_deploy_client("azureml-local")``: deployments and endpoints on this machine."""
+
+    def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None) -> Dict[str, Any]:
+        return online.create_deployment(name, model_uri, flavor=flavor, config=config, endpoint=endpoint)
+
+    def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None) -> Dict[str, Any]:
+        return online.update_deployment(name, model_uri=model_uri, flavor=flavor, config=config,
+                                        endpoint=endpoint)
+
+    def delete_deployment(self, name, config=None, endpoint=None) -> None:
+        online.delete_deployment(name, config=config, endpoint=endpoint)
+
+    def list_deployments(self, endpoint=None) -> List[Dict[str, Any]]:
+        return online.list_deployments(endpoint=endpoint)
+
+    def get_deployment(self, name, endpoint=None) -> Dict[str, Any]:
+        return online.get_deployment(name, endpoint=endpoint)
+
+    def predict(self, deployment_name=None, inputs=None, endpoint=None, params=None) -> PredictionsResponse:
+        predictions = online.predict(deployment_name, inputs, endpoint=endpoint, params=params)
+        return PredictionsResponse({"predictions": predictions})
+
+    def create_endpoint(self, name=None, config=None, endpoint=None) -> Dict[str, Any]:
+        # MLflow 3.17's `create-endpoint` CLI passes the name as `endpoint=` as well
+        return online.create_endpoint(name if name is not None else endpoint, config=config)
+
+    def update_endpoint(self, endpoint, config=None) -> Dict[str, Any]:
+        return online.update_endpoint(endpoint, config=config)
+
+    def delete_endpoint(self, endpoint) -> None:
+        online.delete_endpoint(endpoint)
+
+    def list_endpoints(self) -> List[Dict[str, Any]]:
+        return online.list_endpoints()
+
+    def get_endpoint(self, endpoint) -> Dict[str, Any]:
+        return online.get_endpoint(endpoint)

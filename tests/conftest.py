@@ -1,0 +1,131 @@
+"""Shared fixtures: the example models (built once per session) and real gunicorn servers."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory):
+    """A local SQLite tracking store and registry for the whole session (DESIGN: embedded defaults)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = "sqlite:///{}".format(root / "mlflow.db")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACT_ROOT")}
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_ARTIFACT_ROOT"] = str(root / "artifacts")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def example_models(tracking_uri):
+    """name -> 'models:/<name>/1' for every example model, logged and registered once."""
+    from example_models.build import log_all
+
+    return log_all(tracking_uri)
+
+
+@pytest.fixture(scope="session")
+def example_model_dirs(example_models, tmp_path_factory):
+    """name -> local model folder (downloaded once from the registry)."""
+    import mlflow.artifacts
+
+    root = tmp_path_factory.mktemp("model-dirs")
+    return {name: mlflow.artifacts.download_artifacts(uri, dst_path=str(root / name))
+            for name, uri in example_models.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real gunicorn scoring server on 127.0.0.1, stopped by the test that started it."""
+
+    def __init__(self, directory, model_dir, **settings):
+        self.dir = directory
+        self.port = free_port()
+        self.config = ServerConfig(model_dir=str(model_dir), bind="127.0.0.1:{}".format(self.port),
+                                   pidfile=str(directory / "gunicorn.pid"),
+                                   ready_file=str(directory / "ready.json"), **settings)
+        self.config_path = str(directory / "server.json")
+        self.config.write(self.config_path)
+        self.log_path = directory / "server.log"
+        env = dict(os.environ, **{CONFIG_ENV: self.config_path})
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "python:mlflow_deploy.scoring.gunicorn_conf",
+                 "mlflow_deploy.scoring.wsgi:app"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = "http://127.0.0.1:{}".format(self.port)
+
+    def wait_ready(self, timeout=120.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + self.log())
+            try:
+                if requests.get(self.url + "/", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server not ready:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready_state(self):
+        with open(self.config.ready_file) as f:
+            return json.load(f)
+
+    def post(self, path="/score", body=None, **kwargs):
+        if body is not None and "data" not in kwargs:
+            kwargs["data"] = json.dumps(body)
+            kwargs.setdefault("headers", {}).setdefault("Content-Type", "application/json")
+        return requests.post(self.url + path, timeout=30, **kwargs)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(model_dir, **ServerConfig settings) -> a ready Server."""
+    servers = []
+
+    def start(model_dir, wait=True, **settings):
+        directory = tmp_path / "server{}".format(len(servers))
+        directory.mkdir()
+        server = Server(directory, model_dir, **settings)
+        servers.append(server)
+        return server.wait_ready() if wait else server
+
+    yield start
+    for server in servers:
+        server.stop()

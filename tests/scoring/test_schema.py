@@ -1,0 +1,273 @@
+"""Signature enforcement, row by row of DESIGN §3 "Input forms" and the coercion rules."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from mlflow_deploy.scoring import payload
+from mlflow_deploy.scoring.errors import SchemaError, ScoringError
+from mlflow_deploy.scoring.schema import Signature, enforce
+
+COLS = Signature.from_mlflow(
+    Schema([ColSpec("double", "age"), ColSpec("long", "count"), ColSpec("string", "label"),
+            ColSpec("boolean", "flag"), ColSpec("double", "extra", required=False)]),
+    ParamSchema([ParamSpec("scale", "double", 1.0), ParamSpec("top_k", "long", 3),
+                 ParamSpec("names", "string", ["a"], shape=(-1,)),
+                 ParamSpec("verbose", "boolean", False)]))
+DOUBLES = Signature.from_mlflow(Schema([ColSpec("double", n) for n in ("a", "b", "c")]))
+TENSOR = Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.float64), (-1, 4))]))
+NAMED = Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.int64), (-1, 3), "tokens"),
+                                      TensorSpec(np.dtype(np.int64), (-1, 3), "mask")]))
+NONE = Signature.from_mlflow(None)
+SECRET = 987654.321  # a value that must never appear in a message
+
+
+def run(sig, input_data, validation="compatible", params=None):
+    body = {"input_data": input_data}
+    if params is not None:
+        body["params"] = params
+    parsed = payload.parse_azure(json.dumps(body).encode(), "application/json")
+    return enforce(parsed, sig, validation)
+
+
+def rejected(sig, input_data, match, validation="compatible", params=None):
+    with pytest.raises(SchemaError) as err:
+        run(sig, input_data, validation, params)
+    assert err.value.status == 400
+    assert match in err.value.message, err.value.message
+    assert str(SECRET) not in err.value.message and "secret" not in err.value.message
+    return err.value.message
+
+
+ROW = [1.5, 2, "x", True, 0.5]
+NAMES = ["age", "count", "label", "flag", "extra"]
+
+
+def test_split_columns_in_any_order_with_index_and_extra_columns_dropped():
+    out = run(COLS, {"columns": ["junk"] + NAMES[::-1], "index": [7, 8],
+                     "data": [["j"] + ROW[::-1], ["j"] + ROW[::-1]]})
+    frame = out.model_input
+    assert list(frame.columns) == NAMES
+    assert list(frame.index) == [7, 8]
+    assert frame["age"].dtype == np.float64 and frame["count"].dtype == np.int64
+    assert frame["flag"].dtype == bool and out.coercions == [] and out.rows == 2
+
+
+def test_index_is_optional_and_optional_columns_may_be_absent():
+    out = run(COLS, {"columns": NAMES[:4], "data": [ROW[:4]]})
+    assert "extra" not in out.model_input.columns
+
+
+def test_ints_accepted_for_double():
+    out = run(DOUBLES, {"columns": ["a", "b", "c"], "data": [[1, 2, 3]]})
+    assert out.model_input.dtypes.tolist() == [np.float64] * 3 and out.coercions == []
+
+
+def test_fast_and_per_value_paths_agree():
+    data = np.random.default_rng(1).normal(size=(50, 3)).round(4).tolist()
+    fast = run(DOUBLES, {"columns": ["c", "a", "b"], "data": data}).model_input
+    slow = run(DOUBLES, {"columns": ["c", "a", "b"], "data": data[:-1] + [data[-1][:2] + ["1"]]})
+    pd.testing.assert_frame_equal(fast.iloc[:-1], slow.model_input.iloc[:-1])
+    assert list(fast.columns) == ["a", "b", "c"]
+
+
+def test_missing_required_columns_are_named():
+    message = rejected(COLS, {"columns": ["label"], "data": [["x"]]}, "missing required columns")
+    assert "'age'" in message and "'count'" in message and "'flag'" in message
+
+
+@pytest.mark.parametrize("column, value, match", [
+    ("age", "secret", "column 'age' expects double values, got text that is not a number"),
+    ("age", True, "column 'age' expects double values, got booleans"),
+    ("age", [SECRET], "column 'age' expects double values, got arrays"),
+    ("age", None, "column 'age' is required but has null values"),
+    ("count", "secret", "column 'count' expects long values"),
+    ("count", 2 ** 70, "column 'count' has values out of the long range"),
+    ("label", {"k": SECRET}, "column 'label' expects string values, got objects"),
+    ("flag", "secret", "column 'flag' expects boolean values, got strings"),
+    ("flag", 7, "column 'flag' expects boolean values, got numbers"),
+])
+def test_wrong_values_are_named_never_quoted(column, value, match):
+    row = list(ROW)
+    row[NAMES.index(column)] = value
+    rejected(COLS, {"columns": NAMES, "data": [row]}, match)
+
+
+@pytest.mark.parametrize("column, value, expected, note", [
+    ("age", "5.1", 5.1, "column 'age' had numbers sent as strings"),
+    ("count", 1.5, 1, "column 'count' had fractional values, truncated"),
+    ("label", None, "nan", "column 'label' had null values"),
+    ("label", 12, "12", "column 'label' had numbers or booleans, converted to strings"),
+    ("flag", 1, True, "column 'flag' had 0/1"),
+])
+def test_azures_coercions_are_listed_in_compatible_and_rejected_in_strict(
+        column, value, expected, note):
+    row = list(ROW)
+    row[NAMES.index(column)] = value
+    out = run(COLS, {"columns": NAMES, "data": [row]})
+    assert out.model_input[column].iloc[0] == expected
+    assert len(out.coercions) == 1 and out.coercions[0].startswith(note)
+    rejected(COLS, {"columns": NAMES, "data": [row]}, note, validation="strict")
+
+
+def test_integral_floats_in_long_columns_are_not_coercions():
+    out = run(COLS, {"columns": NAMES, "data": [[1.5, 3.0, "x", False, 1]]}, "strict")
+    assert out.model_input["count"].iloc[0] == 3 and out.coercions == []
+
+
+def test_optional_column_may_hold_nulls():
+    out = run(COLS, {"columns": NAMES, "data": [ROW[:4] + [None]]}, "strict")
+    assert np.isnan(out.model_input["extra"].iloc[0])
+
+
+@pytest.mark.parametrize("input_data, match", [
+    ({"columns": NAMES}, "input_data has no 'data'"),
+    ({"data": [ROW]}, "input_data has no 'columns'"),
+    ({"columns": NAMES, "data": [ROW[:3]]}, "row 0 of 'data' has 3 values but 'columns' names 5"),
+    ({"columns": NAMES, "data": "secret"}, "'data' must be a list of rows"),
+    ({"columns": [1, 2], "data": [[1, 2]]}, "'columns' must be a list of column names"),
+    ({"columns": ["age", "age"], "data": [[1, 2]]}, "names a column more than once"),
+    ({"columns": NAMES, "index": [1, 2], "data": [ROW]}, "'index' must be a list with one entry"),
+    ({"tokens": [[1]]}, "this model takes columns: send input_data in the split orientation"),
+    ([[1, 2]], "each row must hold the model's 5 columns"),
+    ("secret", "this model takes columns"),
+])
+def test_malformed_split_payloads(input_data, match):
+    rejected(COLS, input_data, match)
+
+
+def test_rows_without_names_follow_the_signature_order():
+    """The seed's "tensor input" to the heart model: rows of values in column order."""
+    out = run(COLS, [ROW, ROW])
+    assert list(out.model_input.columns) == NAMES and out.rows == 2
+
+
+def test_records_orientation():
+    out = run(COLS, [dict(zip(NAMES, ROW))])
+    assert out.model_input["label"].iloc[0] == "x"
+    rejected(COLS, [{"age": 1}], "missing required columns")
+
+
+def test_binary_and_datetime_columns():
+    sig = Signature.from_mlflow(Schema([ColSpec("binary", "blob"), ColSpec("datetime", "when")]))
+    out = run(sig, {"columns": ["blob", "when"], "data": [["AAE=", "2024-01-02T03:04:05"]]})
+    assert out.model_input["blob"].iloc[0] == b"\x00\x01"
+    assert out.model_input["when"].iloc[0] == pd.Timestamp("2024-01-02T03:04:05")
+    rejected(sig, {"columns": ["blob", "when"], "data": [["%%%", "2024-01-02"]]},
+             "column 'blob' expects base64-encoded strings")
+    rejected(sig, {"columns": ["blob", "when"], "data": [["AAE=", "secret"]]},
+             "column 'when' expects ISO 8601 datetime strings")
+
+
+def test_nested_mlflow_types():
+    from mlflow.types.schema import Array, Object, Property
+
+    sig = Signature.from_mlflow(Schema([
+        ColSpec(Array("long"), "ids"),
+        ColSpec(Object([Property("k", "string")]), "meta")]))
+    out = run(sig, {"columns": ["ids", "meta"], "data": [[[1, 2], {"k": "v"}]]})
+    assert out.model_input["ids"].iloc[0] == [1, 2]
+    rejected(sig, {"columns": ["ids", "meta"], "data": [[SECRET, {"k": "v"}]]},
+             "column 'ids' expects arrays")
+    rejected(sig, {"columns": ["ids", "meta"], "data": [[[1], [SECRET]]]},
+             "column 'meta' expects objects")
+
+
+# ---- tensors --------------------------------------------------------------------------------
+
+def test_tensor_shape_with_wildcard():
+    out = run(TENSOR, [[1, 2, 3, 4], [5, 6, 7, 8.5]])
+    assert out.model_input.shape == (2, 4) and out.model_input.dtype == np.float64
+    message = rejected(TENSOR, [[1, 2, 3]], "input_data has shape (1, 3) but the model expects (-1, 4)")
+    assert "-1: any size" in message
+    rejected(TENSOR, [1, 2, 3, 4], "has shape (4,)")
+    rejected(TENSOR, [[1, 2, 3, 4], [1, 2]], "ragged")
+    rejected(TENSOR, [["secret", 2, 3, 4]], "expects floating-point numbers, got text")
+    rejected(TENSOR, [[True, 2, 3, 4]], "expects floating-point numbers, got booleans")
+    rejected(TENSOR, {"columns": ["a"], "data": [[1]]}, "this model takes a tensor")
+
+
+def test_tensor_numeric_strings_are_a_coercion():
+    out = run(TENSOR, [["1.5", "2", "3", "4"]])
+    assert out.model_input[0, 0] == 1.5 and out.coercions
+    rejected(TENSOR, [["1.5", "2", "3", "4"]], "converted", validation="strict")
+
+
+def test_named_tensors():
+    out = run(NAMED, {"tokens": [[1, 2, 3]], "mask": [[1, 1, 0]], "junk": [1]})
+    assert set(out.model_input) == {"tokens", "mask"}
+    assert out.model_input["mask"].dtype == np.int64
+    rejected(NAMED, {"tokens": [[1, 2, 3]]}, "missing tensor 'mask'")
+    rejected(NAMED, {"tokens": [[1, 2, 3]], "mask": [[1, 1]]},
+             "tensor 'mask' has shape (1, 2) but the model expects (-1, 3)")
+    rejected(NAMED, {"tokens": [[1.5, 2, 3]], "mask": [[1, 1, 0]]}, "tensor 'tokens' had fractional",
+             validation="strict")
+    rejected(NAMED, [[1, 2, 3]], "this model takes named tensors")
+    rejected(NAMED, {"tokens": [[1, 2, 3]] * 3, "mask": [[1, 1, 0]] * 2},
+             "have different numbers of rows")
+
+
+def test_named_tensor_rows_broadcast_like_azure():
+    out = run(NAMED, {"tokens": [[1, 2, 3], [4, 5, 6]], "mask": [[1, 1, 0]]})
+    assert out.model_input["mask"].shape == (2, 3)
+    assert out.coercions == ["tensor 'mask' had 1 row, repeated to match the others"]
+    rejected(NAMED, {"tokens": [[1, 2, 3], [4, 5, 6]], "mask": [[1, 1, 0]]}, "repeated",
+             validation="strict")
+
+
+# ---- no signature ---------------------------------------------------------------------------
+
+def test_no_signature_forms():
+    assert isinstance(run(NONE, [[1, 2]]).model_input, np.ndarray)
+    frame = run(NONE, {"columns": ["a"], "index": [3], "data": [[1]]}).model_input
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == [3]
+    arrays = run(NONE, {"t": [[1, 2]], "u": [3]}).model_input
+    assert arrays["t"].shape == (1, 2) and arrays["u"].tolist() == [3]
+    rejected(NONE, [[1, 2], [3]], "ragged")
+
+
+# ---- params ---------------------------------------------------------------------------------
+
+def test_params_checked_against_schema():
+    body = {"columns": NAMES, "data": [ROW]}
+    assert run(COLS, body).params is None
+    assert run(COLS, body, params={}).params is None
+    out = run(COLS, body, params={"scale": 2, "top_k": 5, "names": ["x"], "verbose": True})
+    assert out.params == {"names": ["x"], "scale": 2.0, "top_k": 5, "verbose": True}
+    rejected(COLS, body, "param 'scale' expects a double value, got text", params={"scale": "secret"})
+    rejected(COLS, body, "param 'verbose' expects a boolean", params={"verbose": 1})
+    rejected(COLS, body, "param 'names' expects a list", params={"names": "secret"})
+    rejected(COLS, body, "param 'top_k' expects a long value, got booleans", params={"top_k": True})
+
+
+def test_param_coercions_and_unknown_params():
+    body = {"columns": NAMES, "data": [ROW]}
+    out = run(COLS, body, params={"top_k": 2.5, "nope": 1})
+    assert out.params == {"top_k": 2}
+    assert out.coercions == ["param 'nope' is not in the model's params schema, ignored",
+                             "param 'top_k' was fractional, truncated to long"]
+    rejected(COLS, body, "param 'nope' is not in the model's params schema", "strict",
+             params={"nope": 1})
+    no_params = Signature.from_mlflow(Schema([ColSpec("double", "a")]))
+    assert run(no_params, {"columns": ["a"], "data": [[1]]}, params={"x": 1}).params is None
+    rejected(no_params, {"columns": ["a"], "data": [[1]]}, "the model has no params schema",
+             "strict", params={"x": 1})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(
+        st.sampled_from(NAMES + ["columns", "data", "index", "tokens", "mask"]), children,
+        max_size=5), max_leaves=30),
+    st.sampled_from([COLS, DOUBLES, TENSOR, NAMED, NONE]),
+    st.sampled_from(["compatible", "strict"]))
+def test_random_input_data_is_accepted_or_rejected_with_a_4xx(input_data, sig, validation):
+    try:
+        run(sig, input_data, validation)
+    except ScoringError as exc:
+        assert exc.status == 400
