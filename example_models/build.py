@@ -33,6 +33,16 @@ def _diabetes():
     return Ridge(alpha=0.1).fit(X, y), X
 
 
+def _diabetes_arrays():
+    """The same regression fitted on a bare array: no feature names, as models without
+    signatures usually are."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)
+    return Ridge(alpha=0.1).fit(X, y)
+
+
 def _heart():
     """Synthetic rows shaped like the UCI heart data of the seed's payload example."""
     from sklearn.linear_model import LogisticRegression
@@ -118,7 +128,7 @@ def _models():
     heart, Xh = _heart()
     iris, Xi = _iris()
     tokens_mask, mixed_params = _pyfunc_models()
-    no_sig = _diabetes()[0]
+    no_sig = _diabetes_arrays()
     tokens_example = {"tokens": np.array([[0, 655, 85, 5, 23, 84, 23, 52, 856, 5, 23, 1]]),
                       "mask": np.array([[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]])}
     mixed_example = pd.DataFrame({"count": [2, 5], "price": [9.99, 1.5], "label": ["pen", "ink"]})

@@ -75,6 +75,8 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
         predictions = predict(predictor, enforced, error_details, request_id)
         exec_ms = (time.perf_counter() - started) * 1000.0
         return Result(200, render(predictions), coercions=enforced.coercions, exec_ms=exec_ms)
+    except ScoringTimeout:
+        raise  # the server answers 504 and recycles the worker
     except ScoringError as exc:
         return error_result(exc)
 

@@ -1,0 +1,185 @@
+"""Real gunicorn servers on 127.0.0.1: every route, header and status code of DESIGN §3."""
+import json
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+from tests.conftest import Server
+from tests.scoring.test_pipeline import VALID
+
+
+@pytest.fixture(scope="module")
+def servers(example_model_dirs, quirks_dir, tmp_path_factory):
+    """One running server per example model (and the quirks model), shared by this module."""
+    started = {}
+    try:
+        for name, path in sorted(example_model_dirs.items()) + [("quirks", quirks_dir)]:
+            directory = tmp_path_factory.mktemp("srv-" + name)
+            settings = {"workers": 2, "request_timeout_ms": 1500} if name == "quirks" else {}
+            started[name] = Server(directory, path, model_uri="models:/{}/1".format(name),
+                                   deployment=name, max_request_mb=0.05, **settings)
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_each_example_model_scores_over_http(servers, name):
+    server = servers[name]
+    assert requests.get(server.url + "/").text == "Healthy"
+    response = server.post(body=VALID[name])
+    assert response.status_code == 200, response.text
+    assert isinstance(response.json(), list)
+    headers = response.headers
+    assert headers["x-ms-run-function-failed"] == "False"
+    assert headers["x-ms-request-id"] == headers["x-request-id"] == headers["x-ms-client-request-id"]
+    assert float(headers["x-ms-run-fn-exec-ms"]) >= 0
+    assert server.ready_state()["ok"] is True
+
+
+def test_request_ids_are_echoed_and_bounded(servers):
+    server = servers["diabetes"]
+    response = server.post(body=VALID["diabetes"], headers={
+        "x-request-id": "abc", "x-ms-client-request-id": "client-1",
+        "Content-Type": "application/json"})
+    assert response.headers["x-request-id"] == response.headers["x-ms-request-id"] == "abc"
+    assert response.headers["x-ms-client-request-id"] == "client-1"
+    too_long = server.post(body=VALID["diabetes"], headers={
+        "x-request-id": "r" * 101, "Content-Type": "application/json"})
+    assert too_long.status_code == 431
+    assert "longer than 100 characters" in too_long.json()["message"]
+
+
+@pytest.mark.parametrize("kwargs, status, message", [
+    ({"data": "{}", "headers": {"Content-Type": "text/plain"}}, 415,
+     "Expects Content-Type to be application/json"),
+    ({"data": "", "headers": {"Content-Type": "application/json"}}, 400,
+     "POST body is empty. Expecting a JSON dictionary."),
+    ({"data": "{oops", "headers": {"Content-Type": "application/json"}}, 400,
+     "POST body could not be decoded as JSON: "),
+    ({"data": "[1]", "headers": {"Content-Type": "application/json"}}, 400,
+     "POST body should be a JSON dictionary."),
+    ({"data": '{"inputs": 1}', "headers": {"Content-Type": "application/json"}}, 400,
+     "A value is not provided for the 'input_data' parameter."),
+    ({"data": json.dumps({"input_data": {"columns": ["age"], "data": [[1]]}}),
+      "headers": {"Content-Type": "application/json"}}, 400, "missing required columns 'sex'"),
+    ({"data": "x" * 60000, "headers": {"Content-Type": "application/json"}}, 413,
+     "The request body is larger than the deployment's limit of 0.05 MB."),
+])
+def test_error_statuses(servers, kwargs, status, message):
+    response = servers["diabetes"].post(**kwargs)
+    assert response.status_code == status
+    assert response.json()["message"].startswith(message)
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    assert "x-ms-run-fn-exec-ms" not in response.headers
+
+
+def test_coercions_header_and_strict_mode(servers, tmp_path, example_model_dirs):
+    body = {"input_data": {"columns": ["count", "price", "label"], "data": [[2.5, "9.99", None]]}}
+    response = servers["mixed-params"].post(body=body)
+    assert response.status_code == 200
+    notes = response.headers["x-mlflow-deploy-coercions"]
+    assert "column 'count' had fractional values" in notes and "column 'price'" in notes
+    assert "column 'label' had null values" in notes
+    strict = Server(tmp_path, example_model_dirs["mixed-params"], validation="strict")
+    try:
+        strict.wait_ready()
+        rejected = strict.post(body=body)
+        assert rejected.status_code == 400
+        assert "(validation is strict)" in rejected.json()["message"]
+    finally:
+        strict.stop()
+
+
+def test_other_routes(servers):
+    server = servers["diabetes"]
+    query = urllib.parse.quote(json.dumps(VALID["diabetes"]["input_data"]))
+    got = requests.get(server.url + "/score?input_data=" + query)
+    assert got.status_code == 200 and len(got.json()) == 2
+    assert requests.get(server.url + "/score").status_code == 400
+    assert requests.options(server.url + "/score").status_code == 200
+    for version in ("2", "3", "3.1"):
+        doc = requests.get(server.url + "/swagger.json", params={"version": version})
+        assert doc.status_code == 200
+        assert doc.json().get("swagger", doc.json().get("openapi", "")).startswith(version)
+        assert json.dumps(VALID["diabetes"]["input_data"]["columns"]) \
+            .strip("[]").split(",")[0] in doc.text
+    bad = requests.get(server.url + "/swagger.json", params={"version": "4"})
+    assert bad.status_code == 404
+    assert bad.json()["message"] == \
+        "Swagger version [4] is not valid. Supported versions: [2, 3, 3.1]."
+    missing = requests.get(server.url + "/nope")
+    assert missing.status_code == 404 and "message" in missing.json()
+    wrong = requests.delete(server.url + "/score")
+    assert wrong.status_code == 405 and "message" in wrong.json()
+    assert requests.get(server.url + "/ping").status_code == 200
+    assert requests.get(server.url + "/health").status_code == 200
+    version = requests.get(server.url + "/version").json()
+    assert version["model_uri"] == "models:/diabetes/1" and version["signature"] == "columns"
+    invocations = server.post("/invocations", body={"dataframe_split": VALID["diabetes"]["input_data"]})
+    assert invocations.status_code == 200 and len(invocations.json()["predictions"]) == 2
+    csv = server.post("/invocations", data="age,sex,bmi,bp,s1,s2,s3,s4,s5,s6\n" + ",".join(["0.1"] * 10),
+                      headers={"Content-Type": "text/csv"})
+    assert csv.status_code == 200
+    metrics = requests.get(server.url + "/metrics")
+    assert metrics.status_code == 200
+    assert 'mlflow_deploy_requests_total{route="score",status="2xx"}' in metrics.text
+    assert 'mlflow_deploy_requests_total{route="invocations",status="2xx"} 2' in metrics.text
+
+
+def test_model_failure_is_500_with_request_id_and_traceback_in_log(servers):
+    server = servers["quirks"]
+    response = server.post(body={"input_data": {"columns": ["x"], "data": [[1]]},
+                                 "params": {"mode": "runtime"}},
+                           headers={"x-request-id": "req-42", "Content-Type": "application/json"})
+    assert response.status_code == 500
+    assert "req-42" in response.json()["message"] and "fire" not in response.text
+    deadline = time.monotonic() + 5
+    while "the GPU caught fire" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "RuntimeError: the GPU caught fire" in server.log()
+
+
+@pytest.mark.slow
+def test_timeout_is_504_recycles_the_worker_and_others_keep_serving(servers):
+    server = servers["quirks"]
+    slow = {"input_data": {"columns": ["x"], "data": [[1]]},
+            "params": {"mode": "sleep", "seconds": 30}}
+    fast = {"input_data": {"columns": ["x"], "data": [[1]]}}
+    results = {}
+
+    def call_slow():
+        started = time.monotonic()
+        results["slow"] = server.post(body=slow)
+        results["slow_s"] = time.monotonic() - started
+
+    thread = threading.Thread(target=call_slow)
+    thread.start()
+    time.sleep(0.3)
+    fast_answers = [server.post(body=fast).status_code for _ in range(5)]
+    thread.join(timeout=30)
+    assert fast_answers == [200] * 5
+    assert results["slow"].status_code == 504
+    assert results["slow"].json()["message"] == "Scoring timeout after 1500 ms"
+    assert results["slow_s"] < 10
+    deadline = time.monotonic() + 10
+    while "recycling this worker" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "recycling this worker" in server.log()
+    assert all(server.post(body=fast).status_code == 200 for _ in range(6))
+
+
+def test_a_model_that_cannot_load_is_reported(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "MLmodel").write_text("flavors: {python_function: {loader_module: nope}}\n")
+    server = Server(tmp_path, tmp_path / "broken")
+    server.proc.wait(timeout=120)
+    assert server.proc.returncode != 0
+    state = server.ready_state()
+    assert state["ok"] is False and state["error"].startswith("the model could not be loaded")
