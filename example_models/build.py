@@ -106,9 +106,9 @@ def _signatures():
         inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, 12), "tokens"),
                        TensorSpec(np.dtype(np.int64), (-1, 12), "mask")]),
         outputs=Schema([ColSpec("long", "kept"), ColSpec("long", "id_sum")]))
-    optional = {}
-    if "required" in inspect.signature(ColSpec.__init__).parameters:
-        optional = {"required": False}
+    # mlflow >= 2.10 spells it `required=False`, earlier 2.x `optional=True`
+    takes = inspect.signature(ColSpec.__init__).parameters
+    optional = {"required": False} if "required" in takes else {"optional": True}
     mixed = ModelSignature(
         inputs=Schema([ColSpec("long", "count"), ColSpec("double", "price"),
                        ColSpec("string", "label"), ColSpec("double", "discount", **optional)]),

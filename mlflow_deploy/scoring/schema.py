@@ -72,8 +72,16 @@ class Signature:
         if input_schema.is_tensor_spec():
             return cls(tensors=tuple(Tensor(s.name, np.dtype(s.type), tuple(s.shape or ()))
                                      for s in input_schema.inputs), params=params)
-        return cls(columns=tuple(Column(s.name, _type_name(s.type), getattr(s, "required", True))
+        return cls(columns=tuple(Column(s.name, _type_name(s.type), _required(s))
                                  for s in input_schema.inputs), params=params)
+
+
+def _required(spec: Any) -> bool:
+    """mlflow >= 2.10 says `required`; 2.x before it said `optional`."""
+    required = getattr(spec, "required", None)
+    if required is None:
+        return not getattr(spec, "optional", False)
+    return bool(required)
 
 
 def _type_name(t: Any) -> str:

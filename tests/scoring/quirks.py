@@ -44,6 +44,10 @@ def save(path):
         inputs=Schema([ColSpec("double", "x")]),
         params=ParamSchema([ParamSpec("mode", "string", "ok"),
                             ParamSpec("seconds", "double", 0.0)]))
+    import inspect
+
+    takes = inspect.signature(mlflow.pyfunc.save_model).parameters
+    code = {"code_paths": [__file__]} if "code_paths" in takes else {"code_path": [__file__]}
     mlflow.pyfunc.save_model(path=str(path), python_model=Quirks(), signature=signature,
-                             code_paths=[__file__], pip_requirements=["mlflow", "pandas", "numpy"])
+                             pip_requirements=["mlflow", "pandas", "numpy"], **code)
     return str(path)

@@ -1,4 +1,5 @@
 """Signature enforcement, row by row of DESIGN §3 "Input forms" and the coercion rules."""
+import inspect
 import json
 
 import numpy as np
@@ -12,9 +13,16 @@ from mlflow_deploy.scoring import payload
 from mlflow_deploy.scoring.errors import SchemaError, ScoringError
 from mlflow_deploy.scoring.schema import Signature, enforce
 
+def optional(type_, name):
+    """An optional column in whichever spelling this mlflow has (`required` from 2.10 on)."""
+    if "required" in inspect.signature(ColSpec.__init__).parameters:
+        return ColSpec(type_, name, required=False)
+    return ColSpec(type_, name, optional=True)
+
+
 COLS = Signature.from_mlflow(
     Schema([ColSpec("double", "age"), ColSpec("long", "count"), ColSpec("string", "label"),
-            ColSpec("boolean", "flag"), ColSpec("double", "extra", required=False)]),
+            ColSpec("boolean", "flag"), optional("double", "extra")]),
     ParamSchema([ParamSpec("scale", "double", 1.0), ParamSpec("top_k", "long", 3),
                  ParamSpec("names", "string", ["a"], shape=(-1,)),
                  ParamSpec("verbose", "boolean", False)]))
@@ -164,7 +172,10 @@ def test_binary_and_datetime_columns():
 
 
 def test_nested_mlflow_types():
-    from mlflow.types.schema import Array, Object, Property
+    schema_types = pytest.importorskip("mlflow.types.schema")
+    if not hasattr(schema_types, "Array"):
+        pytest.skip("this mlflow has no Array/Object column types (added in 2.10)")
+    Array, Object, Property = schema_types.Array, schema_types.Object, schema_types.Property
 
     sig = Signature.from_mlflow(Schema([
         ColSpec(Array("long"), "ids"),
