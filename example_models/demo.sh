@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make demo`: the main job end to end on the embedded defaults (local SQLite tracking store,
+# env_manager local). Deploys logged models with the real `mlflow deployments` CLI, scores them
+# over HTTP with Azure's three payload forms, shows a bad payload's 400, lists and cleans up.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+P="$HERE/payloads"
+T=azureml-local
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+cleanup() {
+  for d in blue iris tokens; do
+    mlflow deployments delete -t "$T" --name "$d" >/dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+cleanup
+
+say "deploy models:/diabetes/1 as 'blue' behind endpoint 'diabetes'"
+mlflow deployments create -t "$T" --name blue -m models:/diabetes/1 --endpoint diabetes
+mlflow deployments create -t "$T" --name iris -m models:/iris-tensor/1 -C instance_count=1
+mlflow deployments create -t "$T" --name tokens -m models:/tokens-mask/1 -C instance_count=1
+
+uri() {  # the endpoint's scoring URI, from the plugin's Python API
+  python -c "import sys; from mlflow.deployments import get_deploy_client; \
+print(get_deploy_client('$T').get_endpoint(sys.argv[1])['scoring_uri'])" "$1"
+}
+score() {  # POST a payload file, print the status and the body
+  curl -sS -w '  -> HTTP %{http_code}\n' -H 'Content-Type: application/json' -d @"$2" "$1"
+}
+DIABETES="$(uri diabetes)"
+say "split payload to $DIABETES"
+score "$DIABETES" "$P/diabetes-split.json"
+say "tensor payload to the iris-tensor model"
+score "$(uri iris)" "$P/iris-tensor.json"
+say "named-tensor payload to the tokens-mask model"
+score "$(uri tokens)" "$P/tokens-mask-named.json"
+say "a bad payload (a column missing, text in a double column) gets a 400 that says why"
+status=$(curl -sS -o /tmp/mlflow-deploy-demo-bad.json -w '%{http_code}' \
+  -H 'Content-Type: application/json' -d @"$P/diabetes-bad.json" "$DIABETES")
+cat /tmp/mlflow-deploy-demo-bad.json; echo "  -> HTTP $status"
+[ "$status" = 400 ]
+say "mlflow deployments predict (the same payload file through the MLflow CLI)"
+mlflow deployments predict -t "$T" --endpoint diabetes --input-path "$P/diabetes-split.json"
+say "list"
+mlflow deployments list -t "$T"
+say "delete"
+for d in blue iris tokens; do mlflow deployments delete -t "$T" --name "$d"; done
+mlflow deployments list -t "$T"
+trap - EXIT
+say "demo finished"
