@@ -72,16 +72,8 @@ def create_app(predictor: Predictor, config: ServerConfig,
 
     def answer(result: pipeline.Result, route: str, rid: str, client_rid: str,
                started: float) -> Response:
-        response = Response(result.body, status=result.status, content_type=result.content_type)
-        headers = response.headers
-        headers["x-ms-request-id"] = rid
-        headers["x-request-id"] = rid
-        headers["x-ms-client-request-id"] = client_rid
-        headers["x-ms-run-function-failed"] = "False" if result.status < 400 else "True"
-        if result.exec_ms is not None:
-            headers["x-ms-run-fn-exec-ms"] = "{:.3f}".format(result.exec_ms)
-        if result.coercions:
-            headers["x-mlflow-deploy-coercions"] = "; ".join(result.coercions)
+        response = Response(result.body, status=result.status, content_type=result.content_type,
+                            headers=pipeline.response_headers(result, rid, client_rid))
         metrics.observe(route, result.status, time.perf_counter() - started)
         return response
 

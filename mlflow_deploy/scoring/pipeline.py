@@ -92,7 +92,13 @@ def predict(predictor: Predictor, enforced: schema.Enforced, error_details: bool
         raise _rejected(exc, error_details) from None
     except Exception as exc:  # noqa: BLE001 - the model may raise anything; the caller gets 500
         if _is_mlflow_input_error(exc):
-            raise _rejected(exc, error_details) from None
+            # MLflow's own enforcement inside predict: its text starts with a repr of the data
+            log.error("request %s: MLflow's signature enforcement rejected the input: %s",
+                      request_id, exc)
+            raise ModelRejectedInput(
+                "The input passed mlflow-deploy's checks but MLflow's own signature enforcement "
+                "rejected it; the deployment log has its message for request id "
+                + request_id) from None
         log.error("request %s: the model failed\n%s", request_id, traceback.format_exc())
         raise ModelFailed("The model failed while scoring; the deployment log has the traceback "
                           "for request id " + request_id) from None
@@ -114,6 +120,18 @@ def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:
         first = first[:MAX_DETAIL] + "..."
     return ModelRejectedInput("The model rejected the input: {}: {}".format(
         type(exc).__name__, first))
+
+
+def response_headers(result: Result, request_id: str, client_request_id: str) -> Dict[str, str]:
+    """Azure's scoring headers (DESIGN §3), plus the coercions compatible mode applied."""
+    headers = {"x-ms-request-id": request_id, "x-request-id": request_id,
+               "x-ms-client-request-id": client_request_id,
+               "x-ms-run-function-failed": "False" if result.status < 400 else "True"}
+    if result.exec_ms is not None:
+        headers["x-ms-run-fn-exec-ms"] = "{:.3f}".format(result.exec_ms)
+    if result.coercions:
+        headers["x-mlflow-deploy-coercions"] = "; ".join(result.coercions)
+    return headers
 
 
 def describe(predictor: Predictor) -> Dict[str, Any]:

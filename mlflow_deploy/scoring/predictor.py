@@ -25,7 +25,7 @@ class Predictor:
         self.signature = Signature.from_mlflow(self.input_schema, self.params_schema)
         self.mlflow_version = getattr(meta, "mlflow_version", None)
         self.flavors = sorted(meta.flavors)
-        self.input_example = _azure_example(model_dir, meta)
+        self.input_example = azure_example(model_dir, meta)
         # mlflow < 2.6 has no params argument
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
@@ -39,7 +39,7 @@ class Predictor:
         return self.model.predict(model_input)
 
 
-def _azure_example(model_dir: str, meta: Any) -> Optional[Dict[str, Any]]:
+def azure_example(model_dir: str, meta: Any) -> Optional[Dict[str, Any]]:
     """The model's saved input example as an Azure request body, for /swagger.json."""
     info = getattr(meta, "saved_input_example_info", None) or {}
     path = info.get("artifact_path")

@@ -237,8 +237,14 @@ def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -
     if missing:
         raise SchemaError("missing required column{} {}".format(
             "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
-    converted = {c.name: _column(c, values[c.name], mode) for c in spec if c.name in values}
-    return pd.DataFrame(converted, index=index if index is not None else None)
+    # arrays, not Series: a Series would be aligned on its own 0..n-1 index against `index`
+    converted = {c.name: _as_array(_column(c, values[c.name], mode))
+                 for c in spec if c.name in values}
+    return pd.DataFrame(converted, index=index)
+
+
+def _as_array(column: Any) -> Any:
+    return column.array if isinstance(column, pd.Series) else column
 
 
 def _index(index: Optional[list], n: int) -> Optional[Any]:
@@ -270,7 +276,9 @@ def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.Dat
     for c in spec:
         col = arr[:, position[c.name]]
         if c.type in INT_RANGE:
-            if col.dtype.kind == "f" and not (col == np.trunc(col)).all():
+            # float64 holds integers exactly only below 2**53: larger ones take the exact path
+            if col.dtype.kind == "f" and (not (col == np.trunc(col)).all()
+                                          or (col.size and np.abs(col).max() >= 2.0 ** 53)):
                 return None
             lo, hi = INT_RANGE[c.type]
             if col.size and (col.min() < lo or col.max() > hi):
@@ -371,6 +379,8 @@ def _numeric(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarr
 
 
 TRUE_WORDS = {"true": True, "false": False}
+# pandas >= 2 infers one format per column unless told the values are ISO 8601 of any precision
+ISO_8601 = {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
 
 
 def _boolean(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarray:
@@ -438,7 +448,7 @@ def _datetime(col: Column, values: List[Any], what: str) -> pd.Series:
     if any(v is not None and not isinstance(v, str) for v in values):
         raise SchemaError(what + " expects ISO 8601 datetime strings")
     try:
-        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object)))
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), **ISO_8601))
     except (ValueError, TypeError, OverflowError):
         raise SchemaError(what + " expects ISO 8601 datetime strings") from None
 

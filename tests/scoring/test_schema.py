@@ -282,3 +282,24 @@ def test_random_input_data_is_accepted_or_rejected_with_a_4xx(input_data, sig, v
         run(sig, input_data, validation)
     except ScoringError as exc:
         assert exc.status == 400
+
+
+def test_labelled_index_keeps_every_column_kind():
+    sig = Signature.from_mlflow(Schema([ColSpec("datetime", "when"), ColSpec("string", "s"),
+                                        ColSpec("double", "d")]))
+    out = run(sig, {"columns": ["when", "s", "d"], "index": ["a", "b"],
+                    "data": [["2024-01-02T00:00:00", "x", 1], ["2024-01-02T00:00:00.5", "y", 2]]})
+    frame = out.model_input
+    assert list(frame.index) == ["a", "b"]
+    assert frame["when"].notna().all() and frame["s"].tolist() == ["x", "y"]
+
+
+def test_large_longs_are_exact_or_rejected_never_wrapped():
+    sig = Signature.from_mlflow(Schema([ColSpec("long", "n"), ColSpec("double", "d")]))
+    big = 2 ** 62 + 1
+    out = run(sig, {"columns": ["n", "d"], "data": [[big, 0.5]]})
+    assert int(out.model_input["n"].iloc[0]) == big
+    rejected(sig, {"columns": ["n", "d"], "data": [[2 ** 63, 0.5]]},
+             "column 'n' has values out of the long range")
+    rejected(sig, {"columns": ["n", "d"], "data": [[float(2 ** 63), 0.5]]},
+             "column 'n' has values out of the long range")

@@ -1,0 +1,545 @@
+"""``mlflow-deploy check MODEL_URI``: will this model deploy on Azure ML without code, and how is
+it called?
+
+Users otherwise learn the answer after a 20-minute cloud deployment, as a bare HTTP 500. Each check
+is one line (ok, warn, fail or skip); any fail makes the exit code 1. The report ends with the
+payload forms the model accepts, each as a ready ``curl`` command against ``mlflow-deploy serve``.
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+
+__all__ = ["run_check", "check_command", "Finding", "PayloadForm", "Report", "find_python"]
+
+SCORE_URL = "http://127.0.0.1:5001/score"  # `mlflow-deploy serve` listens here by default
+CURL_ROWS = 2  # rows of the input example shown in a curl command
+MISSING = "<missing file>"
+LATER = "installability is checked when the environment is built (a later issue)"
+
+
+@dataclass
+class Finding:
+    check: str
+    status: str  # ok | warn | fail | skip
+    message: str
+
+
+@dataclass
+class PayloadForm:
+    form: str
+    description: str
+    body: Dict[str, Any]
+    curl: str
+
+
+@dataclass
+class Report:
+    model_uri: str
+    checks: List[Finding] = field(default_factory=list)
+    payload_forms: List[PayloadForm] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(f.status == "fail" for f in self.checks)
+
+    def add(self, check: str, status: str, message: str) -> None:
+        self.checks.append(Finding(check, status, message))
+
+    def to_json(self) -> str:
+        return json.dumps({"model_uri": self.model_uri, "deployable": not self.failed,
+                           "checks": [asdict(f) for f in self.checks],
+                           "payload_forms": [asdict(p) for p in self.payload_forms]}, indent=2)
+
+    def to_text(self) -> str:
+        width = max(len(f.check) for f in self.checks)
+        lines = ["Checking {} for Azure ML no-code deployment".format(self.model_uri)]
+        lines += ["  {:5} {:{w}}  {}".format(f.status, f.check, f.message, w=width)
+                  for f in self.checks]
+        if self.payload_forms:
+            lines.append("")
+            lines.append("Payload forms this model accepts (POST /score):")
+            for p in self.payload_forms:
+                lines.append("  {}: {}".format(p.form, p.description))
+                lines.append("    " + p.curl)
+        counts = {s: sum(f.status == s for f in self.checks) for s in ("fail", "warn")}
+        lines.append("")
+        lines.append("{}: {} failed, {} warning(s)".format(
+            "NOT DEPLOYABLE" if self.failed else "Deployable", counts["fail"], counts["warn"]))
+        return "\n".join(lines)
+
+
+def run_check(model_uri: str, output_format: str = "text") -> Tuple[str, int]:
+    """The report as text or JSON, and the exit code (1 when any check fails)."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-deploy-check-") as tmp:
+        report = inspect_model(model_uri, Path(tmp))
+    text = report.to_json() if output_format == "json" else report.to_text()
+    return text, 1 if report.failed else 0
+
+
+@click.command("check")
+@click.argument("model_uri")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json for machines.")
+def check_command(model_uri: str, output_format: str) -> None:
+    """Report whether MODEL_URI deploys on Azure ML without code, one line per check; exit 1 if
+    any check fails. Ends with the payload forms the model accepts, as curl commands."""
+    text, code = run_check(model_uri, output_format)
+    click.echo(text)
+    sys.exit(code)
+
+
+# ---- the checks -----------------------------------------------------------------------------
+
+def inspect_model(model_uri: str, workdir: Path) -> Report:
+    report = Report(model_uri)
+    mlmodel = _mlmodel(model_uri, workdir, report)
+    if mlmodel is None:
+        return report
+    path, model = mlmodel
+    if not _pyfunc(model, report):
+        return report
+    signature = _signature(model, report)
+    example = _input_example(path, model, signature, report)
+    _environment(path, model, report)
+    _prediction(path, example, report)
+    report.payload_forms = payload_forms(model, signature, example)
+    return report
+
+
+def _mlmodel(model_uri: str, workdir: Path, report: Report):
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    from mlflow_deploy.model import resolve_model_dir
+
+    try:
+        path = resolve_model_dir(model_uri, workdir / "model")
+    except MlflowException as exc:  # our errors are MlflowExceptions, with clear messages
+        report.add("MLmodel", "fail", exc.message)
+        return None
+    try:
+        model = Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # noqa: BLE001 - a corrupt YAML or a field MLflow cannot parse
+        report.add("MLmodel", "fail", "MLmodel could not be read ({})".format(
+            type(exc).__name__))
+        return None
+    report.add("MLmodel", "ok", "readable (logged with mlflow {})".format(
+        model.mlflow_version or "of unknown version"))
+    return path, model
+
+
+def _pyfunc(model: Any, report: Report) -> bool:
+    pyfunc = model.flavors.get("python_function")
+    if pyfunc is None:
+        report.add("flavor", "fail", "no python_function flavor: Azure can only deploy it with a "
+                   "scoring script (flavors: {})".format(", ".join(sorted(model.flavors))))
+        return False
+    report.add("flavor", "ok", "python_function (loader {})".format(
+        pyfunc.get("loader_module", "unknown")))
+    return True
+
+
+def _signature(model: Any, report: Report):
+    from mlflow_deploy.scoring.schema import Signature
+
+    params = model.get_params_schema() if hasattr(model, "get_params_schema") else None
+    sig = Signature.from_mlflow(model.get_input_schema(), params)
+    if sig.kind == "none":
+        report.add("signature", "warn", "absent: Azure guesses the payload form (list -> ndarray, "
+                   "split dict -> DataFrame, other dict -> dict of arrays) and checks nothing; "
+                   "log the model with a signature")
+        return sig
+    if sig.kind == "columns":
+        required = sum(c.required for c in sig.columns)
+        what = "columns: {} ({} required)".format(len(sig.columns), required)
+    else:
+        what = ("tensor: " if sig.kind == "tensor" else "named tensors: ") + ", ".join(
+            "{}{} {}".format("'{}' ".format(t.name) if t.name else "", t.dtype.name,
+                             tuple(t.shape)) for t in sig.tensors)
+    given = ", ".join("'{}' ({})".format(p.name, p.type) for p in sig.params or ())
+    report.add("signature", "ok", "{}; params: {}".format(what, given or "none"))
+    return sig
+
+
+def _input_example(path: Path, model: Any, sig: Any, report: Report) -> Optional[Dict[str, Any]]:
+    from mlflow_deploy.scoring import payload, schema
+    from mlflow_deploy.scoring.errors import ScoringError
+    from mlflow_deploy.scoring.predictor import azure_example
+
+    example = azure_example(str(path), model)
+    if example is None:
+        report.add("input example", "warn", "absent: the Swagger page has no example and "
+                   "nothing can be predicted here; log the model with input_example=...")
+        return None
+    raw = payload.dumps(example)
+    try:
+        enforced = schema.enforce(payload.parse_azure(raw, "application/json"), sig, "strict")
+        report.add("input example", "ok", "accepted by the signature ({})".format(
+            enforced.summary()))
+    except ScoringError as strict_error:
+        try:
+            enforced = schema.enforce(payload.parse_azure(raw, "application/json"), sig)
+        except ScoringError as exc:
+            report.add("input example", "fail", "rejected by the signature: " + exc.message)
+            return None
+        report.add("input example", "warn", "accepted only with validation: compatible ({})"
+                   .format(strict_error.message))
+    return example
+
+
+# ---- environment --------------------------------------------------------------------------
+
+def _environment(path: Path, model: Any, report: Report) -> None:
+    pyfunc = model.flavors["python_function"]
+    env = pyfunc.get("env") or {}
+    if isinstance(env, str):
+        env = {"conda": env}
+    python_env = _yaml(path / env["virtualenv"]) if env.get("virtualenv") else None
+    conda = _yaml(path / env["conda"]) if env.get("conda") else None
+    version, source = _requested_python(python_env, conda, pyfunc)
+    if version is None:
+        report.add("python", "warn", "the model names no Python version; the deployment would "
+                   "use the environment's default")
+    else:
+        minor = ".".join(version.split(".")[:2])
+        found = find_python(minor)
+        if found:
+            report.add("python", "ok", "{} requested ({}); found {}".format(minor, source, found))
+        else:
+            report.add("python", "fail", "{} requested ({}) but not installed on this machine "
+                       "(looked in ~/.pyenv/versions, PATH and uv's interpreters)".format(
+                           minor, source))
+    _requirements(path, python_env, conda, report)
+
+
+def _yaml(path: Path) -> Optional[Dict[str, Any]]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _requested_python(python_env, conda, pyfunc) -> Tuple[Optional[str], str]:
+    if python_env and python_env.get("python"):
+        return str(python_env["python"]), "python_env.yaml"
+    for dep in (conda or {}).get("dependencies") or []:
+        if isinstance(dep, str) and dep.replace(" ", "").startswith("python="):
+            return dep.split("=", 1)[1].lstrip("="), "conda.yaml"
+    if pyfunc.get("python_version"):
+        return str(pyfunc["python_version"]), "MLmodel"
+    return None, ""
+
+
+def find_python(minor: str) -> Optional[str]:
+    """An interpreter of this minor version (e.g. "3.10"): pyenv's versions, PATH, then uv.
+
+    uv is asked never to download one (it would try the network, DESIGN §8).
+    """
+    name = "python" + minor
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for candidate in sorted(glob.glob(os.path.join(root, "versions", "*", "bin", name))):
+        if os.access(candidate, os.X_OK) and _is_version(candidate, minor):
+            return candidate
+    on_path = shutil.which(name)
+    if on_path and _is_version(on_path, minor):
+        return on_path
+    uv = shutil.which("uv")
+    if uv:
+        try:
+            out = subprocess.run([uv, "python", "find", minor], capture_output=True, text=True,
+                                 timeout=30, env=dict(os.environ, UV_PYTHON_DOWNLOADS="never"))
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        found = out.stdout.strip()
+        if out.returncode == 0 and found and _is_version(found, minor):
+            return found
+    return None
+
+
+def _is_version(executable: str, minor: str) -> bool:
+    """Run it: a pyenv shim exists for versions pyenv cannot always run."""
+    try:
+        out = subprocess.run([executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == minor
+
+
+def _requirements(path: Path, python_env, conda, report: Report) -> None:
+    lines: List[Tuple[str, int, str]] = []  # (file, line number, text)
+    if python_env is not None:
+        for dep in python_env.get("dependencies") or []:
+            lines.extend(_expand(path, "python_env.yaml", 0, str(dep)))
+    elif conda is not None:
+        for dep in conda.get("dependencies") or []:
+            if isinstance(dep, dict):
+                for i, pip in enumerate(dep.get("pip") or [], 1):
+                    lines.extend(_expand(path, "conda.yaml", i, str(pip)))
+    elif (path / "requirements.txt").is_file():
+        lines.extend(_expand(path, "python_env.yaml", 0, "-r requirements.txt"))
+    else:
+        report.add("requirements", "warn", "no python_env.yaml, conda.yaml or requirements.txt: "
+                   "Azure would install only its defaults")
+        return
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    bad, pins = [], 0
+    for where, number, text in lines:
+        if text == MISSING:
+            bad.append(where + " (file missing)")
+            continue
+        if text.startswith("-") or "://" in text.split("@")[0]:
+            continue  # pip options and bare URLs: pip's business when the env is built
+        try:
+            Requirement(text)
+            pins += 1
+        except InvalidRequirement:
+            bad.append("{} line {}".format(where, number))
+    if bad:
+        report.add("requirements", "fail", "unparseable requirement(s) at {}; {}".format(
+            ", ".join(bad), LATER))
+    else:
+        report.add("requirements", "ok", "{} requirement(s) parse; {}".format(pins, LATER))
+
+
+def _expand(path: Path, where: str, number: int, text: str) -> List[Tuple[str, int, str]]:
+    """One requirement line, with ``-r file`` expanded one level (MLflow writes exactly that)."""
+    text = text.split(" #", 1)[0].strip()
+    if not text or text.startswith("#"):
+        return []
+    if text.startswith("-r ") or text.startswith("--requirement "):
+        name = text.split(None, 1)[1].strip()
+        try:
+            content = (path / name).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return [(name, 0, MISSING)]
+        return [(name, i, line.split(" #", 1)[0].strip()) for i, line in enumerate(content, 1)
+                if line.strip() and not line.strip().startswith("#")]
+    return [(where, number, text)]
+
+
+# ---- prediction and Azure's serialisation -------------------------------------------------
+
+def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -> None:
+    if example is None:
+        report.add("prediction", "skip", "no usable input example to predict on")
+        report.add("output", "skip", "no prediction to serialise")
+        return
+    from mlflow_deploy.scoring import payload, pipeline, schema
+    from mlflow_deploy.scoring.predictor import Predictor
+
+    here = "{}.{}".format(*sys.version_info[:2])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictor = Predictor.load(str(path))
+    except ImportError as exc:
+        report.add("prediction", "warn", "the model cannot be loaded in this Python ({}): {}: {}; "
+                   "install its requirements here to check its predictions".format(
+                       here, type(exc).__name__, _first_line(exc)))
+        report.add("output", "skip", "no prediction to serialise")
+        return
+    except Exception as exc:  # noqa: BLE001 - whatever the flavor's loader raises
+        report.add("prediction", "fail", "the model could not be loaded: {}: {}".format(
+            type(exc).__name__, _first_line(exc)))
+        report.add("output", "skip", "no prediction to serialise")
+        return
+    enforced = schema.enforce(payload.parse_azure(payload.dumps(example), "application/json"),
+                              predictor.signature)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predictions = predictor.predict(enforced.model_input, enforced.params)
+    except Exception as exc:  # noqa: BLE001 - the model may raise anything
+        rejected = isinstance(exc, pipeline.REJECTIONS)
+        report.add("prediction", "fail", "the model {} the input example: {}: {}".format(
+            "rejected" if rejected else "failed on", type(exc).__name__, _first_line(exc)))
+        report.add("output", "skip", "no prediction to serialise")
+        return
+    payload.render_azure(predictions)  # mlflow-deploy's own rendering never fails
+    report.add("prediction", "ok", "the input example scores (in Python {}): {}".format(
+        here, describe_output(predictions)))
+    problem = azure_serialisation_problem(predictions)
+    if problem is None:
+        report.add("output", "ok", "serialises to JSON the way Azure's server would")
+    else:
+        status, message = problem
+        report.add("output", status, message)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The exception's first line, cut like the server cuts a model's rejection message."""
+    from mlflow_deploy.scoring.pipeline import MAX_DETAIL
+
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return first[:MAX_DETAIL] + ("..." if len(first) > MAX_DETAIL else "")
+
+
+def describe_output(predictions: Any) -> str:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(predictions, pd.DataFrame):
+        return "a DataFrame of {} row(s)".format(len(predictions))
+    if isinstance(predictions, pd.Series):
+        return "a Series of {} value(s)".format(len(predictions))
+    if isinstance(predictions, np.ndarray):
+        return "an array of shape {}".format(tuple(predictions.shape))
+    return "a {}".format(type(predictions).__name__)
+
+
+def azure_jsonable(predictions: Any) -> Any:
+    """What Azure's MLflow scoring script hands to json.dumps (MLflow's _get_jsonable_obj)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(predictions, np.ndarray):
+        return predictions.tolist()
+    if isinstance(predictions, pd.DataFrame):
+        return predictions.to_dict(orient="records")
+    if isinstance(predictions, pd.Series):
+        return pd.DataFrame(predictions).to_dict(orient="records")
+    return predictions
+
+
+def azure_serialisation_problem(predictions: Any) -> Optional[Tuple[str, str]]:
+    """(status, message) when Azure's server would fail on or garble this output, else None."""
+    jsonable = azure_jsonable(predictions)
+    try:
+        json.dumps(jsonable)
+    except (TypeError, ValueError, OverflowError):
+        return "fail", ("Azure's server would answer 500: the output holds {}, which its JSON "
+                        "encoder cannot write (mlflow-deploy serves it); return a DataFrame, "
+                        "an array or a list of plain values".format(_unserialisable(jsonable)))
+    try:
+        json.dumps(jsonable, allow_nan=False)
+    except ValueError:
+        return "warn", ("the output has NaN or infinity: Azure writes them as NaN/Infinity, "
+                        "which is not valid JSON for most clients (mlflow-deploy writes null)")
+    return None
+
+
+def _unserialisable(value: Any, depth: int = 0) -> str:
+    """Name the first value plain json.dumps cannot write."""
+    import datetime
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        if any(isinstance(v, np.ndarray) for v in value.values()):
+            return "a dict of arrays"
+        for v in value.values():
+            found = _unserialisable(v, depth + 1)
+            if found:
+                return found
+        return "" if depth else "values of an unsupported type"
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            found = _unserialisable(v, depth + 1)
+            if found:
+                return found
+        return "" if depth else "values of an unsupported type"
+    if isinstance(value, np.ndarray):
+        return "numpy arrays"
+    if isinstance(value, np.generic):
+        return "numpy scalars ({})".format(type(value).__name__)
+    if isinstance(value, (datetime.date, datetime.datetime, np.datetime64)):
+        return "timestamps"
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return ""
+    return "values of type {}".format(type(value).__name__)
+
+
+# ---- payload forms ----------------------------------------------------------------------
+
+PLACEHOLDERS = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False,
+                "string": "text", "binary": "", "datetime": "2024-01-01T00:00:00", "array": [],
+                "object": {}, "map": {}}
+
+
+def payload_forms(model: Any, sig: Any, example: Optional[Dict[str, Any]]) -> List[PayloadForm]:
+    """Each form the server accepts for this signature, with a body from the input example."""
+    params = _example_params(sig, example)
+    if sig.kind == "columns":
+        split = _split_body(sig, example)
+        forms = [("split", "columns in any order, 'index' optional, extra columns dropped",
+                  split)]
+        names = [c.name for c in sig.columns]
+        if set(names) <= set(split["columns"]):
+            where = {name: i for i, name in enumerate(split["columns"])}
+            rows = [[row[where[n]] for n in names] for row in split["data"]]
+            forms.append(("rows", "a list of rows, each holding the {} columns in signature "
+                                  "order".format(len(names)), rows))
+    elif sig.kind == "tensor":
+        data = example["input_data"][:CURL_ROWS] if example else _placeholder(sig.tensors[0])
+        forms = [("tensor", "a nested list of shape {} (-1: any size)".format(
+            tuple(sig.tensors[0].shape)), data)]
+    elif sig.kind == "named":
+        data = ({k: v[:CURL_ROWS] for k, v in example["input_data"].items()} if example else
+                {t.name: _placeholder(t) for t in sig.tensors})
+        forms = [("named", "an object with every named tensor", data)]
+    else:
+        forms = [
+            ("list", "no signature: a (nested) list becomes a numpy array", [[0.0, 0.0]]),
+            ("split", "no signature: columns/index/data becomes a DataFrame",
+             {"columns": ["a", "b"], "index": [0], "data": [[0.0, 0.0]]}),
+            ("dict", "no signature: any other object becomes a dict of arrays",
+             {"a": [0.0], "b": [0.0]}),
+        ]
+    out = []
+    for form, description, data in forms:
+        body = {"input_data": data}
+        if params:
+            body["params"] = params
+        if sig.params:
+            description += "; params optional: " + ", ".join(p.name for p in sig.params)
+        out.append(PayloadForm(form, description, body, curl(body)))
+    return out
+
+
+def _example_params(sig: Any, example: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    if example and example.get("params"):
+        return example["params"]
+    if sig.params:
+        return {p.name: p.default for p in sig.params if p.default is not None} or None
+    return None
+
+
+def _split_body(sig: Any, example: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    data = example.get("input_data") if example else None
+    if isinstance(data, dict) and "columns" in data and "data" in data:
+        rows = data["data"][:CURL_ROWS]
+        body = {"columns": data["columns"], "index": list(range(len(rows))), "data": rows}
+        return body
+    columns = [c for c in sig.columns if c.required]
+    return {"columns": [c.name for c in columns], "index": [0],
+            "data": [[PLACEHOLDERS.get(c.type) for c in columns]]}
+
+
+def _placeholder(tensor: Any) -> Any:
+    value: Any = PLACEHOLDERS.get({"f": "double", "i": "long", "u": "long", "b": "boolean"}
+                                  .get(tensor.dtype.kind, "string"))
+    for d in reversed(tuple(tensor.shape) or (1,)):
+        value = [value] * (1 if d == -1 else d)
+    return value
+
+
+def curl(body: Dict[str, Any]) -> str:
+    text = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")
+    return ("curl -X POST {} -H 'Content-Type: application/json' -d '{}'".format(SCORE_URL, text))

@@ -1,0 +1,124 @@
+"""``mlflow-deploy validate MODEL_URI PAYLOAD...``: check payload files against a model's signature
+with no server, one file or a whole folder or glob of them, optionally as JUnit XML for CI.
+
+One file keeps the original behaviour: exit 0 and ``OK: <summary>``, or exit 1 and the message
+the server would answer. Several files print one line each and exit 1 when any is rejected.
+"""
+import glob
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import click
+
+__all__ = ["PayloadCase", "collect_payloads", "validate_payloads", "validate_command"]
+
+
+@dataclass
+class PayloadCase:
+    name: str  # the file, as found from the argument
+    ok: bool
+    message: str  # the summary, or the server's message
+    status: int  # 200 when accepted, else the status the server would answer
+    seconds: float = 0.0
+
+    @property
+    def kind(self) -> Optional[str]:
+        return None if self.ok else "HTTP {}".format(self.status)
+
+
+def collect_payloads(arguments: Sequence[str]) -> List[Path]:
+    """Each argument is a file, a folder (its *.json files, recursively) or a quoted glob."""
+    from mlflow_deploy.errors import InvalidParameter
+
+    found: List[Path] = []
+    for argument in arguments:
+        path = Path(os.path.expanduser(argument))
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*.json") if p.is_file())
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
+                             if os.path.isfile(p))
+        if not matches:
+            raise InvalidParameter("No payload file found for a PAYLOAD argument (give a file, a "
+                                   "folder of *.json files, or a quoted glob).")
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def validate_payloads(model_uri: str, files: Sequence[Path], validation: str = "compatible",
+                      predict: bool = False) -> List[PayloadCase]:
+    """Check each file the way the server would; with ``predict``, also run the model."""
+    from mlflow_deploy.scoring.errors import ScoringError
+    from mlflow_deploy.scoring.pipeline import check
+
+    from .client import load_predictor, score
+
+    predictor = load_predictor(model_uri)
+    cases = []
+    for path in files:
+        started = time.perf_counter()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            cases.append(PayloadCase(str(path), False, "the file cannot be read ({})".format(
+                type(exc).__name__), 0))
+            continue
+        if predict:
+            response = score(model_uri, raw, validation=validation)
+            ok = response.status == 200
+            message = "scored: {} byte(s) of predictions".format(len(response.raw)) if ok \
+                else response.message or "HTTP {}".format(response.status)
+            case = PayloadCase(str(path), ok, message, response.status)
+        else:
+            try:
+                enforced = check(raw, "application/json", predictor, validation=validation)
+                case = PayloadCase(str(path), True, enforced.summary(), 200)
+            except ScoringError as exc:
+                case = PayloadCase(str(path), False, exc.message, exc.status)
+        case.seconds = time.perf_counter() - started
+        cases.append(case)
+    return cases
+
+
+@click.command("validate")
+@click.argument("model_uri")
+@click.argument("payloads", nargs=-1, required=True)
+@click.option("--validation", type=click.Choice(["compatible", "strict"]), default="compatible",
+              show_default=True,
+              help="compatible coerces values like Azure (and reports it); strict rejects them.")
+@click.option("--predict", is_flag=True, help="Also run the model on each payload.")
+@click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False),
+              help="Write a JUnit XML report with one test case per payload file.")
+def validate_command(model_uri: str, payloads: Sequence[str], validation: str, predict: bool,
+                     junit_xml: Optional[str]) -> None:
+    """Check Azure PAYLOADS (files, folders or quoted globs) against MODEL_URI's signature, with no
+    server: exit 0 and a summary, or exit 1 and the message the server would answer."""
+    from mlflow_deploy.errors import PredictionFailed
+
+    files = collect_payloads(payloads)
+    cases = validate_payloads(model_uri, files, validation, predict)
+    if junit_xml:
+        from .junit import write_junit
+
+        write_junit(junit_xml, "mlflow-deploy validate " + model_uri, cases)
+    single = len(payloads) == 1 and len(cases) == 1 and Path(payloads[0]).is_file()
+    if single:
+        case = cases[0]
+        if not case.ok:  # the message `from_scoring_error` gives the single-file command
+            raise PredictionFailed("{}: {}".format(case.status, case.message), status=case.status)
+        click.echo("OK: " + case.message)
+        return
+    for case in cases:
+        click.echo("{:4} {}: {}".format("ok" if case.ok else "FAIL", case.name, case.message
+                                        if case.ok else "HTTP {}: {}".format(case.status,
+                                                                            case.message)))
+    failed = sum(not c.ok for c in cases)
+    click.echo("{} payload(s): {} accepted, {} rejected".format(len(cases), len(cases) - failed,
+                                                              failed))
+    if failed:
+        raise SystemExit(1)
