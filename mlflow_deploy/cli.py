@@ -3,15 +3,17 @@
 Every failure ends in one line ``Error: ...`` and a non-zero exit code, never a traceback: our own
 errors are click exceptions already, and the group turns any other MLflow or OS error into one.
 """
+
 import sys
-from pathlib import Path
 from typing import Optional
 
 import click
 from mlflow.exceptions import MlflowException
 
 from mlflow_deploy import __version__
-from mlflow_deploy.errors import DeployError, InvalidParameter, from_scoring_error
+from mlflow_deploy.check import check_command
+from mlflow_deploy.errors import DeployError
+from mlflow_deploy.testing.validate import validate_command
 
 __all__ = ["main", "cli"]
 
@@ -23,8 +25,9 @@ class _OneLineErrors(click.Group):
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
         except MlflowException as exc:
-            raise DeployError(exc.message.strip().splitlines()[0] if exc.message else
-                              type(exc).__name__) from None
+            raise DeployError(
+                exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
+            ) from None
         except OSError as exc:
             raise DeployError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
 
@@ -36,7 +39,9 @@ def cli():
 
 
 VALIDATION = click.option(
-    "--validation", type=click.Choice(["compatible", "strict"]), default="compatible",
+    "--validation",
+    type=click.Choice(["compatible", "strict"]),
+    default="compatible",
     show_default=True,
     help="compatible coerces values like Azure (and reports it); strict rejects them.",
 )
@@ -57,32 +62,9 @@ def serve(model_uri: str, port: Optional[int], workers: int, validation: str):
     serve_foreground(model_uri, config=config)
 
 
-@cli.command()
-@click.argument("model_uri")
-@click.argument("payload", type=click.Path(dir_okay=False, path_type=Path))
-@VALIDATION
-def validate(model_uri: str, payload: Path, validation: str):
-    """Check an Azure PAYLOAD file against MODEL_URI's signature, with no server: exit 0 and a
-    summary, or exit 1 and the message the server would answer."""
-    import tempfile
-
-    from mlflow_deploy.model import load_model
-    from mlflow_deploy.scoring.errors import ScoringError
-    from mlflow_deploy.scoring.pipeline import check
-    from mlflow_deploy.scoring.predictor import Predictor
-
-    try:
-        raw = payload.read_bytes()
-    except OSError:
-        raise InvalidParameter("The payload file cannot be read (PAYLOAD).") from None
-    with tempfile.TemporaryDirectory(prefix="mlflow-deploy-validate-") as tmp:
-        info = load_model(model_uri, Path(tmp) / "model")
-        predictor = Predictor.load(str(info.path))
-        try:
-            enforced = check(raw, "application/json", predictor, validation=validation)
-        except ScoringError as exc:
-            raise from_scoring_error(exc) from None
-    click.echo(f"OK: {enforced.summary()}")
+# validate (files, folders, globs, JUnit XML) and check live with the testing tools they share
+cli.add_command(validate_command)
+cli.add_command(check_command)
 
 
 def main(argv=None) -> None:

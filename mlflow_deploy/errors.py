@@ -5,6 +5,7 @@ the right error code) and a ``click.ClickException`` (so both ``mlflow deploymen
 ``mlflow-deploy ...`` print one line ``Error: ...`` and exit with the class's code instead of a
 traceback). Messages name the key, flag or URI scheme at fault and never quote the user's values.
 """
+
 from typing import ClassVar, Optional
 
 import click

@@ -5,6 +5,7 @@ Accepted URIs: a local path, ``file:``, ``runs:/<run_id>/<path>``, ``models:/<na
 (looked up in the local MLflow registry as ``models:/<name>/<version>``). Remote ones are fetched
 with ``mlflow.artifacts.download_artifacts``; everything is read with MLflow's public ``Model`` API.
 """
+
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from mlflow.models import Model
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from mlflow_deploy.errors import InvalidParameter, NotFound
+from mlflow_deploy.errors import DeployError, InvalidParameter, NotFound
 
 __all__ = ["ModelInfo", "to_mlflow_uri", "resolve_model_dir", "read_model", "load_model"]
 
@@ -75,7 +76,7 @@ def to_mlflow_uri(uri: str) -> str:
     uri = uri.strip()
     scheme = _scheme(uri)
     if scheme == "azureml":
-        rest = uri[len("azureml:"):]
+        rest = uri[len("azureml:") :]
         if rest.startswith("//"):
             raise InvalidParameter(
                 "Only azureml:<name>:<version> model references can be resolved locally; "
@@ -88,7 +89,8 @@ def to_mlflow_uri(uri: str) -> str:
         if sep and name and label == "latest":
             return f"models:/{name}/latest"
         raise InvalidParameter(
-            "An azureml: model URI must look like azureml:<name>:<version> or azureml:<name>@latest."
+            "An azureml: model URI must look like azureml:<name>:<version> "
+            "or azureml:<name>@latest."
         )
     if scheme not in ("", "file") + REGISTRY_SCHEMES:
         raise InvalidParameter(f"Unsupported model URI scheme '{scheme}': use {SUPPORTED}.")
@@ -104,7 +106,9 @@ def _local_path(uri: str) -> Optional[Path]:
     return None
 
 
-def resolve_model_dir(uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False) -> Path:
+def resolve_model_dir(
+    uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False
+) -> Path:
     """Return a local directory holding the model's MLmodel.
 
     Remote models (``runs:/``, ``models:/``, ``azureml:``) are downloaded into ``dst_dir`` (which
@@ -133,8 +137,15 @@ def resolve_model_dir(uri: str, dst_dir: Optional[os.PathLike] = None, copy_loca
         downloaded = Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(dst_dir)))
     except MlflowException as exc:
         raise _registry_error(uri, exc) from None
+    except OSError as exc:  # the tracking server or artifact store is unreachable
+        raise DeployError(
+            f"The {_kind(uri)} model could not be fetched ({type(exc).__name__}); "
+            "check MLFLOW_TRACKING_URI."
+        ) from None
     if not downloaded.is_dir():
-        raise InvalidParameter(f"The {_kind(uri)} model URI points to a file, not a model directory.")
+        raise InvalidParameter(
+            f"The {_kind(uri)} model URI points to a file, not a model directory."
+        )
     _require_mlmodel(downloaded, uri)
     return downloaded
 
@@ -214,6 +225,8 @@ def read_model(path: os.PathLike, uri: Optional[str] = None) -> ModelInfo:
     )
 
 
-def load_model(uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False) -> ModelInfo:
+def load_model(
+    uri: str, dst_dir: Optional[os.PathLike] = None, copy_local: bool = False
+) -> ModelInfo:
     """resolve_model_dir + read_model."""
     return read_model(resolve_model_dir(uri, dst_dir, copy_local=copy_local), uri=uri)

@@ -14,6 +14,7 @@ Layout (DESIGN §6)::
 SQLite (not JSON files) because several CLI processes may read and write at once, and a failed
 create must leave no half row: every change is one transaction.
 """
+
 import fcntl
 import json
 import os
@@ -149,9 +150,15 @@ class Store:
                 conn.execute(
                     "INSERT INTO endpoints (name, auth_mode, description, traffic, auto_created,"
                     " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (endpoint.name, endpoint.auth_mode, endpoint.description,
-                     json.dumps(endpoint.traffic), int(endpoint.auto_created),
-                     endpoint.created, endpoint.updated),
+                    (
+                        endpoint.name,
+                        endpoint.auth_mode,
+                        endpoint.description,
+                        json.dumps(endpoint.traffic),
+                        int(endpoint.auto_created),
+                        endpoint.created,
+                        endpoint.updated,
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise AlreadyExists("An endpoint with this name already exists (--endpoint).") from None
@@ -163,8 +170,14 @@ class Store:
             conn.execute(
                 "UPDATE endpoints SET auth_mode=?, description=?, traffic=?, auto_created=?,"
                 " updated=? WHERE name=?",
-                (endpoint.auth_mode, endpoint.description, json.dumps(endpoint.traffic),
-                 int(endpoint.auto_created), endpoint.updated, endpoint.name),
+                (
+                    endpoint.auth_mode,
+                    endpoint.description,
+                    json.dumps(endpoint.traffic),
+                    int(endpoint.auto_created),
+                    endpoint.updated,
+                    endpoint.name,
+                ),
             )
         return endpoint
 
@@ -198,10 +211,23 @@ class Store:
                     "INSERT INTO deployments (name, endpoint, model_uri, flavor, config, port, pid,"
                     " revision, dir, log_path, pidfile, state, error, created, updated)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (deployment.name, deployment.endpoint, deployment.model_uri, deployment.flavor,
-                     json.dumps(deployment.config), deployment.port, deployment.pid,
-                     deployment.revision, deployment.dir, deployment.log_path, deployment.pidfile,
-                     deployment.state, deployment.error, deployment.created, deployment.updated),
+                    (
+                        deployment.name,
+                        deployment.endpoint,
+                        deployment.model_uri,
+                        deployment.flavor,
+                        json.dumps(deployment.config),
+                        deployment.port,
+                        deployment.pid,
+                        deployment.revision,
+                        deployment.dir,
+                        deployment.log_path,
+                        deployment.pidfile,
+                        deployment.state,
+                        deployment.error,
+                        deployment.created,
+                        deployment.updated,
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise AlreadyExists("A deployment with this name already exists (--name).") from None
@@ -213,10 +239,19 @@ class Store:
             conn.execute(
                 "UPDATE deployments SET endpoint=?, model_uri=?, flavor=?, config=?, port=?, pid=?,"
                 " revision=?, state=?, error=?, updated=? WHERE name=?",
-                (deployment.endpoint, deployment.model_uri, deployment.flavor,
-                 json.dumps(deployment.config), deployment.port, deployment.pid,
-                 deployment.revision, deployment.state, deployment.error, deployment.updated,
-                 deployment.name),
+                (
+                    deployment.endpoint,
+                    deployment.model_uri,
+                    deployment.flavor,
+                    json.dumps(deployment.config),
+                    deployment.port,
+                    deployment.pid,
+                    deployment.revision,
+                    deployment.state,
+                    deployment.error,
+                    deployment.updated,
+                    deployment.name,
+                ),
             )
         return deployment
 

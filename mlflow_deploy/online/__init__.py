@@ -1,5 +1,6 @@
 """Online endpoints and deployments on this machine: the control plane behind the
 ``azureml-local`` MLflow plugin and the ``mlflow-deploy`` CLI."""
+
 from mlflow_deploy.online.deployments import (
     create_deployment,
     delete_deployment,

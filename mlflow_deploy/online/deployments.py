@@ -4,12 +4,20 @@ Every change happens under the store's lock and either completes or leaves the p
 it was: no half rows, no orphan processes, no stray directories. Before the gateway exists (DESIGN
 §4) an endpoint's scoring URI is the server of the deployment holding its traffic.
 """
+
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound, ServerFailed
+from mlflow_deploy.errors import (
+    AlreadyExists,
+    InvalidParameter,
+    InvalidState,
+    NotFound,
+    ServerFailed,
+)
 from mlflow_deploy.model import PYFUNC, load_model
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.traffic import (
@@ -45,8 +53,13 @@ def check_flavor(flavor: Optional[str]) -> str:
 
 
 def server_config_for(
-    name: str, model_dir: Path, model_uri: str, settings: DeploymentSettings, port: int,
-    revision: int, deployment_dir: Optional[Path],
+    name: str,
+    model_dir: Path,
+    model_uri: str,
+    settings: DeploymentSettings,
+    port: int,
+    revision: int,
+    deployment_dir: Optional[Path],
 ) -> ServerConfig:
     """The scoring server's config for one revision of a deployment (or a foreground server)."""
     return ServerConfig(
@@ -65,7 +78,9 @@ def server_config_for(
     )
 
 
-def _pick_port(store: Store, settings: DeploymentSettings, exclude_deployment: Optional[str] = None) -> int:
+def _pick_port(
+    store: Store, settings: DeploymentSettings, exclude_deployment: Optional[str] = None
+) -> int:
     taken = [d.port for d in store.list_deployments() if d.name != exclude_deployment]
     if settings.port is None:
         return supervisor.free_port(exclude=taken)
@@ -120,10 +135,18 @@ def create_deployment(
             )
             pid = _start(server_config, deployment_dir, log_path)
             deployment = Deployment(
-                name=name, endpoint=endpoint_name, model_uri=model_uri, flavor=flavor,
-                config=settings.to_dict(), port=port, dir=str(deployment_dir),
-                log_path=str(log_path), pidfile=server_config.pidfile, state="Succeeded",
-                pid=pid, revision=1,
+                name=name,
+                endpoint=endpoint_name,
+                model_uri=model_uri,
+                flavor=flavor,
+                config=settings.to_dict(),
+                port=port,
+                dir=str(deployment_dir),
+                log_path=str(log_path),
+                pidfile=server_config.pidfile,
+                state="Succeeded",
+                pid=pid,
+                revision=1,
             )
             created_endpoint = endpoint_or_create(store, endpoint_name)
             try:
@@ -134,10 +157,13 @@ def create_deployment(
                 if created_endpoint:
                     store.remove_endpoint(endpoint_name)
                 raise
-        except BaseException:
+        except BaseException as exc:
             if pid is not None:
                 supervisor.stop(pid, grace=5, config_path=deployment_dir / "server.json")
+            kept = _keep_failed_log(store, name, log_path)
             shutil.rmtree(deployment_dir, ignore_errors=True)
+            if kept is not None and isinstance(exc, ServerFailed):
+                raise ServerFailed(exc.message.replace(str(log_path), str(kept))) from None
             raise
         return describe(deployment, store)
 
@@ -177,8 +203,13 @@ def update_deployment(
             else:
                 model_dir = Path(old_config.model_dir)
             new_config = server_config_for(
-                name, model_dir, model_uri or deployment.model_uri, settings, deployment.port,
-                revision, deployment_dir,
+                name,
+                model_dir,
+                model_uri or deployment.model_uri,
+                settings,
+                deployment.port,
+                revision,
+                deployment_dir,
             )
             if supervisor.is_alive(deployment.pid, config_path):
                 new_pid = _hand_over(deployment, new_config, config_path)
@@ -210,11 +241,11 @@ def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Pa
     offset = supervisor.log_size(log_path)
     new_config.write(str(config_path))
     old_pid = deployment.pid
+    # a master re-exec'd by the previous update ignores USR2 until gunicorn promotes it
+    supervisor.wait_promoted(deployment.pidfile, old_pid)
     supervisor.reexec(old_pid)
     try:
-        return supervisor.wait_ready(
-            new_config, log_path, supervisor.reexec_alive(old_pid), offset
-        )
+        return supervisor.wait_ready(new_config, log_path, supervisor.reexec_alive(old_pid), offset)
     except BaseException:
         child = supervisor.reexec_child(old_pid)
         if child is not None:
@@ -228,7 +259,7 @@ def _restart(store: Store, deployment: Deployment, new_config: ServerConfig) -> 
     # anything left of the old process group (a worker orphaned by a killed master) goes first
     for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
         supervisor.stop(pid, grace=5, config_path=deployment.server_config_path)
-    if not supervisor.port_is_free(deployment.port):
+    if not supervisor.wait_port_free(deployment.port):
         raise InvalidState(
             "The deployment's port is taken by another program; delete and recreate the deployment."
         )
@@ -259,14 +290,18 @@ def delete_deployment(
         remove_from_endpoint(store, deployment.endpoint, name)
 
 
-def list_deployments(endpoint: Optional[str] = None, store: Optional[Store] = None) -> List[Dict[str, Any]]:
+def list_deployments(
+    endpoint: Optional[str] = None, store: Optional[Store] = None
+) -> List[Dict[str, Any]]:
     store = store or Store()
     if endpoint is not None:
         store.get_endpoint(endpoint)
     return [describe(d, store) for d in store.list_deployments(endpoint)]
 
 
-def get_deployment(name: str, endpoint: Optional[str] = None, store: Optional[Store] = None) -> Dict[str, Any]:
+def get_deployment(
+    name: str, endpoint: Optional[str] = None, store: Optional[Store] = None
+) -> Dict[str, Any]:
     store = store or Store()
     return describe(_get_in_endpoint(store, name, endpoint), store)
 
@@ -340,6 +375,16 @@ def _get_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Deploy
     if endpoint is not None and deployment.endpoint != endpoint:
         raise NotFound("The endpoint has no deployment with this name (--name, --endpoint).")
     return deployment
+
+
+def _keep_failed_log(store: Store, name: str, log_path: Path) -> Optional[Path]:
+    """A failed create removes its directory, but the user needs the server's log to see why:
+    move it to $MLFLOW_DEPLOY_HOME/logs/."""
+    if not log_path.is_file() or log_path.stat().st_size == 0:
+        return None
+    kept = store.home / "logs" / f"{name}-failed-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    shutil.move(str(log_path), kept)
+    return kept
 
 
 def _remove_model_revisions(deployment_dir: Path, keep: int) -> None:

@@ -5,6 +5,7 @@ server of the deployment holding its traffic, ``auth_mode`` is ``none``, and tra
 one deployment (``-C traffic=blue=100`` moves it). Deleting an endpoint deletes its deployments,
 as ``az ml online-endpoint delete`` does.
 """
+
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -14,8 +15,14 @@ from mlflow_deploy.online.names import check_name
 from mlflow_deploy.online.traffic import scoring_uri_of, traffic_target
 from mlflow_deploy.store import Endpoint, Store
 
-__all__ = ["create_endpoint", "update_endpoint", "delete_endpoint", "list_endpoints",
-           "get_endpoint", "parse_traffic"]
+__all__ = [
+    "create_endpoint",
+    "update_endpoint",
+    "delete_endpoint",
+    "list_endpoints",
+    "get_endpoint",
+    "parse_traffic",
+]
 
 ENDPOINT_KEYS = ("auth_mode", "description", "traffic")
 
@@ -40,7 +47,7 @@ def _auth_mode(value: Any) -> str:
 
 
 def parse_traffic(value: Any) -> Dict[str, int]:
-    """``{"blue": 100}``, a JSON object, or Azure CLI's ``"blue=90 green=10"`` (commas also work)."""
+    """``{"blue": 100}``, a JSON object, or Azure CLI's ``"blue=90 green=10"`` (or with commas)."""
     if isinstance(value, Mapping):
         pairs = list(value.items())
     else:
@@ -65,15 +72,18 @@ def parse_traffic(value: Any) -> Dict[str, int]:
         try:
             number = int(str(share).strip()) if not isinstance(share, int) else share
         except ValueError:
-            raise InvalidParameter("Config 'traffic': each share must be a whole percent.") from None
+            raise InvalidParameter(
+                "Config 'traffic': each share must be a whole percent."
+            ) from None
         if isinstance(share, bool) or not 0 <= number <= 100:
             raise InvalidParameter("Config 'traffic': each share must be between 0 and 100.")
         traffic[str(name)] = number
     return traffic
 
 
-def create_endpoint(name: str, config: Optional[Mapping[str, Any]] = None,
-                    store: Optional[Store] = None) -> Dict[str, Any]:
+def create_endpoint(
+    name: str, config: Optional[Mapping[str, Any]] = None, store: Optional[Store] = None
+) -> Dict[str, Any]:
     store = store or Store()
     check_name(name, "endpoint name (--endpoint)")
     config = dict(config or {})
@@ -88,8 +98,9 @@ def create_endpoint(name: str, config: Optional[Mapping[str, Any]] = None,
     return describe_endpoint(endpoint, store)
 
 
-def update_endpoint(endpoint: str, config: Optional[Mapping[str, Any]] = None,
-                    store: Optional[Store] = None) -> Dict[str, Any]:
+def update_endpoint(
+    endpoint: str, config: Optional[Mapping[str, Any]] = None, store: Optional[Store] = None
+) -> Dict[str, Any]:
     store = store or Store()
     config = dict(config or {})
     _check_keys(config, ENDPOINT_KEYS)
@@ -110,7 +121,9 @@ def _checked_traffic(store: Store, endpoint: Endpoint, traffic: Dict[str, int]) 
     names = {d.name for d in store.list_deployments(endpoint.name)}
     for name in traffic:
         if name not in names:
-            raise InvalidParameter("Config 'traffic' names a deployment the endpoint does not have.")
+            raise InvalidParameter(
+                "Config 'traffic' names a deployment the endpoint does not have."
+            )
     total = sum(traffic.values())
     if total != (100 if names else 0):
         raise InvalidParameter("Config 'traffic': the shares must add up to 100.")

@@ -3,6 +3,7 @@
 Nothing is recorded in the store; the model is fetched into a temporary directory that goes away
 with the server. Ctrl-C stops it.
 """
+
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -18,8 +19,12 @@ __all__ = ["serve", "DEFAULT_PORT"]
 DEFAULT_PORT = 5001  # azmlinfsrv's default
 
 
-def serve(model_uri: str, config: Optional[Mapping[str, Any]] = None, name: Optional[str] = None,
-          flavor: Optional[str] = None) -> None:
+def serve(
+    model_uri: str,
+    config: Optional[Mapping[str, Any]] = None,
+    name: Optional[str] = None,
+    flavor: Optional[str] = None,
+) -> None:
     """Run the model's scoring server on 127.0.0.1 until Ctrl-C; raise if it fails."""
     check_flavor(flavor)
     settings = parse_settings(config)
@@ -29,11 +34,14 @@ def serve(model_uri: str, config: Optional[Mapping[str, Any]] = None, name: Opti
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-serve-") as tmp:
         info = load_model(model_uri, Path(tmp) / "model")
         config_path = Path(tmp) / "server.json"
-        server_config = server_config_for(name or "serve", info.path, model_uri, settings, port,
-                                          revision=1, deployment_dir=None)
+        server_config = server_config_for(
+            name or "serve", info.path, model_uri, settings, port, revision=1, deployment_dir=None
+        )
         server_config.write(str(config_path))
-        print(f"Serving the model at http://{supervisor.HOST}:{port}/score (Ctrl-C stops it)",
-              flush=True)
+        print(
+            f"Serving the model at http://{supervisor.HOST}:{port}/score (Ctrl-C stops it)",
+            flush=True,
+        )
         code = supervisor.run_foreground(config_path)
     # 0: stopped normally; gunicorn exits 0 on SIGINT/SIGTERM too
     if code not in (0, -2, -15, 130):

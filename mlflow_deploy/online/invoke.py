@@ -1,5 +1,6 @@
 """Client side of scoring: turn what ``predict`` is given into an Azure payload, post it to a
 server's ``/score``, and turn a non-200 answer into the control plane's error."""
+
 import datetime
 import json
 from typing import Any, Dict, Optional
@@ -66,8 +67,11 @@ def to_payload(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str
     elif isinstance(inputs, dict):
         payload = dict(inputs) if "input_data" in inputs else {"input_data": inputs}
     elif isinstance(inputs, (list, tuple, np.ndarray)):
-        payload = {"input_data": np.asarray(inputs).tolist() if isinstance(inputs, np.ndarray)
-                   else list(inputs)}
+        payload = {
+            "input_data": np.asarray(inputs).tolist()
+            if isinstance(inputs, np.ndarray)
+            else list(inputs)
+        }
     elif isinstance(inputs, pd.Series):
         payload = {"input_data": inputs.tolist()}
     else:
@@ -92,8 +96,10 @@ def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
         raise InvalidParameter(f"inputs cannot be sent as JSON: {exc}.") from None
     try:
         answer = requests.post(
-            scoring_uri, data=body.encode("utf-8"),
-            headers={"Content-Type": "application/json"}, timeout=timeout_s,
+            scoring_uri,
+            data=body.encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+            timeout=timeout_s,
         )
     except requests.RequestException as exc:
         raise PredictionFailed(
@@ -104,7 +110,9 @@ def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
             message = answer.json().get("message") or answer.text
         except (ValueError, AttributeError):
             message = answer.text
-        raise PredictionFailed(f"{answer.status_code}: {message.strip()}", status=answer.status_code)
+        raise PredictionFailed(
+            f"{answer.status_code}: {message.strip()}", status=answer.status_code
+        )
     try:
         return answer.json()
     except ValueError:

@@ -1,5 +1,6 @@
 """Endpoint and deployment names follow Azure ML's rules, which also makes them safe as directory
 names: a letter first, then letters, digits or hyphens, 3 to 32 characters, no trailing hyphen."""
+
 import re
 
 from mlflow_deploy.errors import InvalidParameter

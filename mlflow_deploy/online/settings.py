@@ -3,6 +3,7 @@
 Values arrive as strings from the CLI or as Python values from the API; each key is parsed and
 checked on its own, and an error names the key (never its value).
 """
+
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -61,7 +62,9 @@ def _max_request_mb(value: Any) -> float:
     except ValueError:
         raise InvalidParameter("Config 'max_request_mb' must be a number.") from None
     if isinstance(value, bool) or not 0 < number <= 10_240:
-        raise InvalidParameter("Config 'max_request_mb' must be a number above 0 and at most 10240.")
+        raise InvalidParameter(
+            "Config 'max_request_mb' must be a number above 0 and at most 10240."
+        )
     return number
 
 

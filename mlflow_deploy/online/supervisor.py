@@ -7,6 +7,7 @@ writes once the model is loaded (``{"revision", "pid", "ok", "error"}``). Livene
 pid alone: a zombie is dead, and a pid that no longer carries our config path in its environment
 (reused after a reboot) is not ours.
 """
+
 import json
 import os
 import re
@@ -28,6 +29,7 @@ __all__ = [
     "server_env",
     "free_port",
     "port_is_free",
+    "wait_port_free",
     "start_server",
     "run_foreground",
     "wait_ready",
@@ -57,8 +59,10 @@ def gunicorn_command(python: Optional[str] = None) -> List[str]:
     if not script.is_file():
         raise ServerFailed("gunicorn is not installed in the model's Python environment.")
     return [
-        python, str(script),
-        "-c", "python:mlflow_deploy.scoring.gunicorn_conf",
+        python,
+        str(script),
+        "-c",
+        "python:mlflow_deploy.scoring.gunicorn_conf",
         "mlflow_deploy.scoring.wsgi:app",
     ]
 
@@ -91,7 +95,9 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def start_server(config_path: os.PathLike, log_path: os.PathLike, python: Optional[str] = None) -> int:
+def start_server(
+    config_path: os.PathLike, log_path: os.PathLike, python: Optional[str] = None
+) -> int:
     """Start a detached gunicorn master (its own session) and return its pid; do not wait."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -119,6 +125,17 @@ def run_foreground(config_path: os.PathLike, python: Optional[str] = None) -> in
         except KeyboardInterrupt:
             # gunicorn got the same SIGINT from the terminal and is shutting down: wait for it.
             continue
+
+
+def wait_port_free(port: int, timeout: float = 10.0) -> bool:
+    """A killed server's socket closes only once all its threads are gone (its main thread may
+    already show as a zombie): give it a moment."""
+    deadline = time.monotonic() + timeout
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def read_ready(ready_file: os.PathLike) -> Optional[dict]:
@@ -163,10 +180,10 @@ def _environ(pid: int) -> Optional[Dict[str, str]]:
 
 
 def _reap(pid: int) -> None:
-    proc = _children.get(pid)
-    if proc is not None:
+    for child, proc in list(_children.items()):  # every exited child of ours, not only pid
         if proc.poll() is not None:
-            _children.pop(pid, None)
+            _children.pop(child, None)
+    if pid in _children:
         return
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -182,6 +199,8 @@ def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> b
     _reap(pid)
     state = _proc_state(pid)
     if state is None or state in ("Z", "X", "x"):
+        # a multi-threaded master shows Z while its other threads still exit: it cannot be
+        # reaped yet, but it is dead; a later _reap (or stop's wait) collects it
         return False
     if config_path is not None:
         env = _environ(pid)
@@ -258,8 +277,11 @@ def wait_ready(
             raise ServerFailed(_failure("exited before it was ready", reason, log_path))
         if time.monotonic() > deadline:
             raise ServerFailed(
-                _failure(f"was not ready after {timeout:.0f} s", last_log_line(log_path, log_offset),
-                         log_path)
+                _failure(
+                    f"was not ready after {timeout:.0f} s",
+                    last_log_line(log_path, log_offset),
+                    log_path,
+                )
             )
         time.sleep(0.05)
 
@@ -277,7 +299,9 @@ def reexec(old_pid: int) -> None:
     try:
         os.kill(old_pid, signal.SIGUSR2)
     except ProcessLookupError:
-        raise ServerFailed("The scoring server is not running; it cannot be updated in place.") from None
+        raise ServerFailed(
+            "The scoring server is not running; it cannot be updated in place."
+        ) from None
 
 
 def reexec_child(old_pid: int) -> Optional[int]:
@@ -340,8 +364,12 @@ def wait_exit(pid: int, timeout: float) -> bool:
     return True
 
 
-def stop(pid: Optional[int], grace: float = STOP_GRACE_S, config_path: Optional[os.PathLike] = None,
-         group: bool = True) -> None:
+def stop(
+    pid: Optional[int],
+    grace: float = STOP_GRACE_S,
+    config_path: Optional[os.PathLike] = None,
+    group: bool = True,
+) -> None:
     """SIGTERM (gunicorn drains in-flight requests), then SIGKILL after ``grace`` seconds. With
     ``group``, leftovers of the master's process group (workers, a re-exec'd master) go too."""
     if not is_alive(pid, config_path):
@@ -357,6 +385,12 @@ def stop(pid: Optional[int], grace: float = STOP_GRACE_S, config_path: Optional[
         except ProcessLookupError:
             pass
         wait_exit(pid, 5)
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        try:
+            proc.wait(timeout=10)  # collect it now rather than leave a zombie
+        except subprocess.TimeoutExpired:
+            _children[pid] = proc
     # a master started in its own session leads its process group: kill what it left behind
     if group and pgid and pgid != os.getpgrp():
         try:

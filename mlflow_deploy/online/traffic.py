@@ -1,12 +1,18 @@
 """Which deployment of an endpoint gets the traffic, before the gateway exists (DESIGN §4): exactly
 one deployment holds 100 %, and the endpoint's scoring URI is that deployment's server."""
+
 from typing import Optional
 
 from mlflow_deploy.online.supervisor import HOST
 from mlflow_deploy.store import Deployment, Endpoint, Store
 
-__all__ = ["scoring_uri_of", "traffic_target", "endpoint_or_create", "add_to_endpoint",
-           "remove_from_endpoint"]
+__all__ = [
+    "scoring_uri_of",
+    "traffic_target",
+    "endpoint_or_create",
+    "add_to_endpoint",
+    "remove_from_endpoint",
+]
 
 
 def scoring_uri_of(deployment: Deployment) -> str:

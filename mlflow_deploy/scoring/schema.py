@@ -215,11 +215,9 @@ def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -
         position = {name: i for i, name in enumerate(columns)}
         values = {c.name: [row[position[c.name]] for row in rows]
                   for c in spec if c.name in position}
-        n = len(rows)
     elif parsed.form == "records":
         values = {c.name: [r.get(c.name) for r in data] for c in spec
                   if any(c.name in r for r in data)}
-        n = len(data)
     elif parsed.form == "tensor" and isinstance(data, list):
         # a list of rows for a column signature (the seed's "tensor input" to the heart model):
         # values in the signature's column order
@@ -229,7 +227,6 @@ def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -
                               "{} columns in signature order; or send the split orientation "
                               "{{'columns': [...], 'data': [[...]]}}".format(width))
         values = {c.name: [row[i] for row in data] for i, c in enumerate(spec)}
-        n = len(data)
     else:
         raise SchemaError("this model takes columns: send input_data in the split orientation "
                           "{'columns': [...], 'index': [...], 'data': [[...]]}")

@@ -1,5 +1,4 @@
 """The pytest plugin, used the way a user's project uses it: a separate pytest run, no conftest."""
-import json
 import shutil
 import textwrap
 

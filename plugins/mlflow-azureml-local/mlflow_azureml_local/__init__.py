@@ -6,7 +6,8 @@ plugin by scanning this module with ``inspect.getmembers``: it must expose ``tar
 ``run_local`` and exactly ONE ``BaseDeploymentClient`` subclass, so no other client class may be
 imported here (DESIGN §8).
 """
-from typing import Any, Dict, List, Optional
+
+from typing import Any, Dict, List
 
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 
@@ -35,6 +36,7 @@ models:/<name>@<alias>, azureml:<name>:<version> (looked up in the MLflow regist
 Deployment config (-C key=value):
 {keys}
 
+Deployment names are unique on this machine (3-32 letters, digits or hyphens, as in Azure ML).
 Endpoints: a deployment created without --endpoint gets an endpoint of its own name; the first
 deployment of an endpoint receives its traffic, and the endpoint's scoring URI is that deployment's
 server. Endpoint config: auth_mode (none), description; update-endpoint also takes
@@ -56,12 +58,19 @@ def run_local(name, model_uri, flavor=None, config=None):
 class AzureMLLocalDeploymentClient(BaseDeploymentClient):
     """``get_deploy_client("azureml-local")``: deployments and endpoints on this machine."""
 
-    def create_deployment(self, name, model_uri, flavor=None, config=None, endpoint=None) -> Dict[str, Any]:
-        return online.create_deployment(name, model_uri, flavor=flavor, config=config, endpoint=endpoint)
+    def create_deployment(
+        self, name, model_uri, flavor=None, config=None, endpoint=None
+    ) -> Dict[str, Any]:
+        return online.create_deployment(
+            name, model_uri, flavor=flavor, config=config, endpoint=endpoint
+        )
 
-    def update_deployment(self, name, model_uri=None, flavor=None, config=None, endpoint=None) -> Dict[str, Any]:
-        return online.update_deployment(name, model_uri=model_uri, flavor=flavor, config=config,
-                                        endpoint=endpoint)
+    def update_deployment(
+        self, name, model_uri=None, flavor=None, config=None, endpoint=None
+    ) -> Dict[str, Any]:
+        return online.update_deployment(
+            name, model_uri=model_uri, flavor=flavor, config=config, endpoint=endpoint
+        )
 
     def delete_deployment(self, name, config=None, endpoint=None) -> None:
         online.delete_deployment(name, config=config, endpoint=endpoint)
@@ -72,7 +81,9 @@ class AzureMLLocalDeploymentClient(BaseDeploymentClient):
     def get_deployment(self, name, endpoint=None) -> Dict[str, Any]:
         return online.get_deployment(name, endpoint=endpoint)
 
-    def predict(self, deployment_name=None, inputs=None, endpoint=None, params=None) -> PredictionsResponse:
+    def predict(
+        self, deployment_name=None, inputs=None, endpoint=None, params=None
+    ) -> PredictionsResponse:
         predictions = online.predict(deployment_name, inputs, endpoint=endpoint, params=params)
         return PredictionsResponse({"predictions": predictions})
 

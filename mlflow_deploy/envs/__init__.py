@@ -1,0 +1,33 @@
+"""Model environments: the model's conda.yaml / python_env.yaml / requirements.txt -> a locked,
+cached venv that runs the scoring server (DESIGN §5).
+
+    env = prepare_environment(model_dir, manager="uv", python_version_policy="exact")
+    env.python   # runs `python -m gunicorn ... mlflow_deploy.scoring.wsgi:app`
+"""
+from mlflow_deploy.envs.cache import EnvCache
+from mlflow_deploy.envs.errors import (BuildFailed, EnvError, ManagerUnavailable, PythonNotFound,
+                                       RequirementConflict, RequirementsError,
+                                       UnsatisfiedRequirements)
+from mlflow_deploy.envs.managers import MANAGERS
+from mlflow_deploy.envs.prepare import Environment, environment_key, prepare_environment
+from mlflow_deploy.envs.pythons import POLICIES, PythonVersionWarning, find_interpreters
+from mlflow_deploy.envs.requirements import read_model_requirements
+
+__all__ = [
+    "prepare_environment",
+    "Environment",
+    "EnvCache",
+    "EnvError",
+    "RequirementsError",
+    "PythonNotFound",
+    "PythonVersionWarning",
+    "RequirementConflict",
+    "UnsatisfiedRequirements",
+    "ManagerUnavailable",
+    "BuildFailed",
+    "MANAGERS",
+    "POLICIES",
+    "environment_key",
+    "find_interpreters",
+    "read_model_requirements",
+]

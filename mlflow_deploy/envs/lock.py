@@ -1,0 +1,67 @@
+"""Resolve requirements into a lock file with hashes (``uv pip compile --generate-hashes``),
+memoised so that preparing an env whose inputs did not change never reaches the network.
+
+The memo key is the resolver's whole input: the model's requirement lines plus the inference
+additions (which carry the wheel's dependency list), the interpreter, and the package sources. It
+deliberately does not include the wheel's content hash: editing scoring/ rebuilds envs (the env key
+has the wheel hash) but does not re-resolve.
+"""
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List
+
+from mlflow_deploy.envs.cache import EnvCache, atomic_write, sha256_text
+from mlflow_deploy.envs.errors import BuildFailed
+from mlflow_deploy.envs.indexes import IndexOptions
+from mlflow_deploy.envs.pythons import Interpreter
+from mlflow_deploy.envs.runner import run
+
+__all__ = ["Lock", "resolve", "requirements_input"]
+
+
+@dataclass(frozen=True)
+class Lock:
+    text: str  # what `uv pip sync` / `pip install --require-hashes -r` installs
+    inputs_hash: str
+    resolved: bool  # True: the resolver ran now; False: taken from the memo
+
+    @property
+    def digest(self) -> str:
+        return sha256_text(self.text)
+
+
+def requirements_input(model_lines: List[str], added: List[str], source: str) -> str:
+    """The resolver's input file: the model's lines first, then the scoring server's."""
+    return "".join(["# from the model ({})\n".format(source)] + [l + "\n" for l in model_lines]
+                   + ["# added for the scoring server\n"] + [l + "\n" for l in added])
+
+
+def resolve(input_text: str, interpreter: Interpreter, indexes: IndexOptions, cache: EnvCache,
+            refresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
+            uv: str = "uv") -> Lock:
+    inputs_hash = sha256_text(input_text, interpreter.identity(), indexes.identity())[:16]
+    memo = cache.resolved_file(inputs_hash)
+    if not refresh and memo.is_file():
+        return Lock(memo.read_text(encoding="utf-8"), inputs_hash, resolved=False)
+    with cache.mutex("resolve-" + inputs_hash):
+        if not refresh and memo.is_file():  # resolved by a concurrent caller meanwhile
+            return Lock(memo.read_text(encoding="utf-8"), inputs_hash, resolved=False)
+        progress("resolving the model's requirements for Python {} (uv pip compile)".format(
+            interpreter.version))
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=str(memo.parent)) as scratch:
+            Path(scratch, "requirements.in").write_text(input_text, encoding="utf-8")
+            run([uv, "pip", "compile", "requirements.in", "--generate-hashes", "--no-header",
+                 "--quiet", "--python", interpreter.path, "--output-file", "requirements.lock",
+                 *indexes.uv_args(constraints=True)],
+                what="resolving the model's requirements (uv pip compile)", cwd=scratch,
+                env=indexes.uv_env())
+            text = Path(scratch, "requirements.lock").read_text(encoding="utf-8")
+        options = [line for line in input_text.splitlines() if line.startswith("-")]
+        if options:  # the model's own index options: the installer needs them too
+            text = "".join(o + "\n" for o in options) + text
+        if "--hash=" not in text:
+            raise BuildFailed("the resolver produced a lock without hashes:\n" + text[:2000])
+        atomic_write(memo, text)
+        return Lock(text, inputs_hash, resolved=True)

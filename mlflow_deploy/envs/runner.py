@@ -1,0 +1,55 @@
+"""The one place that runs a subprocess for envs/: logs the command, and on failure raises an
+error carrying the tool's own output (trimmed to its tail), so users see why pip or uv failed."""
+import logging
+import os
+import shlex
+import subprocess
+from typing import Mapping, Optional, Sequence
+
+from mlflow_deploy.envs.errors import BuildFailed
+
+__all__ = ["run", "OUTPUT_TAIL_LINES"]
+
+log = logging.getLogger("mlflow_deploy.envs")
+
+#: Lines of a failed tool's output kept in the error message (the end is where the reason is).
+OUTPUT_TAIL_LINES = 40
+
+
+def run(
+    args: Sequence[str],
+    *,
+    what: str,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    timeout: Optional[float] = None,
+    error=BuildFailed,
+) -> str:
+    """Run ``args``; return its combined output. ``what`` names the step in the error message."""
+    args = [str(a) for a in args]
+    log.info("running: %s", shlex.join(args))
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        proc = subprocess.run(args, env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise error("{} failed: {} not found".format(what, args[0])) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise error("{} timed out after {:.0f} s".format(what, timeout)) from exc
+    output = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        log.info("failed (exit %s): %s\n%s", proc.returncode, shlex.join(args), output)
+        raise error("{} failed (exit {}):\n{}".format(what, proc.returncode, readable_tail(output)))
+    log.debug("output of %s:\n%s", args[0], output)
+    return output
+
+
+def readable_tail(output: str) -> str:
+    """The end of a tool's output, indented, without blank lines or carriage-return progress bars."""
+    lines = [line.split("\r")[-1].rstrip() for line in output.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    if len(lines) > OUTPUT_TAIL_LINES:
+        lines = ["..."] + lines[-OUTPUT_TAIL_LINES:]
+    return "\n".join("  " + line for line in lines) or "  (no output)"

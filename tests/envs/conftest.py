@@ -1,0 +1,137 @@
+"""Scenario models for environment builds, each saved and built once per session.
+
+Models are real MLflow models saved with explicit requirements (so MLflow infers nothing), then
+their env files are edited to the scenario (Python version, pins, conda-only). Builds share the
+user's uv cache (warm across runs) and one MLFLOW_DEPLOY_HOME for the session.
+"""
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+MODEL_CODE = textwrap.dedent('''
+    import mlflow.models
+    import mlflow.pyfunc
+
+
+    class VersionModel(mlflow.pyfunc.PythonModel):
+        """Answers each row with the scikit-learn version it runs with."""
+
+        def predict(self, context, model_input, params=None):
+            import sklearn
+            return [sklearn.__version__] * len(model_input)
+
+
+    mlflow.models.set_model(VersionModel())
+''')
+
+#: A model reads sklearn.__version__; the base (dev) env has a newer one than this pin.
+OLD_SKLEARN = "scikit-learn==1.5.2"
+
+
+def save_model(path: Path, requirements, python=None, conda_only=False, conda_dependencies=None):
+    """A models-from-code pyfunc at ``path`` whose env files ask for ``requirements``."""
+    import mlflow.models
+    import mlflow.pyfunc
+
+    code = path.parent / (path.name + "_code.py")
+    code.write_text(MODEL_CODE)
+    mlflow.pyfunc.save_model(str(path), python_model=str(code), pip_requirements=list(requirements))
+    # MLflow adds its own version; these scenarios say exactly what they need (mlflow-skinny is
+    # then added by the builder, which keeps the envs small).
+    lines = [r for r in (path / "requirements.txt").read_text().splitlines()
+             if not r.startswith("mlflow==")]
+    (path / "requirements.txt").write_text("".join(l + "\n" for l in lines))
+    env = yaml.safe_load((path / "python_env.yaml").read_text())
+    if python:
+        env["python"] = python
+    (path / "python_env.yaml").write_text(yaml.safe_dump(env))
+    if conda_only:
+        (path / "python_env.yaml").unlink()
+        (path / "requirements.txt").unlink()
+        conda = {"name": "mlflow-env", "channels": ["conda-forge"],
+                 "dependencies": ["python={}".format(python or "3.11")]
+                 + list(conda_dependencies or []) + ["pip", {"pip": lines}]}
+        (path / "conda.yaml").write_text(yaml.safe_dump(conda))
+    return path
+
+
+@pytest.fixture(scope="session")
+def env_home(tmp_path_factory):
+    """One MLFLOW_DEPLOY_HOME for the session's builds (envs, locks, wheel)."""
+    return tmp_path_factory.mktemp("mlflow-deploy-home")
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("env-models")
+    return {
+        # python_env.yaml + requirements.txt, Python 3.10, an older scikit-learn than the dev env
+        "old_sklearn": save_model(root / "old_sklearn", [OLD_SKLEARN], python="3.10.11"),
+        # conda.yaml only: a conda package (mapped) plus the pip: list
+        "conda_only": save_model(root / "conda_only", ["cloudpickle"], python="3.11",
+                                 conda_only=True, conda_dependencies=["scikit-learn"]),
+        # logged with mlflow 2.x on Python 3.10, nothing said about setuptools
+        "old_mlflow": save_model(root / "old_mlflow", ["mlflow-skinny==2.7.1", "numpy==1.23.5",
+                                                       "pandas==1.5.3"], python="3.10.11"),
+    }
+
+
+@pytest.fixture(scope="session")
+def built(env_home, models):
+    """name -> Environment, building each scenario env at most once per session."""
+    from mlflow_deploy.envs import prepare_environment
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = prepare_environment(models[name], home=env_home)
+        return cache[name]
+
+    return get
+
+
+def run_python(python, code, **kwargs):
+    """Run ``code`` with another interpreter; return its stdout (its stderr on failure)."""
+    proc = subprocess.run([str(python), "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=300, **kwargs)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+    return proc.stdout.decode()
+
+
+def seed_home(source: Path, target: Path) -> Path:
+    """A fresh cache home that already has the session's wheel and resolutions (no envs): the
+    next build resolves nothing and goes straight to installing."""
+    for name in (".wheels", ".resolved"):
+        if (source / "envs" / name).is_dir():
+            shutil.copytree(str(source / "envs" / name), str(target / "envs" / name))
+    return target
+
+
+PREPARE_SCRIPT = textwrap.dedent('''
+    import json, sys, time
+    from mlflow_deploy.envs import prepare_environment
+    started = time.monotonic()
+    env = prepare_environment(sys.argv[1], home=sys.argv[2], manager=sys.argv[3])
+    print(json.dumps({"key": env.key, "built": env.built, "resolved": env.resolved,
+                      "python": env.python, "seconds": time.monotonic() - started}))
+''')
+
+
+def prepare_in_subprocess(model_dir, home, manager="uv", wrapper=(), **popen):
+    """Start prepare_environment in a child process (optionally under e.g. ``unshare -rn``)."""
+    return subprocess.Popen([*wrapper, sys.executable, "-c", PREPARE_SCRIPT, str(model_dir),
+                             str(home), manager], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            **popen)
+
+
+def result_of(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    return json.loads(out.decode().strip().splitlines()[-1])

@@ -1,0 +1,193 @@
+"""Real env builds (uv, the user's uv cache); each scenario env is built once per session."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import requests
+
+from mlflow_deploy.envs import BuildFailed, prepare_environment
+from mlflow_deploy.envs.cache import EnvCache
+
+from .conftest import (OLD_SKLEARN, prepare_in_subprocess, result_of, run_python, save_model,
+                       seed_home)
+
+pytestmark = pytest.mark.slow
+
+SERVER_IMPORTS = "import flask, gunicorn, mlflow.pyfunc, mlflow_deploy.scoring.app"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_python_env_model_serves_with_its_pinned_scikit_learn(built, models, env_home, tmp_path):
+    """python_env.yaml model, Python 3.10, scikit-learn 1.5.2 while the dev env has a newer one:
+    the scoring server started with env.python answers with the pinned version."""
+    import sklearn
+
+    assert sklearn.__version__ != OLD_SKLEARN.split("==")[1]
+    env = built("old_sklearn")
+    assert os.path.isfile(env.python) and env.root == str(env_home / "envs" / env.key)
+    assert env.python_version.startswith("3.10.")
+    out = run_python(env.python, "import sys, sklearn; " + SERVER_IMPORTS + "; "
+                     "print(sklearn.__version__, sys.version_info[:2])")
+    assert out.split()[0] == "1.5.2" and "(3, 10)" in out
+
+    from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
+
+    port = free_port()
+    config = ServerConfig(model_dir=str(models["old_sklearn"]), bind="127.0.0.1:{}".format(port))
+    config.write(str(tmp_path / "server.json"))
+    log = open(str(tmp_path / "server.log"), "wb")
+    server = subprocess.Popen(
+        [env.python, "-m", "gunicorn", "-c", "python:mlflow_deploy.scoring.gunicorn_conf",
+         "mlflow_deploy.scoring.wsgi:app"], env=dict(os.environ, **{CONFIG_ENV: str(tmp_path /
+                                                                                 "server.json")}),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                if requests.get("http://127.0.0.1:{}/".format(port), timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+        answer = requests.post("http://127.0.0.1:{}/score".format(port), timeout=30,
+                               json={"input_data": {"columns": ["x"], "data": [[1], [2]]}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == ["1.5.2", "1.5.2"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_cache_layout_lock_and_metadata(built, models, env_home):
+    env = built("old_sklearn")
+    envs = env_home / "envs"
+    lock = (envs / (env.key + ".lock")).read_text()
+    assert "scikit-learn==1.5.2" in lock and "--hash=sha256:" in lock
+    assert "mlflow-skinny==" in lock and "flask==" in lock and "gunicorn==" in lock
+    assert "mlflow-deploy" not in lock  # the project wheel goes in separately, --no-deps
+    meta = json.loads((envs / (env.key + ".json")).read_text())
+    assert meta["python"] == env.python and meta["manager"] == "uv"
+    assert meta["python_version"] == env.python_version
+    assert str(models["old_sklearn"]) in meta["models"]
+    assert meta["created"] <= meta["last_used"]
+    # console scripts point at the final folder, not where the venv was built
+    assert open(os.path.join(env.root, "bin", "gunicorn")).readline().strip() == \
+        "#!" + env.python
+    assert not list((envs / ".building").iterdir())
+
+
+def test_conda_only_model(built):
+    env = built("conda_only")
+    out = run_python(env.python, "import sys, sklearn, cloudpickle; " + SERVER_IMPORTS + "; "
+                     "print(sys.version_info[:2])")
+    assert "(3, 11)" in out
+
+
+def test_old_mlflow_model_without_setuptools_pin(built, models):
+    """Logged with mlflow 2.x on Python 3.10: mlflow 2 imports pkg_resources, which uv venvs
+    lack; the builder adds a setuptools that still has it, and scoring/ imports on that stack."""
+    env = built("old_mlflow")
+    out = run_python(env.python, "import pkg_resources, mlflow, numpy, pandas; " + SERVER_IMPORTS
+                     + "; print(mlflow.__version__, numpy.__version__, pandas.__version__)")
+    assert out.split() == ["2.7.1", "1.23.5", "1.5.3"]
+
+
+def test_reuse_is_fast_and_offline(built, models, env_home):
+    """A second prepare for the same model reuses the env with the network disabled."""
+    env = built("old_sklearn")
+    again = prepare_environment(models["old_sklearn"], home=env_home)
+    assert (again.key, again.built, again.resolved) == (env.key, False, False)
+    assert again.seconds < 0.5
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not available")
+    probe = subprocess.run(["unshare", "-rn", "true"])
+    if probe.returncode != 0:
+        pytest.skip("cannot make a network namespace here")
+    result = result_of(prepare_in_subprocess(models["old_sklearn"], env_home,
+                                             wrapper=("unshare", "-rn")))
+    assert result["key"] == env.key and not result["built"] and not result["resolved"]
+    assert result["seconds"] < 0.5
+
+
+def test_another_model_with_the_same_lock_shares_the_env(built, models, env_home, tmp_path):
+    env = built("old_sklearn")
+    twin = save_model(tmp_path / "twin", [OLD_SKLEARN], python="3.10")
+    again = prepare_environment(twin, home=env_home)
+    assert again.key == env.key and not again.built
+    meta = EnvCache(env_home).read_metadata(env.key)
+    assert {str(models["old_sklearn"]), str(twin.resolve())} <= set(meta["models"])
+
+
+def test_refresh_re_resolves(built, models, env_home):
+    env = built("conda_only")
+    again = prepare_environment(models["conda_only"], home=env_home, refresh=True)
+    assert again.resolved and again.key == env.key  # nothing new was published meanwhile
+
+
+def test_two_concurrent_builds_of_one_env(built, env_home, models, tmp_path):
+    """Two processes prepare the same new env at once: one builds, the other waits and reuses."""
+    env = built("conda_only")
+    home = seed_home(env_home, tmp_path / "home")
+    procs = [prepare_in_subprocess(models["conda_only"], home) for _ in range(2)]
+    results = [result_of(p) for p in procs]
+    assert {r["key"] for r in results} == {env.key}
+    assert sorted(r["built"] for r in results) == [False, True]
+    run_python(results[0]["python"], SERVER_IMPORTS)
+    assert not list((home / "envs" / ".building").iterdir())
+
+
+def test_killed_build_leaves_nothing_and_next_build_succeeds(built, env_home, models, tmp_path):
+    env = built("conda_only")
+    home = seed_home(env_home, tmp_path / "home")
+    building = home / "envs" / ".building"
+    proc = prepare_in_subprocess(models["conda_only"], home, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(building.glob("*/lib/python3.*/site-packages/*")):  # mid-install
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "the build never started installing"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (home / "envs" / env.key).exists()  # no half env where envs are looked up
+    again = prepare_environment(models["conda_only"], home=home)
+    assert again.key == env.key and again.built
+    run_python(again.python, SERVER_IMPORTS)
+    assert not list(building.iterdir())  # the killed build's leftovers are gone
+
+
+def test_failed_build_reports_the_installer_error_and_leaves_nothing(tmp_path, env_home):
+    """Pins that cannot all hold: uv's own explanation reaches the user; no env is left."""
+    model = save_model(tmp_path / "clash", ["scikit-learn==1.5.2"], python="3.11")
+    # MLflow refuses to save clashing pins; a hand-edited requirements.txt has them all the same
+    (model / "requirements.txt").write_text("scikit-learn==1.5.2\nscikit-learn==1.6.0\n")
+    home = seed_home(env_home, tmp_path / "home")
+    with pytest.raises(BuildFailed) as info:
+        prepare_environment(model, home=home)
+    message = str(info.value)
+    assert "uv pip compile" in message and "scikit-learn==1.5.2" in message \
+        and "scikit-learn==1.6.0" in message
+    envs = home / "envs"
+    assert not [p for p in envs.iterdir() if not p.name.startswith(".")]
+
+
+def test_virtualenv_manager_builds_with_venv_and_pip(built, env_home, models, tmp_path):
+    env = built("conda_only")
+    home = seed_home(env_home, tmp_path / "home")
+    venv_env = prepare_environment(models["conda_only"], home=home, manager="virtualenv")
+    assert venv_env.key == env.key and venv_env.built
+    run_python(venv_env.python, "import pip, sklearn; " + SERVER_IMPORTS)
+    assert EnvCache(home).read_metadata(venv_env.key)["manager"] == "virtualenv"

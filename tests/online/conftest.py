@@ -1,0 +1,1 @@
+from tests.online.fixtures import deploy_home  # noqa: F401

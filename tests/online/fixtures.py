@@ -1,0 +1,69 @@
+"""Fixtures for the control plane's tests: a private MLFLOW_DEPLOY_HOME per test whose servers are
+all stopped at the end (and any process left behind is reported as a failure)."""
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from mlflow_deploy.scoring.config import CONFIG_ENV
+from mlflow_deploy.store import HOME_ENV, Store
+
+
+def server_pids_under(home: Path) -> List[int]:
+    """Live (non-zombie) processes started with a server config inside ``home``."""
+    from mlflow_deploy.online.supervisor import _environ, _proc_state
+
+    found = []
+    prefix = str(home)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        env = _environ(int(entry)) or {}
+        if env.get(CONFIG_ENV, "").startswith(prefix) and _proc_state(int(entry)) not in (
+            None,
+            "Z",
+            "X",
+        ):
+            found.append(int(entry))
+    return found
+
+
+def wait_no_servers(home: Path, timeout: float = 10.0) -> List[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = server_pids_under(home)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def deploy_home(tmp_path, monkeypatch):
+    """A Store in a fresh MLFLOW_DEPLOY_HOME; every deployment is deleted afterwards."""
+    yield from private_home(tmp_path, monkeypatch)
+
+
+def private_home(tmp_path, monkeypatch):
+    """The body of ``deploy_home``, for test modules outside tests/online to wrap."""
+    from mlflow_deploy import online
+
+    home = (tmp_path / "deploy-home").resolve()
+    monkeypatch.setenv(HOME_ENV, str(home))
+    store = Store(home)
+    yield store
+    for deployment in store.list_deployments():
+        try:
+            online.delete_deployment(deployment.name, store=store)
+        except Exception:  # the test may have broken it on purpose; the sweep below ends it
+            pass
+    leftovers = wait_no_servers(home)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not leftovers, "server processes outlived their deployments"
