@@ -34,7 +34,7 @@ say "tensor payload to the iris-tensor model"
 score "$(uri iris)" "$P/iris-tensor.json"
 say "named-tensor payload to the tokens-mask model"
 score "$(uri tokens)" "$P/tokens-mask-named.json"
-say "a bad payload (a column missing, text in a double column) gets a 400 that says why"
+say "a bad payload gets a 400 that names what is wrong"
 status=$(curl -sS -o /tmp/mlflow-deploy-demo-bad.json -w '%{http_code}' \
   -H 'Content-Type: application/json' -d @"$P/diabetes-bad.json" "$DIABETES")
 cat /tmp/mlflow-deploy-demo-bad.json; echo "  -> HTTP $status"
