@@ -18,7 +18,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	uv pip install -q -p $(PY) -e '.[dev]' -e plugins/mlflow-azureml-local
+	# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every server start would
+	# otherwise compile mlflow from source again (6.5 of 10.7 s of cold start, measured)
+	uv pip install -q --compile-bytecode -p $(PY) -e '.[dev]' -e plugins/mlflow-azureml-local
 	touch $@
 
 example-models: setup

@@ -5,11 +5,7 @@ Users otherwise learn the answer after a 20-minute cloud deployment, as a bare H
 is one line (ok, warn, fail or skip); any fail makes the exit code 1. The report ends with the
 payload forms the model accepts, each as a ready ``curl`` command against ``mlflow-deploy serve``.
 """
-import glob
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -19,12 +15,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-__all__ = ["run_check", "check_command", "Finding", "PayloadForm", "Report", "find_python"]
+__all__ = ["run_check", "check_command", "Finding", "PayloadForm", "Report"]
 
 SCORE_URL = "http://127.0.0.1:5001/score"  # `mlflow-deploy serve` listens here by default
 CURL_ROWS = 2  # rows of the input example shown in a curl command
-MISSING = "<missing file>"
-LATER = "installability is checked when the environment is built (a later issue)"
 
 
 @dataclass
@@ -110,7 +104,7 @@ def inspect_model(model_uri: str, workdir: Path) -> Report:
         return report
     signature = _signature(model, report)
     example = _input_example(path, model, signature, report)
-    _environment(path, model, report)
+    _environment(path, report)
     _prediction(path, example, report)
     report.payload_forms = payload_forms(model, signature, example)
     return report
@@ -199,138 +193,37 @@ def _input_example(path: Path, model: Any, sig: Any, report: Report) -> Optional
 
 # ---- environment --------------------------------------------------------------------------
 
-def _environment(path: Path, model: Any, report: Report) -> None:
-    pyfunc = model.flavors["python_function"]
-    env = pyfunc.get("env") or {}
-    if isinstance(env, str):
-        env = {"conda": env}
-    python_env = _yaml(path / env["virtualenv"]) if env.get("virtualenv") else None
-    conda = _yaml(path / env["conda"]) if env.get("conda") else None
-    version, source = _requested_python(python_env, conda, pyfunc)
-    if version is None:
-        report.add("python", "warn", "the model names no Python version; the deployment would "
-                   "use the environment's default")
-    else:
-        minor = ".".join(version.split(".")[:2])
-        found = find_python(minor)
-        if found:
-            report.add("python", "ok", "{} requested ({}); found {}".format(minor, source, found))
-        else:
-            report.add("python", "fail", "{} requested ({}) but not installed on this machine "
-                       "(looked in ~/.pyenv/versions, PATH and uv's interpreters)".format(
-                           minor, source))
-    _requirements(path, python_env, conda, report)
-
-
-def _yaml(path: Path) -> Optional[Dict[str, Any]]:
-    import yaml
+def _environment(path: Path, report: Report) -> None:
+    """The environment builder's own first steps (envs/): find the Python the model asks for and
+    resolve its pins plus the scoring server's packages into a lock, without installing."""
+    from mlflow_deploy.envs import EnvError, PythonNotFound, RequirementsError, lock_requirements
+    from mlflow_deploy.envs.pythons import PythonVersionWarning
 
     try:
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
-
-
-def _requested_python(python_env, conda, pyfunc) -> Tuple[Optional[str], str]:
-    if python_env and python_env.get("python"):
-        return str(python_env["python"]), "python_env.yaml"
-    for dep in (conda or {}).get("dependencies") or []:
-        if isinstance(dep, str) and dep.replace(" ", "").startswith("python="):
-            return dep.split("=", 1)[1].lstrip("="), "conda.yaml"
-    if pyfunc.get("python_version"):
-        return str(pyfunc["python_version"]), "MLmodel"
-    return None, ""
-
-
-def find_python(minor: str) -> Optional[str]:
-    """An interpreter of this minor version (e.g. "3.10"): pyenv's versions, PATH, then uv.
-
-    uv is asked never to download one (it would try the network, DESIGN §8).
-    """
-    name = "python" + minor
-    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    for candidate in sorted(glob.glob(os.path.join(root, "versions", "*", "bin", name))):
-        if os.access(candidate, os.X_OK) and _is_version(candidate, minor):
-            return candidate
-    on_path = shutil.which(name)
-    if on_path and _is_version(on_path, minor):
-        return on_path
-    uv = shutil.which("uv")
-    if uv:
-        try:
-            out = subprocess.run([uv, "python", "find", minor], capture_output=True, text=True,
-                                 timeout=30, env=dict(os.environ, UV_PYTHON_DOWNLOADS="never"))
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        found = out.stdout.strip()
-        if out.returncode == 0 and found and _is_version(found, minor):
-            return found
-    return None
-
-
-def _is_version(executable: str, minor: str) -> bool:
-    """Run it: a pyenv shim exists for versions pyenv cannot always run."""
-    try:
-        out = subprocess.run([executable, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and out.stdout.strip() == minor
-
-
-def _requirements(path: Path, python_env, conda, report: Report) -> None:
-    lines: List[Tuple[str, int, str]] = []  # (file, line number, text)
-    if python_env is not None:
-        for dep in python_env.get("dependencies") or []:
-            lines.extend(_expand(path, "python_env.yaml", 0, str(dep)))
-    elif conda is not None:
-        for dep in conda.get("dependencies") or []:
-            if isinstance(dep, dict):
-                for i, pip in enumerate(dep.get("pip") or [], 1):
-                    lines.extend(_expand(path, "conda.yaml", i, str(pip)))
-    elif (path / "requirements.txt").is_file():
-        lines.extend(_expand(path, "python_env.yaml", 0, "-r requirements.txt"))
-    else:
-        report.add("requirements", "warn", "no python_env.yaml, conda.yaml or requirements.txt: "
-                   "Azure would install only its defaults")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PythonVersionWarning)
+            locked = lock_requirements(path)
+    except PythonNotFound as exc:
+        report.add("python", "fail", exc.message)
         return
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    bad, pins = [], 0
-    for where, number, text in lines:
-        if text == MISSING:
-            bad.append(where + " (file missing)")
-            continue
-        if text.startswith("-") or "://" in text.split("@")[0]:
-            continue  # pip options and bare URLs: pip's business when the env is built
-        try:
-            Requirement(text)
-            pins += 1
-        except InvalidRequirement:
-            bad.append("{} line {}".format(where, number))
-    if bad:
-        report.add("requirements", "fail", "unparseable requirement(s) at {}; {}".format(
-            ", ".join(bad), LATER))
-    else:
-        report.add("requirements", "ok", "{} requirement(s) parse; {}".format(pins, LATER))
+    except RequirementsError as exc:
+        report.add("requirements", "fail", exc.message)
+        return
+    except EnvError as exc:
+        report.add("python", "ok", "requested Python found")
+        report.add("requirements", "fail", "not installable: " + _first_lines(exc.message))
+        return
+    asked = "{}.{}".format(*locked.model.python) if locked.model.python else "any"
+    report.add("python", "ok", "{} requested ({}); found {}".format(
+        asked, locked.model.source, locked.interpreter.path))
+    pinned = sum(1 for line in locked.lock.text.splitlines() if "==" in line)
+    report.add("requirements", "ok", "{} requirement(s) and the scoring server's resolve to {} "
+               "locked package(s) for Python {}".format(
+                   len(locked.model.requirements), pinned, locked.interpreter.version))
 
 
-def _expand(path: Path, where: str, number: int, text: str) -> List[Tuple[str, int, str]]:
-    """One requirement line, with ``-r file`` expanded one level (MLflow writes exactly that)."""
-    text = text.split(" #", 1)[0].strip()
-    if not text or text.startswith("#"):
-        return []
-    if text.startswith("-r ") or text.startswith("--requirement "):
-        name = text.split(None, 1)[1].strip()
-        try:
-            content = (path / name).read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return [(name, 0, MISSING)]
-        return [(name, i, line.split(" #", 1)[0].strip()) for i, line in enumerate(content, 1)
-                if line.strip() and not line.strip().startswith("#")]
-    return [(where, number, text)]
+def _first_lines(text: str, count: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[:count] if line.strip())
 
 
 # ---- prediction and Azure's serialisation -------------------------------------------------

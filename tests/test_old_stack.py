@@ -33,7 +33,8 @@ def test_scoring_suite_passes_on_the_old_stack():
     python = os.path.join(OLD_VENV, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([uv, "venv", "-q", "-p", interpreter, OLD_VENV], check=True, env=env)
-    subprocess.run([uv, "pip", "install", "-q", "-p", python] + OLD_STACK, check=True, env=env)
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "-p", python] + OLD_STACK,
+                   check=True, env=env)
     subprocess.run([uv, "pip", "install", "-q", "-p", python, "--no-deps", "-e", ROOT],
                    check=True, env=env)
     versions = subprocess.run(

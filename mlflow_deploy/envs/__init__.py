@@ -9,12 +9,15 @@ from mlflow_deploy.envs.errors import (BuildFailed, EnvError, ManagerUnavailable
                                        RequirementConflict, RequirementsError,
                                        UnsatisfiedRequirements)
 from mlflow_deploy.envs.managers import MANAGERS
-from mlflow_deploy.envs.prepare import Environment, environment_key, prepare_environment
+from mlflow_deploy.envs.prepare import (Environment, Locked, environment_key, lock_requirements,
+                                       prepare_environment)
 from mlflow_deploy.envs.pythons import POLICIES, PythonVersionWarning, find_interpreters
 from mlflow_deploy.envs.requirements import read_model_requirements
 
 __all__ = [
     "prepare_environment",
+    "lock_requirements",
+    "Locked",
     "Environment",
     "EnvCache",
     "EnvError",

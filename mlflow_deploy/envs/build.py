@@ -58,10 +58,14 @@ class UvInstaller:
     def install(self, root: Path, lock_path: Path, request: BuildRequest) -> None:
         python = str(venv_python(root))
         env = request.indexes.uv_env()
-        run([self.uv, "pip", "sync", "--quiet", "--python", python, "--require-hashes",
+        # bytecode now, once: a server started with PYTHONDONTWRITEBYTECODE set would otherwise
+        # compile every imported module from source at each start
+        run([self.uv, "pip", "sync", "--quiet", "--compile-bytecode", "--python", python,
+             "--require-hashes",
              *request.indexes.uv_args(), str(lock_path)],
             what="installing the locked requirements (uv pip sync)", env=env)
-        run([self.uv, "pip", "install", "--quiet", "--python", python, "--no-deps",
+        run([self.uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python,
+             "--no-deps",
              *request.indexes.uv_args(), str(request.wheel.path)],
             what="installing the mlflow-deploy wheel (uv pip install --no-deps)", env=env)
 

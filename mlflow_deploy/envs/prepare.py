@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from mlflow_deploy.envs.build import (BuildRequest, PipInstaller, UvInstaller, build_env,
                                       venv_python)
@@ -19,13 +19,14 @@ from mlflow_deploy.envs.cache import EnvCache, sha256_text
 from mlflow_deploy.envs.errors import ManagerUnavailable
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.inference import inference_requirements
-from mlflow_deploy.envs.lock import requirements_input, resolve
+from mlflow_deploy.envs.lock import Lock, requirements_input, resolve
 from mlflow_deploy.envs.managers import MANAGERS, check_local, require_conda
 from mlflow_deploy.envs.pythons import Interpreter, choose_interpreter
-from mlflow_deploy.envs.requirements import read_model_requirements
+from mlflow_deploy.envs.requirements import ModelRequirements, read_model_requirements
 from mlflow_deploy.envs.wheel import project_wheel
 
-__all__ = ["Environment", "prepare_environment", "environment_key"]
+__all__ = ["Environment", "Locked", "lock_requirements", "prepare_environment",
+           "environment_key"]
 
 
 @dataclass
@@ -78,17 +79,11 @@ def prepare_environment(
         raise ManagerUnavailable("env_manager conda is not supported yet by this version; use "
                                  "env_manager: uv, which builds from the same conda.yaml")
 
-    uv = uv or shutil.which("uv") or _uv_beside_python()
-    if uv is None:
-        raise ManagerUnavailable("uv is needed to lock the model's requirements and was not "
-                                 "found on PATH: pip install uv")
-    cache = EnvCache(home)
-    indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else IndexOptions.from_pip_config()
-    interpreter = choose_interpreter(model.python, python_version_policy, say)
-    wheel = project_wheel(cache, indexes, say, uv=uv)
-    added = inference_requirements(model, wheel.requires)
-    input_text = requirements_input(model.lines, added, model.source)
-    lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv)
+    locked = lock_requirements(model, python_version_policy, refresh, say, home=home,
+                               wheelhouse=wheelhouse, uv=uv)
+    cache, indexes, interpreter, wheel, lock = (locked.cache, locked.indexes, locked.interpreter,
+                                                locked.wheel, locked.lock)
+    added = locked.added
     key = environment_key(lock.text, interpreter, wheel.source_hash)
     installer = UvInstaller(uv) if manager == "uv" else PipInstaller()
     request = BuildRequest(key=key, lock_text=lock.text, interpreter=interpreter, wheel=wheel,
@@ -107,6 +102,46 @@ def prepare_environment(
                        python_version=interpreter.version, lock_path=str(cache.lock_file(key)),
                        built=built, resolved=lock.resolved, seconds=seconds,
                        requirements=model.lines + added)
+
+
+@dataclass
+class Locked:
+    """The model's requirements resolved for one interpreter: everything but the install."""
+
+    model: ModelRequirements
+    interpreter: Interpreter
+    wheel: Any
+    added: List[str]
+    lock: Lock
+    cache: EnvCache
+    indexes: IndexOptions
+
+
+def lock_requirements(model, python_version_policy: str = "exact", refresh: bool = False,
+                      progress: Optional[Callable[[str], None]] = None, *,
+                      home: Optional[os.PathLike] = None,
+                      wheelhouse: Optional[os.PathLike] = None,
+                      uv: Optional[str] = None) -> Locked:
+    """Pick the interpreter and resolve the model's requirements plus the scoring server's.
+
+    ``model`` is a model folder or its ModelRequirements. Also what `mlflow-deploy check` runs to
+    tell whether the pins are installable, without building anything.
+    """
+    say = progress or (lambda msg: None)
+    if not isinstance(model, ModelRequirements):
+        model = read_model_requirements(Path(model).resolve())
+    uv = uv or shutil.which("uv") or _uv_beside_python()
+    if uv is None:
+        raise ManagerUnavailable("uv is needed to lock the model's requirements and was not "
+                                 "found on PATH: pip install uv")
+    cache = EnvCache(home)
+    indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else IndexOptions.from_pip_config()
+    interpreter = choose_interpreter(model.python, python_version_policy, say)
+    wheel = project_wheel(cache, indexes, say, uv=uv)
+    added = inference_requirements(model, wheel.requires)
+    input_text = requirements_input(model.lines, added, model.source)
+    lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv)
+    return Locked(model, interpreter, wheel, added, lock, cache, indexes)
 
 
 def _local(model, started: float) -> Environment:

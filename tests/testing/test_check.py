@@ -1,11 +1,11 @@
 """`mlflow-deploy check` on real models: healthy, unsigned, an output Azure cannot serialise, and a
 Python version the machine does not have."""
 import json
-import subprocess
+import re
 
 from click.testing import CliRunner
 
-from mlflow_deploy.check import check_command, find_python, run_check
+from mlflow_deploy.check import check_command, run_check
 
 
 def statuses(report_json):
@@ -18,9 +18,11 @@ def test_healthy_model(example_models):
     for line in ("ok    MLmodel", "ok    flavor         python_function (loader mlflow.sklearn)",
                  "ok    signature      columns: 10 (10 required); params: none",
                  "ok    input example  accepted by the signature",
-                 "ok    python         3.11 requested", "a later issue",
+                 "ok    python         3.11 requested",
                  "ok    prediction", "ok    output", "Deployable: 0 failed, 0 warning(s)"):
         assert line in text
+    assert re.search(r"ok    requirements   \d+ requirement\(s\) and the scoring server's resolve "
+                     r"to \d+ locked package\(s\) for Python 3\.11", text)
     assert "curl -X POST http://127.0.0.1:5001/score -H 'Content-Type: application/json'" in text
 
 
@@ -62,7 +64,9 @@ def test_unavailable_python_fails(python_399_dir):
     assert code == 1
     [python] = [c for c in json.loads(text)["checks"] if c["check"] == "python"]
     assert python["status"] == "fail"
-    assert python["message"].startswith("3.99 requested (python_env.yaml) but not installed")
+    assert python["message"].startswith("the model needs Python 3.99 but no interpreter of that "
+                                        "version was found (found: ")
+    assert "3.10" in python["message"] and "3.11" in python["message"]
 
 
 def test_missing_model_is_one_failing_line(tmp_path):
@@ -71,13 +75,17 @@ def test_missing_model_is_one_failing_line(tmp_path):
     assert "fail  MLmodel" in text and str(tmp_path) not in text.split("\n", 1)[1]
 
 
-def test_find_python_runs_the_interpreter():
-    import sys
+def test_unresolvable_pin_fails_naming_the_resolver_error(tmp_path, example_model_dirs):
+    """A pin no index has: the requirements line fails with uv's own reason."""
+    import shutil
 
-    here = "{}.{}".format(*sys.version_info[:2])
-    found = find_python(here)
-    assert found and subprocess.run([found, "-c", "pass"]).returncode == 0
-    assert find_python("3.99") is None
+    model = tmp_path / "model"
+    shutil.copytree(example_model_dirs["diabetes"], model)
+    (model / "requirements.txt").write_text("scikit-learn==0.0.424242\n")
+    text, code = run_check(str(model), "json")
+    assert code == 1
+    [line] = [c for c in json.loads(text)["checks"] if c["check"] == "requirements"]
+    assert line["status"] == "fail" and line["message"].startswith("not installable: ")
 
 
 def test_click_command(example_models):
