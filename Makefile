@@ -15,11 +15,11 @@ export PATH := $(VENV)/bin:$(PATH)
 
 setup: $(VENV)/.installed
 
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every server start would otherwise
+# compile mlflow from source again (6.5 of 10.7 s of cold start, measured: bench/RESULTS.md)
 $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
 	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every server start would
-	# otherwise compile mlflow from source again (6.5 of 10.7 s of cold start, measured)
 	uv pip install -q --compile-bytecode -p $(PY) -e '.[dev]' -e plugins/mlflow-azureml-local
 	touch $@
 
