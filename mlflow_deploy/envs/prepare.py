@@ -83,7 +83,7 @@ def prepare_environment(
                                wheelhouse=wheelhouse, uv=uv)
     cache, indexes, interpreter, wheel, lock = (locked.cache, locked.indexes, locked.interpreter,
                                                 locked.wheel, locked.lock)
-    added = locked.added
+    added, uv = locked.added, locked.uv
     key = environment_key(lock.text, interpreter, wheel.source_hash)
     installer = UvInstaller(uv) if manager == "uv" else PipInstaller()
     request = BuildRequest(key=key, lock_text=lock.text, interpreter=interpreter, wheel=wheel,
@@ -115,6 +115,7 @@ class Locked:
     lock: Lock
     cache: EnvCache
     indexes: IndexOptions
+    uv: str  # the uv that resolved it, and installs it
 
 
 def lock_requirements(model, python_version_policy: str = "exact", refresh: bool = False,
@@ -141,7 +142,7 @@ def lock_requirements(model, python_version_policy: str = "exact", refresh: bool
     added = inference_requirements(model, wheel.requires)
     input_text = requirements_input(model.lines, added, model.source)
     lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv)
-    return Locked(model, interpreter, wheel, added, lock, cache, indexes)
+    return Locked(model, interpreter, wheel, added, lock, cache, indexes, uv)
 
 
 def _local(model, started: float) -> Environment:
