@@ -1,8 +1,6 @@
 """Client side of scoring: turn what ``predict`` is given into an Azure payload, post it to a
 server's ``/score``, and turn a non-200 answer into the control plane's error."""
 
-import datetime
-import json
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -10,23 +8,9 @@ import pandas as pd
 import requests
 
 from mlflow_deploy.errors import InvalidParameter, PredictionFailed
+from mlflow_deploy.scoring.payload import dumps
 
 __all__ = ["to_payload", "score"]
-
-
-def _jsonable(value: Any) -> Any:
-    """``json.dumps`` default for what pandas and numpy hand back."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (pd.Timestamp, datetime.datetime, datetime.date)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        import base64
-
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"Cannot send a {type(value).__name__} value as JSON")
 
 
 def _unwrap_read_json(frame: pd.DataFrame) -> Any:
@@ -87,17 +71,15 @@ def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
     """POST the payload; return the decoded answer, or raise PredictionFailed with the server's
     own message (its body is ours, so it never echoes the payload)."""
     try:
-        body = json.dumps(payload, default=_jsonable, allow_nan=False)
-    except ValueError:
-        raise InvalidParameter(
-            "inputs hold NaN or infinity, which JSON cannot carry: use None for a missing value."
-        ) from None
+        # the server's own serialiser: numpy, timestamps and bytes as Azure clients send them,
+        # NaN and infinities as null
+        body = dumps(payload)
     except TypeError as exc:
         raise InvalidParameter(f"inputs cannot be sent as JSON: {exc}.") from None
     try:
         answer = requests.post(
             scoring_uri,
-            data=body.encode("utf-8"),
+            data=body,
             headers={"Content-Type": "application/json"},
             timeout=timeout_s,
         )
