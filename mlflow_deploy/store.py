@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     model_uri TEXT NOT NULL,
     flavor TEXT NOT NULL,
     config TEXT NOT NULL,
+    environment TEXT NOT NULL DEFAULT '{}',
     port INTEGER NOT NULL,
     pid INTEGER,
     revision INTEGER NOT NULL DEFAULT 1,
@@ -92,6 +93,8 @@ class Deployment:
     pid: Optional[int] = None  # the gunicorn master serving the current revision
     revision: int = 1
     error: Optional[str] = None
+    # the environment serving the current revision: key, python, python_version, manager, root
+    environment: Dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
 
@@ -117,6 +120,11 @@ class Store:
         self.path = self.home / "state.db"
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
+            if "environment" not in columns:  # a store written before environments were built
+                conn.execute(
+                    "ALTER TABLE deployments ADD COLUMN environment TEXT NOT NULL DEFAULT '{}'"
+                )
 
     def deployment_dir(self, name: str) -> Path:
         return self.home / "deployments" / name
@@ -208,15 +216,16 @@ class Store:
         try:
             with self._connect() as conn:
                 conn.execute(
-                    "INSERT INTO deployments (name, endpoint, model_uri, flavor, config, port, pid,"
-                    " revision, dir, log_path, pidfile, state, error, created, updated)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO deployments (name, endpoint, model_uri, flavor, config,"
+                    " environment, port, pid, revision, dir, log_path, pidfile, state, error,"
+                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         deployment.name,
                         deployment.endpoint,
                         deployment.model_uri,
                         deployment.flavor,
                         json.dumps(deployment.config),
+                        json.dumps(deployment.environment),
                         deployment.port,
                         deployment.pid,
                         deployment.revision,
@@ -237,13 +246,14 @@ class Store:
         deployment.updated = time.time()
         with self._connect() as conn:
             conn.execute(
-                "UPDATE deployments SET endpoint=?, model_uri=?, flavor=?, config=?, port=?, pid=?,"
-                " revision=?, state=?, error=?, updated=? WHERE name=?",
+                "UPDATE deployments SET endpoint=?, model_uri=?, flavor=?, config=?, environment=?,"
+                " port=?, pid=?, revision=?, state=?, error=?, updated=? WHERE name=?",
                 (
                     deployment.endpoint,
                     deployment.model_uri,
                     deployment.flavor,
                     json.dumps(deployment.config),
+                    json.dumps(deployment.environment),
                     deployment.port,
                     deployment.pid,
                     deployment.revision,
@@ -295,4 +305,5 @@ def _endpoint(row: sqlite3.Row) -> Endpoint:
 def _deployment(row: sqlite3.Row) -> Deployment:
     data = dict(row)
     data["config"] = json.loads(data["config"])
+    data["environment"] = json.loads(data["environment"] or "{}")
     return Deployment(**data)

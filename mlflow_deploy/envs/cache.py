@@ -21,10 +21,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
-__all__ = ["HOME_ENV", "EnvCache", "file_lock", "atomic_write", "sha256_text"]
+__all__ = ["HOME_ENV", "CACHE_ENV", "EnvCache", "file_lock", "atomic_write", "sha256_text"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
+#: Where the envs live when not under the home: one cache shared by several homes (a test suite,
+#: or users who keep deployment state per project but build each environment once).
+CACHE_ENV = "MLFLOW_DEPLOY_ENV_CACHE"
 
 
 def sha256_text(*parts: Union[str, bytes]) -> str:
@@ -67,8 +70,11 @@ class EnvCache:
     """Paths and metadata of the env cache rooted at ``<home>/envs``."""
 
     def __init__(self, home: Optional[os.PathLike] = None):
+        if home is None and os.environ.get(CACHE_ENV):
+            self.root = Path(os.environ[CACHE_ENV]).expanduser().resolve()
+            return
         home = home or os.environ.get(HOME_ENV) or Path.home() / ".mlflow-deploy"
-        self.root = Path(home).expanduser() / "envs"
+        self.root = Path(home).expanduser().resolve() / "envs"
 
     # paths -----------------------------------------------------------------------------------
     def env_dir(self, key: str) -> Path:

@@ -4,6 +4,7 @@
 from mlflow_deploy.online.deployments import (
     create_deployment,
     delete_deployment,
+    environments_in_use,
     get_deployment,
     list_deployments,
     predict,
@@ -24,6 +25,7 @@ __all__ = [
     "delete_deployment",
     "list_deployments",
     "get_deployment",
+    "environments_in_use",
     "predict",
     "create_endpoint",
     "update_endpoint",

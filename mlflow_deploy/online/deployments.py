@@ -43,6 +43,7 @@ __all__ = [
     "describe",
     "server_config_for",
     "check_flavor",
+    "environments_in_use",
 ]
 
 
@@ -334,6 +335,18 @@ def predict(
     payload = to_payload(inputs, params)
     timeout_s = deployment.config.get("request_timeout_ms", 5000) / 1000.0 + 30
     return score(scoring_uri_of(deployment), payload, timeout_s)
+
+
+def environments_in_use(store: Optional[Store] = None) -> Dict[str, List[str]]:
+    """Env cache key -> the deployments whose current revision runs in it. Every recorded
+    deployment counts, running or not: a dead one restarts in its env on update."""
+    store = store or Store()
+    used: Dict[str, List[str]] = {}
+    for deployment in store.list_deployments():
+        key = deployment.environment.get("key")
+        if key:
+            used.setdefault(key, []).append(deployment.name)
+    return used
 
 
 def runtime_state(deployment: Deployment) -> str:

@@ -26,6 +26,13 @@ class ServerConfig:
     revision: int = 1
     pidfile: Optional[str] = None  # gunicorn pidfile: the master's pid across USR2 re-execs
     ready_file: Optional[str] = None  # JSON {"revision", "pid", "ok", "error"} once loaded / failed
+    # the interpreter of the environment this revision runs in: a USR2 re-exec switches to it
+    python: Optional[str] = None
+    # a user scoring script (Azure's code_configuration): code folder, script file inside it, and
+    # the folder given to the script as AZUREML_MODEL_DIR; model_dir then may be no MLflow model
+    code_dir: Optional[str] = None
+    scoring_script: Optional[str] = None
+    azureml_model_dir: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
