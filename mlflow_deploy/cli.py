@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_deploy import __version__
 from mlflow_deploy.check import check_command
+from mlflow_deploy.env_commands import env_group, package_command
 from mlflow_deploy.errors import DeployError
 from mlflow_deploy.testing.validate import validate_command
 
@@ -52,11 +53,18 @@ VALIDATION = click.option(
 @click.option("--port", type=int, default=None, help="Port on 127.0.0.1 (default 5001).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes.")
 @VALIDATION
-def serve(model_uri: str, port: Optional[int], workers: int, validation: str):
+@click.option(
+    "--env-manager",
+    type=click.Choice(["uv", "virtualenv", "local", "conda"]),
+    default="uv",
+    show_default=True,
+    help="uv/virtualenv: the model's own locked, cached environment; local: this Python.",
+)
+def serve(model_uri: str, port: Optional[int], workers: int, validation: str, env_manager: str):
     """Serve MODEL_URI in the foreground (Ctrl-C stops it)."""
     from mlflow_deploy.online.foreground import serve as serve_foreground
 
-    config = {"instance_count": workers, "validation": validation}
+    config = {"instance_count": workers, "validation": validation, "env_manager": env_manager}
     if port is not None:
         config["port"] = port
     serve_foreground(model_uri, config=config)
@@ -65,6 +73,8 @@ def serve(model_uri: str, port: Optional[int], workers: int, validation: str):
 # validate (files, folders, globs, JUnit XML) and check live with the testing tools they share
 cli.add_command(validate_command)
 cli.add_command(check_command)
+cli.add_command(env_group)
+cli.add_command(package_command)
 
 
 def main(argv=None) -> None:

@@ -20,7 +20,15 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from mlflow_deploy.errors import DeployError, InvalidParameter, NotFound
 
-__all__ = ["ModelInfo", "to_mlflow_uri", "resolve_model_dir", "read_model", "load_model"]
+__all__ = [
+    "ModelInfo",
+    "to_mlflow_uri",
+    "resolve_model_dir",
+    "read_model",
+    "load_model",
+    "place_model",
+    "is_mlflow_model",
+]
 
 PYFUNC = "python_function"
 REGISTRY_SCHEMES = ("runs", "models")
@@ -230,3 +238,39 @@ def load_model(
 ) -> ModelInfo:
     """resolve_model_dir + read_model."""
     return read_model(resolve_model_dir(uri, dst_dir, copy_local=copy_local), uri=uri)
+
+
+def is_mlflow_model(path: os.PathLike) -> bool:
+    return (Path(path) / "MLmodel").is_file()
+
+
+def place_model(uri: str, azureml_model_dir: os.PathLike) -> Path:
+    """Put the model named by ``uri`` into ``azureml_model_dir`` under its own name, the layout a
+    scoring script finds in AZUREML_MODEL_DIR: a file ``m.pkl`` -> ``<dir>/m.pkl``, a folder
+    ``models`` -> ``<dir>/models/...``, a registered model -> ``<dir>/<its artifact folder>``.
+    Any files, not only MLflow models. Returns the placed file or folder."""
+    mlflow_uri = to_mlflow_uri(uri)
+    root = Path(azureml_model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    local = _local_path(mlflow_uri)
+    if local is not None:
+        if not local.exists():
+            raise NotFound(f"Nothing exists at the path given as the model ({_kind(uri)}).")
+        local = local.resolve()
+        target = root / local.name
+        if local.is_dir():
+            shutil.copytree(local, target)
+        else:
+            shutil.copy2(local, target)
+        return target
+    try:
+        from mlflow.artifacts import download_artifacts
+
+        return Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(root)))
+    except MlflowException as exc:
+        raise _registry_error(uri, exc) from None
+    except OSError as exc:
+        raise DeployError(
+            f"The {_kind(uri)} model could not be fetched ({type(exc).__name__}); "
+            "check MLFLOW_TRACKING_URI."
+        ) from None

@@ -15,6 +15,21 @@ from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_env_cache():
+    """Every deployment of the suite (each test has its own MLFLOW_DEPLOY_HOME) takes its model
+    environment from one cache, the one `make demo` fills: the example models share one lock, so
+    their env is built once. A cache, keyed by what was locked: a changed checkout builds anew."""
+    from mlflow_deploy.envs.cache import CACHE_ENV
+
+    path = os.environ.get(CACHE_ENV) or os.path.join(ROOT, ".mlflow-deploy", "envs")
+    saved = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = path
+    yield path
+    if saved is None:
+        os.environ.pop(CACHE_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
     """A local SQLite tracking store and registry for the whole session (DESIGN: embedded defaults)."""
@@ -129,3 +144,21 @@ def start_server(tmp_path):
     yield start
     for server in servers:
         server.stop()
+
+
+def wait_ready_file(server: Server, timeout: float = 120.0) -> Server:
+    """Wait the way the control plane does: for the ready file, then for GET /.
+
+    A scoring script's workers run init() before they take traffic, so GET / alone can hang until
+    then; the ready file says ok once every worker is through (or why one failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(server.config.ready_file):
+            state = server.ready_state()
+            if not state["ok"]:
+                raise RuntimeError("server failed: {}\n{}".format(state.get("error"), server.log()))
+            return server.wait_ready(max(1.0, deadline - time.monotonic()))
+        if server.proc.poll() is not None:
+            raise RuntimeError("server exited:\n" + server.log())
+        time.sleep(0.05)
+    raise RuntimeError("server not ready:\n" + server.log())

@@ -3,12 +3,17 @@ cached venv that runs the scoring server (DESIGN §5).
 
     env = prepare_environment(model_dir, manager="uv", python_version_policy="exact")
     env.python   # runs `python -m gunicorn ... mlflow_deploy.scoring.wsgi:app`
+
+    # offline: package once (network), build anywhere without it (package.py)
+    write_package(lock_requirements(model_dir), "pkg")   # the caller copies the model to pkg/model
+    env = prepare_environment("pkg/model", package="pkg")
 """
 from mlflow_deploy.envs.cache import EnvCache
-from mlflow_deploy.envs.errors import (BuildFailed, EnvError, ManagerUnavailable, PythonNotFound,
-                                       RequirementConflict, RequirementsError,
+from mlflow_deploy.envs.errors import (BuildFailed, EnvError, ManagerUnavailable, PackageError,
+                                       PythonNotFound, RequirementConflict, RequirementsError,
                                        UnsatisfiedRequirements)
 from mlflow_deploy.envs.managers import MANAGERS
+from mlflow_deploy.envs.package import Package, read_package, write_package
 from mlflow_deploy.envs.prepare import (Environment, Locked, environment_key, lock_requirements,
                                        prepare_environment)
 from mlflow_deploy.envs.pythons import POLICIES, PythonVersionWarning, find_interpreters
@@ -28,6 +33,10 @@ __all__ = [
     "UnsatisfiedRequirements",
     "ManagerUnavailable",
     "BuildFailed",
+    "PackageError",
+    "Package",
+    "write_package",
+    "read_package",
     "MANAGERS",
     "POLICIES",
     "environment_key",

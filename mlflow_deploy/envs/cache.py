@@ -5,10 +5,13 @@ Layout under ``$MLFLOW_DEPLOY_HOME/envs/`` (default ``~/.mlflow-deploy/envs``)::
 
     <key>/                the venv (only ever appears whole: built aside, then renamed)
     <key>.lock            the requirements lock (with hashes) the venv was installed from
-    <key>.json            metadata: python, manager, models that used it, created, last used
+    <key>.json            metadata: python, manager, models that used it, created, last used,
+                          size_bytes (measured once, after the build, counting files hard-linked
+                          from uv's cache in full), package (if built from one)
     .resolved/<inputs>.lock  memo: model requirement files + interpreter + wheel deps -> lock
     .wheels/<src-hash>/   the project's wheel built from these sources
     .building/<key>-*     venvs being built (a killed build's leftovers are removed by the next)
+                          or being removed by ``env prune`` (renamed here first, then deleted)
     .mutex/<name>         fcntl lock files
 """
 import contextlib
@@ -16,12 +19,14 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
-__all__ = ["HOME_ENV", "CACHE_ENV", "EnvCache", "file_lock", "atomic_write", "sha256_text"]
+__all__ = ["HOME_ENV", "CACHE_ENV", "EnvCache", "file_lock", "atomic_write", "sha256_text",
+           "tree_size"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
@@ -64,6 +69,22 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def tree_size(path: Path, exclusive: bool = False) -> int:
+    """Bytes on disk under ``path`` (files and symlinks themselves, not what links point to).
+    uv hard-links installed files from its cache, so most of a venv is shared: ``exclusive``
+    counts only files with no other link, i.e. what deleting the tree frees."""
+    total = 0
+    for directory, _dirs, files in os.walk(str(path)):
+        for name in files:
+            try:
+                stat = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if not exclusive or stat.st_nlink == 1:
+                total += stat.st_blocks * 512
+    return total
 
 
 class EnvCache:
@@ -117,3 +138,38 @@ class EnvCache:
         meta["models"] = sorted(set(meta.get("models", [])) | set(models))
         atomic_write(self.metadata_file(key), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
+
+    # listing and removal (``mlflow-deploy env list/show/prune``) ------------------------------
+    def keys(self) -> List[str]:
+        """Keys of the cached envs: a folder (the venv) or a ``<key>.json`` left of one."""
+        if not self.root.is_dir():
+            return []
+        keys = set()
+        for entry in os.scandir(str(self.root)):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                keys.add(entry.name)
+            elif entry.name.endswith(".json"):
+                keys.add(entry.name[: -len(".json")])
+        return sorted(keys)
+
+    def size(self, key: str) -> int:
+        """The env's size on disk: measured after its build (a venv does not change), else now."""
+        recorded = self.read_metadata(key).get("size_bytes")
+        if isinstance(recorded, int):
+            return recorded
+        return tree_size(self.env_dir(key)) if self.env_dir(key).is_dir() else 0
+
+    def remove(self, key: str) -> None:
+        """Delete an env, its lock and its metadata. The caller holds ``mutex(key)``. The folder is
+        first renamed into ``.building/`` so that it leaves its lookup path in one step."""
+        final = self.env_dir(key)
+        if final.exists():
+            self.building_dir().mkdir(parents=True, exist_ok=True)
+            doomed = Path(tempfile.mkdtemp(prefix=key + "-removing-", dir=str(self.building_dir())))
+            os.rename(str(final), str(doomed))  # onto the empty folder mkdtemp made
+            shutil.rmtree(str(doomed), ignore_errors=True)
+        for path in (self.lock_file(key), self.metadata_file(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

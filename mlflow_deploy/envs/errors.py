@@ -16,6 +16,7 @@ __all__ = [
     "UnsatisfiedRequirements",
     "ManagerUnavailable",
     "BuildFailed",
+    "PackageError",
 ]
 
 
@@ -58,3 +59,9 @@ class ManagerUnavailable(EnvError):
 
 class BuildFailed(EnvError):
     """The resolver or installer failed; the message carries its own output."""
+
+
+class PackageError(EnvError):
+    """A folder given as an offline package is not one, or not usable on this machine."""
+
+    mlflow_error_code = INVALID_PARAMETER_VALUE

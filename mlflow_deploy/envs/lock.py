@@ -17,7 +17,7 @@ from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.pythons import Interpreter
 from mlflow_deploy.envs.runner import run
 
-__all__ = ["Lock", "resolve", "requirements_input"]
+__all__ = ["Lock", "resolve", "requirements_input", "environment_key"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ class Lock:
     @property
     def digest(self) -> str:
         return sha256_text(self.text)
+
+
+def environment_key(lock_text: str, interpreter: Interpreter, wheel_hash: str) -> str:
+    """The env cache key: what was locked, the interpreter it was locked for, the scoring wheel."""
+    return sha256_text(lock_text, interpreter.identity(), wheel_hash)[:16]
 
 
 def requirements_input(model_lines: List[str], added: List[str], source: str) -> str:

@@ -2,7 +2,10 @@
 
 Every model env gets it with ``--no-deps`` (its dependencies go through the resolver with the
 model's pins instead), and its hash is part of the env's cache key, so an edited ``scoring/`` never
-runs stale (DESIGN §2). Building takes a few seconds; reuse only hashes the sources (milliseconds).
+runs stale (DESIGN §2). Only what runs in a model env is hashed: ``scoring/`` (a leaf: it imports
+nothing else of ours, tests/test_imports.py keeps it so), the package's ``__init__`` and the build
+files; an edit to the control plane does not rebuild every env. Building takes a few seconds;
+reuse only hashes the sources (milliseconds).
 """
 import email.parser
 import os
@@ -22,6 +25,9 @@ from mlflow_deploy.envs.runner import run
 __all__ = ["ProjectWheel", "project_wheel", "project_root", "source_hash"]
 
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in")
+#: what a model env runs of ours, relative to the checkout
+_RUNTIME = ("mlflow_deploy/__init__.py", "mlflow_deploy/scoring")
+_NOT_SOURCES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "build", "*.egg-info")
 
 
 @dataclass(frozen=True)
@@ -41,17 +47,19 @@ def project_root() -> Path:
 
 
 def source_hash(root: Optional[Path] = None) -> str:
-    """Hash of every file of the package (not caches) and of the build configuration."""
+    """Hash of the files a model env runs (not caches) and of the build configuration."""
     root = root or project_root()
     parts = []
-    package = root / "mlflow_deploy"
-    for directory, dirs, files in os.walk(str(package)):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith((".pyc", ".pyo")) or name.startswith("."):
-                continue
-            path = Path(directory) / name
-            parts += [str(path.relative_to(root)), path.read_bytes()]
+    for runtime in _RUNTIME:
+        top = root / runtime
+        walked = [(str(top.parent), [], [top.name])] if top.is_file() else os.walk(str(top))
+        for directory, dirs, files in walked:
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith((".pyc", ".pyo")) or name.startswith("."):
+                    continue
+                path = Path(directory) / name
+                parts += [str(path.relative_to(root)), path.read_bytes()]
     for name in _BUILD_FILES:
         if (root / name).is_file():
             parts += [name, (root / name).read_bytes()]
@@ -74,17 +82,30 @@ def project_wheel(cache: EnvCache, indexes: IndexOptions, progress=lambda msg: N
         progress("building the mlflow-deploy wheel from {}".format(root))
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=str(target.parent)))
+        sources = Path(tempfile.mkdtemp(prefix=".src-", dir=str(target.parent)))
         try:
             run([uv, "build", "--wheel", "--quiet", "--out-dir", str(scratch), *indexes.uv_args(),
-                 str(root)], what="building the mlflow-deploy wheel (uv build)",
-                env=indexes.uv_env())
+                 str(_clean_copy(root, sources))],
+                what="building the mlflow-deploy wheel (uv build)", env=indexes.uv_env())
             os.replace(str(scratch), str(target))
         finally:
             shutil.rmtree(str(scratch), ignore_errors=True)
+            shutil.rmtree(str(sources), ignore_errors=True)
         found = _cached(target, digest)
         if not found:
             raise BuildFailed("uv build produced no wheel in {}".format(target))
         return found
+
+
+def _clean_copy(root: Path, dst: Path) -> Path:
+    """The package and its build files, copied: setuptools builds in the source's ``build/``,
+    where files deleted from the checkout would linger into the wheel, and where two caches
+    building at once would collide."""
+    shutil.copytree(str(root / "mlflow_deploy"), str(dst / "mlflow_deploy"), ignore=_NOT_SOURCES)
+    for name in _BUILD_FILES + ("README.md",):
+        if (root / name).is_file():
+            shutil.copy2(str(root / name), str(dst / name))
+    return dst
 
 
 def _cached(target: Path, digest: str) -> Optional[ProjectWheel]:

@@ -6,7 +6,6 @@ it was: no half rows, no orphan processes, no stray directories. Before the gate
 """
 
 import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -18,7 +17,7 @@ from mlflow_deploy.errors import (
     NotFound,
     ServerFailed,
 )
-from mlflow_deploy.model import PYFUNC, load_model
+from mlflow_deploy.model import PYFUNC
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
@@ -29,6 +28,12 @@ from mlflow_deploy.online.traffic import (
 )
 from mlflow_deploy.online.invoke import score, to_payload
 from mlflow_deploy.online.names import check_name
+from mlflow_deploy.online.revision import (
+    environment_record,
+    remove_revision,
+    remove_revisions_except,
+    stage_revision,
+)
 from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import Deployment, Store
@@ -55,16 +60,18 @@ def check_flavor(flavor: Optional[str]) -> str:
 
 def server_config_for(
     name: str,
-    model_dir: Path,
+    files: Mapping[str, Optional[str]],
     model_uri: str,
     settings: DeploymentSettings,
     port: int,
     revision: int,
     deployment_dir: Optional[Path],
+    python: Optional[str] = None,
 ) -> ServerConfig:
-    """The scoring server's config for one revision of a deployment (or a foreground server)."""
+    """The scoring server's config for one revision of a deployment (or a foreground server);
+    ``files`` locate the model and any scoring script (revision.stage_revision)."""
     return ServerConfig(
-        model_dir=str(model_dir),
+        **files,
         bind=f"{supervisor.HOST}:{port}",
         workers=settings.instance_count,
         validation=settings.validation,
@@ -76,6 +83,7 @@ def server_config_for(
         revision=revision,
         pidfile=str(deployment_dir / "gunicorn.pid") if deployment_dir else None,
         ready_file=str(deployment_dir / "ready.json") if deployment_dir else None,
+        python=python,
     )
 
 
@@ -96,7 +104,7 @@ def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
     config.write(str(config_path))
     Path(config.ready_file).unlink(missing_ok=True)
     offset = supervisor.log_size(log_path)
-    pid = supervisor.start_server(config_path, log_path)
+    pid = supervisor.start_server(config_path, log_path, python=config.python)
     try:
         return supervisor.wait_ready(config, log_path, supervisor.started_alive(pid), offset)
     except BaseException:
@@ -112,9 +120,11 @@ def create_deployment(
     endpoint: Optional[str] = None,
     store: Optional[Store] = None,
 ) -> Dict[str, Any]:
-    """Resolve the model, start its server, wait until it serves, then record it. A deployment
-    without an endpoint gets an endpoint of its own name; the first deployment of an endpoint
-    takes its traffic."""
+    """Resolve the model, build its environment, start its server, wait until it serves, then
+    record it. A deployment without an endpoint gets an endpoint of its own name; the first
+    deployment of an endpoint takes its traffic. A server that starts but fails (the model or a
+    scoring script's init() raises) leaves the deployment recorded as Failed, with no traffic and
+    its log in place, as Azure does; any earlier failure leaves nothing."""
     store = store or Store()
     check_name(name, "deployment name (--name)")
     endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
@@ -127,14 +137,13 @@ def create_deployment(
         deployment_dir = store.deployment_dir(name)
         shutil.rmtree(deployment_dir, ignore_errors=True)  # leftovers without a row are garbage
         log_path = deployment_dir / "server.log"
-        pid = None
+        deployment = None
         try:
             deployment_dir.mkdir(parents=True)
-            info = load_model(model_uri, deployment_dir / "model" / "1", copy_local=True)
+            files, env = stage_revision(deployment_dir, 1, model_uri, settings)
             server_config = server_config_for(
-                name, info.path, model_uri, settings, port, 1, deployment_dir
+                name, files, model_uri, settings, port, 1, deployment_dir, env.python
             )
-            pid = _start(server_config, deployment_dir, log_path)
             deployment = Deployment(
                 name=name,
                 endpoint=endpoint_name,
@@ -145,28 +154,49 @@ def create_deployment(
                 dir=str(deployment_dir),
                 log_path=str(log_path),
                 pidfile=server_config.pidfile,
-                state="Succeeded",
-                pid=pid,
+                state="Creating",
                 revision=1,
+                environment=environment_record(env),
             )
-            created_endpoint = endpoint_or_create(store, endpoint_name)
-            try:
-                store.add_deployment(deployment)
-                add_to_endpoint(store, endpoint_name, name)
-            except BaseException:
-                store.remove_deployment(name)
-                if created_endpoint:
-                    store.remove_endpoint(endpoint_name)
+            deployment.pid = _start(server_config, deployment_dir, log_path)
+            deployment.state = "Succeeded"
+            _record(store, deployment)
+        except ServerFailed as exc:
+            if deployment is None or deployment.state != "Creating":
+                _forget(deployment_dir, deployment)
                 raise
-        except BaseException as exc:
-            if pid is not None:
-                supervisor.stop(pid, grace=5, config_path=deployment_dir / "server.json")
-            kept = _keep_failed_log(store, name, log_path)
-            shutil.rmtree(deployment_dir, ignore_errors=True)
-            if kept is not None and isinstance(exc, ServerFailed):
-                raise ServerFailed(exc.message.replace(str(log_path), str(kept))) from None
+            deployment.state, deployment.error = "Failed", exc.message
+            _record(store, deployment)
+            raise
+        except BaseException:
+            _forget(deployment_dir, deployment)
             raise
         return describe(deployment, store)
+
+
+def _record(store: Store, deployment: Deployment) -> None:
+    """Add the row and its place in the endpoint (a Failed deployment gets no traffic)."""
+    created_endpoint = endpoint_or_create(store, deployment.endpoint)
+    try:
+        store.add_deployment(deployment)
+        if deployment.state == "Succeeded":
+            add_to_endpoint(store, deployment.endpoint, deployment.name)
+        else:
+            endpoint = store.get_endpoint(deployment.endpoint)
+            endpoint.traffic[deployment.name] = 0
+            store.save_endpoint(endpoint)
+    except BaseException:
+        store.remove_deployment(deployment.name)
+        if created_endpoint:
+            store.remove_endpoint(deployment.endpoint)
+        raise
+
+
+def _forget(deployment_dir: Path, deployment: Optional[Deployment]) -> None:
+    """Undo a create that failed before its server was judged: no process, row or folder."""
+    if deployment is not None and deployment.pid is not None:
+        supervisor.stop(deployment.pid, grace=5, config_path=deployment_dir / "server.json")
+    shutil.rmtree(deployment_dir, ignore_errors=True)
 
 
 def update_deployment(
@@ -196,21 +226,18 @@ def update_deployment(
         old_config = ServerConfig.from_dict(_read_json(config_path))
         old_ready = _read_text(deployment.ready_file)
         revision = deployment.revision + 1
-        new_model_root = deployment_dir / "model" / str(revision)
-        shutil.rmtree(new_model_root, ignore_errors=True)
+        remove_revision(deployment_dir, revision)
         try:
-            if model_uri:
-                model_dir = load_model(model_uri, new_model_root, copy_local=True).path
-            else:
-                model_dir = Path(old_config.model_dir)
+            files, env = stage_revision(deployment_dir, revision, model_uri, settings, old_config)
             new_config = server_config_for(
                 name,
-                model_dir,
+                files,
                 model_uri or deployment.model_uri,
                 settings,
                 deployment.port,
                 revision,
                 deployment_dir,
+                env.python,
             )
             if supervisor.is_alive(deployment.pid, config_path):
                 new_pid = _hand_over(deployment, new_config, config_path)
@@ -219,20 +246,23 @@ def update_deployment(
         except BaseException:
             old_config.write(str(config_path))
             _restore_text(deployment.ready_file, old_ready)
-            shutil.rmtree(new_model_root, ignore_errors=True)
+            remove_revision(deployment_dir, revision)
             raise
         old_pid = deployment.pid
         deployment.pid = new_pid
         deployment.revision = revision
         deployment.model_uri = new_config.model_uri
         deployment.config = settings.to_dict()
+        deployment.environment = environment_record(env)
         deployment.state, deployment.error = "Succeeded", None
         store.save_deployment(deployment)
+        if traffic_target(store.get_endpoint(deployment.endpoint)) is None:
+            add_to_endpoint(store, deployment.endpoint, name)  # a Failed one, fixed, takes it
         if old_pid != new_pid and supervisor.is_alive(old_pid, config_path):
             supervisor.stop(old_pid, config_path=config_path, group=False)  # graceful drain
             supervisor.wait_promoted(deployment.pidfile, new_pid)
-        if model_uri:
-            _remove_model_revisions(deployment_dir, keep=revision)
+        kept = ("model", "code", "environment") if model_uri else ("code", "environment")
+        remove_revisions_except(deployment_dir, revision, kept)
         return describe(deployment, store)
 
 
@@ -378,6 +408,7 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "pid": deployment.pid if state in ("Running", "Unhealthy") else None,
         "revision": deployment.revision,
         "log_path": deployment.log_path,
+        "environment": dict(deployment.environment),
         "config": dict(deployment.config),
         "error": deployment.error,
     }
@@ -388,22 +419,6 @@ def _get_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Deploy
     if endpoint is not None and deployment.endpoint != endpoint:
         raise NotFound("The endpoint has no deployment with this name (--name, --endpoint).")
     return deployment
-
-
-def _keep_failed_log(store: Store, name: str, log_path: Path) -> Optional[Path]:
-    """A failed create removes its directory, but the user needs the server's log to see why:
-    move it to $MLFLOW_DEPLOY_HOME/logs/."""
-    if not log_path.is_file() or log_path.stat().st_size == 0:
-        return None
-    kept = store.home / "logs" / f"{name}-failed-{time.strftime('%Y%m%dT%H%M%S')}.log"
-    shutil.move(str(log_path), kept)
-    return kept
-
-
-def _remove_model_revisions(deployment_dir: Path, keep: int) -> None:
-    for path in (deployment_dir / "model").iterdir():
-        if path.name != str(keep):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_json(path: Path) -> dict:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidState, ServerFailed
-from mlflow_deploy.model import load_model
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.deployments import check_flavor, server_config_for
+from mlflow_deploy.online.revision import stage_revision
 from mlflow_deploy.online.settings import parse_settings
 
 __all__ = ["serve", "DEFAULT_PORT"]
@@ -32,17 +32,24 @@ def serve(
     if not supervisor.port_is_free(port):
         raise InvalidState("The port is already in use (--port / config 'port').")
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-serve-") as tmp:
-        info = load_model(model_uri, Path(tmp) / "model")
+        files, env = stage_revision(Path(tmp), 1, model_uri, settings)
         config_path = Path(tmp) / "server.json"
         server_config = server_config_for(
-            name or "serve", info.path, model_uri, settings, port, revision=1, deployment_dir=None
+            name or "serve",
+            files,
+            model_uri,
+            settings,
+            port,
+            revision=1,
+            deployment_dir=None,
+            python=env.python,
         )
         server_config.write(str(config_path))
         print(
             f"Serving the model at http://{supervisor.HOST}:{port}/score (Ctrl-C stops it)",
             flush=True,
         )
-        code = supervisor.run_foreground(config_path)
+        code = supervisor.run_foreground(config_path, python=env.python)
     # 0: stopped normally; gunicorn exits 0 on SIGINT/SIGTERM too
     if code not in (0, -2, -15, 130):
         raise ServerFailed(f"The scoring server exited with code {code}; see its output above.")

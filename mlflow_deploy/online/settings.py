@@ -5,21 +5,28 @@ checked on its own, and an error names the key (never its value).
 """
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
 
-__all__ = ["DeploymentSettings", "parse_settings", "SETTING_HELP"]
+__all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP"]
 
 VALIDATION_MODES = ("compatible", "strict")
-ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
 
 
 @dataclass(frozen=True)
 class DeploymentSettings:
     instance_count: int = 1  # gunicorn worker processes
-    env_manager: str = "local"
+    env_manager: str = "uv"  # how the model's own environment is built (DESIGN §5)
+    python_version_policy: str = "exact"  # or "nearest": the closest Python, with a warning
+    package: Optional[str] = None  # a `mlflow-deploy package` folder: build offline from it
+    # Azure's code_configuration and environment.conda_file: a user scoring script (init/run)
+    code: Optional[str] = None  # folder, copied into the deployment at each revision
+    scoring_script: Optional[str] = None  # file inside `code`
+    conda_file: Optional[str] = None  # the script's environment
     validation: str = "compatible"
     request_timeout_ms: int = 5000
     max_request_mb: float = 100.0
@@ -32,7 +39,14 @@ class DeploymentSettings:
 
 SETTING_HELP = {
     "instance_count": "number of worker processes (1-64, default 1)",
-    "env_manager": "local (default; the current Python environment)",
+    "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "
+    "local (the current Python environment) or conda",
+    "python_version_policy": "exact (default: the model's Python minor version) or nearest",
+    "package": "folder written by `mlflow-deploy package`: build the environment offline from it",
+    "code": "folder holding a scoring script (Azure's code_configuration.code)",
+    "scoring_script": "the script in `code` whose init() and run(raw_data) serve requests",
+    "conda_file": "conda YAML of the scoring script's environment (else code/requirements.txt, "
+    "else the MLflow model's own environment)",
     "validation": "compatible (default: coerce like Azure, report coercions) or strict",
     "request_timeout_ms": f"scoring timeout per request, 1-{MAX_REQUEST_TIMEOUT_MS} (default 5000)",
     "max_request_mb": "largest request body in MiB (default 100)",
@@ -82,16 +96,73 @@ def _boolean(key: str) -> Callable[[Any], bool]:
     return parse
 
 
-def _env_manager(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text == "local":
+def _choice(key: str, choices) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise InvalidParameter(f"Config '{key}' must be one of: " + ", ".join(choices) + ".")
         return text
-    if text in ENV_MANAGERS:
+
+    return parse
+
+
+def _folder(key: str) -> Callable[[Any], Optional[str]]:
+    def parse(value: Any) -> Optional[str]:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        path = Path(text).expanduser().resolve()
+        if not path.is_dir():
+            raise InvalidParameter(f"Config '{key}' must name an existing folder.")
+        return str(path)
+
+    return parse
+
+
+def _file(key: str) -> Callable[[Any], Optional[str]]:
+    def parse(value: Any) -> Optional[str]:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidParameter(f"Config '{key}' must name an existing file.")
+        return str(path)
+
+    return parse
+
+
+def _relative_file(key: str) -> Callable[[Any], Optional[str]]:
+    """A path inside the code folder: relative, and never climbing out of it."""
+
+    def parse(value: Any) -> Optional[str]:
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            return None
+        path = Path(text)
+        if path.is_absolute() or ".." in path.parts or path.suffix != ".py":
+            raise InvalidParameter(
+                f"Config '{key}' must be a .py file path relative to the code folder."
+            )
+        return path.as_posix()
+
+    return parse
+
+
+def check_script_settings(settings: DeploymentSettings) -> None:
+    """The combinations Azure accepts: a script needs its code folder and the other way round;
+    an environment is given only with a script (an MLflow model alone brings its own)."""
+    if bool(settings.code) != bool(settings.scoring_script):
+        raise InvalidParameter("Config 'code' and 'scoring_script' go together: give both.")
+    if settings.scoring_script and not (Path(settings.code) / settings.scoring_script).is_file():
+        raise InvalidParameter("Config 'scoring_script' must name a file inside 'code'.")
+    if settings.conda_file and not settings.scoring_script:
         raise InvalidParameter(
-            "Config 'env_manager': only 'local' is available yet; the other managers come with "
-            "environment building."
+            "Config 'conda_file' is the environment of a scoring script: give 'code' and "
+            "'scoring_script' too (an MLflow model alone brings its own environment)."
         )
-    raise InvalidParameter("Config 'env_manager' must be one of: " + ", ".join(ENV_MANAGERS) + ".")
+    if settings.package and settings.scoring_script:
+        raise InvalidParameter("Config 'package' serves a packaged MLflow model without a script.")
 
 
 def _validation(value: Any) -> str:
@@ -103,7 +174,12 @@ def _validation(value: Any) -> str:
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "instance_count": _integer("instance_count", 1, 64),
-    "env_manager": _env_manager,
+    "env_manager": _choice("env_manager", MANAGERS),
+    "python_version_policy": _choice("python_version_policy", POLICIES),
+    "package": _folder("package"),
+    "code": _folder("code"),
+    "scoring_script": _relative_file("scoring_script"),
+    "conda_file": _file("conda_file"),
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,
@@ -128,4 +204,6 @@ def parse_settings(
             values[key] = None
             continue
         values[key] = parser(value)
-    return DeploymentSettings(**values)
+    settings = DeploymentSettings(**values)
+    check_script_settings(settings)
+    return settings

@@ -1,14 +1,16 @@
 """The HTTP face of the scoring pipeline: Azure's routes, MLflow's routes, headers, limits.
 
-Every scoring route hands the body to pipeline.py; this module only does HTTP (DESIGN §7).
+Every scoring route hands the body to pipeline.py, or for a deployment with a scoring script to
+script.py; this module only does HTTP (DESIGN §7).
 """
 import logging
+import os
 import signal
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Union
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -18,7 +20,10 @@ from . import payload, pipeline
 from .config import ServerConfig
 from .errors import HeaderTooLarge, NotFound, PayloadTooLarge, ScoringError, ScoringTimeout
 from .metrics import Metrics
-from .predictor import Predictor
+from .script import ScoringScript
+
+if TYPE_CHECKING:  # predictor imports mlflow, which a scoring-script server must not need
+    from .predictor import Predictor
 
 log = logging.getLogger("mlflow_deploy.scoring")
 MAX_REQUEST_ID = 100
@@ -30,14 +35,17 @@ def deadline(seconds: float) -> Iterator[None]:
     """Raise ScoringTimeout in the request's thread once `seconds` pass.
 
     A signal is the one way to interrupt a running predict in a sync worker; it only works in the
-    main thread, so elsewhere (tests' threaded servers) the request simply runs to the end.
+    main thread, so elsewhere (tests' threaded servers) the request simply runs to the end. Code
+    that swallows the ScoringTimeout (a script's `except Exception`) still ends in a 504.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
     message = "Scoring timeout after {} ms".format(int(seconds * 1000))
+    expired = []
 
     def expire(signum, frame):
+        expired.append(True)
         raise ScoringTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -47,11 +55,17 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if expired:
+        raise ScoringTimeout(message)
 
 
-def create_app(predictor: Predictor, config: ServerConfig,
+def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
                on_timeout: Optional[Callable[[], None]] = None) -> Flask:
-    """Build the app. `on_timeout` recycles the worker after a 504 (gunicorn_conf sets it)."""
+    """Build the app for an MLflow model (a Predictor) or a user's scoring script.
+
+    `on_timeout` recycles the worker after a 504 (gunicorn_conf sets it)."""
+    script = model if isinstance(model, ScoringScript) else None
+    predictor = None if script else model
     app = Flask("mlflow_deploy.scoring")
     app.config["MAX_CONTENT_LENGTH"] = int(config.max_request_mb * 1024 * 1024)
     app.config["ON_TIMEOUT"] = on_timeout
@@ -60,7 +74,8 @@ def create_app(predictor: Predictor, config: ServerConfig,
     options = {"validation": config.validation, "error_details": config.error_details}
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
-               "validation": config.validation, **pipeline.describe(predictor)}
+               "validation": config.validation,
+               **(script.describe() if script else pipeline.describe(predictor))}
 
     def ids():
         rid = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
@@ -73,7 +88,8 @@ def create_app(predictor: Predictor, config: ServerConfig,
     def answer(result: pipeline.Result, route: str, rid: str, client_rid: str,
                started: float) -> Response:
         response = Response(result.body, status=result.status, content_type=result.content_type,
-                            headers=pipeline.response_headers(result, rid, client_rid))
+                            headers=result.headers)
+        response.headers.update(pipeline.response_headers(result, rid, client_rid))
         metrics.observe(route, result.status, time.perf_counter() - started)
         return response
 
@@ -102,12 +118,17 @@ def create_app(predictor: Predictor, config: ServerConfig,
 
     @app.route("/score", methods=["POST"])
     def score():
+        if script:
+            return run_scoring("score", lambda rid: script.score(request, rid))
         return run_scoring("score", lambda rid: pipeline.score(
             request.get_data(cache=False), request.content_type, predictor, request_id=rid,
             **options))
 
     @app.route("/score", methods=["GET"])
     def score_query():
+        if script:
+            return run_scoring("score", lambda rid: script.score(request, rid))
+
         def call(rid):
             try:
                 parsed = payload.parse_azure_query(request.args.get("input_data") or "null")
@@ -122,12 +143,17 @@ def create_app(predictor: Predictor, config: ServerConfig,
 
     @app.route("/invocations", methods=["POST"])
     def invocations():
+        if script:
+            return _json_error(404, "This deployment runs a scoring script: score with POST "
+                                    "/score.")
         return run_scoring("invocations", lambda rid: pipeline.invocations(
             request.get_data(cache=False), request.content_type, predictor, request_id=rid,
             **options))
 
     @app.route("/swagger.json", methods=["GET"])
     def swagger():
+        if script:
+            return _script_swagger(script, request.args.get("version", "2"))
         from .swagger import build_swagger
 
         try:
@@ -168,6 +194,33 @@ def create_app(predictor: Predictor, config: ServerConfig,
         return _json_error(exc.code or 500, exc.name)
 
     return app
+
+
+# the files Azure serves as a scoring script's swagger, by version (server/swagger.py)
+SCRIPT_SWAGGER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",),
+                        "3.1": ("swagger3.1.json",)}
+SWAGGER_ALIASES = {"2.0": "2", "3.0": "3"}
+
+
+def _script_swagger(script: ScoringScript, version: str) -> Response:
+    """A scoring script's swagger is the file the user put in the code folder, as Azure serves it.
+    Azure generates one for inference-schema decorated run() functions; that is not done here."""
+    found: Dict[str, str] = {}
+    for known, names in SCRIPT_SWAGGER_FILES.items():
+        paths = [os.path.join(script.code_dir, name) for name in names]
+        paths = [path for path in paths if os.path.isfile(path)]
+        if paths:
+            found[known] = paths[0]
+    supported = ", ".join(sorted(found))
+    wanted = SWAGGER_ALIASES.get(version, version)
+    if wanted not in SCRIPT_SWAGGER_FILES:
+        return _json_error(404, "Swagger version [{}] is not valid. Supported versions: "
+                                "[{}].".format(version, supported))
+    if wanted not in found:
+        return _json_error(404, "Swagger version [{}] is not supported for the scoring script. "
+                                "Supported swagger versions: [{}].".format(version, supported))
+    with open(found[wanted], "rb") as f:
+        return Response(f.read(), status=200, content_type=JSON)
 
 
 def _too_large(config: ServerConfig) -> str:

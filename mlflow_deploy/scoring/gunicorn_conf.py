@@ -4,6 +4,8 @@ Used as `gunicorn -c python:mlflow_deploy.scoring.gunicorn_conf mlflow_deploy.sc
 A USR2 re-exec imports this module again in the new master, which is how an update picks up the
 new revision while keeping the listening socket (DESIGN §4).
 """
+import os
+
 from mlflow_deploy.scoring.config import ServerConfig
 
 _config = ServerConfig.from_env()
@@ -28,7 +30,8 @@ proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")
 def when_ready(server):
     from mlflow_deploy.scoring.wsgi import write_ready
 
-    write_ready(_config, ok=True)
+    if not _config.scoring_script:  # a scoring script is ready once its workers ran init()
+        write_ready(_config, ok=True)
 
 
 def post_fork(server, worker):
@@ -39,3 +42,20 @@ def post_fork(server, worker):
         worker.alive = False
 
     app.config["ON_TIMEOUT"] = recycle
+
+
+def post_worker_init(worker):
+    """A scoring script's init() runs here, once per worker, before the worker takes traffic."""
+    from mlflow_deploy.scoring.wsgi import init_worker
+
+    init_worker(worker.notify, worker.ppid)
+
+
+def pre_exec(server):
+    """A USR2 re-exec starts the new master with the interpreter of the new revision's
+    environment (an update may move a deployment to another env); the listening socket is kept."""
+    new = ServerConfig.from_env()
+    if new.python and new.python != server.START_CTX[0]:
+        script = os.path.join(os.path.dirname(new.python), "gunicorn")
+        server.START_CTX[0] = new.python
+        server.START_CTX["args"] = [new.python, script] + server.START_CTX["args"][2:]

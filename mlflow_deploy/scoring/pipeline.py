@@ -6,11 +6,13 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import payload, schema
 from .errors import ModelFailed, ModelRejectedInput, ScoringError, ScoringTimeout
-from .predictor import Predictor
+
+if TYPE_CHECKING:  # predictor imports mlflow, which a scoring-script server must not need
+    from .predictor import Predictor
 
 log = logging.getLogger("mlflow_deploy.scoring")
 
@@ -26,6 +28,7 @@ class Result:
     content_type: str = "application/json"
     coercions: List[str] = field(default_factory=list)
     exec_ms: Optional[float] = None  # time in the model, on success
+    headers: List[Tuple[str, str]] = field(default_factory=list)  # a script's own Response headers
 
 
 def error_body(message: str) -> bytes:
@@ -36,14 +39,14 @@ def error_result(exc: ScoringError) -> Result:
     return Result(exc.status, error_body(exc.message))
 
 
-def check(raw: bytes, content_type: Optional[str], predictor: Predictor,
+def check(raw: bytes, content_type: Optional[str], predictor: "Predictor",
           validation: str = "compatible") -> schema.Enforced:
     """Parse and enforce an Azure body without predicting (`mlflow-deploy validate`)."""
     parsed = payload.parse_azure(raw, content_type)
     return schema.enforce(parsed, predictor.signature, validation)
 
 
-def score(raw: bytes, content_type: Optional[str], predictor: Predictor, *,
+def score(raw: bytes, content_type: Optional[str], predictor: "Predictor", *,
           validation: str = "compatible", error_details: bool = True,
           request_id: str = "") -> Result:
     """Azure's POST /score."""
@@ -51,7 +54,7 @@ def score(raw: bytes, content_type: Optional[str], predictor: Predictor, *,
                 predictor, validation, error_details, request_id)
 
 
-def score_parsed(parsed: payload.ParsedInput, predictor: Predictor, *,
+def score_parsed(parsed: payload.ParsedInput, predictor: "Predictor", *,
                  validation: str = "compatible", error_details: bool = True,
                  request_id: str = "") -> Result:
     """An input already parsed (GET /score's query string, batch files)."""
@@ -59,7 +62,16 @@ def score_parsed(parsed: payload.ParsedInput, predictor: Predictor, *,
                 request_id)
 
 
-def invocations(raw: bytes, content_type: Optional[str], predictor: Predictor, *,
+def predict_parsed(parsed: payload.ParsedInput, predictor: "Predictor", *,
+                   validation: str = "compatible", error_details: bool = True,
+                   request_id: str = "") -> Tuple[Any, schema.Enforced]:
+    """Enforce and predict without rendering: batch files keep the predictions as objects to
+    write one row each. Raises the ScoringError the online path would answer with."""
+    enforced = schema.enforce(parsed, predictor.signature, validation)
+    return predict(predictor, enforced, error_details, request_id), enforced
+
+
+def invocations(raw: bytes, content_type: Optional[str], predictor: "Predictor", *,
                 validation: str = "compatible", error_details: bool = True,
                 request_id: str = "") -> Result:
     """MLflow's POST /invocations."""
@@ -68,7 +80,7 @@ def invocations(raw: bytes, content_type: Optional[str], predictor: Predictor, *
 
 
 def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes],
-         predictor: Predictor, validation: str, error_details: bool, request_id: str) -> Result:
+         predictor: "Predictor", validation: str, error_details: bool, request_id: str) -> Result:
     try:
         enforced = schema.enforce(parse(), predictor.signature, validation)
         started = time.perf_counter()
@@ -81,7 +93,7 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
         return error_result(exc)
 
 
-def predict(predictor: Predictor, enforced: schema.Enforced, error_details: bool = True,
+def predict(predictor: "Predictor", enforced: schema.Enforced, error_details: bool = True,
             request_id: str = "") -> Any:
     """Call the model; sort its failures into 'rejected the input' (400) and 'failed' (500)."""
     try:
@@ -134,7 +146,7 @@ def response_headers(result: Result, request_id: str, client_request_id: str) ->
     return headers
 
 
-def describe(predictor: Predictor) -> Dict[str, Any]:
+def describe(predictor: "Predictor") -> Dict[str, Any]:
     """What /version reports about the loaded model."""
     return {"signature": predictor.signature.kind, "flavors": predictor.flavors,
             "model_mlflow_version": predictor.mlflow_version}

@@ -3,36 +3,51 @@
 Loaded once in the gunicorn master (preload) and forked into the workers, so a worker that is
 recycled after a timeout starts serving at once. A model that fails to load is reported in the
 ready file, which the control plane waits on.
+
+A deployment with a scoring script (Azure's code_configuration) imports the script here instead of
+loading an MLflow model. Azure calls the script's init() once per worker, so each worker runs it
+(init_worker, from gunicorn's post_worker_init) before it takes traffic, and the last one to finish
+reports the revision ready.
 """
 import gc
 import json
+import multiprocessing
 import os
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Optional
 
 from . import pipeline
 from .app import create_app
 from .config import ServerConfig
-from .predictor import Predictor
+from .script import ScoringScript, ScriptError, load_script, one_line
+
+# gunicorn halts the master when a worker exits with this; Azure's server exits with 3 as well
+WORKER_BOOT_ERROR = 3
+HEARTBEAT_S = 1.0
+
+_config: Optional[ServerConfig] = None
+_script: Optional[ScoringScript] = None
+_inits: Any = None  # workers whose init() succeeded, shared across the fork
 
 
-def write_ready(config: ServerConfig, ok: bool, error: str = "") -> None:
-    """Tell the control plane this revision is serving (or why it is not)."""
+def write_ready(config: ServerConfig, ok: bool, error: str = "", pid: Optional[int] = None) -> None:
+    """Tell the control plane this revision is serving (or why it is not).
+
+    `pid` is the gunicorn master's: a worker writing on its behalf passes it."""
     if not config.ready_file:
         return
-    state = {"revision": config.revision, "pid": os.getpid(), "ok": ok}
+    state = {"revision": config.revision, "pid": pid or os.getpid(), "ok": ok}
     if error:
         state["error"] = error
-    tmp = config.ready_file + ".tmp"
+    tmp = "{}.{}.tmp".format(config.ready_file, os.getpid())  # workers may write at once
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f)
     os.replace(tmp, config.ready_file)
 
 
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return "{}: {}".format(type(exc).__name__, lines[0] if lines else "")[:500]
-
-
-def warm_up(predictor: Predictor, config: ServerConfig) -> None:
+def warm_up(predictor: Any, config: ServerConfig) -> None:
     """Score the model's own input example once, so first requests do not pay lazy set-up."""
     if predictor.input_example is None:
         return
@@ -43,15 +58,78 @@ def warm_up(predictor: Predictor, config: ServerConfig) -> None:
             result.status, result.body.decode("utf-8", "replace")), flush=True)
 
 
-def load() -> "object":
-    config = ServerConfig.from_env()
+def load_model(config: ServerConfig) -> Any:
+    from .predictor import Predictor  # mlflow: imported only to serve an MLflow model
+
     try:
         predictor = Predictor.load(config.model_dir)
     except Exception as exc:
         write_ready(config, ok=False, error="the model could not be loaded: " + one_line(exc))
         raise
     warm_up(predictor, config)
-    application = create_app(predictor, config)
+    return predictor
+
+
+def load_scoring_script(config: ServerConfig) -> ScoringScript:
+    """Import the script in the master; on failure the ready file says why and the master exits
+    (the raised error's traceback, with the script's own, goes to the log)."""
+    global _inits
+    try:
+        script = load_script(config)
+    except ScriptError as exc:
+        write_ready(config, ok=False, error=str(exc))
+        raise
+    _inits = multiprocessing.Value("i", 0)
+    return script
+
+
+def init_worker(heartbeat: Callable[[], None], master_pid: int) -> None:
+    """In a new worker, before it takes traffic: the scoring script's init() (nothing for a model).
+
+    The heartbeat keeps gunicorn from killing a worker whose init() loads a large model. If init()
+    raises: traceback to the log, the ready file says why, and the worker exits with gunicorn's
+    boot error, which stops the whole server so the deployment is marked Failed."""
+    if _script is None:
+        return
+    done = threading.Event()
+    threading.Thread(target=_keep_alive, args=(heartbeat, done), daemon=True).start()
+    try:
+        _script.init()
+    except ScriptError as exc:
+        traceback.print_exc()
+        write_ready(_config, ok=False, error=str(exc), pid=master_pid)
+        sys.exit(WORKER_BOOT_ERROR)
+    finally:
+        done.set()
+    with _inits.get_lock():
+        _inits.value += 1
+        everyone = _inits.value == max(1, int(_config.workers))
+    if everyone:
+        write_ready(_config, ok=True, pid=master_pid)
+
+
+def _keep_alive(heartbeat: Callable[[], None], done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT_S):
+        heartbeat()
+
+
+def _unbuffered_output() -> None:
+    """print() from the model or the script reaches the deployment log line by line."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True)
+
+
+def load() -> "object":
+    global _config, _script
+    _config = config = ServerConfig.from_env()
+    _unbuffered_output()
+    if config.scoring_script:
+        model = _script = load_scoring_script(config)
+    else:
+        model = load_model(config)
+    application = create_app(model, config)
     # the model and the imported libraries are long-lived: keep full collections off them
     # (DESIGN §8: p99 52 -> 5.6 ms with 1000-row requests)
     gc.collect()

@@ -135,3 +135,90 @@ def result_of(proc, timeout=300):
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
     return json.loads(out.decode().strip().splitlines()[-1])
+
+
+# --- offline packages and the `env` CLI (test_package.py, test_env_commands.py) ----------------
+
+def make_sdist(folder: Path, name: str, version: str, broken: bool = False) -> Path:
+    """A source-only distribution (no wheel anywhere), written by hand: building it needs only
+    setuptools. ``broken``: its metadata builds (so it resolves) but its wheel build fails."""
+    import io
+    import tarfile
+
+    base = "{}-{}".format(name.replace("-", "_"), version)
+    files = {
+        "PKG-INFO": "Metadata-Version: 2.1\nName: {}\nVersion: {}\n".format(name, version),
+        "pyproject.toml": textwrap.dedent('''
+            [build-system]
+            requires = ["setuptools>=64"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{}"
+            version = "{}"
+            ''').format(name, version),
+        name.replace("-", "_") + ".py": "SOURCE = 'built from the sdist'\n",
+    }
+    if broken:
+        files["setup.py"] = textwrap.dedent('''
+            from setuptools import setup
+            from setuptools.command.build_py import build_py
+
+
+            class Broken(build_py):
+                def run(self):
+                    raise SystemExit("this sdist does not build (on purpose)")
+
+
+            setup(cmdclass={"build_py": Broken})
+            ''')
+    path = Path(folder) / (base + ".tar.gz")
+    with tarfile.open(str(path), "w:gz") as tar:
+        for rel, text in sorted(files.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(base + "/" + rel)
+            info.size, info.mtime = len(data), 0  # the same bytes every run: uv and pip cache it
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def cli_environ(home, **extra):
+    """The environment for a CLI subprocess using ``home``, without the suite's shared cache."""
+    import os
+
+    from mlflow_deploy.envs.cache import CACHE_ENV, HOME_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != CACHE_ENV}
+    env[HOME_ENV] = str(home)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_cli(args, home, wrapper=(), timeout=600, **extra_env):
+    """``mlflow-deploy ARGS`` in a real subprocess (optionally under e.g. ``unshare -rn``)."""
+    return subprocess.run([*wrapper, sys.executable, "-m", "mlflow_deploy.cli", *map(str, args)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          env=cli_environ(home, **extra_env), universal_newlines=True)
+
+
+def summary(stdout: str) -> dict:
+    """The ``name: value`` lines that `env build` and `package` end with."""
+    return dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+
+
+def link_env(source_home: Path, target_home: Path, key: str) -> None:
+    """Put a real env of ``source_home`` into ``target_home``'s cache: the venv hard-linked (fast,
+    and removing the copy leaves the original alone), its lock and metadata copied."""
+    import os
+
+    source, target = source_home / "envs", target_home / "envs"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(str(source / key), str(target / key), symlinks=True, copy_function=os.link)
+    for suffix in (".lock", ".json"):
+        shutil.copy2(str(source / (key + suffix)), str(target / (key + suffix)))
+
+
+def unshare_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rn", "true"]).returncode == 0

@@ -193,7 +193,9 @@ def test_conda_manager_without_conda_suggests_uv(tmp_path, monkeypatch):
 def test_local_manager_checks_the_current_interpreter(tmp_path):
     import sklearn
 
-    ok = write(tmp_path / "ok", python_env_yaml="python: 3.11\ndependencies: [-r requirements.txt]\n",
+    # MLflow writes setuptools among the build dependencies; a running model does not need it
+    ok = write(tmp_path / "ok", python_env_yaml="python: 3.11\nbuild_dependencies: [pip, "
+               "setuptools==99.0]\ndependencies: [-r requirements.txt]\n",
                requirements_txt="scikit-learn=={}\nnumpy\n".format(sklearn.__version__))
     env = prepare_environment(ok, manager="local")
     assert env.python == sys.executable and env.key == "local"

@@ -222,13 +222,30 @@ def test_failed_creates_leave_no_trace(deploy_home, example_models, example_mode
         online.create_deployment("b", example_models["diabetes"])
     with pytest.raises(InvalidParameter, match="--flavor"):
         online.create_deployment("blue", example_models["diabetes"], flavor="sklearn")
-    with pytest.raises(ServerFailed, match="could not be loaded|failed to load") as caught:
-        online.create_deployment("blue", str(broken_copy(example_model_dirs, tmp_path)))
-    kept_log = str(caught.value).rsplit("(log: ", 1)[1].rstrip(")")
-    assert kept_log.startswith(str(store.home / "logs" / "blue-failed-"))
-    assert "Traceback" in open(kept_log).read()  # the log outlives the failed deployment
     assert_untouched(store)
     assert online.list_endpoints() == [] and server_pids_under(store.home) == []
+
+
+def test_a_model_that_fails_to_load_leaves_a_failed_deployment(
+    deploy_home, example_models, example_model_dirs, tmp_path
+):
+    """As in Azure: the deployment is kept as Failed, with no traffic and its log, until it is
+    updated with a working model or deleted."""
+    with pytest.raises(ServerFailed, match="could not be loaded|failed to load") as caught:
+        online.create_deployment("blue", str(broken_copy(example_model_dirs, tmp_path)))
+    failed = online.get_deployment("blue")
+    assert failed["state"] == "Failed" and failed["pid"] is None and failed["traffic"] == 0
+    assert failed["error"] == str(caught.value) and failed["log_path"] in failed["error"]
+    assert "Traceback" in open(failed["log_path"]).read()
+    assert server_pids_under(deploy_home.home) == []
+    with pytest.raises(ServerFailed, match="state Failed"):
+        online.predict("blue", SPLIT)
+
+    fixed = online.update_deployment("blue", model_uri=example_models["diabetes"])
+    assert fixed["state"] == "Running" and fixed["error"] is None
+    assert len(online.predict("blue", SPLIT)) == 2
+    online.delete_deployment("blue")
+    assert_untouched(deploy_home)
 
 
 def test_duplicates_and_ports(deploy_home, example_models):

@@ -10,7 +10,12 @@ def test_defaults():
     assert parse_settings(None) == DeploymentSettings()
     assert parse_settings({}).to_dict() == {
         "instance_count": 1,
-        "env_manager": "local",
+        "env_manager": "uv",
+        "python_version_policy": "exact",
+        "package": None,
+        "code": None,
+        "scoring_script": None,
+        "conda_file": None,
         "validation": "compatible",
         "request_timeout_ms": 5000,
         "max_request_mb": 100.0,
@@ -24,6 +29,7 @@ def test_strings_from_the_cli():
         {
             "instance_count": "3",
             "env_manager": "LOCAL",
+            "python_version_policy": "Nearest",
             "validation": "strict",
             "request_timeout_ms": " 250 ",
             "max_request_mb": "0.5",
@@ -31,7 +37,16 @@ def test_strings_from_the_cli():
             "port": "18080",
         }
     )
-    assert settings == DeploymentSettings(3, "local", "strict", 250, 0.5, False, 18080)
+    assert settings == DeploymentSettings(
+        instance_count=3,
+        env_manager="local",
+        python_version_policy="nearest",
+        validation="strict",
+        request_timeout_ms=250,
+        max_request_mb=0.5,
+        error_details=False,
+        port=18080,
+    )
 
 
 def test_python_values_and_base():
@@ -63,6 +78,8 @@ def test_python_values_and_base():
         ("port", "70000"),
         ("port", "x"),
         ("env_manager", "pipenv"),
+        ("python_version_policy", "closest"),
+        ("package", "no/such/folder"),
     ],
 )
 def test_bad_values_name_the_key_not_the_value(key, value):
@@ -74,12 +91,36 @@ def test_bad_values_name_the_key_not_the_value(key, value):
         assert f"'{value}'" not in message
 
 
-@pytest.mark.parametrize("manager", ["conda", "virtualenv", "uv"])
-def test_other_env_managers_come_later(manager):
-    with pytest.raises(InvalidParameter, match="comes? with environment building"):
-        parse_settings({"env_manager": manager})
+@pytest.mark.parametrize("manager", ["uv", "virtualenv", "local", "conda"])
+def test_every_env_manager_is_accepted(manager):
+    assert parse_settings({"env_manager": manager}).env_manager == manager
+
+
+def test_package_is_an_absolute_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pkg").mkdir()
+    assert parse_settings({"package": "pkg"}).package == str(tmp_path / "pkg")
+    assert parse_settings({"package": ""}).package is None
 
 
 def test_unknown_key_lists_known_ones():
     with pytest.raises(InvalidParameter, match="Unknown config key 'workers'.*instance_count"):
         parse_settings({"workers": "2"})
+
+
+def test_script_settings_go_together(tmp_path):
+    (tmp_path / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    (tmp_path / "env.yml").write_text("dependencies: [python=3.11]\n")
+    settings = parse_settings({"code": str(tmp_path), "scoring_script": "score.py",
+                               "conda_file": str(tmp_path / "env.yml")})
+    assert settings.code == str(tmp_path) and settings.scoring_script == "score.py"
+    for config, fragment in [
+        ({"code": str(tmp_path)}, "go together"),
+        ({"scoring_script": "score.py"}, "go together"),
+        ({"code": str(tmp_path), "scoring_script": "other.py"}, "inside 'code'"),
+        ({"code": str(tmp_path), "scoring_script": "../score.py"}, "relative"),
+        ({"conda_file": str(tmp_path / "env.yml")}, "environment of a scoring script"),
+        ({"conda_file": str(tmp_path / "missing.yml")}, "existing file"),
+    ]:
+        with pytest.raises(InvalidParameter, match=fragment):
+            parse_settings(config)

@@ -1,0 +1,311 @@
+"""``mlflow-deploy env build|list|show|prune`` and ``mlflow-deploy package``: the model
+environments of ``mlflow_deploy.envs`` from the command line.
+
+The cache is ``EnvCache()`` ($MLFLOW_DEPLOY_ENV_CACHE, else $MLFLOW_DEPLOY_HOME/envs). list and
+show read each env's ``<key>.json`` (its size is measured once, after the build) rather than walking
+venvs, and import the control plane (``mlflow_deploy.online``) only when a deployment store exists.
+What uses an env: the deployments of this home's store, of the other homes whose deployments
+recorded their models in the env's metadata (a cache shared through $MLFLOW_DEPLOY_ENV_CACHE), and,
+for prune, any live process started from the env's interpreter (``mlflow-deploy serve`` records
+nothing in the store). The CLI itself imports mlflow at start (cli.py, errors.py): about 1.5-2 s of
+every call, before any of this runs.
+"""
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import click
+
+from mlflow_deploy.envs import (POLICIES, EnvCache, PythonVersionWarning, lock_requirements,
+                                prepare_environment, write_package)
+from mlflow_deploy.envs.build import venv_python
+from mlflow_deploy.envs.cache import tree_size
+from mlflow_deploy.errors import AlreadyExists, InvalidParameter, NotFound
+
+__all__ = ["env_group", "package_command"]
+
+_BUILD_MANAGERS = ["uv", "virtualenv"]  # local and conda build nothing to cache
+
+
+def _say(message: str) -> None:
+    click.echo("mlflow-deploy: " + message, err=True)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
+            return "{:.0f} {}".format(size, unit) if unit == "B" else "{:.1f} {}".format(size, unit)
+        size /= 1024
+    return "{:.1f} GB".format(size)
+
+
+def _when(timestamp: Optional[float]) -> Optional[str]:
+    if not timestamp:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp))
+
+
+@click.group("env")
+def env_group():
+    """Build, list, inspect and prune the models' cached environments."""
+
+
+@env_group.command("build")
+@click.argument("model_uri")
+@click.option("--env-manager", type=click.Choice(_BUILD_MANAGERS), default="uv",
+              show_default=True, help="uv, or virtualenv (venv + pip; the lock still uses uv).")
+@click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
+              show_default=True, help="nearest: use the closest Python if the model's is missing.")
+@click.option("--refresh", is_flag=True, help="Resolve the requirements again (newer versions "
+              "within the model's pins).")
+@click.option("--package", "package_dir", default=None, metavar="DIR",
+              help="Build offline from a folder written by `mlflow-deploy package`.")
+def build_command(model_uri: str, env_manager: str, python_version_policy: str, refresh: bool,
+                  package_dir: Optional[str]):
+    """Build (or reuse) the environment of MODEL_URI and print where its Python is."""
+    options = dict(manager=env_manager, python_version_policy=python_version_policy,
+                   refresh=refresh, progress=_say, package=package_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PythonVersionWarning)  # progress already says it
+        folder = Path(model_uri).expanduser()
+        if folder.is_dir():
+            env = prepare_environment(folder, **options)
+        else:
+            from mlflow_deploy.model import load_model  # imports mlflow's model API
+
+            with tempfile.TemporaryDirectory(prefix="mlflow-deploy-env-") as tmp:
+                info = load_model(model_uri, Path(tmp) / "model")
+                env = prepare_environment(info.path, model_ref=model_uri, **options)
+    click.echo("key: {}\npython: {}\npython_version: {}\nstatus: {}\nseconds: {:.2f}".format(
+        env.key, env.python, env.python_version, "built" if env.built else "reused",
+        env.seconds))
+
+
+@env_group.command("list")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def list_command(output_format: str):
+    """List the cached environments, what they weigh, and what uses them."""
+    cache = EnvCache()
+    in_use = _deployments_using(cache)
+    rows = [_describe(cache, key, in_use) for key in cache.keys()]
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = ("HASH", "PYTHON", "SIZE", "LAST USED", "MODELS", "DEPLOYMENTS")
+    table = [header] + [(r["key"], r["python_version"] or "?", _human(r["size_bytes"]),
+                         (r["last_used"] or "-")[:16].replace("T", " "), str(len(r["models"])),
+                         ", ".join(r["deployments"]) or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@env_group.command("show")
+@click.argument("hash_prefix", metavar="HASH")
+def show_command(hash_prefix: str):
+    """Show one environment (a unique prefix of its hash will do) as JSON."""
+    cache = EnvCache()
+    key = _find(cache, hash_prefix)
+    info = _describe(cache, key, _deployments_using(cache))
+    lock = cache.lock_file(key)
+    info["lock"] = str(lock) if lock.is_file() else None
+    info["requirements"] = _locked_requirements(lock)
+    click.echo(json.dumps(info, indent=2))
+
+
+@env_group.command("prune")
+@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Only environments not used for DAYS days (default: every unused one).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+def prune_command(older_than: Optional[float], dry_run: bool):
+    """Remove cached environments that no deployment uses.
+
+    An environment recorded by a deployment (running or not) or run by a live process is never
+    removed. Each removal holds the environment's lock, so a concurrent build of it is not broken.
+    The space freed leaves out files the environment shares with uv's cache (hard links).
+    """
+    from mlflow_deploy.store import Store
+
+    cache = EnvCache()
+    cutoff = time.time() - older_than * 86400 if older_than is not None else None
+    removed, freed = 0, 0
+    store = Store()
+    with store.lock():  # deployments change under this lock: none starts using an env meanwhile
+        in_use = _deployments_using(cache, store)
+        running = _running_envs(cache)
+        for key in cache.keys():
+            if not _unused_since(cache, key, cutoff):
+                continue
+            users = in_use.get(key, []) + ["process {}".format(p) for p in running.get(key, [])]
+            if users:
+                click.echo("kept {}: in use by {}".format(key, ", ".join(users)))
+                continue
+            last = _when(_last_used(cache, key)) or "never"
+            with cache.mutex(key):
+                if not _unused_since(cache, key, cutoff):  # a build used it while we waited
+                    continue
+                size = tree_size(cache.env_dir(key), exclusive=True)
+                if not dry_run:
+                    cache.remove(key)
+            removed += 1
+            freed += size
+            click.echo("{} {} (last used {}, {})".format(
+                "would remove" if dry_run else "removed", key, last, _human(size)))
+    click.echo("{} {} ({} environment{})".format("would free" if dry_run else "freed",
+                                                 _human(freed), removed,
+                                                 "" if removed == 1 else "s"))
+
+
+@click.command("package")
+@click.argument("model_uri")
+@click.option("--output", "-o", required=True, metavar="DIR",
+              help="Folder to write (must not exist, or be empty).")
+@click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
+              show_default=True, help="nearest: use the closest Python if the model's is missing.")
+@click.option("--refresh", is_flag=True, help="Resolve the requirements again.")
+def package_command(model_uri: str, output: str, python_version_policy: str, refresh: bool):
+    """Write MODEL_URI with its lock and every wheel it needs into DIR, so that its environment
+    builds later with no network: `mlflow-deploy env build DIR/model --package DIR`."""
+    from mlflow_deploy.model import load_model  # imports mlflow's model API
+
+    target = Path(output).expanduser().absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise AlreadyExists("The output folder already exists and is not empty (--output).")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # written aside and renamed: an interrupted package leaves no half folder at DIR
+    staging = Path(tempfile.mkdtemp(prefix="." + target.name + ".partial-", dir=str(target.parent)))
+    try:
+        info = load_model(model_uri, staging / "download", copy_local=True)
+        os.rename(str(info.path), str(staging / "model"))
+        shutil.rmtree(str(staging / "download"), ignore_errors=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PythonVersionWarning)
+            locked = lock_requirements(staging / "model", python_version_policy, refresh, _say)
+        package = write_package(locked, staging, model_uri=model_uri, progress=_say)
+        if target.exists():
+            target.rmdir()
+        os.rename(str(staging), str(target))
+    except BaseException:
+        shutil.rmtree(str(staging), ignore_errors=True)
+        raise
+    wheels = sorted((target / "wheelhouse").glob("*.whl"))
+    click.echo("package: {}\npython: {}\nwheels: {}\nsize: {}\nenv_key: {}".format(
+        target, package.manifest["python_version"], len(wheels), _human(tree_size(target)),
+        package.manifest["env_key"]))
+
+
+# --- what uses an env ---------------------------------------------------------------------------
+
+def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
+    """Env key -> deployment names: this home's (``store``, else $MLFLOW_DEPLOY_HOME's, read only
+    if it exists) and those of any other home whose deployment folders the cache recorded as
+    models (``<home>/deployments/<name>/model/<revision>``: a cache shared by several homes)."""
+    from mlflow_deploy.store import Store, home_dir
+
+    homes = set()
+    for key in cache.keys():
+        for model in cache.read_metadata(key).get("models", []):
+            parts = Path(model).parts
+            if len(parts) >= 5 and parts[-2] == "model" and parts[-4] == "deployments":
+                homes.add(Path(*parts[:-4]))
+    stores = [store] if store is not None else []
+    homes.add(home_dir())
+    homes.discard(store.home if store is not None else None)
+    stores += [Store(home) for home in sorted(homes) if (home / "state.db").is_file()]
+    if not stores:
+        return {}
+    from mlflow_deploy.online import environments_in_use  # the control plane: only when needed
+
+    used: Dict[str, List[str]] = {}
+    for each in stores:
+        for key, names in environments_in_use(each).items():
+            used.setdefault(key, []).extend(names)
+    return used
+
+
+def _running_envs(cache: EnvCache) -> Dict[str, List[int]]:
+    """Env key -> pids of live processes whose command line runs something from that env."""
+    prefix = str(cache.root) + os.sep
+    found: Dict[str, List[int]] = {}
+    if not os.path.isdir("/proc"):
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(os.path.join(entry.path, "cmdline"), "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        for arg in argv:
+            if arg.startswith(prefix):
+                found.setdefault(arg[len(prefix):].split(os.sep, 1)[0], []).append(int(entry.name))
+                break
+    return found
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+def _find(cache: EnvCache, prefix: str) -> str:
+    matches = [key for key in cache.keys() if key.startswith(prefix)] if prefix else cache.keys()
+    if not matches:
+        raise NotFound("No cached environment has a hash starting with the given prefix.")
+    if len(matches) > 1:
+        raise InvalidParameter("The hash prefix matches {} environments: give more of the hash."
+                               .format(len(matches)))
+    return matches[0]
+
+
+def _last_used(cache: EnvCache, key: str) -> Optional[float]:
+    meta = cache.read_metadata(key)
+    if meta.get("last_used"):
+        return float(meta["last_used"])
+    try:  # no metadata (an env from an older version): its folder's age will do
+        return cache.env_dir(key).stat().st_mtime
+    except OSError:
+        return None
+
+
+def _unused_since(cache: EnvCache, key: str, cutoff: Optional[float]) -> bool:
+    if cutoff is None:
+        return True
+    last = _last_used(cache, key)
+    return last is None or last < cutoff
+
+
+def _describe(cache: EnvCache, key: str, in_use: Dict[str, List[str]]) -> Dict[str, Any]:
+    meta = cache.read_metadata(key)
+    root = cache.env_dir(key)
+    python = venv_python(root)
+    return {
+        "key": key,
+        "python_version": meta.get("python_version"),
+        "python": str(python) if python.exists() else None,
+        "manager": meta.get("manager"),
+        "root": str(root),
+        "size_bytes": cache.size(key),
+        "created": _when(meta.get("created")),
+        "last_used": _when(_last_used(cache, key)),
+        "models": list(meta.get("models", [])),
+        "deployments": sorted(in_use.get(key, [])),
+        "package": meta.get("package"),
+        "base_python": meta.get("base_python"),
+        "wheel_hash": meta.get("wheel_hash"),
+    }
+
+
+def _locked_requirements(lock: Path) -> List[str]:
+    """'name==version' (or 'name @ url') of each locked requirement, without hashes."""
+    try:
+        text = lock.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [line.rstrip("\\").strip() for line in text.splitlines()
+            if re.match(r"^[A-Za-z0-9]", line)]

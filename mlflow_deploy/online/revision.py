@@ -1,0 +1,134 @@
+"""What one revision of a deployment serves: its files (the model, a scoring script's code) laid
+out under the deployment's folder, and the environment its server runs in.
+
+    <deployment>/model/<rev>/        an MLflow model (no script), or AZUREML_MODEL_DIR (a script)
+    <deployment>/code/<rev>/         a copy of the script's code folder (edits need an update)
+    <deployment>/environment/<rev>/  the script's conda.yaml or requirements.txt, as built
+
+Everything of a revision lives in those three folders, so a failed update removes them and the
+previous revision is untouched.
+"""
+
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from mlflow_deploy.envs import Environment, prepare_environment
+from mlflow_deploy.model import is_mlflow_model, load_model, place_model
+from mlflow_deploy.online.settings import DeploymentSettings
+from mlflow_deploy.scoring.config import ServerConfig
+
+__all__ = [
+    "Staged",
+    "stage_revision",
+    "build_environment",
+    "environment_record",
+    "remove_revision",
+    "remove_revisions_except",
+]
+
+REVISION_FOLDERS = ("model", "code", "environment")
+
+Staged = Tuple[Dict[str, Optional[str]], Environment]
+
+
+def say(message: str) -> None:
+    print(f"mlflow-deploy: {message}", file=sys.stderr, flush=True)
+
+
+def build_environment(source: Path, settings: DeploymentSettings) -> Environment:
+    """The environment built from the requirement files in ``source`` (DESIGN §5), reused from
+    the cache when it was built before. A build prints progress on stderr: it can take a minute."""
+    extra = {"package": settings.package} if settings.package else {}
+    return prepare_environment(
+        source,
+        manager=settings.env_manager,
+        python_version_policy=settings.python_version_policy,
+        progress=say,
+        **extra,
+    )
+
+
+def environment_record(env: Environment) -> Dict[str, Any]:
+    """What a deployment keeps of its environment (get_deployment shows it)."""
+    return {
+        "key": env.key,
+        "python": env.python,
+        "python_version": env.python_version,
+        "manager": env.manager,
+        "root": env.root,
+        "lock": env.lock_path,
+    }
+
+
+def stage_revision(
+    root: Path,
+    revision: int,
+    model_uri: Optional[str],
+    settings: DeploymentSettings,
+    previous: Optional[ServerConfig] = None,
+) -> Staged:
+    """Fetch what revision ``revision`` serves into ``root`` (the deployment's folder, or a
+    temporary one) and build its environment. ``model_uri`` None keeps ``previous``'s model.
+    Returns the ServerConfig fields that locate the files, and the environment."""
+    model_root = root / "model" / str(revision)
+    if not settings.scoring_script:
+        if model_uri:
+            model_dir = load_model(model_uri, model_root, copy_local=True).path
+        else:
+            model_dir = Path(previous.model_dir)
+        files = {"model_dir": str(model_dir), "code_dir": None, "scoring_script": None,
+                 "azureml_model_dir": None}
+        return files, build_environment(model_dir, settings)
+
+    if model_uri:
+        model_path = place_model(model_uri, model_root)
+        azureml_model_dir = model_root
+    else:
+        model_path = Path(previous.model_dir)
+        azureml_model_dir = Path(previous.azureml_model_dir or previous.model_dir)
+    code_dir = root / "code" / str(revision)
+    shutil.copytree(settings.code, code_dir)
+    env = _script_environment(settings, model_path, code_dir, root / "environment" / str(revision))
+    files = {"model_dir": str(model_path), "code_dir": str(code_dir),
+             "scoring_script": settings.scoring_script,
+             "azureml_model_dir": str(azureml_model_dir)}
+    return files, env
+
+
+def _script_environment(
+    settings: DeploymentSettings, model_path: Path, code_dir: Path, source: Path
+) -> Environment:
+    """A script's environment, as Azure picks it: the given conda file, else the code folder's
+    requirements.txt, else the MLflow model's own environment, else this Python (with a notice,
+    since Azure would refuse a deployment without an environment here)."""
+    source.mkdir(parents=True, exist_ok=True)
+    if settings.conda_file:
+        shutil.copy2(settings.conda_file, source / "conda.yaml")
+        return build_environment(source, settings)
+    if (code_dir / "requirements.txt").is_file():
+        shutil.copy2(code_dir / "requirements.txt", source / "requirements.txt")
+        return build_environment(source, settings)
+    if is_mlflow_model(model_path):
+        say("the scoring script has no environment of its own (conda_file, code/requirements.txt):"
+            " it runs in the MLflow model's environment")
+        return build_environment(model_path, settings)
+    say("the scoring script has no environment of its own (conda_file, code/requirements.txt) and "
+        f"the model is no MLflow model: it runs in this Python ({sys.executable}, env_manager local)")
+    (source / "requirements.txt").write_text("")
+    return build_environment(source, replace(settings, env_manager="local", package=None))
+
+
+def remove_revision(root: Path, revision: int) -> None:
+    for folder in REVISION_FOLDERS:
+        shutil.rmtree(root / folder / str(revision), ignore_errors=True)
+
+
+def remove_revisions_except(root: Path, keep: int, folders=REVISION_FOLDERS) -> None:
+    for folder in folders:
+        if (root / folder).is_dir():
+            for path in (root / folder).iterdir():
+                if path.name != str(keep):
+                    shutil.rmtree(path, ignore_errors=True)

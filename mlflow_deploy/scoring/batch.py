@@ -1,0 +1,500 @@
+"""The batch worker: runs one mini-batch of input files through a batch driver and returns the
+rows Azure's `append_row` output action writes to predictions.csv.
+
+Two drivers, as Azure ML batch deployments have them:
+- `BatchDriver`: the user's scoring script (code_configuration): `init()` once, then
+  `run(mini_batch)` with a list of file paths, returning a pandas DataFrame or a list.
+- `MlflowBatchDriver`: no script, an MLflow model scored file by file (CSV, Parquet, JSON) through
+  the same parse -> enforce -> predict path as the online server (pipeline.predict_parsed).
+
+The Azure behaviour matched, and where it is written down:
+- run()'s contract: "Author scoring scripts for batch deployments" (how-to-batch-scoring-script):
+  a DataFrame or an array/list; each returned element is one successful input; a DataFrame's
+  column names are not written. ParallelRunStep's ScoreWrapper.run: a tuple counts as a list,
+  any other type is an error; init() runs once per process, before the first run().
+- append_row's file: one line per returned element, a DataFrame's values separated by single
+  spaces, no header, no index (Azure's MNIST sample reads it with `sep=" ", header=None`).
+- the MLflow driver's rows: "Deploy MLflow models in batch deployments" (how-to-mlflow-batch):
+  one row per input row, columns row, prediction ("as-is") and file name, read back with
+  `pd.read_csv(path, names=["row", "prediction", "file"])`; supported files .csv, .parquet,
+  .pqt; errors read "Error processing input file: '<path>'...".
+- AZUREML_MODEL_DIR holds the registered file or folder under its own name (seed 004; the MNIST
+  driver globs "$AZUREML_MODEL_DIR/*/*.pt"): `stage_model` lays a model out that way.
+
+Nothing here raises for a failing mini-batch: the result carries a one-line message per problem,
+safe to show, and the script's traceback for the job log. mlflow and pipeline (which reaches
+mlflow through the model) are imported only by the MLflow driver: a scoring script's
+environment need not have them.
+"""
+import csv
+import importlib.util
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from . import payload
+from .errors import ScoringError
+
+Rows = Union[List[Any], pd.DataFrame]
+# what the MLflow driver reads: Azure's .csv/.parquet/.pqt, and JSON (a request body or records)
+TABULAR = {".csv": "CSV", ".parquet": "Parquet", ".pqt": "Parquet", ".json": "JSON",
+           ".jsonl": "JSON Lines"}
+MAX_MESSAGE = 500
+
+
+class DriverError(Exception):
+    """The driver cannot start: the script does not import, has no run(), or its init() raised;
+    or the MLflow model does not load. `traceback` is for the job log."""
+
+    def __init__(self, message: str, traceback_text: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.traceback = traceback_text
+
+
+@dataclass
+class MiniBatchResult:
+    """What one mini-batch produced, for the job to write (append_row) and count (error_threshold).
+
+    `error` set: the mini-batch failed as a whole (run() raised or returned the wrong type); Azure
+    retries such a mini-batch and then counts all its files as failed. `file_errors`: files the
+    MLflow driver could not score, the others still scored. `missing`: run() returned fewer rows
+    than it was given files; each returned row marks one input as done, so the rest count as
+    failed.
+    """
+
+    files: List[str]
+    rows: Rows = field(default_factory=list)
+    error: Optional[str] = None
+    file_errors: Dict[str, str] = field(default_factory=dict)
+    missing: int = 0
+    traceback: Optional[str] = None  # the script's or model's traceback: the job log only
+
+    @property
+    def failed(self) -> int:
+        """Input files that count against error_threshold."""
+        if self.error is not None:
+            return len(self.files)
+        return min(len(self.files), len(self.file_errors) + self.missing)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+    def messages(self) -> List[str]:
+        """One line per problem, for the job's log and summary."""
+        lines = [] if self.error is None else [self.error]
+        lines += ["Error processing input file '{}': {}".format(path, message)
+                  for path, message in self.file_errors.items()]
+        if self.missing:
+            lines.append("run() returned {} row(s) for {} input file(s): {} file(s) count as "
+                         "failed".format(count_rows(self.rows), len(self.files), self.missing))
+        return lines
+
+
+# ---- the environment a scoring script sees --------------------------------------------------
+
+def stage_model(model_path: str, root: str) -> str:
+    """Lay a model out as Azure mounts it and return the folder for AZUREML_MODEL_DIR.
+
+    Azure keeps the registered file or folder under its own name inside AZUREML_MODEL_DIR
+    (`$AZUREML_MODEL_DIR/sample_m1.pkl`, `$AZUREML_MODEL_DIR/model/MLmodel`). Files are hard
+    links where the file system allows (no copy of a large model), else copies; not symlinks,
+    which os.walk in a script would not follow.
+    """
+    source = os.path.abspath(model_path)
+    if not os.path.exists(source):
+        raise DriverError("the model path does not exist: '{}'".format(model_path))
+    os.makedirs(root, exist_ok=True)
+    target = os.path.join(root, os.path.basename(os.path.normpath(source)))
+    if not os.path.exists(target):
+        if os.path.isdir(source):
+            shutil.copytree(source, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, target)
+    return os.path.abspath(root)
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
+    return target
+
+
+def apply_script_env(code_dir: str, script_path: str, azureml_model_dir: Optional[str],
+                     output_dir: Optional[str] = None,
+                     environment_variables: Optional[Mapping[str, str]] = None
+                     ) -> Callable[[], None]:
+    """Set what Azure gives a scoring script and return a function that undoes it.
+
+    AZUREML_MODEL_DIR (the model), AML_APP_ROOT and AZUREML_ENTRY_SCRIPT (the code, as Azure's
+    inference server sets them), AZUREML_BI_OUTPUT_PATH (the job's output folder, which batch
+    scripts that write their own files use), the deployment's environment_variables, and the code
+    folder on sys.path so the script's helper modules import. The working directory is left
+    alone: in a worker that runs tasks on threads it is shared by all of them.
+    """
+    env = dict(environment_variables or {})
+    env["AML_APP_ROOT"] = code_dir
+    env["AZUREML_ENTRY_SCRIPT"] = script_path
+    if azureml_model_dir is not None:
+        env["AZUREML_MODEL_DIR"] = os.path.abspath(azureml_model_dir)
+    if output_dir is not None:
+        env["AZUREML_BI_OUTPUT_PATH"] = os.path.abspath(output_dir)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    added = [path for path in dict.fromkeys([code_dir, os.path.dirname(script_path)])
+             if path not in sys.path]
+    sys.path.extend(added)  # appended, as Azure does: the script cannot shadow the stdlib
+
+    def undo() -> None:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for path in added:
+            if path in sys.path:
+                sys.path.remove(path)
+
+    return undo
+
+
+def import_script(script_path: str) -> Any:
+    """Import a scoring script under its own module name (ParallelRunStep's ScoreModule does), a
+    fresh module each time; registered in sys.modules so pickle and dataclasses find its classes."""
+    name = os.path.splitext(os.path.basename(script_path))[0]
+    spec = importlib.util.spec_from_file_location(name, script_path)
+    if spec is None or spec.loader is None:
+        raise DriverError("the scoring script is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(name, None)
+        raise DriverError("the scoring script could not be imported: " + one_line(exc),
+                          traceback.format_exc()) from None
+    return module
+
+
+def one_line(exc: BaseException) -> str:
+    """`Class: first line of the message`: the log line of an exception, without its traceback."""
+    lines = str(exc).strip().splitlines()
+    text = "{}: {}".format(type(exc).__name__, lines[0]) if lines else type(exc).__name__
+    return text[:MAX_MESSAGE]
+
+
+# ---- a user scoring script -------------------------------------------------------------------
+
+class BatchDriver:
+    """A batch scoring script: imported once, init() called once, then run() per mini-batch."""
+
+    def __init__(self, module: Any, script: str, undo: Callable[[], None]):
+        self.module = module
+        self.script = script
+        self._undo = undo
+
+    @classmethod
+    def load(cls, code_dir: str, entry_script: str, azureml_model_dir: Optional[str], *,
+             output_dir: Optional[str] = None,
+             environment_variables: Optional[Mapping[str, str]] = None) -> "BatchDriver":
+        """Import `code_dir/entry_script` in Azure's environment and call its init() once.
+
+        Raises DriverError (one line, traceback kept) and leaves the environment as it found it.
+        """
+        code_dir = os.path.abspath(code_dir)
+        path = os.path.join(code_dir, entry_script)
+        if not os.path.isfile(path):
+            raise DriverError("the scoring script '{}' is not in the code folder".format(
+                entry_script))
+        undo = apply_script_env(code_dir, path, azureml_model_dir, output_dir,
+                                environment_variables)
+        module = None
+        try:
+            module = import_script(path)
+            if not callable(getattr(module, "run", None)):
+                raise DriverError("the scoring script has no run(mini_batch) function")
+            init = getattr(module, "init", None)  # optional, as in ParallelRunStep
+            if callable(init):
+                try:
+                    init()
+                except (Exception, SystemExit) as exc:
+                    raise DriverError("the scoring script's init() failed: " + one_line(exc),
+                                      traceback.format_exc()) from None
+        except BaseException:
+            undo()
+            _forget(module)
+            raise
+        return cls(module, entry_script, undo)
+
+    def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
+        """run(mini_batch) on these files; its failures are reported in the result, not raised."""
+        files = [str(f) for f in files]
+        if not files:
+            return MiniBatchResult(files)
+        try:
+            output = self.module.run(list(files))  # a copy: the script may consume its list
+        except (Exception, SystemExit) as exc:
+            return MiniBatchResult(files, error="run() failed: " + one_line(exc),
+                                   traceback=traceback.format_exc())
+        rows = as_rows(output)
+        if rows is None:
+            return MiniBatchResult(files, error=(
+                "run() returned {}; it must return a pandas DataFrame or a list, one element "
+                "per input file or row".format(_type_words(output))))
+        return MiniBatchResult(files, rows, missing=max(0, len(files) - count_rows(rows)))
+
+    def close(self) -> None:
+        """Call the script's optional shutdown() (ParallelRunStep does) and undo its environment."""
+        try:
+            shutdown = getattr(self.module, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        finally:
+            self._undo()
+            _forget(self.module)
+
+    def __enter__(self) -> "BatchDriver":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _forget(module: Any) -> None:
+    """Unregister the script's module, unless another import has taken its name since."""
+    if module is not None and sys.modules.get(module.__name__) is module:
+        del sys.modules[module.__name__]
+
+
+def as_rows(output: Any) -> Optional[Rows]:
+    """run()'s return value as rows, or None for a type Azure does not accept.
+
+    A DataFrame or list as is, a tuple as a list (ScoreWrapper.run), a numpy array as the list of
+    its first axis (the docs say "array/list").
+    """
+    if isinstance(output, (pd.DataFrame, list)):
+        return output
+    if isinstance(output, tuple):
+        return list(output)
+    if isinstance(output, np.ndarray) and output.ndim >= 1:
+        return list(output)
+    return None
+
+
+def count_rows(rows: Rows) -> int:
+    return len(rows.index) if isinstance(rows, pd.DataFrame) else len(rows)
+
+
+def _type_words(value: Any) -> str:
+    if value is None:
+        return "None"
+    return "a value of type '{}'".format(type(value).__name__)
+
+
+# ---- predictions.csv ----------------------------------------------------------------------
+
+def render_rows(rows: Rows) -> str:
+    """The text append_row adds to the output file for one mini-batch.
+
+    A DataFrame: one line per row, values separated by single spaces, no header and no index. A
+    list: one line per element, the element's str() (a numpy array as its list of values, never
+    numpy's wrapped and abridged print form).
+    """
+    if isinstance(rows, pd.DataFrame):
+        if not len(rows.index):
+            return ""
+        return rows.to_csv(sep=" ", header=False, index=False, lineterminator="\n")
+    return "".join(_element_text(element) + "\n" for element in rows)
+
+
+def _element_text(element: Any) -> str:
+    if isinstance(element, str):
+        return element
+    if isinstance(element, np.ndarray):
+        return str(element.tolist())
+    if isinstance(element, np.generic):
+        return str(element.item())
+    return str(element)
+
+
+def write_predictions(rows: Rows, path: str) -> int:
+    """Append one mini-batch's rows to the output file (predictions.csv); returns the rows added.
+
+    Appends, as append_row merges every mini-batch into one file: that the output did not exist
+    before the job started is the job's check (Azure fails such a job before any work).
+    """
+    text = render_rows(rows)
+    with open(path, "a", encoding="utf-8", newline="") as f:
+        f.write(text)
+    return count_rows(rows)
+
+
+# ---- an MLflow model without a script ---------------------------------------------------------
+
+class MlflowBatchDriver:
+    """Azure's generated driver for MLflow models: each file read, enforced against the signature
+    and predicted on its own, so one bad file fails alone. Rows are `row,prediction,file` lines."""
+
+    def __init__(self, predictor: Any, validation: str = "compatible"):
+        self.predictor = predictor
+        self.validation = validation
+
+    @classmethod
+    def load(cls, model_dir: str, *, validation: str = "compatible") -> "MlflowBatchDriver":
+        from .predictor import Predictor  # imports mlflow: only this driver needs it
+
+        try:
+            return cls(Predictor.load(model_dir), validation)
+        except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
+            raise DriverError("the MLflow model could not be loaded: " + one_line(exc),
+                              traceback.format_exc()) from None
+
+    def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
+        files = [str(f) for f in files]
+        result = MiniBatchResult(files)
+        tracebacks = []
+        for path in files:
+            try:
+                result.rows.extend(self.score_file(path))
+            except ScoringError as exc:
+                result.file_errors[path] = exc.message
+                cause = exc.__context__  # the model's own exception, when the model failed
+                if cause is not None and cause.__traceback__ is not None:
+                    tracebacks.append("{}:\n{}".format(path, "".join(traceback.format_exception(
+                        type(cause), cause, cause.__traceback__))))
+            except Exception as exc:  # noqa: BLE001 - a reader or flavor we did not foresee
+                result.file_errors[path] = ("an unexpected {} while scoring the file; the job "
+                                            "log has the traceback".format(type(exc).__name__))
+                tracebacks.append("{}:\n{}".format(path, traceback.format_exc()))
+        result.traceback = "\n".join(tracebacks) or None
+        return result
+
+    def score_file(self, path: str) -> List[str]:
+        """One file's rows: `row,prediction,file` per input row. Raises ScoringError."""
+        from . import pipeline  # the model's path: not needed by scoring scripts
+
+        name = os.path.basename(path)
+        parsed = read_tabular(path)
+        predictions, enforced = pipeline.predict_parsed(
+            parsed, self.predictor, validation=self.validation, request_id=name)
+        values = per_row(predictions)
+        if len(values) != enforced.rows:
+            raise BatchFileError("the model returned {} prediction(s) for {} input row(s); "
+                                 "batch scoring needs one per row".format(len(values),
+                                                                          enforced.rows))
+        return [csv_line([i, _cell(value), name]) for i, value in enumerate(values)]
+
+    def close(self) -> None:
+        """Nothing to undo: the model stays loaded until the process ends."""
+
+    def __enter__(self) -> "MlflowBatchDriver":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class BatchFileError(ScoringError):
+    """An input file the MLflow driver cannot read or score."""
+
+    status = 400
+
+
+def read_tabular(path: str) -> payload.ParsedInput:
+    """An input file as the online server's ParsedInput: CSV and Parquet as a DataFrame (Azure's
+    supported types); JSON as a request body or its input_data, JSON Lines as records."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in TABULAR:
+        raise BatchFileError(
+            "file type '{}' is not supported: MLflow batch scoring reads {}; use a scoring "
+            "script for other files".format(extension.lstrip(".") or "(none)",
+                                            ", ".join(TABULAR)))
+    try:
+        if extension == ".csv":
+            return payload.ParsedInput(pd.read_csv(path), "frame")
+        if extension in (".parquet", ".pqt"):
+            return payload.ParsedInput(pd.read_parquet(path), "frame")
+        with open(path, "rb") as f:
+            raw = f.read()
+    except ImportError:
+        raise BatchFileError("reading Parquet needs pyarrow or fastparquet in the model's "
+                             "environment") from None
+    except pd.errors.EmptyDataError:
+        raise BatchFileError("the file is empty") from None
+    except pd.errors.ParserError as exc:  # the tokenizer's text gives positions, not values
+        raise BatchFileError("the file could not be parsed as CSV: " + one_line(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise BatchFileError("the file could not be read as {}: {}".format(
+            TABULAR[extension], type(exc).__name__)) from None
+    return _parse_json(raw, extension)
+
+
+def _parse_json(raw: bytes, extension: str) -> payload.ParsedInput:
+    try:
+        if extension == ".jsonl":
+            records = [payload.loads(line) for line in raw.splitlines() if line.strip()]
+            if not all(isinstance(r, dict) for r in records):
+                raise BatchFileError("each line of a JSON Lines file must be a JSON object")
+            return payload.ParsedInput(records, "records")
+        data = payload.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
+        raise BatchFileError("the file is not valid JSON: " + reason) from None
+    if isinstance(data, dict) and "input_data" in data:  # an Azure request body, params included
+        return payload.parse_azure(raw, "application/json")
+    return payload.ParsedInput(data, payload.form_of(data))
+
+
+def per_row(predictions: Any) -> List[Any]:
+    """The model's output as one value per input row ("as-is": a DataFrame row as a dict, unless
+    it has a single column)."""
+    if isinstance(predictions, pd.DataFrame):
+        if len(predictions.columns) == 1:
+            return predictions.iloc[:, 0].tolist()
+        return predictions.to_dict(orient="records")
+    if isinstance(predictions, pd.Series):
+        return predictions.tolist()
+    if isinstance(predictions, np.ndarray):
+        return [predictions.item()] if predictions.ndim == 0 else list(predictions)
+    if isinstance(predictions, (list, tuple)):
+        return list(predictions)
+    if isinstance(predictions, dict):  # named outputs: one dict per row when the lengths agree
+        columns = {str(k): list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v]
+                   for k, v in predictions.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise BatchFileError("the model returned named outputs of different lengths")
+        return [{k: v[i] for k, v in columns.items()} for i in range(lengths.pop())]
+    return [predictions]
+
+
+def _cell(value: Any) -> str:
+    """A prediction as a CSV cell: text as is, numbers plainly, anything nested as JSON."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value) if isinstance(value, bool) else repr(value)
+    return payload.dumps(value).decode("utf-8")
+
+
+def csv_line(cells: Sequence[Any]) -> str:
+    """One comma-separated line, quoted where a cell needs it (a JSON prediction has commas)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    return out.getvalue()

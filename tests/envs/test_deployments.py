@@ -1,0 +1,60 @@
+"""Deployments run inside their model's own environment, and an update can move a running
+deployment to another environment (another Python, other pins) with gunicorn's USR2 re-exec."""
+import shutil
+
+import pytest
+import requests
+import yaml
+
+from mlflow_deploy import online
+from mlflow_deploy.envs import PythonNotFound
+from mlflow_deploy.envs.cache import CACHE_ENV
+from tests.envs.conftest import OLD_SKLEARN
+from tests.online.fixtures import private_home
+
+pytestmark = pytest.mark.slow
+
+FRAME = {"input_data": {"columns": ["x"], "data": [[1], [2]]}}
+
+
+@pytest.fixture
+def deploy_home(tmp_path, monkeypatch, env_home):
+    """A private deployment store whose deployments take their envs from the session's builds."""
+    monkeypatch.setenv(CACHE_ENV, str(env_home / "envs"))
+    yield from private_home(tmp_path, monkeypatch)
+
+
+def served_version(deployment):
+    return requests.get(deployment["scoring_uri"].replace("/score", "/version"), timeout=10).json()
+
+
+def test_update_moves_the_server_to_the_new_models_env(deploy_home, built, models):
+    newer, older = built("conda_only"), built("old_sklearn")
+    created = online.create_deployment("pins", str(models["conda_only"]))
+    assert created["environment"]["key"] == newer.key
+    assert created["environment"]["python"] == newer.python
+    assert created["environment"]["manager"] == "uv"
+    first = online.predict("pins", FRAME)
+    assert first[0] != OLD_SKLEARN.split("==")[1]
+
+    updated = online.update_deployment("pins", model_uri=str(models["old_sklearn"]))
+    # the same socket, a new master running the old model's Python 3.10 and its pinned sklearn
+    assert updated["port"] == created["port"] and updated["revision"] == 2
+    assert updated["environment"]["key"] == older.key
+    assert updated["environment"]["python_version"].startswith("3.10.")
+    assert online.predict("pins", FRAME) == [OLD_SKLEARN.split("==")[1]] * 2
+    assert served_version(updated)["revision"] == 2
+    assert online.get_deployment("pins")["environment"]["key"] == older.key
+    assert online.environments_in_use() == {older.key: ["pins"]}
+
+
+def test_unavailable_python_fails_the_create_and_leaves_nothing(deploy_home, models, tmp_path):
+    model = tmp_path / "py35"
+    shutil.copytree(models["old_sklearn"], model)
+    env = yaml.safe_load((model / "python_env.yaml").read_text())
+    env["python"] = "3.5.10"
+    (model / "python_env.yaml").write_text(yaml.safe_dump(env))
+    with pytest.raises(PythonNotFound, match="3.5"):
+        online.create_deployment("py35", str(model))
+    assert deploy_home.list_deployments() == []
+    assert list((deploy_home.home / "deployments").iterdir()) == []

@@ -1,0 +1,213 @@
+"""`mlflow-deploy env build|list|show|prune` on real environments.
+
+list/show/prune run in-process (click's CliRunner) on a home whose cache holds hard-linked copies
+of two session envs; `env build` runs as a real subprocess, timed, for the reuse path.
+"""
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from mlflow_deploy.cli import cli
+from mlflow_deploy.envs.cache import CACHE_ENV, HOME_ENV, EnvCache, tree_size
+from mlflow_deploy.store import Deployment, Store
+
+from .conftest import link_env, run_cli, summary
+
+DAY = 86400
+
+
+def invoke(args, home, cache=None):
+    result = CliRunner().invoke(cli, [str(a) for a in args],
+                                env={HOME_ENV: str(home), CACHE_ENV: cache and str(cache)})
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def deploy(home, name, key, model_dir=None):
+    """A deployment row that records its environment, as create_deployment writes it."""
+    directory = home / "deployments" / name
+    return Store(home).add_deployment(Deployment(
+        name=name, endpoint=name, model_uri="models:/m/1", flavor="python_function", config={},
+        port=5999, dir=str(directory), log_path=str(directory / "server.log"),
+        pidfile=str(directory / "gunicorn.pid"), state="Succeeded",
+        environment={"key": key, "python": str(home / "envs" / key / "bin" / "python")}))
+
+
+def age(home, key, days):
+    """Pretend the env was last used ``days`` ago."""
+    path = home / "envs" / (key + ".json")
+    meta = json.loads(path.read_text())
+    meta["last_used"] = time.time() - days * DAY
+    path.write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def home(tmp_path, built, env_home):
+    """A home with two real envs (old_sklearn, conda_only) in its cache; returns (home, a, b)."""
+    a, b = built("old_sklearn").key, built("conda_only").key
+    target = tmp_path / "home"
+    for key in (a, b):
+        link_env(env_home, target, key)
+    return target, a, b
+
+
+@pytest.mark.slow
+def test_env_build_reuse_from_the_cli_is_fast(built, models, env_home):
+    env = built("old_sklearn")
+    started = time.monotonic()
+    proc = run_cli(["env", "build", models["old_sklearn"]], home=env_home)
+    wall = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    result = summary(proc.stdout)
+    assert result["key"] == env.key and result["status"] == "reused"
+    assert result["python"] == env.python and result["python_version"] == env.python_version
+    assert float(result["seconds"]) < 0.5
+    assert "mlflow-deploy: reusing env " + env.key in proc.stderr
+    print("mlflow-deploy env build (reuse) wall time: {:.2f} s".format(wall))
+    assert wall < 20  # the process: mostly importing mlflow (the CLI's own imports)
+
+
+@pytest.mark.slow
+def test_env_list_table_and_json(home):
+    home, a, b = home
+    deploy(home, "blue", a)
+    table = invoke(["env", "list"], home)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["HASH", "PYTHON", "SIZE", "LAST", "USED", "MODELS", "DEPLOYMENTS"]
+    row_a = next(l for l in lines if l.startswith(a))
+    row_b = next(l for l in lines if l.startswith(b))
+    assert " 3.10." in row_a and row_a.endswith("blue") and re.search(r" (MB|GB) ", row_a)
+    assert " 3.11." in row_b and row_b.endswith("-")
+
+    rows = json.loads(invoke(["env", "list", "--format", "json"], home).stdout)
+    by_key = {r["key"]: r for r in rows}
+    assert set(by_key) == {a, b}
+    assert by_key[a]["deployments"] == ["blue"] and by_key[b]["deployments"] == []
+    assert by_key[a]["size_bytes"] > 20 * 2 ** 20 and by_key[a]["models"]
+    assert by_key[a]["python"] == str(home / "envs" / a / "bin" / "python")
+
+
+@pytest.mark.slow
+def test_env_show_by_prefix_unknown_and_ambiguous(home):
+    home, a, _b = home
+    shown = invoke(["env", "show", a[:6]], home)
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.stdout)
+    assert info["key"] == a and info["lock"] == str(home / "envs" / (a + ".lock"))
+    assert info["python"] == str(home / "envs" / a / "bin" / "python")
+    assert info["python_version"].startswith("3.10.")
+    assert "scikit-learn==1.5.2" in info["requirements"]
+    assert all("--hash" not in r for r in info["requirements"])
+
+    unknown = invoke(["env", "show", "zzzz"], home)
+    assert unknown.exit_code == 3
+    assert unknown.stderr == ("Error: No cached environment has a hash starting with the given "
+                              "prefix.\n")
+    ambiguous = invoke(["env", "show", ""], home)
+    assert ambiguous.exit_code == 2
+    assert ambiguous.stderr.startswith("Error: The hash prefix matches")
+
+
+@pytest.mark.slow
+def test_prune_never_removes_an_env_in_use_and_honours_older_than(home):
+    home, a, b = home
+    envs = home / "envs"
+    age(home, a, 40)
+    age(home, b, 10)
+    deploy(home, "blue", a)
+
+    dry = invoke(["env", "prune", "--older-than", "5", "--dry-run"], home)
+    assert dry.exit_code == 0, dry.output
+    assert "kept {}: in use by blue".format(a) in dry.stdout
+    assert "would remove {} (".format(b) in dry.stdout and (envs / b).is_dir()
+
+    assert "freed 0 B (0 environments)" in invoke(["env", "prune", "--older-than", "20"],
+                                                  home).stdout
+    assert (envs / b).is_dir()
+
+    pruned = invoke(["env", "prune", "--older-than", "5"], home)
+    assert "removed {} (last used ".format(b) in pruned.stdout
+    assert re.fullmatch(r"freed [\d.]+ (B|KB|MB|GB) \(1 environment\)",
+                        pruned.stdout.splitlines()[-1])
+    assert not [p for p in envs.iterdir() if p.name.startswith(b)]
+    assert not list((envs / ".building").iterdir())
+
+    everything = invoke(["env", "prune"], home)  # default: every unused env
+    assert "kept {}: in use by blue".format(a) in everything.stdout
+    assert (envs / a / "bin" / "python").exists() and (envs / (a + ".lock")).is_file()
+
+    Store(home).remove_deployment("blue")
+    assert "removed {}".format(a) in invoke(["env", "prune"], home).stdout
+    assert EnvCache(home).keys() == []
+
+
+@pytest.mark.slow
+def test_prune_keeps_envs_of_other_homes_and_of_running_processes(home, tmp_path):
+    """A cache shared by several homes ($MLFLOW_DEPLOY_ENV_CACHE): a deployment of another home
+    keeps its env; so does a live process started from an env's interpreter (a foreground serve)."""
+    cache_home, a, b = home
+    shared = cache_home / "envs"
+    other = tmp_path / "other-home"
+    model_dir = other / "deployments" / "green" / "model" / "1"
+    model_dir.mkdir(parents=True)
+    deploy(other, "green", a)
+    with EnvCache(cache_home).mutex(a):
+        EnvCache(cache_home).record_use(a, [str(model_dir)])
+    proc = subprocess.Popen([str(shared / b / "bin" / "python"), "-c",
+                             "import time; time.sleep(120)"])
+    try:
+        here = tmp_path / "this-home"
+        result = invoke(["env", "prune"], here, cache=shared)
+        assert result.exit_code == 0, result.output
+        assert "kept {}: in use by green".format(a) in result.stdout
+        assert "kept {}: in use by process {}".format(b, proc.pid) in result.stdout
+        assert (shared / a).is_dir() and (shared / b).is_dir()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "removed {}".format(b) in invoke(["env", "prune"], here, cache=shared).stdout
+    assert (shared / a).is_dir()
+
+
+@pytest.mark.slow
+def test_prune_waits_for_the_env_lock_and_spares_an_env_just_used(home):
+    """A build holds the env's lock and stamps it used: prune waits, then looks again."""
+    home, _a, b = home
+    age(home, b, 10)
+    cache = EnvCache(home)
+    results = []
+    with cache.mutex(b):
+        worker = threading.Thread(target=lambda: results.append(
+            invoke(["env", "prune", "--older-than", "5"], home)))
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive()  # blocked on the lock
+        cache.record_use(b, [])  # what a build reusing the env does under its lock
+    worker.join(timeout=60)
+    assert results[0].exit_code == 0, results[0].output
+    assert "removed" not in results[0].stdout and (home / "envs" / b).is_dir()
+
+
+def test_env_build_of_a_missing_model_is_one_line(tmp_path):
+    result = invoke(["env", "build", tmp_path / "no-such-model"], tmp_path)
+    assert result.exit_code == 3
+    assert result.stderr == ("Error: No model directory at the path given as the model URI "
+                             "(local path).\n")
+
+
+def test_space_freed_leaves_out_files_shared_by_hard_links(tmp_path):
+    """uv hard-links installed files from its cache: deleting an env frees only its own files."""
+    tree = tmp_path / "env"
+    tree.mkdir()
+    (tree / "own.pyc").write_bytes(b"x" * 100_000)
+    (tmp_path / "uv-cache-file").write_bytes(b"y" * 300_000)
+    os.link(str(tmp_path / "uv-cache-file"), str(tree / "linked.py"))
+    assert tree_size(tree) >= 400_000
+    assert 100_000 <= tree_size(tree, exclusive=True) < 200_000
