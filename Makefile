@@ -11,7 +11,7 @@ export MLFLOW_ARTIFACT_ROOT ?= $(CURDIR)/.mlflow/artifacts
 export MLFLOW_DEPLOY_HOME ?= $(CURDIR)/.mlflow-deploy
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test example-models bench clean
+.PHONY: setup demo test example-models bench bench-envs clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test: setup
 
 bench: setup
 	bash bench/run.sh
+
+# environments against `mlflow models prepare-env` / `mlflow models serve` (issue 3)
+bench-envs: setup
+	$(PY) bench/envs.py --runs 3
 
 clean:
 	rm -rf .mlflow .mlflow-deploy

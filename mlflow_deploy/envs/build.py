@@ -58,13 +58,14 @@ class UvInstaller:
     def install(self, root: Path, lock_path: Path, request: BuildRequest) -> None:
         python = str(venv_python(root))
         env = request.indexes.uv_env()
-        # bytecode now, once: a server started with PYTHONDONTWRITEBYTECODE set would otherwise
-        # compile every imported module from source at each start
-        run([self.uv, "pip", "sync", "--quiet", "--compile-bytecode", "--python", python,
+        # no --compile-bytecode: compiling every module of the env took 19-42 of a 27-49 s build
+        # (bench/RESULTS.md); the server writes bytecode for what it imports on its first start
+        # (supervisor.server_env)
+        run([self.uv, "pip", "sync", "--quiet", "--python", python,
              "--require-hashes",
              *request.indexes.uv_args(), str(lock_path)],
             what="installing the locked requirements (uv pip sync)", env=env)
-        run([self.uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", python,
+        run([self.uv, "pip", "install", "--quiet", "--python", python,
              "--no-deps",
              *request.indexes.uv_args(), str(request.wheel.path)],
             what="installing the mlflow-deploy wheel (uv pip install --no-deps)", env=env)
@@ -81,7 +82,7 @@ class PipInstaller:
 
     def install(self, root: Path, lock_path: Path, request: BuildRequest) -> None:
         python = str(venv_python(root))
-        quiet = ["--quiet", "--disable-pip-version-check", "--no-input"]
+        quiet = ["--quiet", "--disable-pip-version-check", "--no-input", "--no-compile"]
         run([python, "-m", "pip", "install", *quiet, "--require-hashes", "--no-deps",
              *request.indexes.pip_args(), "-r", str(lock_path)],
             what="installing the locked requirements (pip install --require-hashes)")

@@ -19,7 +19,9 @@ The Azure behaviour matched, and where it is written down:
   `pd.read_csv(path, names=["row", "prediction", "file"])`; supported files .csv, .parquet,
   .pqt; errors read "Error processing input file: '<path>'...".
 - AZUREML_MODEL_DIR holds the registered file or folder under its own name (seed 004; the MNIST
-  driver globs "$AZUREML_MODEL_DIR/*/*.pt"): `stage_model` lays a model out that way.
+  driver globs "$AZUREML_MODEL_DIR/*/*.pt"): the control plane lays it out
+  (mlflow_deploy.model.place_model), as for online scripts; scoring/script.py sets the
+  environment and imports the script for both.
 
 Nothing here raises for a failing mini-batch: the result carries a one-line message per problem,
 safe to show, and the script's traceback for the job log. mlflow and pipeline (which reaches
@@ -27,12 +29,10 @@ mlflow through the model) are imported only by the MLflow driver: a scoring scri
 environment need not have them.
 """
 import csv
-import importlib.util
 import io
 import json
 import math
 import os
-import shutil
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -42,13 +42,13 @@ import numpy as np
 import pandas as pd
 
 from . import payload
-from .errors import ScoringError
+from .errors import ScoringError, one_line
+from .script import ScriptError, azure_environment, import_script
 
 Rows = Union[List[Any], pd.DataFrame]
 # what the MLflow driver reads: Azure's .csv/.parquet/.pqt, and JSON (a request body or records)
 TABULAR = {".csv": "CSV", ".parquet": "Parquet", ".pqt": "Parquet", ".json": "JSON",
            ".jsonl": "JSON Lines"}
-MAX_MESSAGE = 500
 
 
 class DriverError(Exception):
@@ -101,100 +101,6 @@ class MiniBatchResult:
         return lines
 
 
-# ---- the environment a scoring script sees --------------------------------------------------
-
-def stage_model(model_path: str, root: str) -> str:
-    """Lay a model out as Azure mounts it and return the folder for AZUREML_MODEL_DIR.
-
-    Azure keeps the registered file or folder under its own name inside AZUREML_MODEL_DIR
-    (`$AZUREML_MODEL_DIR/sample_m1.pkl`, `$AZUREML_MODEL_DIR/model/MLmodel`). Files are hard
-    links where the file system allows (no copy of a large model), else copies; not symlinks,
-    which os.walk in a script would not follow.
-    """
-    source = os.path.abspath(model_path)
-    if not os.path.exists(source):
-        raise DriverError("the model path does not exist: '{}'".format(model_path))
-    os.makedirs(root, exist_ok=True)
-    target = os.path.join(root, os.path.basename(os.path.normpath(source)))
-    if not os.path.exists(target):
-        if os.path.isdir(source):
-            shutil.copytree(source, target, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(source, target)
-    return os.path.abspath(root)
-
-
-def _link_or_copy(source: str, target: str) -> str:
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(source, target)
-    return target
-
-
-def apply_script_env(code_dir: str, script_path: str, azureml_model_dir: Optional[str],
-                     output_dir: Optional[str] = None,
-                     environment_variables: Optional[Mapping[str, str]] = None
-                     ) -> Callable[[], None]:
-    """Set what Azure gives a scoring script and return a function that undoes it.
-
-    AZUREML_MODEL_DIR (the model), AML_APP_ROOT and AZUREML_ENTRY_SCRIPT (the code, as Azure's
-    inference server sets them), AZUREML_BI_OUTPUT_PATH (the job's output folder, which batch
-    scripts that write their own files use), the deployment's environment_variables, and the code
-    folder on sys.path so the script's helper modules import. The working directory is left
-    alone: in a worker that runs tasks on threads it is shared by all of them.
-    """
-    env = dict(environment_variables or {})
-    env["AML_APP_ROOT"] = code_dir
-    env["AZUREML_ENTRY_SCRIPT"] = script_path
-    if azureml_model_dir is not None:
-        env["AZUREML_MODEL_DIR"] = os.path.abspath(azureml_model_dir)
-    if output_dir is not None:
-        env["AZUREML_BI_OUTPUT_PATH"] = os.path.abspath(output_dir)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    added = [path for path in dict.fromkeys([code_dir, os.path.dirname(script_path)])
-             if path not in sys.path]
-    sys.path.extend(added)  # appended, as Azure does: the script cannot shadow the stdlib
-
-    def undo() -> None:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        for path in added:
-            if path in sys.path:
-                sys.path.remove(path)
-
-    return undo
-
-
-def import_script(script_path: str) -> Any:
-    """Import a scoring script under its own module name (ParallelRunStep's ScoreModule does), a
-    fresh module each time; registered in sys.modules so pickle and dataclasses find its classes."""
-    name = os.path.splitext(os.path.basename(script_path))[0]
-    spec = importlib.util.spec_from_file_location(name, script_path)
-    if spec is None or spec.loader is None:
-        raise DriverError("the scoring script is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        raise DriverError("the scoring script could not be imported: " + one_line(exc),
-                          traceback.format_exc()) from None
-    return module
-
-
-def one_line(exc: BaseException) -> str:
-    """`Class: first line of the message`: the log line of an exception, without its traceback."""
-    lines = str(exc).strip().splitlines()
-    text = "{}: {}".format(type(exc).__name__, lines[0]) if lines else type(exc).__name__
-    return text[:MAX_MESSAGE]
-
-
 # ---- a user scoring script -------------------------------------------------------------------
 
 class BatchDriver:
@@ -216,13 +122,17 @@ class BatchDriver:
         code_dir = os.path.abspath(code_dir)
         path = os.path.join(code_dir, entry_script)
         if not os.path.isfile(path):
-            raise DriverError("the scoring script '{}' is not in the code folder".format(
-                entry_script))
-        undo = apply_script_env(code_dir, path, azureml_model_dir, output_dir,
-                                environment_variables)
+            raise DriverError("the scoring script is not in the code folder")
+        extra = dict(environment_variables or {})
+        if output_dir is not None:  # batch scripts that write their own files look here
+            extra["AZUREML_BI_OUTPUT_PATH"] = os.path.abspath(output_dir)
+        undo = azure_environment(code_dir, path, azureml_model_dir, extra)
         module = None
         try:
-            module = import_script(path)
+            try:  # under its own name, as ParallelRunStep's ScoreModule imports it
+                module = import_script(path, os.path.splitext(os.path.basename(path))[0])
+            except ScriptError as exc:
+                raise DriverError(exc.message, exc.traceback) from None
             if not callable(getattr(module, "run", None)):
                 raise DriverError("the scoring script has no run(mini_batch) function")
             init = getattr(module, "init", None)  # optional, as in ParallelRunStep

@@ -60,3 +60,10 @@ class ModelFailed(ScoringError):
     """Any other failure inside the model: 500, request id in the body, traceback in the log."""
 
     status = 500
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """`Class: first line of the message`: an exception for a log line or a ready file, without
+    its traceback."""
+    lines = str(exc).strip().splitlines()
+    return ("{}: {}".format(type(exc).__name__, lines[0]) if lines else type(exc).__name__)[:limit]

@@ -22,11 +22,11 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import payload
 from .errors import (BadRequest, ModelFailed, PayloadError, ScoringError, ScoringTimeout,
-                     UnsupportedMediaType)
+                     UnsupportedMediaType, one_line)
 from .pipeline import Result, error_result
 
 log = logging.getLogger("mlflow_deploy.scoring")
@@ -43,7 +43,63 @@ _FRAMING = ("content-type", "content-length", "transfer-encoding")
 
 
 class ScriptError(Exception):
-    """The script cannot serve: it does not import, lacks init()/run(), or its init() raised."""
+    """The script cannot serve: it does not import, lacks init()/run(), or its init() raised.
+    ``traceback`` is the script's own, for the log."""
+
+    def __init__(self, message: str, traceback_text: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.traceback = traceback_text
+
+
+def azure_environment(code_dir: str, script_path: str, azureml_model_dir: Optional[str],
+                      extra: Optional[Mapping[str, str]] = None) -> Callable[[], None]:
+    """Set what Azure gives a scoring script, online or batch, and return what undoes it.
+
+    AZUREML_MODEL_DIR (the model), AML_APP_ROOT and AZUREML_ENTRY_SCRIPT (the code, as Azure's
+    inference server sets them: amlserver.py, config.py), ``extra`` (a batch job's output path,
+    a deployment's environment_variables), and the code folder on sys.path, appended as Azure
+    does so that the script's helper modules import and the stdlib cannot be shadowed.
+    """
+    env = dict(extra or {})
+    env["AML_APP_ROOT"] = code_dir
+    env["AZUREML_ENTRY_SCRIPT"] = script_path
+    if azureml_model_dir is not None:
+        env["AZUREML_MODEL_DIR"] = os.path.abspath(azureml_model_dir)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    added = [path for path in dict.fromkeys([code_dir, os.path.dirname(script_path)])
+             if path not in sys.path]
+    sys.path.extend(added)
+
+    def undo() -> None:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for path in added:
+            if path in sys.path:
+                sys.path.remove(path)
+
+    return undo
+
+
+def import_script(script_path: str, module_name: str) -> Any:
+    """Import a scoring script as ``module_name``; registered in sys.modules so that pickle and
+    dataclasses find the script's own classes. Raises ScriptError with the script's traceback."""
+    spec = importlib.util.spec_from_file_location(module_name, script_path)
+    if spec is None or spec.loader is None:
+        raise ScriptError("the scoring script is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        sys.modules.pop(module_name, None)
+        raise ScriptError("the scoring script could not be imported: " + one_line(exc),
+                          traceback.format_exc()) from exc
+    return module
 
 
 class ScoringScript:
@@ -66,26 +122,10 @@ class ScoringScript:
         code_dir = os.path.abspath(code_dir)
         path = os.path.join(code_dir, scoring_script)
         if not os.path.isfile(path):
-            raise ScriptError("the scoring script '{}' is not in the code folder".format(
-                scoring_script))
-        # what Azure's server sets (amlserver.py, config.py): the script finds its models through
-        # AZUREML_MODEL_DIR and its own files through AML_APP_ROOT / AZUREML_ENTRY_SCRIPT
-        os.environ["AZUREML_MODEL_DIR"] = os.path.abspath(azureml_model_dir)
-        os.environ["AML_APP_ROOT"] = code_dir
-        os.environ["AZUREML_ENTRY_SCRIPT"] = path
-        if code_dir not in sys.path:
-            sys.path.append(code_dir)  # Azure appends the app root: helper modules import
-        spec = importlib.util.spec_from_file_location(ENTRY_MODULE, path)
-        module = importlib.util.module_from_spec(spec)
-        # registered so that dataclasses, pickle and the like can find the script's own classes
-        sys.modules[ENTRY_MODULE] = module
-        try:
-            with working_dir(code_dir):
-                spec.loader.exec_module(module)
-        except (Exception, SystemExit) as exc:
-            sys.modules.pop(ENTRY_MODULE, None)
-            raise ScriptError("the scoring script could not be imported: " + one_line(exc)) \
-                from exc
+            raise ScriptError("the scoring script is not in the code folder")
+        azure_environment(code_dir, path, azureml_model_dir)  # for the server's whole life
+        with working_dir(code_dir):
+            module = import_script(path, ENTRY_MODULE)
         return cls(module, scoring_script, code_dir)
 
     def init(self) -> None:
@@ -240,11 +280,6 @@ def working_dir(path: str) -> Iterator[None]:
         yield
     finally:
         os.chdir(previous)
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return "{}: {}".format(type(exc).__name__, lines[0] if lines else "")[:500]
 
 
 def load_script(config: Any) -> Optional[ScoringScript]:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Optional
 from . import pipeline
 from .app import create_app
 from .config import ServerConfig
-from .script import ScoringScript, ScriptError, load_script, one_line
+from .errors import one_line
+from .script import ScoringScript, ScriptError, load_script
 
 # gunicorn halts the master when a worker exits with this; Azure's server exits with 3 as well
 WORKER_BOOT_ERROR = 3

@@ -58,3 +58,29 @@ def test_unavailable_python_fails_the_create_and_leaves_nothing(deploy_home, mod
         online.create_deployment("py35", str(model))
     assert deploy_home.list_deployments() == []
     assert list((deploy_home.home / "deployments").iterdir()) == []
+
+
+def test_a_scoring_script_runs_in_the_env_of_its_own_conda_file(deploy_home, built, tmp_path):
+    built("old_sklearn")  # Python 3.10 and scikit-learn 1.5.2, as the conda file asks: a warm cache
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "score.py").write_text(
+        "import sys\nimport sklearn\n\n\ndef init():\n    pass\n\n\n"
+        "def run(raw_data):\n    return {'sklearn': sklearn.__version__,\n"
+        "            'python': '%d.%d' % sys.version_info[:2]}\n"
+    )
+    conda = tmp_path / "env.yml"
+    conda.write_text(yaml.safe_dump({
+        "name": "script-env", "channels": ["conda-forge"],
+        "dependencies": ["python=3.10", "pip", {"pip": [OLD_SKLEARN]}],
+    }))
+    (tmp_path / "weights.bin").write_bytes(b"\0")
+    created = online.create_deployment(
+        "own-env", str(tmp_path / "weights.bin"),
+        config={"code": str(code), "scoring_script": "score.py", "conda_file": str(conda)},
+    )
+    assert created["environment"]["python_version"].startswith("3.10.")
+    answer = requests.post(created["scoring_uri"], data="{}", timeout=30)
+    assert answer.json() == {"sklearn": OLD_SKLEARN.split("==")[1], "python": "3.10"}
+    built_from = deploy_home.deployment_dir("own-env") / "environment" / "1" / "conda.yaml"
+    assert yaml.safe_load(built_from.read_text()) == yaml.safe_load(conda.read_text())

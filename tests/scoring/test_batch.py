@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from example_models.digits import build as digits
+from mlflow_deploy.model import place_model
 from mlflow_deploy.scoring.batch import (BatchDriver, DriverError, MlflowBatchDriver,
-                                         render_rows, stage_model, write_predictions)
+                                         render_rows, write_predictions)
 
 DIGITS_CODE = os.path.dirname(os.path.abspath(digits.__file__))
 HEART = ["age", "sex", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak",
@@ -94,8 +95,9 @@ def test_init_runs_once_in_azures_environment_and_close_undoes_it(tmp_path, digi
 def test_the_digits_driver_scores_a_folder_of_pngs_in_mini_batches(tmp_path, digits_model_dir,
                                                                    digits_images):
     """The seed's MNIST deployment, locally: mini_batch_size 10, append_row to predictions.csv."""
-    model_dir = stage_model(digits_model_dir, str(tmp_path / "azureml-models" / "digits" / "1"))
-    assert os.path.isfile(os.path.join(model_dir, "digits", "MLmodel"))  # Azure's folder layout
+    model_dir = str(tmp_path / "azureml-models")
+    place_model(digits_model_dir, model_dir)  # the control plane's layout: the folder by its name
+    assert os.path.isfile(os.path.join(model_dir, "digits", "MLmodel"))
     output = str(tmp_path / "predictions.csv")
     with BatchDriver.load(DIGITS_CODE, "batch_driver.py", model_dir) as driver:
         results = [driver.run_mini_batch(batch)
@@ -119,7 +121,8 @@ def test_a_model_file_layout_and_a_list_return(tmp_path, digits_model_dir, digit
 
     with open(tmp_path / "digits.pkl", "wb") as f:
         pickle.dump(mlflow.sklearn.load_model(digits_model_dir), f)
-    model_dir = stage_model(str(tmp_path / "digits.pkl"), str(tmp_path / "azureml-models" / "1"))
+    model_dir = str(tmp_path / "azureml-models")
+    place_model(str(tmp_path / "digits.pkl"), model_dir)
     assert sorted(os.listdir(model_dir)) == ["digits.pkl"]
     code = code_folder(tmp_path, """
         import os
@@ -217,7 +220,7 @@ def test_an_init_error_is_reported_with_its_traceback(tmp_path, monkeypatch):
 @pytest.mark.parametrize("source, script, message", [
     ("def init():\n    pass\n", "batch_driver.py",
      "the scoring script has no run(mini_batch) function"),
-    (ECHO, "score.py", "the scoring script 'score.py' is not in the code folder"),
+    (ECHO, "score.py", "the scoring script is not in the code folder"),
 ])
 def test_a_script_without_run_or_missing_is_reported(tmp_path, source, script, message):
     code = code_folder(tmp_path, source)

@@ -339,7 +339,7 @@ def test_a_script_azure_would_refuse_is_refused(tmp_path, source, error):
 def test_a_missing_script_is_reported(tmp_path):
     (tmp_path / "code").mkdir()
     _, state, _ = failed(script_server(tmp_path / "server", tmp_path / "code", tmp_path))
-    assert state["error"] == "the scoring script 'score.py' is not in the code folder"
+    assert state["error"] == "the scoring script is not in the code folder"
 
 
 @pytest.mark.slow
