@@ -247,7 +247,8 @@ def is_mlflow_model(path: os.PathLike) -> bool:
 def place_model(uri: str, azureml_model_dir: os.PathLike) -> Path:
     """Put the model named by ``uri`` into ``azureml_model_dir`` under its own name, the layout a
     scoring script finds in AZUREML_MODEL_DIR: a file ``m.pkl`` -> ``<dir>/m.pkl``, a folder
-    ``models`` -> ``<dir>/models/...``, a registered model -> ``<dir>/<its artifact folder>``.
+    ``models`` -> ``<dir>/models/...``, ``runs:/<id>/model`` and a registered model ->
+    ``<dir>/model/...``.
     Any files, not only MLflow models. Returns the placed file or folder."""
     mlflow_uri = to_mlflow_uri(uri)
     root = Path(azureml_model_dir)
@@ -263,10 +264,13 @@ def place_model(uri: str, azureml_model_dir: os.PathLike) -> Path:
         else:
             shutil.copy2(local, target)
         return target
+    # runs:/<id>/<path> downloads as <dir>/<path's last folder>; a registered model downloads
+    # its files themselves, so they go under `model`, the folder MLflow logs models to
+    dst = root if _scheme(mlflow_uri) == "runs" else root / "model"
     try:
         from mlflow.artifacts import download_artifacts
 
-        return Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(root)))
+        return Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(dst)))
     except MlflowException as exc:
         raise _registry_error(uri, exc) from None
     except OSError as exc:

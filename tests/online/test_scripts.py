@@ -47,13 +47,15 @@ def test_the_seed_multi_model_script_serves_a_folder_of_models(deploy_home, tmp_
 
 
 def test_a_postprocess_script_runs_in_the_mlflow_models_environment(
-    deploy_home, example_model_dirs, capfd
+    deploy_home, example_models, capfd
 ):
     created = online.create_deployment(
         "proba",
-        example_model_dirs["heart"],
+        example_models["heart"],  # registered: models:/heart/1 -> $AZUREML_MODEL_DIR/model/
         config={"code": POSTPROCESS, "scoring_script": "score.py"},
     )
+    model_root = deploy_home.deployment_dir("proba") / "model" / "1"
+    assert (model_root / "model" / "MLmodel").is_file()
     assert created["environment"]["manager"] == "uv"
     assert "MLflow model's environment" in capfd.readouterr().err
     with open(os.path.join(SCRIPTS, "..", "payloads", "heart-split.json")) as f:
