@@ -106,27 +106,17 @@ def _choice(key: str, choices) -> Callable[[Any], str]:
     return parse
 
 
-def _folder(key: str) -> Callable[[Any], Optional[str]]:
+def _existing(key: str, kind: str) -> Callable[[Any], Optional[str]]:
+    """An existing ``kind`` ("folder" or "file"), made absolute: servers run elsewhere."""
+    exists = Path.is_dir if kind == "folder" else Path.is_file
+
     def parse(value: Any) -> Optional[str]:
         text = str(value).strip() if value is not None else ""
         if not text:
             return None
         path = Path(text).expanduser().resolve()
-        if not path.is_dir():
-            raise InvalidParameter(f"Config '{key}' must name an existing folder.")
-        return str(path)
-
-    return parse
-
-
-def _file(key: str) -> Callable[[Any], Optional[str]]:
-    def parse(value: Any) -> Optional[str]:
-        text = str(value).strip() if value is not None else ""
-        if not text:
-            return None
-        path = Path(text).expanduser().resolve()
-        if not path.is_file():
-            raise InvalidParameter(f"Config '{key}' must name an existing file.")
+        if not exists(path):
+            raise InvalidParameter(f"Config '{key}' must name an existing {kind}.")
         return str(path)
 
     return parse
@@ -176,10 +166,10 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "instance_count": _integer("instance_count", 1, 64),
     "env_manager": _choice("env_manager", MANAGERS),
     "python_version_policy": _choice("python_version_policy", POLICIES),
-    "package": _folder("package"),
-    "code": _folder("code"),
+    "package": _existing("package", "folder"),
+    "code": _existing("code", "folder"),
     "scoring_script": _relative_file("scoring_script"),
-    "conda_file": _file("conda_file"),
+    "conda_file": _existing("conda_file", "file"),
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,

@@ -268,7 +268,7 @@ def wait_ready(
         if ready and ready.get("revision") == config.revision:
             if not ready.get("ok"):
                 reason = ready.get("error") or last_log_line(log_path, log_offset)
-                raise ServerFailed(_failure("failed to load the model", reason, log_path))
+                raise ServerFailed(_failure("failed to start", reason, log_path))
             pid = int(ready["pid"])
             if is_healthy(config.port, timeout=5):
                 return pid
