@@ -24,9 +24,9 @@ The Azure behaviour matched, and where it is written down:
   environment and imports the script for both.
 
 Nothing here raises for a failing mini-batch: the result carries a one-line message per problem,
-safe to show, and the script's traceback for the job log. mlflow and pipeline (which reaches
-mlflow through the model) are imported only by the MLflow driver: a scoring script's
-environment need not have them.
+safe to show, and the script's traceback for the job log. mlflow is imported only by the MLflow
+driver (pipeline reaches it through the loaded model): a scoring script's environment need not
+have it.
 """
 import csv
 import io
@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from . import payload
+from . import payload, pipeline
 from .errors import ScoringError, one_line
 from .script import ScriptError, azure_environment, import_script
 
@@ -293,8 +293,6 @@ class MlflowBatchDriver:
 
     def score_file(self, path: str) -> List[str]:
         """One file's rows: `row,prediction,file` per input row. Raises ScoringError."""
-        from . import pipeline  # the model's path: not needed by scoring scripts
-
         name = os.path.basename(path)
         parsed = read_tabular(path)
         predictions, enforced = pipeline.predict_parsed(
@@ -363,7 +361,7 @@ def _parse_json(raw: bytes, extension: str) -> payload.ParsedInput:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
         raise BatchFileError("the file is not valid JSON: " + reason) from None
     if isinstance(data, dict) and "input_data" in data:  # an Azure request body, params included
-        return payload.parse_azure(raw, "application/json")
+        return payload.from_azure_body(data, raw)
     return payload.ParsedInput(data, payload.form_of(data))
 
 

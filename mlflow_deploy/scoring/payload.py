@@ -82,17 +82,28 @@ def form_of(data: Any) -> str:
     return "tensor"
 
 
-def parse_azure(raw: bytes, content_type: Optional[str]) -> ParsedInput:
-    """Parse an Azure ML online endpoint body: {"input_data": ..., "params": ...}."""
+def json_object(raw: bytes, content_type: Optional[str]) -> Dict[str, Any]:
+    """A body Azure requires to be a JSON dictionary (its /score, a script's @input_schema run)."""
     if not is_json(content_type):
         raise UnsupportedMediaType("Expects Content-Type to be application/json")
     body = _decode_body(raw)
     if not isinstance(body, dict):
         raise PayloadError("POST body should be a JSON dictionary.")
+    return body
+
+
+def parse_azure(raw: bytes, content_type: Optional[str]) -> ParsedInput:
+    """Parse an Azure ML online endpoint body: {"input_data": ..., "params": ...}."""
+    return from_azure_body(json_object(raw, content_type), raw)
+
+
+def from_azure_body(body: Dict[str, Any], raw: Optional[bytes] = None) -> ParsedInput:
+    """An Azure body already decoded (a batch job's JSON file); ``raw`` lets the numeric fast
+    path skip the boolean check when the text has no true/false."""
     if body.get("input_data") is None:
         raise PayloadError("A value is not provided for the 'input_data' parameter.")
     data = body["input_data"]
-    bools = b"true" in raw or b"false" in raw
+    bools = raw is None or b"true" in raw or b"false" in raw
     return ParsedInput(data, form_of(data), _params(body), bools)
 
 

@@ -82,9 +82,10 @@ def invocations(raw: bytes, content_type: Optional[str], predictor: "Predictor",
 def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes],
          predictor: "Predictor", validation: str, error_details: bool, request_id: str) -> Result:
     try:
-        enforced = schema.enforce(parse(), predictor.signature, validation)
+        parsed = parse()
         started = time.perf_counter()
-        predictions = predict(predictor, enforced, error_details, request_id)
+        predictions, enforced = predict_parsed(parsed, predictor, validation=validation,
+                                               error_details=error_details, request_id=request_id)
         exec_ms = (time.perf_counter() - started) * 1000.0
         return Result(200, render(predictions), coercions=enforced.coercions, exec_ms=exec_ms)
     except ScoringTimeout:

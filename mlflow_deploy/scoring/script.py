@@ -25,8 +25,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import payload
-from .errors import (BadRequest, ModelFailed, PayloadError, ScoringError, ScoringTimeout,
-                     UnsupportedMediaType, one_line)
+from .errors import BadRequest, ModelFailed, PayloadError, ScoringError, ScoringTimeout, one_line
 from .pipeline import Result, error_result
 
 log = logging.getLogger("mlflow_deploy.scoring")
@@ -167,7 +166,8 @@ class ScoringScript:
         if self.input_form == "request":  # Azure's RawRequestInput
             arguments[self.inputs[0].name] = request
         elif self.input_form == "schema":  # Azure's ObjectInput
-            fields = query_fields(request.args) if query else _json_object(body, request)
+            fields = (query_fields(request.args) if query
+                      else payload.json_object(body, request.content_type))
             for parameter in self.inputs:
                 value = fields.get(parameter.name, parameter.default)
                 if value is inspect.Parameter.empty:
@@ -210,22 +210,6 @@ def _text(body: bytes) -> str:
     except UnicodeDecodeError as exc:
         raise BadRequest("Input cannot be decoded as UTF-8 (invalid byte at position {}).".format(
             exc.start)) from None
-
-
-def _json_object(body: bytes, request: Any) -> Dict[str, Any]:
-    """A POST body that must be a JSON object (Azure's ObjectInput, with its messages)."""
-    if not payload.is_json(request.content_type):
-        raise UnsupportedMediaType("Expects Content-Type to be application/json")
-    if not body.strip():
-        raise PayloadError("POST body is empty. Expecting a JSON dictionary.")
-    try:
-        fields = payload.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
-        raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
-    if not isinstance(fields, dict):
-        raise PayloadError("POST body should be a JSON dictionary.")
-    return fields
 
 
 def query_fields(args: Any) -> Dict[str, Any]:
