@@ -114,11 +114,12 @@ def _mlmodel(model_uri: str, workdir: Path, report: Report):
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
+    from mlflow_deploy.errors import DeployError
     from mlflow_deploy.model import resolve_model_dir
 
     try:
         path = resolve_model_dir(model_uri, workdir / "model")
-    except MlflowException as exc:  # our errors are MlflowExceptions, with clear messages
+    except (DeployError, MlflowException) as exc:  # ours have clear messages; MLflow's too
         report.add("MLmodel", "fail", exc.message)
         return None
     try:

@@ -2,13 +2,15 @@
 
 Every failure ends in one line ``Error: ...`` and a non-zero exit code, never a traceback: our own
 errors are click exceptions already, and the group turns any other MLflow or OS error into one.
+
+Nothing here imports mlflow at start (about 1.7 s of every call): the commands that need it import
+it themselves (DESIGN §2, mlflow_deploy/errors.py), and a test keeps it so.
 """
 
 import sys
 from typing import Optional
 
 import click
-from mlflow.exceptions import MlflowException
 
 from mlflow_deploy import __version__
 from mlflow_deploy.check import check_command
@@ -25,12 +27,23 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.Abort, click.ClickException):
             raise
-        except MlflowException as exc:
-            raise DeployError(
-                exc.message.strip().splitlines()[0] if exc.message else type(exc).__name__
-            ) from None
         except OSError as exc:
             raise DeployError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            if not _is_mlflow_exception(exc):
+                raise
+            message = str(getattr(exc, "message", "") or "").strip()
+            raise DeployError(
+                message.splitlines()[0] if message else type(exc).__name__
+            ) from None
+
+
+def _is_mlflow_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` is an ``MlflowException``, without importing mlflow: if mlflow.exceptions
+    was never imported, nothing could have raised one."""
+    module = sys.modules.get("mlflow.exceptions")
+    base = getattr(module, "MlflowException", None)
+    return base is not None and isinstance(exc, base)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -4,21 +4,23 @@ Accepted URIs: a local path, ``file:``, ``runs:/<run_id>/<path>``, ``models:/<na
 ``models:/<name>@<alias>`` and Azure's ``azureml:<name>:<version>`` / ``azureml:<name>@latest``
 (looked up in the local MLflow registry as ``models:/<name>/<version>``). Remote ones are fetched
 with ``mlflow.artifacts.download_artifacts``; everything is read with MLflow's public ``Model`` API.
+
+mlflow is imported inside the functions that use it, never at the top: the CLI imports this module's
+callers on every command, and importing mlflow takes about 1.7 s.
 """
 
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 from urllib.parse import urlparse
 
-from mlflow.exceptions import MlflowException
-from mlflow.models import Model
-from mlflow.models.signature import ModelSignature
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
 from mlflow_deploy.errors import DeployError, InvalidParameter, NotFound
+
+if TYPE_CHECKING:
+    from mlflow.exceptions import MlflowException
+    from mlflow.models.signature import ModelSignature
 
 __all__ = [
     "ModelInfo",
@@ -43,7 +45,7 @@ class ModelInfo:
     path: Path  # local directory holding MLmodel
     flavors: Dict[str, Dict[str, Any]]
     loader_module: str  # python_function's loader (mlflow.sklearn, mlflow.pyfunc.model, ...)
-    signature: Optional[ModelSignature]
+    signature: Optional["ModelSignature"]
     input_example_info: Optional[Dict[str, Any]]  # MLmodel's saved_input_example_info
     env_files: Dict[str, Path] = field(default_factory=dict)  # conda / virtualenv / requirements
     mlflow_version: Optional[str] = None
@@ -139,6 +141,8 @@ def resolve_model_dir(
     if dst_dir is None:
         raise ValueError("a remote model URI needs dst_dir")
     Path(dst_dir).mkdir(parents=True, exist_ok=True)
+    from mlflow.exceptions import MlflowException
+
     try:
         from mlflow.artifacts import download_artifacts
 
@@ -163,7 +167,7 @@ def _kind(uri: str) -> str:
     return f"{scheme}:" if scheme else "local path"
 
 
-def _registry_error(uri: str, exc: MlflowException) -> Exception:
+def _registry_error(uri: str, exc: "MlflowException") -> Exception:
     """Turn MLflow's lookup failures into one clear error that does not quote the user's values."""
     scheme = _scheme(uri.strip())
     code = exc.error_code
@@ -182,9 +186,9 @@ def _registry_error(uri: str, exc: MlflowException) -> Exception:
     if scheme == "runs":
         if "run with id" in text or "run '" in text:
             return NotFound("The run named by the runs: model URI does not exist.")
-        if code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST) or "artifact" in text:
+        if code == "RESOURCE_DOES_NOT_EXIST" or "artifact" in text:
             return NotFound("The artifact path of the runs: model URI does not exist in that run.")
-    if code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+    if code == "RESOURCE_DOES_NOT_EXIST":
         return NotFound(f"Nothing found for the {_kind(uri)} model URI.")
     return InvalidParameter(f"The {_kind(uri)} model URI could not be resolved: {exc.error_code}.")
 
@@ -202,6 +206,8 @@ def read_model(path: os.PathLike, uri: Optional[str] = None) -> ModelInfo:
     path = Path(path)
     uri = uri if uri is not None else str(path)
     _require_mlmodel(path, uri)
+    from mlflow.models import Model
+
     try:
         mlmodel = Model.load(str(path / "MLmodel"))
     except Exception as exc:  # a corrupt YAML or a field MLflow cannot parse
@@ -267,6 +273,8 @@ def place_model(uri: str, azureml_model_dir: os.PathLike) -> Path:
     # runs:/<id>/<path> downloads as <dir>/<path's last folder>; a registered model downloads
     # its files themselves, so they go under `model`, the folder MLflow logs models to
     dst = root if _scheme(mlflow_uri) == "runs" else root / "model"
+    from mlflow.exceptions import MlflowException
+
     try:
         from mlflow.artifacts import download_artifacts
 

@@ -1,7 +1,9 @@
 """Imports point one way (DESIGN §2): scoring/ is a leaf that runs inside model environments,
-and the control plane's layers never import the ones above them."""
+and the control plane's layers never import the ones above them. The CLI starts without mlflow."""
 import ast
+import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -48,7 +50,8 @@ def test_scoring_is_a_leaf(path):
                 "mlflow_deploy", "mlflow_deploy.__version__"), \
                 "{} imports {}: scoring/ must not reach the control plane".format(path.name, name)
         elif top == "gunicorn":
-            assert path.name == "gunicorn_conf.py"
+            # gunicorn's settings, and the fork server that runs gunicorn in a forked child
+            assert path.name in ("gunicorn_conf.py", "forkserver.py")
         else:
             assert top in SCORING_THIRD_PARTY or top in sys.stdlib_module_names, \
                 "{} imports {}: scoring/ runs inside model envs with few packages".format(
@@ -72,3 +75,49 @@ def test_control_plane_layers(path):
         parts = name.split(".")
         if parts[0] == "mlflow_deploy" and len(parts) > 1:
             assert parts[1] not in forbidden, "{} imports {}".format(path, name)
+
+
+# The control plane's CLI must start without mlflow (about 1.7 s to import): its error tree names
+# MLflow's codes as strings, and the modules that need mlflow import it inside their functions.
+NO_MLFLOW_AT_START = ["mlflow_deploy.cli", "mlflow_deploy.errors", "mlflow_deploy.envs",
+                      "mlflow_deploy.envs.errors", "mlflow_deploy.env_commands",
+                      "mlflow_deploy.model", "mlflow_deploy.check"]
+
+
+def _mlflow_modules_after(code, env=None):
+    done = subprocess.run(
+        [sys.executable, "-c", "import atexit, sys\n"
+         "atexit.register(lambda: print('MLFLOW', sorted(m for m in sys.modules "
+         "if m == 'mlflow' or m.startswith('mlflow.')), file=sys.stderr))\n" + code],
+        capture_output=True, text=True, timeout=300, env=env)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("MLFLOW ")]
+    assert lines, done.stderr
+    return done, lines[-1][len("MLFLOW "):]
+
+
+def test_the_cli_imports_no_mlflow():
+    done, modules = _mlflow_modules_after("import " + ", ".join(NO_MLFLOW_AT_START))
+    assert done.returncode == 0, done.stderr
+    assert modules == "[]", "importing the CLI imported mlflow: " + modules
+
+
+def test_env_commands_run_without_mlflow(tmp_path):
+    env = dict(os.environ, MLFLOW_DEPLOY_HOME=str(tmp_path / "home"),
+               MLFLOW_DEPLOY_ENV_CACHE=str(tmp_path / "envs"))
+    done, modules = _mlflow_modules_after(
+        "from mlflow_deploy.cli import main\nmain(['env', 'list', '--format', 'json'])", env)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    assert modules == "[]", "`mlflow-deploy env list` imported mlflow: " + modules
+
+
+@pytest.mark.slow
+def test_env_build_of_a_local_folder_runs_without_mlflow(example_model_dirs, shared_env_cache):
+    """`mlflow-deploy env build DIR` on a built env: well under a second, because nothing on its
+    path imports mlflow (the first run may build the env into the suite's shared cache)."""
+    command = "from mlflow_deploy.cli import main\nmain(['env', 'build', {!r}])".format(
+        str(example_model_dirs["diabetes"]))
+    for _ in range(2):  # build (or reuse), then certainly reuse
+        done, modules = _mlflow_modules_after(command, dict(os.environ))
+        assert done.returncode == 0, done.stderr
+        assert modules == "[]", "`mlflow-deploy env build` imported mlflow: " + modules
+    assert "status: reused" in done.stdout

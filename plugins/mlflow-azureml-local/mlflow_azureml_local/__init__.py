@@ -5,6 +5,10 @@ It only adapts MLflow's ``BaseDeploymentClient`` to mlflow_deploy's control plan
 plugin by scanning this module with ``inspect.getmembers``: it must expose ``target_help``,
 ``run_local`` and exactly ONE ``BaseDeploymentClient`` subclass, so no other client class may be
 imported here (DESIGN §8).
+
+mlflow_deploy's errors do not derive from ``MlflowException`` (its CLI must start without importing
+mlflow), so every entry point here is decorated with ``mlflow_exceptions``: a ``DeployError`` leaves
+it as an instance of both its own class and ``MlflowException``, with the right error code.
 """
 
 from typing import Any, Dict, List
@@ -12,6 +16,7 @@ from typing import Any, Dict, List
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 
 from mlflow_deploy import online
+from mlflow_deploy.errors import mlflow_exceptions
 from mlflow_deploy.online.foreground import DEFAULT_PORT, serve
 from mlflow_deploy.online.settings import SETTING_HELP
 from mlflow_deploy.store import HOME_ENV
@@ -50,6 +55,7 @@ run-local: a foreground server on port {DEFAULT_PORT} (or -C port=N) until Ctrl-
 """
 
 
+@mlflow_exceptions
 def run_local(name, model_uri, flavor=None, config=None):
     """``mlflow deployments run-local``: serve in the foreground until Ctrl-C."""
     serve(model_uri, config=config, name=name, flavor=flavor)
@@ -58,6 +64,7 @@ def run_local(name, model_uri, flavor=None, config=None):
 class AzureMLLocalDeploymentClient(BaseDeploymentClient):
     """``get_deploy_client("azureml-local")``: deployments and endpoints on this machine."""
 
+    @mlflow_exceptions
     def create_deployment(
         self, name, model_uri, flavor=None, config=None, endpoint=None
     ) -> Dict[str, Any]:
@@ -65,6 +72,7 @@ class AzureMLLocalDeploymentClient(BaseDeploymentClient):
             name, model_uri, flavor=flavor, config=config, endpoint=endpoint
         )
 
+    @mlflow_exceptions
     def update_deployment(
         self, name, model_uri=None, flavor=None, config=None, endpoint=None
     ) -> Dict[str, Any]:
@@ -72,33 +80,42 @@ class AzureMLLocalDeploymentClient(BaseDeploymentClient):
             name, model_uri=model_uri, flavor=flavor, config=config, endpoint=endpoint
         )
 
+    @mlflow_exceptions
     def delete_deployment(self, name, config=None, endpoint=None) -> None:
         online.delete_deployment(name, config=config, endpoint=endpoint)
 
+    @mlflow_exceptions
     def list_deployments(self, endpoint=None) -> List[Dict[str, Any]]:
         return online.list_deployments(endpoint=endpoint)
 
+    @mlflow_exceptions
     def get_deployment(self, name, endpoint=None) -> Dict[str, Any]:
         return online.get_deployment(name, endpoint=endpoint)
 
+    @mlflow_exceptions
     def predict(
         self, deployment_name=None, inputs=None, endpoint=None, params=None
     ) -> PredictionsResponse:
         predictions = online.predict(deployment_name, inputs, endpoint=endpoint, params=params)
         return PredictionsResponse({"predictions": predictions})
 
+    @mlflow_exceptions
     def create_endpoint(self, name=None, config=None, endpoint=None) -> Dict[str, Any]:
         # MLflow 3.17's `create-endpoint` CLI passes the name as `endpoint=` as well
         return online.create_endpoint(name if name is not None else endpoint, config=config)
 
+    @mlflow_exceptions
     def update_endpoint(self, endpoint, config=None) -> Dict[str, Any]:
         return online.update_endpoint(endpoint, config=config)
 
+    @mlflow_exceptions
     def delete_endpoint(self, endpoint) -> None:
         online.delete_endpoint(endpoint)
 
+    @mlflow_exceptions
     def list_endpoints(self) -> List[Dict[str, Any]]:
         return online.list_endpoints()
 
+    @mlflow_exceptions
     def get_endpoint(self, endpoint) -> Dict[str, Any]:
         return online.get_endpoint(endpoint)
