@@ -1,15 +1,18 @@
 """``mlflow-deploy env build|list|show|prune`` and ``mlflow-deploy package``: the model
 environments of ``mlflow_deploy.envs`` from the command line.
 
-The cache is ``EnvCache()`` ($MLFLOW_DEPLOY_ENV_CACHE, else $MLFLOW_DEPLOY_HOME/envs). list and
+The cache is ``EnvCache()`` ($MLFLOW_DEPLOY_ENV_CACHE, else $MLFLOW_DEPLOY_HOME/envs); the project
+wheel comes from the per-user ``BuildCache()`` ($MLFLOW_DEPLOY_BUILD_CACHE, else
+~/.cache/mlflow-deploy), which prune also tidies (envs/sweep.py). list and
 show read each env's ``<key>.json`` (its size is measured once, after the build) rather than walking
 venvs, and import the control plane (``mlflow_deploy.online``) only when a deployment store exists.
 What uses an env: the deployments of this home's store, of the other homes whose deployments
 recorded their models in the env's metadata (a cache shared through $MLFLOW_DEPLOY_ENV_CACHE), and,
 for prune, any live process started from the env's interpreter (``mlflow-deploy serve`` records
-nothing in the store). The CLI itself imports mlflow at start (cli.py, errors.py): about 1.5-2 s of
-every call, before any of this runs.
+nothing in the store). Nothing here imports mlflow (about 1.7 s), except ``load_model`` for a model
+URI that is not a local folder: `env build DIR` on a built env takes a fraction of a second.
 """
+import contextlib
 import json
 import os
 import re
@@ -25,7 +28,7 @@ import click
 from mlflow_deploy.envs import (POLICIES, EnvCache, PythonVersionWarning, lock_requirements,
                                 prepare_environment, write_package)
 from mlflow_deploy.envs.build import venv_python
-from mlflow_deploy.envs.cache import tree_size
+from mlflow_deploy.envs.cache import BuildCache, tree_size
 from mlflow_deploy.errors import AlreadyExists, InvalidParameter, NotFound
 
 __all__ = ["env_group", "package_command"]
@@ -122,20 +125,24 @@ def show_command(hash_prefix: str):
 
 @env_group.command("prune")
 @click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
-              help="Only environments not used for DAYS days (default: every unused one).")
+              help="Only environments (and wheels, resolutions) not used for DAYS days "
+              "(default: every unused one).")
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 def prune_command(older_than: Optional[float], dry_run: bool):
-    """Remove cached environments that no deployment uses.
+    """Remove cached environments that no deployment uses, then what no remaining environment
+    needs: project wheels of other sources (the per-user build cache), resolutions, lock files.
 
     An environment recorded by a deployment (running or not) or run by a live process is never
-    removed. Each removal holds the environment's lock, so a concurrent build of it is not broken.
-    The space freed leaves out files the environment shares with uv's cache (hard links).
+    removed. Each removal holds the environment's lock, so a concurrent build of it is not broken;
+    a wheel or resolution that a build is using is kept the same way. The space freed leaves out
+    files the environment shares with uv's cache (hard links).
     """
+    from mlflow_deploy.envs.sweep import LOCK_FILE, RESOLUTION, SCRATCH, WHEEL, sweep
     from mlflow_deploy.store import Store
 
     cache = EnvCache()
     cutoff = time.time() - older_than * 86400 if older_than is not None else None
-    removed, freed = 0, 0
+    removed, freed, gone = 0, 0, []
     store = Store()
     with store.lock():  # deployments change under this lock: none starts using an env meanwhile
         in_use = _deployments_using(cache, store)
@@ -156,11 +163,44 @@ def prune_command(older_than: Optional[float], dry_run: bool):
                     cache.remove(key)
             removed += 1
             freed += size
+            gone.append(key)
             click.echo("{} {} (last used {}, {})".format(
                 "would remove" if dry_run else "removed", key, last, _human(size)))
-    click.echo("{} {} ({} environment{})".format("would free" if dry_run else "freed",
-                                                 _human(freed), removed,
-                                                 "" if removed == 1 else "s"))
+    swept = sweep(cache, BuildCache(), cutoff, dry_run, _current_wheel_hash(), gone)
+    verb = "would remove" if dry_run else "removed"
+    for item in swept:
+        if item.kind == WHEEL:
+            click.echo("kept wheel {}: {}".format(item.name, item.kept) if item.kept else
+                       "{} wheel {} (last used {}, {})".format(
+                           verb, item.name, _when(item.last_used) or "never", _human(item.size)))
+    counts = {}
+    for kind, one, many in ((RESOLUTION, "cached resolution", "cached resolutions"),
+                            (SCRATCH, "leftover of a killed build", "leftovers of killed builds"),
+                            (LOCK_FILE, "unused lock file", "unused lock files")):
+        done = [item for item in swept if item.kind == kind and not item.kept]
+        counts[kind] = len(done)
+        if done:
+            size = sum(item.size for item in done)
+            click.echo("{} {} {}{}".format(verb, len(done), one if len(done) == 1 else many,
+                                           " ({})".format(_human(size)) if size else ""))
+    wheels = len([item for item in swept if item.kind == WHEEL and not item.kept])
+    freed += sum(item.size for item in swept if not item.kept)
+    extra = "".join(", {} {}".format(n, noun if n == 1 else noun + "s") for n, noun in
+                    ((wheels, "wheel"), (counts[RESOLUTION], "resolution")) if n)
+    click.echo("{} {} ({} environment{}{})".format("would free" if dry_run else "freed",
+                                                   _human(freed), removed,
+                                                   "" if removed == 1 else "s", extra))
+
+
+def _current_wheel_hash() -> Optional[str]:
+    """The hash of the installed sources (their wheel is always kept), if they are a checkout."""
+    from mlflow_deploy.envs.errors import BuildFailed
+    from mlflow_deploy.envs.wheel import source_hash
+
+    try:
+        return source_hash()
+    except BuildFailed:
+        return None
 
 
 @click.command("package")
@@ -185,10 +225,12 @@ def package_command(model_uri: str, output: str, python_version_policy: str, ref
         info = load_model(model_uri, staging / "download", copy_local=True)
         os.rename(str(info.path), str(staging / "model"))
         shutil.rmtree(str(staging / "download"), ignore_errors=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PythonVersionWarning)
-            locked = lock_requirements(staging / "model", python_version_policy, refresh, _say)
-        package = write_package(locked, staging, model_uri=model_uri, progress=_say)
+        with contextlib.ExitStack() as hold:  # the wheel stays ours (`env prune`) until copied
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PythonVersionWarning)
+                locked = lock_requirements(staging / "model", python_version_policy, refresh,
+                                           _say, hold=hold)
+            package = write_package(locked, staging, model_uri=model_uri, progress=_say)
         if target.exists():
             target.rmdir()
         os.rename(str(staging), str(target))

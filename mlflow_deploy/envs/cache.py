@@ -1,18 +1,36 @@
 """Where built environments live, and the two primitives that keep the cache safe:
 an fcntl file lock per entry and atomic writes (temp file + rename).
 
-Layout under ``$MLFLOW_DEPLOY_HOME/envs/`` (default ``~/.mlflow-deploy/envs``)::
+Layout under ``$MLFLOW_DEPLOY_HOME/envs/`` (default ``~/.mlflow-deploy/envs``, or
+``$MLFLOW_DEPLOY_ENV_CACHE``)::
 
     <key>/                the venv (only ever appears whole: built aside, then renamed)
     <key>.lock            the requirements lock (with hashes) the venv was installed from
     <key>.json            metadata: python, manager, models that used it, created, last used,
                           size_bytes (measured once, after the build, counting files hard-linked
-                          from uv's cache in full), package (if built from one)
+                          from uv's cache in full), wheel_hash, package (if built from one)
     .resolved/<inputs>.lock  memo: model requirement files + interpreter + wheel deps -> lock
-    .wheels/<src-hash>/   the project's wheel built from these sources
+                          (kept per env cache: a new env cache resolves afresh); ``env prune``
+                          removes those of no remaining env (lock.py, sweep.py)
+    .resolved/.tmp-<inputs>-*  a resolve's scratch
     .building/<key>-*     venvs being built (a killed build's leftovers are removed by the next)
                           or being removed by ``env prune`` (renamed here first, then deleted)
-    .mutex/<name>         fcntl lock files
+    .mutex/<name>         fcntl lock files: ``<key>`` (building, removing that env),
+                          ``resolve-<inputs>`` (exclusive while resolving; shared by a build from
+                          reading the memo until its env is installed); ``env prune`` removes
+                          those nobody holds
+
+Layout of the per-user build cache, ``$MLFLOW_DEPLOY_BUILD_CACHE`` (default
+``${XDG_CACHE_HOME:-~/.cache}/mlflow-deploy``): what is built from the installed mlflow-deploy
+sources rather than for a home, shared by every home and env cache of the user::
+
+    wheels/<src-hash>/    the project's wheel built from the sources with that hash (wheel.py);
+                          its folder's mtime is its last use (``env prune --older-than``)
+    wheels/.tmp-<src-hash>-*, .src-<src-hash>-*   a wheel build's scratch (killed: removed by the
+                          next build of that hash, or by ``env prune``)
+    .mutex/wheel-<src-hash>  held exclusively while that wheel is built, shared by every
+                          ``prepare_environment`` using it until its install is done, so ``env
+                          prune`` never removes a wheel a live build is about to install
 """
 import contextlib
 import fcntl
@@ -25,14 +43,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
 
-__all__ = ["HOME_ENV", "CACHE_ENV", "EnvCache", "file_lock", "atomic_write", "sha256_text",
-           "tree_size"]
+__all__ = ["HOME_ENV", "CACHE_ENV", "BUILD_CACHE_ENV", "EnvCache", "BuildCache", "file_lock",
+           "try_remove_lock_file", "atomic_write", "sha256_text", "tree_size"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
 #: Where the envs live when not under the home: one cache shared by several homes (a test suite,
 #: or users who keep deployment state per project but build each environment once).
 CACHE_ENV = "MLFLOW_DEPLOY_ENV_CACHE"
+#: The per-user cache of what is built from our own sources (the project wheel).
+BUILD_CACHE_ENV = "MLFLOW_DEPLOY_BUILD_CACHE"
 
 
 def sha256_text(*parts: Union[str, bytes]) -> str:
@@ -60,15 +80,63 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock across processes (released by the kernel if the holder dies)."""
+def file_lock(path: Path, shared: bool = False, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive (or ``shared``) lock across processes, released by the kernel if the holder dies.
+    Yields True; with ``blocking=False``, yields False at once (holding nothing) if it is taken.
+    ``env prune`` deletes lock files nobody holds (try_remove_lock_file): a lock taken on a file
+    that was unlinked meanwhile is no lock, so it is taken again on the file now at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path), "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    mode = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+    while True:
+        handle = open(str(path), "a+")
         try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle.fileno(), mode)
+            if _same_file(path, handle.fileno()):
+                break
+        except BlockingIOError:
+            handle.close()
+            yield False
+            return
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+    try:
+        yield True
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        at_path = os.stat(str(path))
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
+
+
+def try_remove_lock_file(path: Path, dry_run: bool = False) -> bool:
+    """Delete the lock file ``path`` if nobody holds its lock; True if it was (or, with
+    ``dry_run``, would be) removed. It is unlinked while held exclusively: with file_lock's check,
+    whoever opened it meanwhile locks the new file at ``path`` instead."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)  # flock needs no write access
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if not _same_file(path, fd):
+            return False
+        if not dry_run:
+            os.unlink(str(path))
+        return True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def tree_size(path: Path, exclusive: bool = False) -> int:
@@ -110,14 +178,14 @@ class EnvCache:
     def resolved_file(self, inputs_hash: str) -> Path:
         return self.root / ".resolved" / (inputs_hash + ".lock")
 
-    def wheel_dir(self, source_hash: str) -> Path:
-        return self.root / ".wheels" / source_hash
-
     def building_dir(self) -> Path:
         return self.root / ".building"
 
-    def mutex(self, name: str):
-        return file_lock(self.root / ".mutex" / name)
+    def mutex_dir(self) -> Path:
+        return self.root / ".mutex"
+
+    def mutex(self, name: str, shared: bool = False, blocking: bool = True):
+        return file_lock(self.mutex_dir() / name, shared=shared, blocking=blocking)
 
     # metadata --------------------------------------------------------------------------------
     def read_metadata(self, key: str) -> Dict[str, Any]:
@@ -173,3 +241,42 @@ class EnvCache:
         for path in (self.lock_file(key), self.metadata_file(key)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def default_build_cache() -> Path:
+    """``$XDG_CACHE_HOME/mlflow-deploy``, else ``~/.cache/mlflow-deploy`` (XDG: a relative
+    XDG_CACHE_HOME is ignored)."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "mlflow-deploy"
+
+
+class BuildCache:
+    """The per-user cache of what is built from the installed mlflow-deploy sources: the project
+    wheel, keyed by the hash of those sources (wheel.py). Not under a home: a fresh
+    MLFLOW_DEPLOY_HOME (or env cache) reuses the wheel its sources already have."""
+
+    def __init__(self, root: Optional[os.PathLike] = None):
+        root = root or os.environ.get(BUILD_CACHE_ENV) or default_build_cache()
+        self.root = Path(root).expanduser().resolve()
+
+    def wheels_dir(self) -> Path:
+        return self.root / "wheels"
+
+    def wheel_dir(self, source_hash: str) -> Path:
+        return self.wheels_dir() / source_hash
+
+    def wheel_hashes(self) -> List[str]:
+        """Source hashes that have a wheel folder (built, or being removed by ``env prune``)."""
+        if not self.wheels_dir().is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(str(self.wheels_dir()))
+                      if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+
+    def mutex_dir(self) -> Path:
+        return self.root / ".mutex"
+
+    def wheel_mutex(self, source_hash: str, shared: bool = False, blocking: bool = True):
+        """Exclusive while the wheel is built or removed; shared while a build installs it."""
+        return file_lock(self.mutex_dir() / ("wheel-" + source_hash), shared=shared,
+                         blocking=blocking)

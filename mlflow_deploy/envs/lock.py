@@ -6,10 +6,11 @@ additions (which carry the wheel's dependency list), the interpreter, and the pa
 deliberately does not include the wheel's content hash: editing scoring/ rebuilds envs (the env key
 has the wheel hash) but does not re-resolve.
 """
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from mlflow_deploy.envs.cache import EnvCache, atomic_write, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
@@ -17,7 +18,7 @@ from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.pythons import Interpreter
 from mlflow_deploy.envs.runner import run
 
-__all__ = ["Lock", "resolve", "requirements_input", "environment_key"]
+__all__ = ["Lock", "resolve", "requirements_input", "environment_key", "read_memo"]
 
 
 @dataclass(frozen=True)
@@ -44,29 +45,59 @@ def requirements_input(model_lines: List[str], added: List[str], source: str) ->
 
 def resolve(input_text: str, interpreter: Interpreter, indexes: IndexOptions, cache: EnvCache,
             refresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
-            uv: str = "uv") -> Lock:
+            uv: str = "uv", hold: Optional[contextlib.ExitStack] = None) -> Lock:
+    """The memoised lock for these inputs, resolving (under the inputs' exclusive lock) if there is
+    none or ``refresh``. ``hold``: keep a shared lock on the memo until that stack closes
+    (prepare_environment: until the env's own lock file is written), so ``env prune`` does not take
+    the memo of an env being built for unused."""
+    if hold is None:
+        with contextlib.ExitStack() as brief:
+            return resolve(input_text, interpreter, indexes, cache, refresh, progress, uv, brief)
     inputs_hash = sha256_text(input_text, interpreter.identity(), indexes.identity())[:16]
     memo = cache.resolved_file(inputs_hash)
-    if not refresh and memo.is_file():
-        return Lock(memo.read_text(encoding="utf-8"), inputs_hash, resolved=False)
-    with cache.mutex("resolve-" + inputs_hash):
-        if not refresh and memo.is_file():  # resolved by a concurrent caller meanwhile
-            return Lock(memo.read_text(encoding="utf-8"), inputs_hash, resolved=False)
-        progress("resolving the model's requirements for Python {} (uv pip compile)".format(
-            interpreter.version))
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=str(memo.parent)) as scratch:
-            Path(scratch, "requirements.in").write_text(input_text, encoding="utf-8")
-            run([uv, "pip", "compile", "requirements.in", "--generate-hashes", "--no-header",
-                 "--quiet", "--python", interpreter.path, "--output-file", "requirements.lock",
-                 *indexes.uv_args(constraints=True)],
-                what="resolving the model's requirements (uv pip compile)", cwd=scratch,
-                env=indexes.uv_env())
-            text = Path(scratch, "requirements.lock").read_text(encoding="utf-8")
-        options = [line for line in input_text.splitlines() if line.startswith("-")]
-        if options:  # the model's own index options: the installer needs them too
-            text = "".join(o + "\n" for o in options) + text
-        if "--hash=" not in text:
-            raise BuildFailed("the resolver produced a lock without hashes:\n" + text[:2000])
-        atomic_write(memo, text)
-        return Lock(text, inputs_hash, resolved=True)
+    name = "resolve-" + inputs_hash
+    resolved = False
+    while True:
+        if not refresh:
+            with contextlib.ExitStack() as shared:
+                shared.enter_context(cache.mutex(name, shared=True))
+                text = read_memo(memo)
+                if text is not None:
+                    hold.enter_context(shared.pop_all())
+                    return Lock(text, inputs_hash, resolved=resolved)
+        with cache.mutex(name):
+            if refresh or read_memo(memo) is None:  # else resolved by a concurrent caller
+                progress("resolving the model's requirements for Python {} (uv pip compile)"
+                         .format(interpreter.version))
+                atomic_write(memo, _compile(input_text, interpreter, indexes, memo.parent,
+                                            inputs_hash, uv))
+                resolved = True
+        refresh = False  # then take the memo like any other user of it
+
+
+def _compile(input_text: str, interpreter: Interpreter, indexes: IndexOptions, folder: Path,
+             inputs_hash: str, uv: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tmp-{}-".format(inputs_hash),
+                                     dir=str(folder)) as scratch:
+        Path(scratch, "requirements.in").write_text(input_text, encoding="utf-8")
+        run([uv, "pip", "compile", "requirements.in", "--generate-hashes", "--no-header",
+             "--quiet", "--python", interpreter.path, "--output-file", "requirements.lock",
+             *indexes.uv_args(constraints=True)],
+            what="resolving the model's requirements (uv pip compile)", cwd=scratch,
+            env=indexes.uv_env())
+        text = Path(scratch, "requirements.lock").read_text(encoding="utf-8")
+    options = [line for line in input_text.splitlines() if line.startswith("-")]
+    if options:  # the model's own index options: the installer needs them too
+        text = "".join(o + "\n" for o in options) + text
+    if "--hash=" not in text:
+        raise BuildFailed("the resolver produced a lock without hashes:\n" + text[:2000])
+    return text
+
+
+def read_memo(memo: Path) -> Optional[str]:
+    """The memo's lock, or None if there is none (``env prune`` may just have removed it)."""
+    try:
+        return memo.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None

@@ -1,14 +1,16 @@
 """prepare_environment: a model folder -> a ready interpreter for its scoring server.
 
 Steps, each memoised so that a second call for the same inputs only hashes and stats files:
-read the model's requirements -> pick the interpreter -> the project wheel -> add the scoring
-server's packages -> lock (memo: no network on reuse) -> env key = hash(lock, interpreter, wheel)
--> build aside and rename, under the key's file lock.
+read the model's requirements -> pick the interpreter -> the project wheel (per-user build cache,
+shared by every home) -> add the scoring server's packages -> lock (memo in the env cache: no
+network on reuse) -> env key = hash(lock, interpreter, wheel) -> build aside and rename, under the
+key's file lock.
 
 From an offline package (``package=DIR``, see package.py) the lock, the interpreter's Python
 version and the project wheel come from the package instead, and the installer runs offline on
 its wheelhouse: no resolver, no wheel build, no network.
 """
+import contextlib
 import os
 import shutil
 import sys
@@ -19,12 +21,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 from mlflow_deploy.envs.build import (BuildRequest, PipInstaller, UvInstaller, build_env,
                                       venv_python)
-from mlflow_deploy.envs.cache import EnvCache, tree_size
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, tree_size
 from mlflow_deploy.envs.errors import ManagerUnavailable, PythonNotFound
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.inference import inference_requirements
 from mlflow_deploy.envs.lock import Lock, environment_key, requirements_input, resolve
-from mlflow_deploy.envs.managers import MANAGERS, check_local, require_conda
+from mlflow_deploy.envs.managers import MANAGERS, check_local
 from mlflow_deploy.envs.package import Package, check_model, read_package
 from mlflow_deploy.envs.pythons import Interpreter, choose_interpreter, find_interpreters
 from mlflow_deploy.envs.requirements import ModelRequirements, read_model_requirements
@@ -78,28 +80,29 @@ def prepare_environment(
         raise ManagerUnavailable("env_manager must be one of {}, not '{}'".format(
             "|".join(MANAGERS), manager))
     model_dir = Path(model_dir).resolve()
-    model = read_model_requirements(model_dir)
     model_ref = model_ref or str(model_dir)
 
     if package is not None and manager not in ("uv", "virtualenv"):
         raise ManagerUnavailable("a package is installed with env_manager uv or virtualenv")
+    if manager == "conda":  # reads conda.yaml itself: conda packages need no PyPI name there
+        from mlflow_deploy.envs.conda import prepare_conda
+        return prepare_conda(model_dir, refresh, say, started, model_ref, home=home, uv=uv,
+                             wheelhouse=wheelhouse)
+    model = read_model_requirements(model_dir)
     if manager == "local":
         return _local(model, started)
-    if manager == "conda":
-        require_conda()
-        raise ManagerUnavailable("env_manager conda is not supported yet by this version; use "
-                                 "env_manager: uv, which builds from the same conda.yaml")
     if package is not None:
         return _from_package(model, read_package(package), manager, say, started, model_ref,
                              home=home, uv=uv)
 
-    locked = lock_requirements(model, python_version_policy, refresh, say, home=home,
-                               wheelhouse=wheelhouse, uv=uv)
-    installer = UvInstaller(locked.uv) if manager == "uv" else PipInstaller()
-    return _install(locked.cache, locked.lock.text, locked.interpreter, locked.wheel,
-                    locked.indexes, installer, say, started, model_ref,
-                    resolved=locked.lock.resolved, requirements=model.lines + locked.added,
-                    manager=manager, metadata={"inputs_hash": locked.lock.inputs_hash})
+    with contextlib.ExitStack() as hold:  # wheel and memo stay locked (shared) until installed
+        locked = lock_requirements(model, python_version_policy, refresh, say, home=home,
+                                   wheelhouse=wheelhouse, uv=uv, hold=hold)
+        installer = UvInstaller(locked.uv) if manager == "uv" else PipInstaller()
+        return _install(locked.cache, locked.lock.text, locked.interpreter, locked.wheel,
+                        locked.indexes, installer, say, started, model_ref,
+                        resolved=locked.lock.resolved, requirements=model.lines + locked.added,
+                        manager=manager, metadata={"inputs_hash": locked.lock.inputs_hash})
 
 
 def _from_package(model: ModelRequirements, package: Package, manager: str,
@@ -108,7 +111,7 @@ def _from_package(model: ModelRequirements, package: Package, manager: str,
     check_model(package, model)
     interpreter = _package_interpreter(package, say)
     if manager == "uv":
-        uv = uv or shutil.which("uv") or _uv_beside_python()
+        uv = uv or find_uv()
         if uv is None:
             raise ManagerUnavailable("uv was not found on PATH to install the package: pip "
                                      "install uv, or use env_manager virtualenv")
@@ -182,26 +185,30 @@ def lock_requirements(model, python_version_policy: str = "exact", refresh: bool
                       progress: Optional[Callable[[str], None]] = None, *,
                       home: Optional[os.PathLike] = None,
                       wheelhouse: Optional[os.PathLike] = None,
-                      uv: Optional[str] = None) -> Locked:
+                      uv: Optional[str] = None,
+                      hold: Optional[contextlib.ExitStack] = None) -> Locked:
     """Pick the interpreter and resolve the model's requirements plus the scoring server's.
 
     ``model`` is a model folder or its ModelRequirements. Also what `mlflow-deploy check` runs to
-    tell whether the pins are installable, without building anything.
+    tell whether the pins are installable, without building anything. ``hold``: keep the project
+    wheel (from the per-user build cache) and the resolution memo locked (shared) against ``env
+    prune`` until that stack closes.
     """
     say = progress or (lambda msg: None)
     if not isinstance(model, ModelRequirements):
         model = read_model_requirements(Path(model).resolve())
-    uv = uv or shutil.which("uv") or _uv_beside_python()
+    uv = uv or find_uv()
     if uv is None:
         raise ManagerUnavailable("uv is needed to lock the model's requirements and was not "
                                  "found on PATH: pip install uv")
     cache = EnvCache(home)
     indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else IndexOptions.from_pip_config()
     interpreter = choose_interpreter(model.python, python_version_policy, say)
-    wheel = project_wheel(cache, indexes, say, uv=uv)
+    wheel = project_wheel(BuildCache(), indexes, say, uv=uv, hold=hold)
     added = inference_requirements(model, wheel.requires)
     input_text = requirements_input(model.lines, added, model.source)
-    lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv)
+    lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv,
+                   hold=hold)
     return Locked(model, interpreter, wheel, added, lock, cache, indexes, uv)
 
 
@@ -235,5 +242,18 @@ def _has(distribution: str) -> bool:
 
 
 def _uv_beside_python() -> Optional[str]:
-    candidate = Path(sys.executable).parent / "uv"
-    return str(candidate) if candidate.exists() else None
+    """The uv installed with this Python: in its venv's bin/, else in its base interpreter's."""
+    for folder in (Path(sys.executable).parent, Path(sys.executable).resolve().parent):
+        if (folder / "uv").exists():
+            return str(folder / "uv")
+    return None
+
+
+def find_uv() -> Optional[str]:
+    """uv on PATH, else beside this Python. A version manager's shim on PATH (pyenv's, asdf's: a
+    script in a ``shims/`` folder that runs ``pyenv exec uv``, 0.1-0.2 s per call, three calls per
+    new env) gives way to a real uv beside this Python when there is one."""
+    found = shutil.which("uv")
+    if found is None or Path(found).parent.name == "shims":
+        return _uv_beside_python() or found
+    return found

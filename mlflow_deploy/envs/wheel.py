@@ -1,28 +1,39 @@
-"""The project's own wheel, built from this checkout and cached by a hash of its sources.
+"""The project's own wheel, built from the installed sources and cached by a hash of them.
 
 Every model env gets it with ``--no-deps`` (its dependencies go through the resolver with the
 model's pins instead), and its hash is part of the env's cache key, so an edited ``scoring/`` never
 runs stale (DESIGN §2). Only what runs in a model env is hashed: ``scoring/`` (a leaf: it imports
 nothing else of ours, tests/test_imports.py keeps it so), the package's ``__init__`` and the build
-files; an edit to the control plane does not rebuild every env. Building takes a few seconds;
+files; an edit to the control plane does not rebuild every env. Building takes a second or two;
 reuse only hashes the sources (milliseconds).
+
+The wheel is a build artifact of the sources, not of a home: it lives in the per-user build cache
+(cache.BuildCache, ``$MLFLOW_DEPLOY_BUILD_CACHE``, default ``~/.cache/mlflow-deploy``) under
+``wheels/<src-hash>/``, so every home and env cache shares one build. It is built aside and
+renamed under the hash's exclusive lock; a caller that passes ``hold`` keeps a shared lock on it
+until the ExitStack closes (prepare_environment: until the env is installed), so ``env prune``
+never removes a wheel a live build is about to install.
 """
+import contextlib
 import email.parser
+import hashlib
 import os
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Union
+
+from packaging.utils import parse_wheel_filename
 
 import mlflow_deploy
-from mlflow_deploy.envs.cache import EnvCache, sha256_text
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.runner import run
 
-__all__ = ["ProjectWheel", "project_wheel", "project_root", "source_hash"]
+__all__ = ["ProjectWheel", "project_wheel", "project_root", "source_hash", "wheel_requirement"]
 
 _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in")
 #: what a model env runs of ours, relative to the checkout
@@ -66,35 +77,76 @@ def source_hash(root: Optional[Path] = None) -> str:
     return sha256_text(*parts)[:16]
 
 
-def project_wheel(cache: EnvCache, indexes: IndexOptions, progress=lambda msg: None,
-                  uv: str = "uv") -> ProjectWheel:
-    """The cached wheel for the current sources, building it (under a lock) if needed."""
+def project_wheel(build: Union[BuildCache, EnvCache, None] = None,
+                  indexes: Optional[IndexOptions] = None, progress=lambda msg: None,
+                  uv: str = "uv", hold: Optional[contextlib.ExitStack] = None) -> ProjectWheel:
+    """The cached wheel for the current sources, building it (under its lock) if needed.
+
+    ``build``: the build cache (default, or an EnvCache as older callers pass: the user's
+    BuildCache; env caches no longer hold wheels). ``hold``: keep a shared lock on the wheel until
+    that ExitStack closes, so that ``env prune`` leaves it alone while it is being installed.
+    """
+    if hold is None:  # the lock only while the wheel is looked up
+        with contextlib.ExitStack() as brief:
+            return project_wheel(build, indexes, progress, uv, hold=brief)
+    if not isinstance(build, BuildCache):
+        build = BuildCache()
+    indexes = indexes or IndexOptions.from_pip_config()
     root = project_root()
     digest = source_hash(root)
-    target = cache.wheel_dir(digest)
-    found = _cached(target, digest)
-    if found:
-        return found
-    with cache.mutex("wheel"):
-        found = _cached(target, digest)
-        if found:
-            return found
-        progress("building the mlflow-deploy wheel from {}".format(root))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=str(target.parent)))
-        sources = Path(tempfile.mkdtemp(prefix=".src-", dir=str(target.parent)))
-        try:
-            run([uv, "build", "--wheel", "--quiet", "--out-dir", str(scratch), *indexes.uv_args(),
-                 str(_clean_copy(root, sources))],
-                what="building the mlflow-deploy wheel (uv build)", env=indexes.uv_env())
-            os.replace(str(scratch), str(target))
-        finally:
-            shutil.rmtree(str(scratch), ignore_errors=True)
-            shutil.rmtree(str(sources), ignore_errors=True)
-        found = _cached(target, digest)
-        if not found:
-            raise BuildFailed("uv build produced no wheel in {}".format(target))
-        return found
+    target = build.wheel_dir(digest)
+    while True:
+        if _wheel_file(target) is not None:
+            with contextlib.ExitStack() as shared:
+                shared.enter_context(build.wheel_mutex(digest, shared=True))
+                if _wheel_file(target) is not None:  # `env prune` may have removed it meanwhile
+                    hold.enter_context(shared.pop_all())
+                    return _cached(target, digest)
+        with build.wheel_mutex(digest):
+            if _wheel_file(target) is None:
+                _build(root, digest, target, indexes, progress, uv)
+        # built: loop to take it (shared) like any other user of the cached wheel
+
+
+def _build(root: Path, digest: str, target: Path, indexes: IndexOptions, progress,
+           uv: str) -> None:
+    """uv build into a scratch folder beside ``target``, renamed into place. The caller holds the
+    hash's exclusive lock, so any scratch of this hash left beside it is a killed build's."""
+    progress("building the mlflow-deploy wheel from {}".format(root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in scratch_of(target.parent, digest):
+        shutil.rmtree(str(leftover), ignore_errors=True)
+    if target.exists():  # a folder without a wheel: never ours to trust
+        shutil.rmtree(str(target), ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".tmp-{}-".format(digest), dir=str(target.parent)))
+    sources = Path(tempfile.mkdtemp(prefix=".src-{}-".format(digest), dir=str(target.parent)))
+    try:
+        run([uv, "build", "--wheel", "--quiet", "--out-dir", str(scratch), *indexes.uv_args(),
+             str(_clean_copy(root, sources))],
+            what="building the mlflow-deploy wheel (uv build)", env=indexes.uv_env())
+        if not list(scratch.glob("*.whl")):
+            raise BuildFailed("uv build produced no wheel in {}".format(scratch))
+        os.chmod(str(scratch), 0o755)  # mkdtemp's 0700
+        os.replace(str(scratch), str(target))
+    finally:
+        shutil.rmtree(str(scratch), ignore_errors=True)
+        shutil.rmtree(str(sources), ignore_errors=True)
+
+
+def scratch_of(wheels_dir: Path, digest: str) -> List[Path]:
+    """The scratch folders of builds of ``digest`` in ``wheels_dir`` (a killed build's, unless
+    that hash's lock is held)."""
+    return sorted(p for prefix in (".tmp-", ".src-")
+                  for p in wheels_dir.glob("{}{}-*".format(prefix, digest)))
+
+
+def wheel_requirement(path: Path) -> str:
+    """A requirements-file line installing the wheel at ``path`` with its sha256, for an installer
+    running with --require-hashes (``name @ file:///...whl --hash=sha256:...``)."""
+    path = Path(path).resolve()
+    name = parse_wheel_filename(path.name)[0]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return "{} @ {} --hash=sha256:{}\n".format(name, path.as_uri(), digest)
 
 
 def _clean_copy(root: Path, dst: Path) -> Path:
@@ -108,11 +160,19 @@ def _clean_copy(root: Path, dst: Path) -> Path:
     return dst
 
 
-def _cached(target: Path, digest: str) -> Optional[ProjectWheel]:
+def _wheel_file(target: Path) -> Optional[Path]:
     wheels = sorted(target.glob("*.whl")) if target.is_dir() else []
-    if not wheels:
-        return None
-    return ProjectWheel(path=wheels[0], source_hash=digest, requires=wheel_requires(wheels[0]))
+    return wheels[0] if wheels else None
+
+
+def _cached(target: Path, digest: str) -> ProjectWheel:
+    """The wheel in ``target`` (there is one: the caller holds its lock), its folder stamped as
+    used now: ``env prune --older-than`` reads that stamp."""
+    path = _wheel_file(target)
+    assert path is not None, target
+    with contextlib.suppress(OSError):
+        os.utime(str(target))
+    return ProjectWheel(path=path, source_hash=digest, requires=wheel_requires(path))
 
 
 def wheel_requires(path: Path) -> List[str]:

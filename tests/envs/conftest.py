@@ -63,7 +63,8 @@ def save_model(path: Path, requirements, python=None, conda_only=False, conda_de
 
 @pytest.fixture(scope="session")
 def env_home(tmp_path_factory):
-    """One MLFLOW_DEPLOY_HOME for the session's builds (envs, locks, wheel)."""
+    """One MLFLOW_DEPLOY_HOME for the session's builds (envs, locks, resolutions; the project
+    wheel is in the suite's build cache, tests/conftest.py)."""
     return tmp_path_factory.mktemp("mlflow-deploy-home")
 
 
@@ -106,11 +107,11 @@ def run_python(python, code, **kwargs):
 
 
 def seed_home(source: Path, target: Path) -> Path:
-    """A fresh cache home that already has the session's wheel and resolutions (no envs): the
-    next build resolves nothing and goes straight to installing."""
-    for name in (".wheels", ".resolved"):
-        if (source / "envs" / name).is_dir():
-            shutil.copytree(str(source / "envs" / name), str(target / "envs" / name))
+    """A fresh cache home that already has the session's resolutions (no envs; the wheel is in
+    the shared build cache): the next build resolves nothing and goes straight to installing."""
+    if (source / "envs" / ".resolved").is_dir():
+        shutil.copytree(str(source / "envs" / ".resolved"), str(target / "envs" / ".resolved"),
+                        ignore=shutil.ignore_patterns(".*"))
     return target
 
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from mlflow_deploy.envs import BuildFailed, prepare_environment
-from mlflow_deploy.envs.cache import EnvCache
+from mlflow_deploy.envs.cache import BUILD_CACHE_ENV, EnvCache
 
 from .conftest import (OLD_SKLEARN, prepare_in_subprocess, result_of, run_python, save_model,
                        seed_home)
@@ -191,3 +191,27 @@ def test_virtualenv_manager_builds_with_venv_and_pip(built, env_home, models, tm
     assert venv_env.key == env.key and venv_env.built
     run_python(venv_env.python, "import pip, sklearn; " + SERVER_IMPORTS)
     assert EnvCache(home).read_metadata(venv_env.key)["manager"] == "virtualenv"
+
+
+def test_fresh_homes_share_one_wheel_build(built, env_home, models, tmp_path, monkeypatch):
+    """The project wheel belongs to the sources, not to a home: it is built once into the build
+    cache, and a second fresh home installs the same wheel without building it again."""
+    built("conda_only")  # the session's resolution memos: the homes below resolve nothing
+    monkeypatch.setenv(BUILD_CACHE_ENV, str(tmp_path / "build"))
+    said, envs = {}, {}
+    for name in ("one", "two"):
+        said[name] = []
+        envs[name] = prepare_environment(models["conda_only"],
+                                         home=seed_home(env_home, tmp_path / name),
+                                         progress=said[name].append)
+    assert [m for m in said["one"] if m.startswith("building the mlflow-deploy wheel")]
+    assert not [m for m in said["two"] if "wheel" in m], said["two"]
+    assert envs["one"].key == envs["two"].key and envs["two"].built
+    hashes = {EnvCache(tmp_path / n).read_metadata(envs[n].key)["wheel_hash"] for n in envs}
+    assert [p.name for p in (tmp_path / "build" / "wheels").iterdir()] == list(hashes)
+    assert not (tmp_path / "one" / "envs" / ".wheels").exists()  # nothing of it in the homes
+    # installed in the same call as the lock, with its hash: the env runs our scoring package
+    out = run_python(envs["two"].python, "import mlflow_deploy.scoring.app, importlib.metadata as "
+                     "m; print(m.version('mlflow-deploy'))")
+    assert out.strip()
+    assert not (tmp_path / "two" / "envs" / envs["two"].key / "mlflow-deploy-wheel.txt").exists()

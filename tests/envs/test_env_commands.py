@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_deploy.cli import cli
-from mlflow_deploy.envs.cache import CACHE_ENV, HOME_ENV, EnvCache, tree_size
+from mlflow_deploy.envs.cache import (BUILD_CACHE_ENV, CACHE_ENV, HOME_ENV, BuildCache, EnvCache,
+                                      tree_size)
+from mlflow_deploy.envs.wheel import source_hash
 from mlflow_deploy.store import Deployment, Store
 
 from .conftest import link_env, run_cli, summary
@@ -22,9 +24,11 @@ from .conftest import link_env, run_cli, summary
 DAY = 86400
 
 
-def invoke(args, home, cache=None):
+def invoke(args, home, cache=None, build=None):
+    """The CLI in-process; the build cache is one of the test's own unless ``build`` says."""
     result = CliRunner().invoke(cli, [str(a) for a in args],
-                                env={HOME_ENV: str(home), CACHE_ENV: cache and str(cache)})
+                                env={HOME_ENV: str(home), CACHE_ENV: cache and str(cache),
+                                     BUILD_CACHE_ENV: str(build or str(home) + "-build-cache")})
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -192,7 +196,8 @@ def test_prune_waits_for_the_env_lock_and_spares_an_env_just_used(home):
         cache.record_use(b, [])  # what a build reusing the env does under its lock
     worker.join(timeout=60)
     assert results[0].exit_code == 0, results[0].output
-    assert "removed" not in results[0].stdout and (home / "envs" / b).is_dir()
+    assert "removed {}".format(b) not in results[0].stdout and (home / "envs" / b).is_dir()
+    assert results[0].stdout.splitlines()[-1] == "freed 0 B (0 environments)"
 
 
 def test_env_build_of_a_missing_model_is_one_line(tmp_path):
@@ -211,3 +216,84 @@ def test_space_freed_leaves_out_files_shared_by_hard_links(tmp_path):
     os.link(str(tmp_path / "uv-cache-file"), str(tree / "linked.py"))
     assert tree_size(tree) >= 400_000
     assert 100_000 <= tree_size(tree, exclusive=True) < 200_000
+
+
+def fake_wheel(build, digest, days_ago=0.0):
+    folder = build / "wheels" / digest
+    folder.mkdir(parents=True)
+    (folder / "mlflow_deploy-0.1.0-py3-none-any.whl").write_bytes(b"w" * 50_000)
+    stamp = time.time() - days_ago * DAY
+    os.utime(str(folder), (stamp, stamp))
+    return folder
+
+
+def fake_memo(home, name, text, days_ago=0.0):
+    path = home / "envs" / ".resolved" / (name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    stamp = time.time() - days_ago * DAY
+    os.utime(str(path), (stamp, stamp))
+    return path
+
+
+@pytest.mark.slow
+def test_prune_removes_wheels_resolutions_and_lock_files_nothing_uses(home, tmp_path):
+    """Besides envs: wheels of other sources that no kept env records (a wheel a build holds
+    stays), resolution memos of no kept env, older layouts' wheels, unheld lock files."""
+    home, a, b = home
+    envs, build = home / "envs", tmp_path / "build"
+    deploy(home, "blue", b)  # b stays; a is removed by the last prune
+    for key, digest in ((a, "a0a0a0a0a0a0a0a0"), (b, "b0b0b0b0b0b0b0b0")):
+        meta = json.loads((envs / (key + ".json")).read_text())
+        meta["wheel_hash"] = digest  # as if built from older sources: their wheels stay with them
+        (envs / (key + ".json")).write_text(json.dumps(meta))
+    current = source_hash()  # the installed sources' wheel: always kept
+    wheels = {name: fake_wheel(build, digest, days) for name, digest, days in (
+        ("current", current, 40), ("of a", "a0a0a0a0a0a0a0a0", 40),
+        ("of b", "b0b0b0b0b0b0b0b0", 40), ("old", "0123456789abcdef", 40),
+        ("recent", "2222222222222222", 0), ("held", "1111111111111111", 40))}
+    scratch = build / "wheels" / ".tmp-0123456789abcdef-killed"
+    scratch.mkdir()
+    memos = {"of a": fake_memo(home, "aaaaaaaaaaaaaaaa", (envs / (a + ".lock")).read_text(), 40),
+             "of b": fake_memo(home, "bbbbbbbbbbbbbbbb", (envs / (b + ".lock")).read_text(), 40),
+             "old": fake_memo(home, "cccccccccccccccc", "old==1.0 --hash=sha256:00\n", 40),
+             "recent": fake_memo(home, "dddddddddddddddd", "new==1.0 --hash=sha256:00\n")}
+    legacy = envs / ".wheels" / "3333333333333333"
+    legacy.mkdir(parents=True)
+    (legacy / "mlflow_deploy-0.0.1-py3-none-any.whl").write_bytes(b"l" * 10_000)
+    (envs / ".mutex").mkdir(exist_ok=True)
+    (envs / ".mutex" / "stale").touch()
+
+    with BuildCache(build).wheel_mutex("1111111111111111", shared=True), \
+            EnvCache(home).mutex("busy"):
+        dry = invoke(["env", "prune", "--older-than", "5", "--dry-run"], home, build=build)
+        assert dry.exit_code == 0, dry.output
+        assert "would remove wheel 0123456789abcdef (last used " in dry.stdout
+        assert "kept wheel 1111111111111111: in use by a build" in dry.stdout
+        assert all(p.exists() for p in [*wheels.values(), *memos.values(), legacy, scratch])
+
+        older = invoke(["env", "prune", "--older-than", "5"], home, build=build)
+        assert older.exit_code == 0, older.output
+        out = older.stdout
+        assert "removed wheel 0123456789abcdef (last used " in out
+        assert "removed wheel 3333333333333333 (in {}".format(envs / ".wheels") in out
+        assert "kept wheel 1111111111111111: in use by a build" in out
+        assert "removed 1 cached resolution" in out  # "old"; a's and b's envs are kept
+        assert "removed 1 leftover of a killed build" in out
+        assert re.search(r"removed \d+ unused lock files?", out)
+        assert re.fullmatch(r"freed [\d.]+ KB \(0 environments, 2 wheels, 1 resolution\)",
+                            out.splitlines()[-1]), out
+    assert [name for name, path in wheels.items() if not path.exists()] == ["old"]
+    assert [name for name, path in memos.items() if not path.exists()] == ["old"]
+    assert not (envs / ".wheels").exists() and not scratch.exists()
+    assert not (envs / ".mutex" / "stale").exists() and (envs / ".mutex" / "busy").exists()
+
+    everything = invoke(["env", "prune"], home, build=build)  # a goes, and what only it used
+    assert "removed {} (".format(a) in everything.stdout, everything.stdout
+    for digest in ("a0a0a0a0a0a0a0a0", "2222222222222222", "1111111111111111"):
+        assert "removed wheel {}".format(digest) in everything.stdout  # 1111: no build holds it
+    assert sorted(p.name for p in (build / "wheels").iterdir()) == sorted(
+        [current, "b0b0b0b0b0b0b0b0"])  # the installed sources' wheel, and b's
+    assert sorted(p.name for p in memos.values() if p.exists()) == ["bbbbbbbbbbbbbbbb.lock"]
+    assert (envs / b / "bin" / "python").exists()
+    assert not list((envs / ".mutex").iterdir())  # nobody holds any
