@@ -15,13 +15,22 @@ so that ours and MLflow's share the machine's load:
               and the same with ``mlflow`` stubbed in sys.modules (the floor without its import).
 2. warm       a new env with a warm package cache: ``mlflow-deploy env build`` with a fresh
               MLFLOW_DEPLOY_HOME, against ``prepare-env`` with a fresh MLFLOW_ENV_ROOT; the uv cache
-              is the user's (warm; the warm-up builds fill it), pip's a private warmed one.
-3. cold       as 2 with an empty UV_CACHE_DIR (and PIP_CACHE_DIR) each time: network-bound.
+              is the user's (warm; the warm-up builds fill it), pip's a private warmed one, and
+              our build cache (the project wheel, per source hash) the user's default one
+              (``~/.cache/mlflow-deploy``, warm: the warm-up builds the wheel). The fresh home
+              has no resolution memo, so each cell resolves (``uv pip compile``), as a new env does.
+3. cold       as 2 with an empty UV_CACHE_DIR (and PIP_CACHE_DIR) each time, and for ours an empty
+              MLFLOW_DEPLOY_BUILD_CACHE too (the wheel is built in the cell): network-bound.
 4. serve      ``create_deployment`` (in-process) until the first 200 to a POST of the payload,
               env cached, against ``mlflow models serve --env-manager uv`` until /ping answers and
               until the first 200 of /invocations, env reused, and again with a second MLflow env
               built with UV_COMPILE_BYTECODE=1 (ours are byte-compiled; MLflow's are not by
               default); every server binds 127.0.0.1 on a free port and is stopped after its cell.
+              Ours twice: ``ours-create``, forked from the env's fork server (online/forkserver.py;
+              the warm-up's create started it, as a user's first deployment of the env does), and
+              ``ours-create-exec`` with fork servers off (MLFLOW_DEPLOY_FORKSERVER_IDLE_S=0), i.e.
+              the first deployment of an env. The bench's fork servers live in its own run folder
+              and are stopped at exit.
 
 Our code runs from a snapshot of this checkout's ``pyproject.toml``/``README.md``/
 ``mlflow_deploy/`` taken at start (byte-compiled, as an installed package is), so that edits made
@@ -64,8 +73,9 @@ POLL_S = 0.02
 CELL_TIMEOUT_S = 1800
 
 # variables that would redirect a tool's state away from the folders this benchmark gives it
-_SCRUB = ("MLFLOW_DEPLOY_HOME", "MLFLOW_DEPLOY_ENV_CACHE", "MLFLOW_ENV_ROOT", "UV_CACHE_DIR",
-          "PIP_CACHE_DIR", "UV_COMPILE_BYTECODE", "PYTHONPATH", "MLFLOW_TRACKING_URI")
+_SCRUB = ("MLFLOW_DEPLOY_HOME", "MLFLOW_DEPLOY_ENV_CACHE", "MLFLOW_DEPLOY_BUILD_CACHE",
+          "MLFLOW_ENV_ROOT", "UV_CACHE_DIR", "PIP_CACHE_DIR", "UV_COMPILE_BYTECODE", "PYTHONPATH",
+          "MLFLOW_TRACKING_URI")
 
 
 # -- machine ----------------------------------------------------------------------------------------
@@ -271,6 +281,10 @@ class Bench:
         self.warmup["ours-api"] = {"seconds": time.monotonic() - t0, "built": env.built,
                                    "key": env.key, "python": env.python}
         self.ours_key = env.key
+        # the env's first deployment: writes the env's .pyc and starts its fork server, which
+        # the "ours-create" cells then fork from
+        first = self.cell_ours_create()
+        self.warmup["ours-first-create"] = {k: first.get(k) for k in ("seconds", "ok", "error")}
         for name, manager, extra in (("mlflow-uv", "uv", {}),
                                      ("mlflow-uv-pyc", "uv", {"UV_COMPILE_BYTECODE": "1"}),
                                      ("mlflow-virtualenv", "virtualenv", {})):
@@ -286,7 +300,7 @@ class Bench:
                     name, out["rc"], "\n".join(l for _, l in out["lines"][-15:])), flush=True)
         self.mlflow_env_size = {k: _du(v) for k, v in self.roots.items() if v.exists()}
         self.ours_env_size = _du(self.home / "envs" / self.ours_key)
-        print("warm-up done: " + ", ".join("{} {:.1f}s".format(k, v["seconds"])
+        print("warm-up done: " + ", ".join("{} {:.1f}s".format(k, v.get("seconds") or float("nan"))
                                            for k, v in self.warmup.items()), flush=True)
 
     # cells ------------------------------------------------------------------------------------
@@ -343,15 +357,18 @@ class Bench:
     def cell_ours_new(self, cold: bool) -> Dict[str, Any]:
         home = self.fresh("home-new")
         uv_cache = self.fresh("uv-cache") if cold else None
+        build_cache = self.fresh("build-cache") if cold else None  # warm: the user's
         try:
-            extra = {"UV_CACHE_DIR": str(uv_cache)} if cold else {}
+            extra = {"UV_CACHE_DIR": str(uv_cache),
+                     "MLFLOW_DEPLOY_BUILD_CACHE": str(build_cache)} if cold else {}
             result = self.cell_ours_cli(home, **extra)
             result["env_bytes"] = _du(home / "envs")
             return result
         finally:
             rmtree(home)
-            if uv_cache:
-                rmtree(uv_cache)
+            for cache in (uv_cache, build_cache):
+                if cache:
+                    rmtree(cache)
 
     def cell_mlflow_new(self, manager: str, cold: bool) -> Dict[str, Any]:
         root = self.fresh("mlflow-root-new")
@@ -369,9 +386,17 @@ class Bench:
             if cache:
                 rmtree(cache)
 
-    def cell_ours_create(self) -> Dict[str, Any]:
-        """create_deployment in this process (env cached under self.home) -> first 200."""
+    def cell_ours_create(self, fork_servers: bool = True) -> Dict[str, Any]:
+        """create_deployment in this process (env cached under self.home) -> first 200; with
+        ``fork_servers`` off, the server is started by exec (an env's first deployment)."""
         from mlflow_deploy.online import create_deployment, delete_deployment
+        from mlflow_deploy.online.forkserver import IDLE_ENV
+        if not fork_servers:
+            os.environ[IDLE_ENV] = "0"
+            try:
+                return self.cell_ours_create()
+            finally:
+                os.environ.pop(IDLE_ENV, None)
         name = "bench-{}".format(self._seq)
         self._seq += 1
         body = json.dumps(self.payload).encode()
@@ -513,8 +538,9 @@ print(json.dumps({"gunicorn+flask": t[1]-t[0], "our scoring modules": t[2]-t[1],
         return steps
 
     def profile_warm_build(self) -> Dict[str, Any]:
-        """One new env (fresh home, warm uv cache) in-process, twice: as shipped, and with the
-        installer's --compile-bytecode removed, to show what compiling every module costs."""
+        """One new env (fresh home, warm uv cache and build cache) in-process, twice: as shipped,
+        and with the installer's --compile-bytecode removed (a no-op since envs are installed
+        without bytecode), with each installer call timed."""
         from mlflow_deploy.envs import build, prepare_environment
         result: Dict[str, Any] = {}
         original = build.run
@@ -583,6 +609,9 @@ print(json.dumps({"gunicorn+flask": t[1]-t[0], "our scoring modules": t[2]-t[1],
         # starts inherit it, which is harmless); no shared env cache may redirect the envs
         os.environ["MLFLOW_DEPLOY_HOME"] = str(self.home)
         os.environ.pop("MLFLOW_DEPLOY_ENV_CACHE", None)
+        # the user's default build cache, as the CLI cells get it (base_env scrubs the variable)
+        os.environ.pop("MLFLOW_DEPLOY_BUILD_CACHE", None)
+        os.environ["MLFLOW_DEPLOY_RUN_DIR"] = str(self.tmp / "run")
         self.make_model()
         self.warm_up()
 
@@ -598,6 +627,7 @@ print(json.dumps({"gunicorn+flask": t[1]-t[0], "our scoring modules": t[2]-t[1],
         self.scenario("reuse", reuse, args.runs, retry_built=True)
 
         serve = {"ours-create": self.cell_ours_create,
+                 "ours-create-exec": lambda: self.cell_ours_create(fork_servers=False),
                  "mlflow-uv": lambda: self.cell_mlflow_serve(self.roots["uv"]),
                  "mlflow-uv-pyc": lambda: self.cell_mlflow_serve(self.roots["uv-pyc"])}
         self.scenario("serve", serve, args.runs, retry_built=True)
@@ -662,6 +692,9 @@ print(json.dumps({"gunicorn+flask": t[1]-t[0], "our scoring modules": t[2]-t[1],
             for name in list(self._deployments):
                 with contextlib.suppress(Exception):
                     delete_deployment(name)
+        if self.tmp.exists():
+            from mlflow_deploy.online.forkserver import stop_all
+            stop_all(self.tmp / "run")
         rmtree(self.tmp)
 
 
@@ -819,6 +852,12 @@ def report(data: Dict[str, Any]) -> str:
                              ratio(ours, serve.get("mlflow-uv")),
                              fmt(serve.get("mlflow-uv-pyc")),
                              ratio(ours, serve.get("mlflow-uv-pyc"))))
+    exec_start = serve.get("ours-create-exec")
+    lines.append("| first successful prediction, fork servers off (an env's first deployment) | {} "
+                 "| {} | {} | {} | {} | |".format(
+                     fmt(exec_start), fmt(serve.get("mlflow-uv")),
+                     ratio(exec_start, serve.get("mlflow-uv")), fmt(serve.get("mlflow-uv-pyc")),
+                     ratio(exec_start, serve.get("mlflow-uv-pyc"))))
     lines.append("| server ready (ours: create_deployment returned; MLflow: /ping 200) | {} | {} | "
                  "| {} | | |".format(fmt(ours, "create_returned"),
                                      fmt(serve.get("mlflow-uv"), "ping"),

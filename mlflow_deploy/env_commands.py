@@ -33,7 +33,7 @@ from mlflow_deploy.errors import AlreadyExists, InvalidParameter, NotFound
 
 __all__ = ["env_group", "package_command"]
 
-_BUILD_MANAGERS = ["uv", "virtualenv"]  # local and conda build nothing to cache
+_BUILD_MANAGERS = ["uv", "virtualenv", "conda"]  # local builds nothing to cache
 
 
 def _say(message: str) -> None:
@@ -62,7 +62,8 @@ def env_group():
 @env_group.command("build")
 @click.argument("model_uri")
 @click.option("--env-manager", type=click.Choice(_BUILD_MANAGERS), default="uv",
-              show_default=True, help="uv, or virtualenv (venv + pip; the lock still uses uv).")
+              show_default=True, help="uv, virtualenv (venv + pip; the lock still uses uv), or "
+              "conda (conda-lock and conda, mamba or micromamba on PATH).")
 @click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
               show_default=True, help="nearest: use the closest Python if the model's is missing.")
 @click.option("--refresh", is_flag=True, help="Resolve the requirements again (newer versions "

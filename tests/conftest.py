@@ -30,6 +30,38 @@ def shared_env_cache():
         os.environ.pop(CACHE_ENV, None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_build_cache():
+    """The project wheel every env gets is built once per source hash into a build cache in the
+    checkout (gitignored), not the user's ~/.cache/mlflow-deploy: a test run writes nothing
+    outside the checkout and its temporary folders, and CI on a fresh machine needs no home."""
+    from mlflow_deploy.envs.cache import BUILD_CACHE_ENV
+
+    saved = os.environ.get(BUILD_CACHE_ENV)
+    path = saved or os.path.join(ROOT, ".mlflow-deploy", "build")
+    os.environ[BUILD_CACHE_ENV] = path
+    yield path
+    if saved is None:
+        os.environ.pop(BUILD_CACHE_ENV, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fork_servers(tmp_path_factory):
+    """The suite's fork servers (online/forkserver.py) keep their sockets in a folder of its own
+    and are all stopped at the end; the servers they started are stopped by their tests."""
+    from mlflow_deploy.online import forkserver
+
+    path = str(tmp_path_factory.mktemp("run"))
+    saved = os.environ.get(forkserver.RUN_DIR_ENV)
+    os.environ[forkserver.RUN_DIR_ENV] = path
+    yield path
+    forkserver.stop_all(path)
+    if saved is None:
+        os.environ.pop(forkserver.RUN_DIR_ENV, None)
+    else:
+        os.environ[forkserver.RUN_DIR_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
     """A local SQLite tracking store and registry for the whole session (DESIGN: embedded defaults)."""

@@ -103,6 +103,7 @@ def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
     config_path = deployment_dir / "server.json"
     config.write(str(config_path))
     Path(config.ready_file).unlink(missing_ok=True)
+    supervisor.clear_stale_pidfile(config.pidfile, config_path)
     offset = supervisor.log_size(log_path)
     pid = supervisor.start_server(config_path, log_path, python=config.python)
     try:

@@ -4,8 +4,8 @@ from the dead.
 A server is a gunicorn master started in its own session, so it outlives the command that started
 it. Its truth is on disk next to its ServerConfig: gunicorn's pidfile and the ready file the master
 writes once the model is loaded (``{"revision", "pid", "ok", "error"}``). Liveness never trusts a
-pid alone: a zombie is dead, and a pid that no longer carries our config path in its environment
-(reused after a reboot) is not ours.
+pid alone: a zombie is dead, and a pid that neither carries our config path in its environment nor
+runs in the config's folder (a pid reused after a reboot) is not ours.
 """
 
 import json
@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional
 import requests
 
 from mlflow_deploy.errors import InvalidState, ServerFailed
+from mlflow_deploy.online import forkserver
 from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
 
 __all__ = [
@@ -101,12 +102,21 @@ def port_is_free(port: int) -> bool:
 def start_server(
     config_path: os.PathLike, log_path: os.PathLike, python: Optional[str] = None
 ) -> int:
-    """Start a detached gunicorn master (its own session) and return its pid; do not wait."""
+    """Start a detached gunicorn master (its own session) and return its pid; do not wait.
+
+    A built environment's master is forked from the env's warm fork server when it can be
+    (online/forkserver.py); the control plane's own interpreter (env_manager local) is not, as
+    packages installed into it later would not reach a fork server that imported them before."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    command, env = gunicorn_command(python), server_env(config_path)
+    if python and os.path.abspath(python) != os.path.abspath(sys.executable):
+        pid = forkserver.spawn(python, command[1:], env, Path(config_path).parent, log_path)
+        if pid is not None:
+            return pid
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            gunicorn_command(python),
-            env=server_env(config_path),
+            command,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -116,6 +126,20 @@ def start_server(
         )
     _children[proc.pid] = proc
     return proc.pid
+
+
+def clear_stale_pidfile(pidfile: Optional[str], config_path: os.PathLike) -> None:
+    """gunicorn refuses to start while its pidfile names a process that exists, and a killed
+    master forked by a fork server stays a zombie until init reaps it: drop a pidfile whose
+    process is not a live server of this config."""
+    if not pidfile:
+        return
+    try:
+        pid = int(Path(pidfile).read_text().strip())
+    except (OSError, ValueError):
+        return
+    if not is_alive(pid, config_path):
+        Path(pidfile).unlink(missing_ok=True)
 
 
 def run_foreground(config_path: os.PathLike, python: Optional[str] = None) -> int:
@@ -205,11 +229,21 @@ def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> b
         # a multi-threaded master shows Z while its other threads still exit: it cannot be
         # reaped yet, but it is dead; a later _reap (or stop's wait) collects it
         return False
-    if config_path is not None:
-        env = _environ(pid)
-        if env is not None and env.get(CONFIG_ENV) != str(config_path):
-            return False
+    if config_path is not None and not _serves(pid, config_path):
+        return False
     return True
+
+
+def _serves(pid: int, config_path: os.PathLike) -> bool:
+    """A master started by exec carries the config path in its environment; one forked by a fork
+    server shows the fork server's, but runs in the config's folder (a deployment's own)."""
+    env = _environ(pid)
+    if env is None or env.get(CONFIG_ENV) == str(config_path):
+        return True
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == os.path.abspath(os.path.dirname(config_path))
+    except OSError:
+        return False
 
 
 def is_healthy(port: int, timeout: float = 2.0) -> bool:

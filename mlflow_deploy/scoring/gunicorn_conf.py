@@ -28,8 +28,10 @@ proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")
 
 
 def when_ready(server):
+    from mlflow_deploy.scoring.forkserver import report_modules
     from mlflow_deploy.scoring.wsgi import write_ready
 
+    report_modules()  # a master forked by the env's fork server: what to import there next time
     if not _config.scoring_script:  # a scoring script is ready once its workers ran init()
         write_ready(_config, ok=True)
 

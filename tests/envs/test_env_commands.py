@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from mlflow_deploy.cli import cli
 from mlflow_deploy.envs.cache import (BUILD_CACHE_ENV, CACHE_ENV, HOME_ENV, BuildCache, EnvCache,
                                       tree_size)
+from mlflow_deploy.envs.managers import find_conda
 from mlflow_deploy.envs.wheel import source_hash
 from mlflow_deploy.store import Deployment, Store
 
@@ -205,6 +206,14 @@ def test_env_build_of_a_missing_model_is_one_line(tmp_path):
     assert result.exit_code == 3
     assert result.stderr == ("Error: No model directory at the path given as the model URI "
                              "(local path).\n")
+
+
+@pytest.mark.skipif(find_conda() is not None, reason="conda is on PATH: it would build")
+def test_env_build_with_conda_and_no_conda_is_one_line(models, tmp_path):
+    result = run_cli(["env", "build", "--env-manager", "conda", models["conda_only"]], tmp_path)
+    assert result.returncode == 7 and result.stdout == ""
+    assert result.stderr.startswith("Error: env_manager conda needs conda, mamba or micromamba")
+    assert "env_manager: uv" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_space_freed_leaves_out_files_shared_by_hard_links(tmp_path):

@@ -14,7 +14,8 @@ from mlflow_deploy.store import HOME_ENV, Store
 
 
 def server_pids_under(home: Path) -> List[int]:
-    """Live (non-zombie) processes started with a server config inside ``home``."""
+    """Live (non-zombie) processes started with a server config inside ``home``, or forked by a
+    fork server into a folder inside it."""
     from mlflow_deploy.online.supervisor import _environ, _proc_state
 
     found = []
@@ -23,11 +24,12 @@ def server_pids_under(home: Path) -> List[int]:
         if not entry.isdigit():
             continue
         env = _environ(int(entry)) or {}
-        if env.get(CONFIG_ENV, "").startswith(prefix) and _proc_state(int(entry)) not in (
-            None,
-            "Z",
-            "X",
-        ):
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            cwd = ""
+        ours = env.get(CONFIG_ENV, "").startswith(prefix) or cwd.startswith(prefix + os.sep)
+        if ours and _proc_state(int(entry)) not in (None, "Z", "X"):
             found.append(int(entry))
     return found
 
