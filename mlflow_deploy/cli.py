@@ -4,7 +4,7 @@ Every failure ends in one line ``Error: ...`` and a non-zero exit code, never a 
 errors are click exceptions already, and the group turns any other MLflow or OS error into one.
 
 Nothing here imports mlflow at start (about 1.7 s of every call): the commands that need it import
-it themselves (DESIGN §2, mlflow_deploy/errors.py), and a test keeps it so.
+it themselves (see mlflow_deploy/errors.py), and a test keeps it so.
 """
 
 import sys
