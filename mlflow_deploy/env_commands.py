@@ -21,7 +21,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import click
 
@@ -139,6 +139,7 @@ def prune_command(older_than: Optional[float], dry_run: bool):
     files the environment shares with uv's cache (hard links).
     """
     from mlflow_deploy.envs.sweep import LOCK_FILE, RESOLUTION, SCRATCH, WHEEL, sweep
+    from mlflow_deploy.online import forkserver
     from mlflow_deploy.store import Store
 
     cache = EnvCache()
@@ -147,7 +148,9 @@ def prune_command(older_than: Optional[float], dry_run: bool):
     store = Store()
     with store.lock():  # deployments change under this lock: none starts using an env meanwhile
         in_use = _deployments_using(cache, store)
-        running = _running_envs(cache)
+        # an env's fork server (online/forkserver.py) does not keep it: it is stopped with it
+        fork_servers = forkserver.running()
+        running = _running_envs(cache, ignore=fork_servers)
         for key in cache.keys():
             if not _unused_since(cache, key, cutoff):
                 continue
@@ -161,6 +164,10 @@ def prune_command(older_than: Optional[float], dry_run: bool):
                     continue
                 size = tree_size(cache.env_dir(key), exclusive=True)
                 if not dry_run:
+                    inside = str(cache.env_dir(key)) + os.sep
+                    for pid, python in fork_servers.items():
+                        if python.startswith(inside):
+                            forkserver.stop(pid)
                     cache.remove(key)
             removed += 1
             freed += size
@@ -273,14 +280,16 @@ def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
     return used
 
 
-def _running_envs(cache: EnvCache) -> Dict[str, List[int]]:
-    """Env key -> pids of live processes whose command line runs something from that env."""
+def _running_envs(cache: EnvCache, ignore: Iterable[int] = ()) -> Dict[str, List[int]]:
+    """Env key -> pids of live processes whose command line runs something from that env,
+    leaving out the pids in ``ignore``."""
+    ignore = set(ignore)
     prefix = str(cache.root) + os.sep
     found: Dict[str, List[int]] = {}
     if not os.path.isdir("/proc"):
         return found
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) in ignore:
             continue
         try:
             with open(os.path.join(entry.path, "cmdline"), "rb") as handle:

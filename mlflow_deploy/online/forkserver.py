@@ -14,6 +14,7 @@ socket paths are limited to 107 bytes.
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,7 +24,7 @@ from typing import Dict, List, Optional
 from mlflow_deploy.envs.cache import file_lock
 from mlflow_deploy.scoring.config import CONFIG_ENV
 
-__all__ = ["RUN_DIR_ENV", "IDLE_ENV", "spawn", "run_dir", "stop_all"]
+__all__ = ["RUN_DIR_ENV", "IDLE_ENV", "spawn", "run_dir", "running", "stop", "stop_all"]
 
 RUN_DIR_ENV = "MLFLOW_DEPLOY_RUN_DIR"
 IDLE_ENV = "MLFLOW_DEPLOY_FORKSERVER_IDLE_S"
@@ -149,23 +150,38 @@ def _reap() -> None:
             _started.remove(proc)
 
 
-def stop_all(directory: Optional[os.PathLike] = None) -> int:
-    """Stop every fork server that keeps its socket in ``directory`` (default: run_dir());
-    servers they started keep running. Returns how many were stopped."""
-    import signal
-
-    stopped = 0
+def running(directory: Optional[os.PathLike] = None) -> Dict[int, str]:
+    """pid -> interpreter of every live fork server keeping its socket in ``directory`` (default:
+    run_dir()). Servers forked from one show its command line too, but are not listed here."""
+    found = {}
     for pidfile in Path(directory or run_dir()).glob("*.sock.pid"):
         try:
             pid = int(pidfile.read_text().strip())
-            cmdline = Path("/proc/{}/cmdline".format(pid)).read_bytes()
+            argv = Path("/proc/{}/cmdline".format(pid)).read_bytes().split(b"\0")
         except (OSError, ValueError):
-            pidfile.unlink(missing_ok=True)
             continue
-        if b"mlflow_deploy.scoring.forkserver" in cmdline:
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
-        for leftover in (pidfile, pidfile.with_suffix(""), pidfile.with_suffix(".modules")):
-            leftover.unlink(missing_ok=True)
+        if b"mlflow_deploy.scoring.forkserver" in argv:
+            found[pid] = argv[0].decode("utf-8", "replace")
+    return found
+
+
+def stop(pid: int) -> None:
+    """SIGTERM a fork server; the servers it started keep running."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
     _reap()
-    return stopped
+
+
+def stop_all(directory: Optional[os.PathLike] = None) -> int:
+    """Stop every fork server that keeps its socket in ``directory`` (default: run_dir()) and
+    remove their files; servers they started keep running. Returns how many were stopped."""
+    directory = Path(directory or run_dir())
+    pids = running(directory)
+    for pid in pids:
+        stop(pid)
+    for pattern in ("*.sock", "*.sock.pid", "*.sock.modules"):
+        for leftover in directory.glob(pattern):
+            leftover.unlink(missing_ok=True)
+    return len(pids)

@@ -18,6 +18,7 @@ from mlflow_deploy.envs.cache import (BUILD_CACHE_ENV, CACHE_ENV, HOME_ENV, Buil
                                       tree_size)
 from mlflow_deploy.envs.managers import find_conda
 from mlflow_deploy.envs.wheel import source_hash
+from mlflow_deploy.online import forkserver
 from mlflow_deploy.store import Deployment, Store
 
 from .conftest import link_env, run_cli, summary
@@ -179,6 +180,33 @@ def test_prune_keeps_envs_of_other_homes_and_of_running_processes(home, tmp_path
         proc.wait()
     assert "removed {}".format(b) in invoke(["env", "prune"], here, cache=shared).stdout
     assert (shared / a).is_dir()
+
+
+@pytest.mark.slow
+def test_prune_stops_the_fork_server_of_an_env_it_removes(home, tmp_path, monkeypatch):
+    """An env's fork server (online/forkserver.py) is no user of it: prune stops it, then removes
+    the env; a fork server of an env that is kept keeps running."""
+    cache_home, a, b = home
+    shared = cache_home / "envs"
+    monkeypatch.setenv(forkserver.RUN_DIR_ENV, str(tmp_path / "run"))
+    deploy(cache_home, "green", a)
+    started = []
+    for key in (a, b):
+        python, env = str(shared / key / "bin" / "python"), dict(os.environ)
+        assert forkserver._start(python, forkserver.socket_path(python, env), env, 120)
+        started.append(python)
+    servers = {python: pid for pid, python in forkserver.running().items()}
+    assert sorted(servers) == sorted(started)
+    try:
+        result = invoke(["env", "prune"], cache_home, cache=shared)
+        assert "kept {}: in use by green".format(a) in result.stdout
+        assert "removed {}".format(b) in result.stdout and not (shared / b).exists()
+        deadline = time.monotonic() + 10
+        while forkserver.running() != {servers[started[0]]: started[0]}:
+            assert time.monotonic() < deadline, forkserver.running()
+            time.sleep(0.1)
+    finally:
+        forkserver.stop_all()
 
 
 @pytest.mark.slow
