@@ -41,10 +41,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar, Union
+
+T = TypeVar("T")
 
 __all__ = ["HOME_ENV", "CACHE_ENV", "BUILD_CACHE_ENV", "EnvCache", "BuildCache", "file_lock",
-           "try_remove_lock_file", "atomic_write", "sha256_text", "tree_size"]
+           "memoised", "try_remove_lock_file", "atomic_write", "sha256_text", "tree_size"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
@@ -106,6 +108,29 @@ def file_lock(path: Path, shared: bool = False, blocking: bool = True) -> Iterat
     finally:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+
+
+def memoised(mutex: Callable[..., Any], read: Callable[[], Optional[T]], make: Callable[[], None],
+             hold: contextlib.ExitStack, refresh: bool = False) -> Tuple[T, bool]:
+    """The cache's one protocol for an entry made once and then shared (a resolution memo, our
+    wheel): ``read()`` under ``mutex(shared=True)``, kept in ``hold`` so that ``env prune`` (which
+    takes ``mutex()`` exclusively) leaves the entry alone until ``hold`` closes; if there is none
+    (or ``refresh``), ``make()`` it under ``mutex()``, once even when several callers race, then
+    take it like any other reader. Returns (entry, whether this call made it)."""
+    made = False
+    while True:
+        if not refresh:
+            with contextlib.ExitStack() as shared:
+                shared.enter_context(mutex(shared=True))
+                value = read()
+                if value is not None:
+                    hold.enter_context(shared.pop_all())
+                    return value, made
+        with mutex():
+            if refresh or read() is None:  # else made by a concurrent caller meanwhile
+                make()
+                made = True
+        refresh = False  # made: loop to take it, shared, like any other reader
 
 
 def _same_file(path: Path, fd: int) -> bool:

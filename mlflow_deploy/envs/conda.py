@@ -25,6 +25,7 @@ a venv:
 This module never imports mlflow.
 """
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -42,7 +43,8 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 from mlflow_deploy.envs.build import venv_python
-from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, sha256_text, tree_size
+from mlflow_deploy.envs.cache import (BuildCache, EnvCache, atomic_write, memoised, sha256_text,
+                                      tree_size)
 from mlflow_deploy.envs.conda_names import CONDA_TO_PYPI
 from mlflow_deploy.envs.errors import BuildFailed, ManagerUnavailable, RequirementsError
 from mlflow_deploy.envs.indexes import IndexOptions
@@ -50,8 +52,8 @@ from mlflow_deploy.envs.inference import inference_requirements
 from mlflow_deploy.envs.lock import Lock, read_memo
 from mlflow_deploy.envs.managers import require_conda
 from mlflow_deploy.envs.pythons import parse_python_version
-from mlflow_deploy.envs.requirements import (ModelRequirements, _load_yaml, _mlmodel_python,
-                                             _requirement_lines, canonical_name, conda_to_pip,
+from mlflow_deploy.envs.requirements import (ModelRequirements, load_yaml, mlmodel_python,
+                                             requirement_lines, canonical_name, conda_to_pip,
                                              read_model_requirements)
 from mlflow_deploy.envs.runner import run
 from mlflow_deploy.envs.wheel import project_wheel
@@ -136,9 +138,9 @@ def conda_lock_input(model_dir, wheel_requires: List[str]) -> CondaInput:
     model_dir = Path(model_dir)
     conda_file = model_dir / "conda.yaml"
     if conda_file.is_file():
-        data, source = _load_yaml(conda_file), conda_file.name
+        data, source = load_yaml(conda_file), conda_file.name
         conda_specs, pip_lines = _split_dependencies(data, model_dir, source)
-        python = _conda_python(conda_specs, source) or _mlmodel_python(model_dir)
+        python = _conda_python(conda_specs, source) or mlmodel_python(model_dir)
         if python is not None and not any(_conda_name(s) == "python" for s in conda_specs):
             conda_specs.insert(0, "python={}.{}".format(*python))
     else:  # MLflow always writes conda.yaml; older or hand-made models may only have the others
@@ -176,7 +178,7 @@ def _split_dependencies(data: Dict[str, Any], model_dir: Path,
             if set(dep) - {"pip"}:
                 raise RequirementsError("{}: unexpected entry {} in dependencies".format(
                     source, ", ".join("'{}'".format(k) for k in dep)))
-            pip_lines.extend(_requirement_lines([str(d) for d in dep.get("pip") or []],
+            pip_lines.extend(requirement_lines([str(d) for d in dep.get("pip") or []],
                                                 model_dir, source))
         else:
             conda_specs.append(str(dep).strip())
@@ -298,22 +300,15 @@ def lock_conda(input_text: str, platform: str, cache: EnvCache, conda: str,
     inputs_hash = sha256_text(_INPUT_FORMAT, input_text, platform)[:16]
     name = "conda-" + inputs_hash
     memo = cache.resolved_file(name)
-    resolved = False
-    while True:
-        if not refresh:
-            with contextlib.ExitStack() as shared:
-                shared.enter_context(cache.mutex("resolve-" + name, shared=True))
-                text = read_memo(memo)
-                if text is not None:
-                    hold.enter_context(shared.pop_all())
-                    return Lock(text, inputs_hash, resolved=resolved)
-        with cache.mutex("resolve-" + name):
-            if refresh or read_memo(memo) is None:  # else locked by a concurrent caller
-                progress("locking conda.yaml for {} (conda-lock, with {})".format(platform, conda))
-                atomic_write(memo, _conda_lock(input_text, platform, memo.parent, name, conda,
-                                               conda_lock))
-                resolved = True
-        refresh = False  # then take the memo like any other user of it
+
+    def make() -> None:
+        progress("locking conda.yaml for {} (conda-lock, with {})".format(platform, conda))
+        atomic_write(memo, _conda_lock(input_text, platform, memo.parent, name, conda,
+                                       conda_lock))
+
+    text, resolved = memoised(functools.partial(cache.mutex, "resolve-" + name),
+                              lambda: read_memo(memo), make, hold, refresh)
+    return Lock(text, inputs_hash, resolved=resolved)
 
 
 def _conda_lock(input_text: str, platform: str, folder: Path, name: str, conda: str,

@@ -7,12 +7,13 @@ deliberately does not include the wheel's content hash: editing scoring/ rebuild
 has the wheel hash) but does not re-resolve.
 """
 import contextlib
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from mlflow_deploy.envs.cache import EnvCache, atomic_write, sha256_text
+from mlflow_deploy.envs.cache import EnvCache, atomic_write, memoised, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.pythons import Interpreter
@@ -55,24 +56,16 @@ def resolve(input_text: str, interpreter: Interpreter, indexes: IndexOptions, ca
             return resolve(input_text, interpreter, indexes, cache, refresh, progress, uv, brief)
     inputs_hash = sha256_text(input_text, interpreter.identity(), indexes.identity())[:16]
     memo = cache.resolved_file(inputs_hash)
-    name = "resolve-" + inputs_hash
-    resolved = False
-    while True:
-        if not refresh:
-            with contextlib.ExitStack() as shared:
-                shared.enter_context(cache.mutex(name, shared=True))
-                text = read_memo(memo)
-                if text is not None:
-                    hold.enter_context(shared.pop_all())
-                    return Lock(text, inputs_hash, resolved=resolved)
-        with cache.mutex(name):
-            if refresh or read_memo(memo) is None:  # else resolved by a concurrent caller
-                progress("resolving the model's requirements for Python {} (uv pip compile)"
-                         .format(interpreter.version))
-                atomic_write(memo, _compile(input_text, interpreter, indexes, memo.parent,
-                                            inputs_hash, uv))
-                resolved = True
-        refresh = False  # then take the memo like any other user of it
+
+    def make() -> None:
+        progress("resolving the model's requirements for Python {} (uv pip compile)".format(
+            interpreter.version))
+        atomic_write(memo, _compile(input_text, interpreter, indexes, memo.parent, inputs_hash,
+                                    uv))
+
+    text, resolved = memoised(functools.partial(cache.mutex, "resolve-" + inputs_hash),
+                              lambda: read_memo(memo), make, hold, refresh)
+    return Lock(text, inputs_hash, resolved=resolved)
 
 
 def _compile(input_text: str, interpreter: Interpreter, indexes: IndexOptions, folder: Path,

@@ -17,7 +17,8 @@ from mlflow_deploy.envs.conda_names import CONDA_ONLY, CONDA_TO_PYPI
 from mlflow_deploy.envs.errors import RequirementsError
 from mlflow_deploy.envs.pythons import parse_python_version
 
-__all__ = ["ModelRequirements", "read_model_requirements", "conda_to_pip", "canonical_name"]
+__all__ = ["ModelRequirements", "read_model_requirements", "conda_to_pip", "canonical_name",
+           "load_yaml", "requirement_lines", "mlmodel_python"]
 
 #: Installer-only packages a python_env.yaml lists as build dependencies: uv and venv bring their own.
 _INSTALLER_TOOLS = {"pip", "wheel"}
@@ -63,14 +64,14 @@ def read_model_requirements(model_dir) -> ModelRequirements:
     if conda.is_file():
         return _from_conda(conda)
     if requirements_txt.is_file():
-        return ModelRequirements(python=_mlmodel_python(model_dir),
+        return ModelRequirements(python=mlmodel_python(model_dir),
                                  lines=_read_requirements_file(requirements_txt),
                                  source=requirements_txt.name)
     raise RequirementsError("the model folder has no python_env.yaml, conda.yaml or "
                             "requirements.txt: cannot tell which packages it needs")
 
 
-def _load_yaml(path: Path) -> dict:
+def load_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -82,7 +83,7 @@ def _load_yaml(path: Path) -> dict:
 
 
 def _from_python_env(path: Path) -> ModelRequirements:
-    data = _load_yaml(path)
+    data = load_yaml(path)
     python = data.get("python")
     if not python:
         raise RequirementsError("{}: no 'python' version".format(path.name))
@@ -94,8 +95,8 @@ def _from_python_env(path: Path) -> ModelRequirements:
                 continue
         except InvalidRequirement:
             pass
-        lines.extend(_requirement_lines([dep], path.parent, path.name))
-    lines.extend(_requirement_lines([str(d) for d in data.get("dependencies") or []],
+        lines.extend(requirement_lines([dep], path.parent, path.name))
+    lines.extend(requirement_lines([str(d) for d in data.get("dependencies") or []],
                                     path.parent, path.name))
     names = [path.name] + sorted({n for n in _referenced_files(data) if (path.parent / n).exists()})
     return ModelRequirements(python=parse_python_version(python, path.name),
@@ -108,7 +109,7 @@ def _referenced_files(data: dict) -> List[str]:
 
 
 def _from_conda(path: Path) -> ModelRequirements:
-    data = _load_yaml(path)
+    data = load_yaml(path)
     python = None
     lines: List[str] = []
     unmappable = []
@@ -117,7 +118,7 @@ def _from_conda(path: Path) -> ModelRequirements:
             if set(dep) - {"pip"}:
                 raise RequirementsError("{}: unexpected entry {} in dependencies".format(
                     path.name, ", ".join("'{}'".format(k) for k in dep)))
-            lines.extend(_requirement_lines([str(d) for d in dep.get("pip") or []],
+            lines.extend(requirement_lines([str(d) for d in dep.get("pip") or []],
                                             path.parent, path.name))
             continue
         name, spec = conda_to_pip(str(dep))
@@ -160,7 +161,7 @@ def conda_to_pip(dep: str) -> Tuple[str, str]:
     return name, rest.replace(" ", "")
 
 
-def _requirement_lines(entries: List[str], base: Path, source: str, depth: int = 0) -> List[str]:
+def requirement_lines(entries: List[str], base: Path, source: str, depth: int = 0) -> List[str]:
     """Expand ``-r file`` (relative to the model folder), drop comments and blanks, and reject
     what cannot be installed into a locked, hashed environment (editables)."""
     lines: List[str] = []
@@ -197,14 +198,14 @@ def _read_requirements_file(path: Path, depth: int = 0) -> List[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RequirementsError("{}: not readable".format(path.name)) from exc
-    return _requirement_lines(text.splitlines(), path.parent, path.name, depth)
+    return requirement_lines(text.splitlines(), path.parent, path.name, depth)
 
 
-def _mlmodel_python(model_dir: Path) -> Optional[Tuple[int, int]]:
+def mlmodel_python(model_dir: Path) -> Optional[Tuple[int, int]]:
     mlmodel = model_dir / "MLmodel"
     if not mlmodel.is_file():
         return None
-    flavors: Dict = _load_yaml(mlmodel).get("flavors") or {}
+    flavors: Dict = load_yaml(mlmodel).get("flavors") or {}
     version = (flavors.get("python_function") or {}).get("python_version")
     return parse_python_version(version, "MLmodel") if version else None
 

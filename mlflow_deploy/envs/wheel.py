@@ -16,6 +16,7 @@ never removes a wheel a live build is about to install.
 """
 import contextlib
 import email.parser
+import functools
 import hashlib
 import os
 import shutil
@@ -23,12 +24,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional
 
 from packaging.utils import parse_wheel_filename
 
 import mlflow_deploy
-from mlflow_deploy.envs.cache import BuildCache, EnvCache, sha256_text
+from mlflow_deploy.envs.cache import BuildCache, memoised, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.runner import run
@@ -77,35 +78,25 @@ def source_hash(root: Optional[Path] = None) -> str:
     return sha256_text(*parts)[:16]
 
 
-def project_wheel(build: Union[BuildCache, EnvCache, None] = None,
-                  indexes: Optional[IndexOptions] = None, progress=lambda msg: None,
-                  uv: str = "uv", hold: Optional[contextlib.ExitStack] = None) -> ProjectWheel:
+def project_wheel(build: Optional[BuildCache] = None, indexes: Optional[IndexOptions] = None,
+                  progress=lambda msg: None, uv: str = "uv",
+                  hold: Optional[contextlib.ExitStack] = None) -> ProjectWheel:
     """The cached wheel for the current sources, building it (under its lock) if needed.
 
-    ``build``: the build cache (default, or an EnvCache as older callers pass: the user's
-    BuildCache; env caches no longer hold wheels). ``hold``: keep a shared lock on the wheel until
-    that ExitStack closes, so that ``env prune`` leaves it alone while it is being installed.
+    ``build``: the build cache (default: the user's). ``hold``: keep a shared lock on the wheel
+    until that ExitStack closes, so that ``env prune`` leaves it alone while it is installed.
     """
     if hold is None:  # the lock only while the wheel is looked up
         with contextlib.ExitStack() as brief:
             return project_wheel(build, indexes, progress, uv, hold=brief)
-    if not isinstance(build, BuildCache):
-        build = BuildCache()
+    build = build or BuildCache()
     indexes = indexes or IndexOptions.from_pip_config()
     root = project_root()
     digest = source_hash(root)
     target = build.wheel_dir(digest)
-    while True:
-        if _wheel_file(target) is not None:
-            with contextlib.ExitStack() as shared:
-                shared.enter_context(build.wheel_mutex(digest, shared=True))
-                if _wheel_file(target) is not None:  # `env prune` may have removed it meanwhile
-                    hold.enter_context(shared.pop_all())
-                    return _cached(target, digest)
-        with build.wheel_mutex(digest):
-            if _wheel_file(target) is None:
-                _build(root, digest, target, indexes, progress, uv)
-        # built: loop to take it (shared) like any other user of the cached wheel
+    path, _ = memoised(functools.partial(build.wheel_mutex, digest), lambda: _wheel_file(target),
+                       lambda: _build(root, digest, target, indexes, progress, uv), hold)
+    return _cached(target, path, digest)
 
 
 def _build(root: Path, digest: str, target: Path, indexes: IndexOptions, progress,
@@ -165,11 +156,9 @@ def _wheel_file(target: Path) -> Optional[Path]:
     return wheels[0] if wheels else None
 
 
-def _cached(target: Path, digest: str) -> ProjectWheel:
-    """The wheel in ``target`` (there is one: the caller holds its lock), its folder stamped as
-    used now: ``env prune --older-than`` reads that stamp."""
-    path = _wheel_file(target)
-    assert path is not None, target
+def _cached(target: Path, path: Path, digest: str) -> ProjectWheel:
+    """The wheel ``path`` in ``target`` (held: the caller has its lock), its folder stamped as used
+    now: ``env prune --older-than`` reads that stamp."""
     with contextlib.suppress(OSError):
         os.utime(str(target))
     return ProjectWheel(path=path, source_hash=digest, requires=wheel_requires(path))
