@@ -1,7 +1,7 @@
 # The two commands: `make demo` (set up, log the example models, deploy, score, clean up) and
 # `make test` (set up, then the whole suite). Everything else is a step of those.
 SHELL := /bin/bash
-PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)')
+PYTHON ?= $(shell python3 -c 'import os, sys; print(os.path.realpath(sys.executable))')
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
@@ -15,12 +15,15 @@ export PATH := $(VENV)/bin:$(PATH)
 
 setup: $(VENV)/.installed
 
-# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, every server start would otherwise
-# compile mlflow from source again (6.5 of 10.7 s of cold start, measured: bench/RESULTS.md)
+# Nothing is assumed on PATH but python3: the venv's own pip installs uv into the venv, and that
+# uv (called by its path) installs the rest. --compile-bytecode: where PYTHONDONTWRITEBYTECODE is
+# set, every server start would otherwise compile mlflow from source again (6.5 of 10.7 s of cold
+# start, measured: bench/RESULTS.md)
 $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
-	command -v uv >/dev/null || $(PYTHON) -m pip install -q uv
-	uv venv -q --allow-existing -p $(PYTHON) $(VENV)
-	uv pip install -q --compile-bytecode -p $(PY) -e '.[dev]' -e plugins/mlflow-azureml-local
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --compile-bytecode -p $(PY) -e '.[dev]' \
+		-e plugins/mlflow-azureml-local
 	touch $@
 
 example-models: setup

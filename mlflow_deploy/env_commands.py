@@ -70,11 +70,15 @@ def env_group():
               "within the model's pins).")
 @click.option("--package", "package_dir", default=None, metavar="DIR",
               help="Build offline from a folder written by `mlflow-deploy package`.")
+@click.option("--exclude-newer", metavar="DATE", default=None,
+              help="Resolve as the package indexes were on DATE (2026-11-01, or a UTC time): "
+              "the same lock months later. Default: $MLFLOW_DEPLOY_EXCLUDE_NEWER, else today's.")
 def build_command(model_uri: str, env_manager: str, python_version_policy: str, refresh: bool,
-                  package_dir: Optional[str]):
+                  package_dir: Optional[str], exclude_newer: Optional[str]):
     """Build (or reuse) the environment of MODEL_URI and print where its Python is."""
     options = dict(manager=env_manager, python_version_policy=python_version_policy,
-                   refresh=refresh, progress=_say, package=package_dir)
+                   refresh=refresh, progress=_say, package=package_dir,
+                   exclude_newer=_checked_date(exclude_newer))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PythonVersionWarning)  # progress already says it
         folder = Path(model_uri).expanduser()
@@ -200,6 +204,17 @@ def prune_command(older_than: Optional[float], dry_run: bool):
                                                    "" if removed == 1 else "s", extra))
 
 
+def _checked_date(value: Optional[str]) -> Optional[str]:
+    """--exclude-newer, checked as the deployment setting ``exclude_newer`` is."""
+    from mlflow_deploy.online.settings import parse_settings
+
+    try:
+        return parse_settings({"exclude_newer": value}).exclude_newer if value else None
+    except InvalidParameter:
+        raise click.BadParameter("must be a date (YYYY-MM-DD) or a UTC time "
+                                 "(YYYY-MM-DDTHH:MM:SSZ)", param_hint="--exclude-newer") from None
+
+
 def _current_wheel_hash() -> Optional[str]:
     """The hash of the installed sources (their wheel is always kept), if they are a checkout."""
     from mlflow_deploy.envs.errors import BuildFailed
@@ -218,7 +233,11 @@ def _current_wheel_hash() -> Optional[str]:
 @click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
               show_default=True, help="nearest: use the closest Python if the model's is missing.")
 @click.option("--refresh", is_flag=True, help="Resolve the requirements again.")
-def package_command(model_uri: str, output: str, python_version_policy: str, refresh: bool):
+@click.option("--exclude-newer", metavar="DATE", default=None,
+              help="Resolve as the package indexes were on DATE (2026-11-01, or a UTC time): "
+              "the same lock months later. Default: $MLFLOW_DEPLOY_EXCLUDE_NEWER, else today's.")
+def package_command(model_uri: str, output: str, python_version_policy: str, refresh: bool,
+                    exclude_newer: Optional[str]):
     """Write MODEL_URI with its lock and every wheel it needs into DIR, so that its environment
     builds later with no network: `mlflow-deploy env build DIR/model --package DIR`."""
     from mlflow_deploy.model import load_model  # imports mlflow's model API
@@ -237,7 +256,8 @@ def package_command(model_uri: str, output: str, python_version_policy: str, ref
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", PythonVersionWarning)
                 locked = lock_requirements(staging / "model", python_version_policy, refresh,
-                                           _say, hold=hold)
+                                           _say, hold=hold,
+                                           exclude_newer=_checked_date(exclude_newer))
             package = write_package(locked, staging, model_uri=model_uri, progress=_say)
         if target.exists():
             target.rmdir()

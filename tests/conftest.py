@@ -30,6 +30,24 @@ def shared_env_cache():
         os.environ.pop(CACHE_ENV, None)
 
 
+#: Every resolution of the suite sees the package indexes as they were then, so env keys and locks
+#: do not drift when upstream publishes (a test that needs a new release publishes it itself).
+EXCLUDE_NEWER = "2026-11-25T00:00:00Z"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def resolve_as_of_a_fixed_date():
+    from mlflow_deploy.envs.indexes import EXCLUDE_NEWER_ENV
+
+    saved = os.environ.get(EXCLUDE_NEWER_ENV)
+    os.environ[EXCLUDE_NEWER_ENV] = EXCLUDE_NEWER
+    yield EXCLUDE_NEWER
+    if saved is None:
+        os.environ.pop(EXCLUDE_NEWER_ENV, None)
+    else:
+        os.environ[EXCLUDE_NEWER_ENV] = saved
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_build_cache():
     """The project wheel every env gets is built once per source hash into a build cache in the

@@ -4,21 +4,23 @@ Under the env's file lock: if the env appeared meanwhile (a concurrent build of 
 reused; leftovers of a killed build are removed; the venv is made in ``.building/``, installed from
 the lock plus the project wheel in one installer call (every hash checked, the wheel's too;
 nothing resolved, so the wheel's dependencies are the lock's: ``--no-deps`` semantics), its scripts
-re-pointed at the final path, and renamed into ``<key>/`` in one step. A failed build removes its
-folder, so a half-built env is never seen.
+re-pointed at the final path, and renamed into ``<key>/`` in one step, then smoke-tested there
+(``smoke_test``: import the server, load the model) while the lock is still held. A failed build
+or smoke test removes its folder, so a half-built env is never seen or reused.
 """
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, List, Optional, Protocol
 
 from mlflow_deploy.envs.cache import EnvCache, atomic_write
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.pythons import Interpreter
-from mlflow_deploy.envs.runner import run
+from mlflow_deploy.envs.runner import find_uv, readable_tail, run, run_unchecked
 from mlflow_deploy.envs.wheel import ProjectWheel, wheel_requirement
 
 __all__ = ["Installer", "UvInstaller", "PipInstaller", "build_env", "venv_python"]
@@ -39,6 +41,7 @@ class BuildRequest:
     interpreter: Interpreter
     wheel: ProjectWheel
     indexes: IndexOptions
+    model_dir: Optional[Path] = None  # the MLflow model the smoke test loads (None: no model)
 
 
 class Installer(Protocol):
@@ -54,8 +57,8 @@ class Installer(Protocol):
 class UvInstaller:
     name = "uv"
 
-    def __init__(self, uv: str = "uv"):
-        self.uv = uv
+    def __init__(self, uv: Optional[str] = None):
+        self.uv = uv or find_uv()
 
     def create(self, root: Path, request: BuildRequest) -> None:
         run([self.uv, "venv", "--quiet", "--no-project", "--python", request.interpreter.path,
@@ -141,7 +144,62 @@ def build_env(cache: EnvCache, request: BuildRequest, installer: Installer,
     except BaseException:
         shutil.rmtree(str(scratch), ignore_errors=True)
         raise
+    # in place, so the bytecode it writes serves the first server start (and names real paths)
+    progress("checking that the new env imports the server and loads the model")
+    try:
+        smoke_test(venv_python(final), request.model_dir, request.lock_text,
+                   cache.smoke_log(request.key))
+    except BaseException:
+        cache.remove(request.key)
+        raise
     return True
+
+
+#: the smoke test's own timeout: loading a large model may take minutes
+SMOKE_TIMEOUT_S = 900
+
+
+def smoke_test(python: Path, model_dir: Optional[Path], lock_text: str, log_path: Path) -> None:
+    """Run ``mlflow_deploy.scoring.smoke`` with the env's interpreter; on failure raise
+    BuildFailed with the first import error, the locked versions of the packages it names, and
+    the path of the full output."""
+    args = [str(python), "-m", "mlflow_deploy.scoring.smoke"]
+    if model_dir is not None and (Path(model_dir) / "MLmodel").is_file():
+        args.append(str(model_dir))
+    returncode, output = run_unchecked(args, what="the new env's smoke test",
+                                       timeout=SMOKE_TIMEOUT_S,
+                                       env={"PYTHONNOUSERSITE": "1", "PYTHONPATH": ""})
+    if returncode == 0:
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("$ {}\n{}".format(" ".join(args), output), encoding="utf-8")
+    reason = _first_error(output)
+    involved = _locked_versions(lock_text, reason + " " + " ".join(
+        re.findall(r"site-packages/([A-Za-z_][\w]*)/", output)))
+    raise BuildFailed("the new environment cannot run the scoring server: {}{} (full output: {}; "
+                      "the env was not kept)".format(
+                          reason, "; packages: " + ", ".join(involved) if involved else "",
+                          log_path))
+
+
+def _first_error(output: str) -> str:
+    """The exception line of the first traceback (``ImportError: cannot import name ...``)."""
+    for line in output.splitlines():
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:", line):
+            return line.strip()[:500]
+    return readable_tail(output).strip().splitlines()[-1].strip()[:500]
+
+
+def _locked_versions(lock_text: str, text: str) -> List[str]:
+    """``name==version`` of the locked packages ``text`` names (the error line and the packages
+    its traceback runs through), and of mlflow itself."""
+    words = set(re.findall(r"[A-Za-z][\w-]*", text.replace(".", " ").lower().replace("_", "-")))
+    found = []
+    for match in re.finditer(r"^([A-Za-z0-9][\w.-]*)==(\S+)", lock_text, re.M):
+        name = match.group(1).lower().replace("_", "-")
+        if name in words or name in ("mlflow", "mlflow-skinny"):
+            found.append("{}=={}".format(name, match.group(2)))
+    return found
 
 
 def _repoint_scripts(scratch: Path, final: Path) -> None:

@@ -203,6 +203,10 @@ class EnvCache:
     def resolved_file(self, inputs_hash: str) -> Path:
         return self.root / ".resolved" / (inputs_hash + ".lock")
 
+    def smoke_log(self, key: str) -> Path:
+        """The output of the env's last failed smoke test (build.smoke_test)."""
+        return self.root / ".logs" / (key + "-smoke.log")
+
     def building_dir(self) -> Path:
         return self.root / ".building"
 

@@ -55,7 +55,7 @@ from mlflow_deploy.envs.pythons import parse_python_version
 from mlflow_deploy.envs.requirements import (ModelRequirements, load_yaml, mlmodel_python,
                                              requirement_lines, canonical_name, conda_to_pip,
                                              read_model_requirements)
-from mlflow_deploy.envs.runner import run
+from mlflow_deploy.envs.runner import find_uv, run
 from mlflow_deploy.envs.wheel import project_wheel
 
 __all__ = ["CondaInput", "conda_lock_input", "conda_subdir", "find_conda_lock",
@@ -483,17 +483,14 @@ def prepare_conda(model_dir: Path, refresh: bool, say: Callable[[str], None], st
                   model_ref: str, *, home: Optional[os.PathLike] = None,
                   uv: Optional[str] = None, wheelhouse: Optional[os.PathLike] = None):
     """prepare_environment(manager="conda"): lock, build or reuse, record the use."""
-    from mlflow_deploy.envs.prepare import Environment, _uv_beside_python
+    from mlflow_deploy.envs.prepare import Environment
 
     conda = require_conda()
     if wheelhouse is not None:
         raise ManagerUnavailable("an offline install from a wheelhouse needs env_manager uv or "
                                  "virtualenv; env_manager conda installs from conda channels")
     conda_lock = require_conda_lock()
-    uv = uv or shutil.which("uv") or _uv_beside_python()
-    if uv is None:
-        raise ManagerUnavailable("uv is needed to build the mlflow-deploy wheel that every model "
-                                 "env gets and was not found on PATH: pip install uv")
+    uv = uv or find_uv()
     cache = EnvCache(home)
     with contextlib.ExitStack() as hold:  # wheel and memo stay locked (shared) until installed
         wheel = project_wheel(BuildCache(), IndexOptions.from_pip_config(), say, uv=uv,

@@ -5,6 +5,10 @@ for pip (as ours does) would resolve differently under uv. We read pip's configu
 does (files in pip's order, [global] then [install], then PIP_* variables) and pass the same
 sources to uv, with pip's "best version across all indexes" strategy. A wheelhouse instead means
 offline: no index, no network, only the wheelhouse.
+
+``exclude_newer`` (uv's ``--exclude-newer``) resolves as the indexes were on that date, so a lock
+made months later is the same; ``$MLFLOW_DEPLOY_EXCLUDE_NEWER`` is its default. uv drops files
+that have no upload time under it, as files in local folders (find-links, ``file://`` indexes) are.
 """
 import configparser
 import os
@@ -13,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["IndexOptions", "read_pip_config"]
+__all__ = ["IndexOptions", "read_pip_config", "EXCLUDE_NEWER_ENV"]
+
+EXCLUDE_NEWER_ENV = "MLFLOW_DEPLOY_EXCLUDE_NEWER"
 
 _KEYS = ("index-url", "extra-index-url", "find-links", "no-index", "constraint")
 
@@ -64,9 +70,10 @@ class IndexOptions:
     constraints: Tuple[str, ...] = ()
     no_index: bool = False
     offline: bool = False
+    exclude_newer: Optional[str] = None  # a date or timestamp uv's --exclude-newer accepts
 
     @classmethod
-    def from_pip_config(cls) -> "IndexOptions":
+    def from_pip_config(cls, exclude_newer: Optional[str] = None) -> "IndexOptions":
         settings = read_pip_config()
         no_index = settings.get("no-index", "").lower() in ("1", "true", "yes", "on")
         index_urls = settings.get("index-url", "").split()
@@ -75,7 +82,8 @@ class IndexOptions:
                    find_links=tuple(settings.get("find-links", "").split()),
                    constraints=tuple(c for c in settings.get("constraint", "").split()
                                      if os.path.isfile(c)),
-                   no_index=no_index)
+                   no_index=no_index,
+                   exclude_newer=exclude_newer or os.environ.get(EXCLUDE_NEWER_ENV) or None)
 
     @classmethod
     def wheelhouse(cls, folder: os.PathLike) -> "IndexOptions":
@@ -83,7 +91,8 @@ class IndexOptions:
         return cls(find_links=(str(Path(folder).resolve()),), no_index=True, offline=True)
 
     def uv_args(self, constraints: bool = False) -> List[str]:
-        """Flags for uv pip compile / install / sync and uv build."""
+        """Flags for uv pip compile / install / sync and uv build; ``constraints``: for the
+        resolver (the constraint files and the date)."""
         args: List[str] = []
         if self.offline:
             args.append("--offline")
@@ -100,6 +109,8 @@ class IndexOptions:
         if constraints:
             for path in self.constraints:
                 args += ["--constraint", path]
+            if self.exclude_newer:
+                args += ["--exclude-newer", self.exclude_newer]
         return args
 
     def pip_args(self) -> List[str]:
@@ -127,4 +138,4 @@ class IndexOptions:
             except OSError:
                 contents.append("")
         return repr((self.index_url, self.extra_index_urls, self.find_links, self.no_index,
-                     self.constraints, contents))
+                     self.constraints, contents, self.exclude_newer))

@@ -4,7 +4,10 @@ The additions are the project wheel's own dependencies (flask, gunicorn, pandas,
 list has one source of truth (pyproject.toml). The model's pins always win: ours are only added
 beside them, and when a model's exact pin falls outside what the server needs, that is a
 RequirementConflict naming both, before any resolver runs. ``mlflow-skinny`` is added only when
-the model names neither mlflow nor mlflow-skinny. An unversioned name (MLflow writes
+the model names neither mlflow nor mlflow-skinny; a model's mlflow that is not pinned exactly
+(``pip_requirements=[...]`` often leaves it bare) is held to the mlflow the model was logged with
+(MLmodel's ``mlflow_version``) where that fits, else to the range scoring/ supports: left free, the
+resolver picked mlflow 1.27 beside a protobuf it cannot import. An unversioned name (MLflow writes
 ``setuptools`` into python_env.yaml's build dependencies) is not a pin.
 """
 from typing import List
@@ -40,14 +43,37 @@ def inference_requirements(model: ModelRequirements, wheel_requires: List[str]) 
                 _check_pin(theirs, ours, model.source, compare_specifier=ours.specifier)
             if not model_mlflow:
                 added.append(line)
+            if model_mlflow and not any(_exact(r.specifier) for r in model_mlflow):
+                added.append(_mlflow_bound(model_mlflow[0].name, model, ours.specifier))
             continue
         for theirs in model.named(name):
             _check_pin(theirs, ours, model.source, compare_specifier=ours.specifier)
         added.append(line)
-    if model_mlflow and all(_only_before_3(r.specifier) for r in model_mlflow) \
+    mlflow_specs = [r.specifier for r in model_mlflow] + [
+        Requirement(a).specifier for a in added if canonical_name(Requirement(a).name)
+        in _MLFLOW_NAMES]
+    if model_mlflow and any(_only_before_3(s) for s in mlflow_specs) \
             and not any(str(r.specifier) for r in model.named("setuptools")):
         added.append(OLD_MLFLOW_SETUPTOOLS)
     return added
+
+
+def _exact(spec: SpecifierSet) -> bool:
+    return any(c.operator in ("==", "===") and "*" not in c.version for c in spec)
+
+
+def _mlflow_bound(name: str, model: ModelRequirements, supported: SpecifierSet) -> str:
+    """``name==<the MLmodel's mlflow_version>`` when that release is one the model's own
+    specifiers and scoring/ both accept, else ``name<the supported range>``."""
+    try:
+        logged = Version(model.mlflow_version or "")
+    except InvalidVersion:
+        logged = None
+    if logged is not None and not logged.is_devrelease and not logged.local \
+            and supported.contains(logged, prereleases=True) \
+            and all(r.specifier.contains(logged, prereleases=True) for r in model.named(name)):
+        return "{}=={}".format(name, logged)
+    return "{}{}".format(name, supported)
 
 
 def _only_before_3(spec: SpecifierSet) -> bool:

@@ -17,7 +17,7 @@ from mlflow_deploy.envs.cache import EnvCache, atomic_write, memoised, sha256_te
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.pythons import Interpreter
-from mlflow_deploy.envs.runner import run
+from mlflow_deploy.envs.runner import find_uv, run
 
 __all__ = ["Lock", "resolve", "requirements_input", "environment_key", "read_memo"]
 
@@ -46,7 +46,7 @@ def requirements_input(model_lines: List[str], added: List[str], source: str) ->
 
 def resolve(input_text: str, interpreter: Interpreter, indexes: IndexOptions, cache: EnvCache,
             refresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
-            uv: str = "uv", hold: Optional[contextlib.ExitStack] = None) -> Lock:
+            uv: Optional[str] = None, hold: Optional[contextlib.ExitStack] = None) -> Lock:
     """The memoised lock for these inputs, resolving (under the inputs' exclusive lock) if there is
     none or ``refresh``. ``hold``: keep a shared lock on the memo until that stack closes
     (prepare_environment: until the env's own lock file is written), so ``env prune`` does not take
@@ -54,6 +54,7 @@ def resolve(input_text: str, interpreter: Interpreter, indexes: IndexOptions, ca
     if hold is None:
         with contextlib.ExitStack() as brief:
             return resolve(input_text, interpreter, indexes, cache, refresh, progress, uv, brief)
+    uv = uv or find_uv()
     inputs_hash = sha256_text(input_text, interpreter.identity(), indexes.identity())[:16]
     memo = cache.resolved_file(inputs_hash)
 

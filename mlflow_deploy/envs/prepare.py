@@ -12,7 +12,6 @@ its wheelhouse: no resolver, no wheel build, no network.
 """
 import contextlib
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from mlflow_deploy.envs.lock import Lock, environment_key, requirements_input, r
 from mlflow_deploy.envs.managers import MANAGERS, check_local
 from mlflow_deploy.envs.package import Package, check_model, read_package
 from mlflow_deploy.envs.pythons import Interpreter, choose_interpreter, find_interpreters
+from mlflow_deploy.envs.runner import find_uv
 from mlflow_deploy.envs.requirements import ModelRequirements, read_model_requirements
 from mlflow_deploy.envs.wheel import ProjectWheel, project_wheel
 
@@ -62,6 +62,7 @@ def prepare_environment(
     uv: Optional[str] = None,
     package: Optional[os.PathLike] = None,
     model_ref: Optional[str] = None,
+    exclude_newer: Optional[str] = None,
 ) -> Environment:
     """Return the environment for the model in ``model_dir``, building it if needed.
 
@@ -73,6 +74,7 @@ def prepare_environment(
     ``home``: the cache root (default ``$MLFLOW_DEPLOY_HOME`` or ``~/.mlflow-deploy``).
     ``model_ref``: what the env's metadata records as the model (default: the folder), e.g. the
     URI when ``model_dir`` is a temporary download.
+    ``exclude_newer``: resolve as the indexes were on that date (indexes.IndexOptions).
     """
     started = time.monotonic()
     say = progress or (lambda msg: None)
@@ -93,29 +95,28 @@ def prepare_environment(
         return _local(model, started)
     if package is not None:
         return _from_package(model, read_package(package), manager, say, started, model_ref,
-                             home=home, uv=uv)
+                             home=home, uv=uv, model_dir=model_dir)
 
     with contextlib.ExitStack() as hold:  # wheel and memo stay locked (shared) until installed
         locked = lock_requirements(model, python_version_policy, refresh, say, home=home,
-                                   wheelhouse=wheelhouse, uv=uv, hold=hold)
+                                   wheelhouse=wheelhouse, uv=uv, hold=hold,
+                                   exclude_newer=exclude_newer)
         installer = UvInstaller(locked.uv) if manager == "uv" else PipInstaller()
         return _install(locked.cache, locked.lock.text, locked.interpreter, locked.wheel,
                         locked.indexes, installer, say, started, model_ref,
                         resolved=locked.lock.resolved, requirements=model.lines + locked.added,
-                        manager=manager, metadata={"inputs_hash": locked.lock.inputs_hash})
+                        manager=manager, metadata={"inputs_hash": locked.lock.inputs_hash},
+                        model_dir=model_dir)
 
 
 def _from_package(model: ModelRequirements, package: Package, manager: str,
                   say: Callable[[str], None], started: float, model_ref: str, *,
-                  home: Optional[os.PathLike], uv: Optional[str]) -> Environment:
+                  home: Optional[os.PathLike], uv: Optional[str],
+                  model_dir: Path) -> Environment:
     check_model(package, model)
     interpreter = _package_interpreter(package, say)
     if manager == "uv":
-        uv = uv or find_uv()
-        if uv is None:
-            raise ManagerUnavailable("uv was not found on PATH to install the package: pip "
-                                     "install uv, or use env_manager virtualenv")
-        installer = UvInstaller(uv)
+        installer = UvInstaller(uv or find_uv())
     else:
         installer = PipInstaller()
     wheel = ProjectWheel(path=package.project_wheel,
@@ -125,7 +126,7 @@ def _from_package(model: ModelRequirements, package: Package, manager: str,
     return _install(EnvCache(home), lock_text, interpreter, wheel,
                     IndexOptions.wheelhouse(package.wheelhouse), installer, say, started,
                     model_ref, resolved=False, requirements=list(model.lines), manager=manager,
-                    metadata={"package": str(package.root)})
+                    metadata={"package": str(package.root)}, model_dir=model_dir)
 
 
 def _package_interpreter(package: Package, say: Callable[[str], None]) -> Interpreter:
@@ -144,11 +145,11 @@ def _package_interpreter(package: Package, say: Callable[[str], None]) -> Interp
 def _install(cache: EnvCache, lock_text: str, interpreter: Interpreter, wheel: ProjectWheel,
              indexes: IndexOptions, installer, say: Callable[[str], None], started: float,
              model_ref: str, *, resolved: bool, requirements: List[str], manager: str,
-             metadata: Dict[str, Any]) -> Environment:
+             metadata: Dict[str, Any], model_dir: Path) -> Environment:
     """Build the env for this lock under its key's mutex (or reuse it) and record the use."""
     key = environment_key(lock_text, interpreter, wheel.source_hash)
     request = BuildRequest(key=key, lock_text=lock_text, interpreter=interpreter, wheel=wheel,
-                           indexes=indexes)
+                           indexes=indexes, model_dir=model_dir)
     with cache.mutex(key):
         built = build_env(cache, request, installer, say)
         if built:  # a venv does not change once built: measure it once, for `env list`
@@ -186,7 +187,8 @@ def lock_requirements(model, python_version_policy: str = "exact", refresh: bool
                       home: Optional[os.PathLike] = None,
                       wheelhouse: Optional[os.PathLike] = None,
                       uv: Optional[str] = None,
-                      hold: Optional[contextlib.ExitStack] = None) -> Locked:
+                      hold: Optional[contextlib.ExitStack] = None,
+                      exclude_newer: Optional[str] = None) -> Locked:
     """Pick the interpreter and resolve the model's requirements plus the scoring server's.
 
     ``model`` is a model folder or its ModelRequirements. Also what `mlflow-deploy check` runs to
@@ -198,11 +200,9 @@ def lock_requirements(model, python_version_policy: str = "exact", refresh: bool
     if not isinstance(model, ModelRequirements):
         model = read_model_requirements(Path(model).resolve())
     uv = uv or find_uv()
-    if uv is None:
-        raise ManagerUnavailable("uv is needed to lock the model's requirements and was not "
-                                 "found on PATH: pip install uv")
     cache = EnvCache(home)
-    indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else IndexOptions.from_pip_config()
+    indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else \
+        IndexOptions.from_pip_config(exclude_newer)
     interpreter = choose_interpreter(model.python, python_version_policy, say)
     wheel = project_wheel(BuildCache(), indexes, say, uv=uv, hold=hold)
     added = inference_requirements(model, wheel.requires)
@@ -239,21 +239,3 @@ def _has(distribution: str) -> bool:
         return True
     except metadata.PackageNotFoundError:
         return False
-
-
-def _uv_beside_python() -> Optional[str]:
-    """The uv installed with this Python: in its venv's bin/, else in its base interpreter's."""
-    for folder in (Path(sys.executable).parent, Path(sys.executable).resolve().parent):
-        if (folder / "uv").exists():
-            return str(folder / "uv")
-    return None
-
-
-def find_uv() -> Optional[str]:
-    """uv on PATH, else beside this Python. A version manager's shim on PATH (pyenv's, asdf's: a
-    script in a ``shims/`` folder that runs ``pyenv exec uv``, 0.1-0.2 s per call, three calls per
-    new env) gives way to a real uv beside this Python when there is one."""
-    found = shutil.which("uv")
-    if found is None or Path(found).parent.name == "shims":
-        return _uv_beside_python() or found
-    return found

@@ -35,6 +35,7 @@ class ModelRequirements:
     python: Optional[Tuple[int, int]]  # (major, minor) asked for; None: no preference
     lines: List[str] = field(default_factory=list)  # requirement strings and pip option lines
     source: str = ""  # the file(s) they came from, for messages
+    mlflow_version: Optional[str] = None  # MLmodel's: the mlflow the model was logged with
 
     @property
     def requirements(self) -> List[Requirement]:
@@ -55,7 +56,12 @@ class ModelRequirements:
 
 
 def read_model_requirements(model_dir) -> ModelRequirements:
-    model_dir = Path(model_dir)
+    model = _read_model_requirements(Path(model_dir))
+    model.mlflow_version = mlmodel_mlflow_version(Path(model_dir))
+    return model
+
+
+def _read_model_requirements(model_dir: Path) -> ModelRequirements:
     python_env = model_dir / "python_env.yaml"
     conda = model_dir / "conda.yaml"
     requirements_txt = model_dir / "requirements.txt"
@@ -208,6 +214,14 @@ def mlmodel_python(model_dir: Path) -> Optional[Tuple[int, int]]:
     flavors: Dict = load_yaml(mlmodel).get("flavors") or {}
     version = (flavors.get("python_function") or {}).get("python_version")
     return parse_python_version(version, "MLmodel") if version else None
+
+
+def mlmodel_mlflow_version(model_dir: Path) -> Optional[str]:
+    mlmodel = model_dir / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    version = load_yaml(mlmodel).get("mlflow_version")
+    return str(version) if version else None
 
 
 def _dedupe(lines: List[str]) -> List[str]:

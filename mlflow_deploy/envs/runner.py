@@ -4,11 +4,11 @@ import logging
 import os
 import shlex
 import subprocess
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Tuple
 
-from mlflow_deploy.envs.errors import BuildFailed
+from mlflow_deploy.envs.errors import BuildFailed, ManagerUnavailable
 
-__all__ = ["run", "OUTPUT_TAIL_LINES"]
+__all__ = ["run", "run_unchecked", "find_uv", "OUTPUT_TAIL_LINES"]
 
 log = logging.getLogger("mlflow_deploy.envs")
 
@@ -26,6 +26,24 @@ def run(
     error=BuildFailed,
 ) -> str:
     """Run ``args``; return its combined output. ``what`` names the step in the error message."""
+    returncode, output = run_unchecked(args, what=what, env=env, cwd=cwd, timeout=timeout,
+                                       error=error)
+    if returncode != 0:
+        raise error("{} failed (exit {}):\n{}".format(what, returncode, readable_tail(output)))
+    return output
+
+
+def run_unchecked(
+    args: Sequence[str],
+    *,
+    what: str,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[str] = None,
+    timeout: Optional[float] = None,
+    error=BuildFailed,
+) -> Tuple[int, str]:
+    """Run ``args``; return its exit code and combined output, for a caller that words its own
+    error. A tool that is missing or overruns ``timeout`` is still ``error``."""
     args = [str(a) for a in args]
     log.info("running: %s", shlex.join(args))
     full_env = dict(os.environ)
@@ -41,9 +59,9 @@ def run(
     output = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0:
         log.info("failed (exit %s): %s\n%s", proc.returncode, shlex.join(args), output)
-        raise error("{} failed (exit {}):\n{}".format(what, proc.returncode, readable_tail(output)))
-    log.debug("output of %s:\n%s", args[0], output)
-    return output
+    else:
+        log.debug("output of %s:\n%s", args[0], output)
+    return proc.returncode, output
 
 
 def readable_tail(output: str) -> str:
@@ -53,3 +71,17 @@ def readable_tail(output: str) -> str:
     if len(lines) > OUTPUT_TAIL_LINES:
         lines = ["..."] + lines[-OUTPUT_TAIL_LINES:]
     return "\n".join("  " + line for line in lines) or "  (no output)"
+
+
+def find_uv() -> str:
+    """The uv binary of the ``uv`` package installed with mlflow-deploy (a dependency), found by
+    that package and never by ``PATH``: pip puts uv beside the interpreter (with pyenv, a folder
+    that is not on PATH until ``pyenv rehash``), and a version manager's shim on PATH may name a
+    uv that another Python has and this one does not."""
+    try:
+        from uv import find_uv_bin
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError) as exc:
+        raise ManagerUnavailable(
+            "the uv package that mlflow-deploy depends on is not installed with this Python "
+            "(reinstall mlflow-deploy, or pip install uv)") from exc

@@ -47,6 +47,7 @@ def build_environment(source: Path, settings: DeploymentSettings) -> Environment
         manager=settings.env_manager,
         python_version_policy=settings.python_version_policy,
         progress=say,
+        exclude_newer=settings.exclude_newer,
         **extra,
     )
 

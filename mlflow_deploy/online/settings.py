@@ -4,6 +4,7 @@ Values arrive as strings from the CLI or as Python values from the API; each key
 checked on its own, and an error names the key (never its value).
 """
 
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
@@ -23,6 +24,7 @@ class DeploymentSettings:
     env_manager: str = "uv"  # how the model's own environment is built (DESIGN §5)
     python_version_policy: str = "exact"  # or "nearest": the closest Python, with a warning
     package: Optional[str] = None  # a `mlflow-deploy package` folder: build offline from it
+    exclude_newer: Optional[str] = None  # resolve as the package indexes were on that date
     # Azure's code_configuration and environment.conda_file: a user scoring script (init/run)
     code: Optional[str] = None  # folder, copied into the deployment at each revision
     scoring_script: Optional[str] = None  # file inside `code`
@@ -43,6 +45,8 @@ SETTING_HELP = {
     "local (the current Python environment) or conda",
     "python_version_policy": "exact (default: the model's Python minor version) or nearest",
     "package": "folder written by `mlflow-deploy package`: build the environment offline from it",
+    "exclude_newer": "a date (2026-11-01) or UTC time (2026-11-01T12:00:00Z): resolve the "
+    "environment as the package indexes were then, for the same lock months later",
     "code": "folder holding a scoring script (Azure's code_configuration.code)",
     "scoring_script": "the script in `code` whose init() and run(raw_data) serve requests",
     "conda_file": "conda YAML of the scoring script's environment (else code/requirements.txt, "
@@ -122,6 +126,21 @@ def _existing(key: str, kind: str) -> Callable[[Any], Optional[str]]:
     return parse
 
 
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?")
+
+
+def _exclude_newer(value: Any) -> Optional[str]:
+    """A date or an RFC 3339 time, as uv's --exclude-newer takes it."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if not _DATE.fullmatch(text):
+        raise InvalidParameter(
+            "Config 'exclude_newer' must be a date (YYYY-MM-DD) or a UTC time "
+            "(YYYY-MM-DDTHH:MM:SSZ).")
+    return text
+
+
 def _relative_file(key: str) -> Callable[[Any], Optional[str]]:
     """A path inside the code folder: relative, and never climbing out of it."""
 
@@ -167,6 +186,7 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "env_manager": _choice("env_manager", MANAGERS),
     "python_version_policy": _choice("python_version_policy", POLICIES),
     "package": _existing("package", "folder"),
+    "exclude_newer": _exclude_newer,
     "code": _existing("code", "folder"),
     "scoring_script": _relative_file("scoring_script"),
     "conda_file": _existing("conda_file", "file"),

@@ -5,6 +5,7 @@ their env files are edited to the scenario (Python version, pins, conda-only). B
 user's uv cache (warm across runs) and one MLFLOW_DEPLOY_HOME for the session.
 """
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -77,10 +78,38 @@ def models(tmp_path_factory):
         # conda.yaml only: a conda package (mapped) plus the pip: list
         "conda_only": save_model(root / "conda_only", ["cloudpickle"], python="3.11",
                                  conda_only=True, conda_dependencies=["scikit-learn"]),
-        # logged with mlflow 2.x on Python 3.10, nothing said about setuptools
-        "old_mlflow": save_model(root / "old_mlflow", ["mlflow-skinny==2.7.1", "numpy==1.23.5",
-                                                       "pandas==1.5.3"], python="3.10.11"),
     }
+
+
+SEED_MODEL_SCRIPT = textwrap.dedent('''
+    import sys
+    import numpy as np
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(50, 3)
+    model = LinearRegression().fit(X, X @ [1.0, 2.0, 3.0])
+    mlflow.sklearn.save_model(model, sys.argv[1], signature=infer_signature(X, model.predict(X)),
+                              input_example=X[:2])
+''')
+
+
+@pytest.fixture(scope="session")
+def seed_model(tmp_path_factory):
+    """A real scikit-learn model logged the way seed 000's example was: Python 3.10, mlflow 2.7.1,
+    numpy 1.23.5, scikit-learn 1.1.2 (MLflow 2.7 writes those pins itself; mlflow 2 needs
+    setuptools for pkg_resources, which it does not list)."""
+    from tests.old_stack import old_stack_python
+
+    python = old_stack_python()
+    if python is None:
+        pytest.skip("needs a Python 3.10 interpreter on this machine")
+    path = tmp_path_factory.mktemp("seed-model") / "model"
+    subprocess.run([python, "-c", SEED_MODEL_SCRIPT, str(path)], check=True, timeout=600,
+                   env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -223,3 +252,31 @@ def unshare_available() -> bool:
     if shutil.which("unshare") is None:
         return False
     return subprocess.run(["unshare", "-rn", "true"]).returncode == 0
+
+
+def make_wheel(folder: Path, name: str, version: str) -> Path:
+    """A tiny pure-Python wheel ``name==version``, written by hand (no build tool, no index), for
+    tests that publish a release themselves into a local find-links folder."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module = name.replace("-", "_")
+    info = "{}-{}.dist-info".format(module, version)
+    files = {
+        module + "/__init__.py": "VERSION = {!r}\n".format(version),
+        info + "/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: {}\n".format(name, version),
+        info + "/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append("{},sha256={},{}".format(path, digest.decode(), len(text.encode())))
+    files[info + "/RECORD"] = "\n".join(record + [info + "/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "{}-{}-py3-none-any.whl".format(module, version)
+    with zipfile.ZipFile(str(path), "w") as archive:
+        for name_in_zip, text in files.items():
+            archive.writestr(zipfile.ZipInfo(name_in_zip, date_time=(2020, 1, 1, 0, 0, 0)), text)
+    return path

@@ -12,8 +12,11 @@ import requests
 
 from mlflow_deploy.envs import BuildFailed, prepare_environment
 from mlflow_deploy.envs.cache import BUILD_CACHE_ENV, EnvCache
+from mlflow_deploy.envs.indexes import IndexOptions
+from mlflow_deploy.envs.lock import resolve
+from mlflow_deploy.envs.pythons import choose_interpreter
 
-from .conftest import (OLD_SKLEARN, prepare_in_subprocess, result_of, run_python, save_model,
+from .conftest import (OLD_SKLEARN, make_wheel, prepare_in_subprocess, result_of, run_python, save_model,
                        seed_home)
 
 pytestmark = pytest.mark.slow
@@ -97,13 +100,19 @@ def test_conda_only_model(built):
     assert "(3, 11)" in out
 
 
-def test_old_mlflow_model_without_setuptools_pin(built, models):
-    """Logged with mlflow 2.x on Python 3.10: mlflow 2 imports pkg_resources, which uv venvs
-    lack; the builder adds a setuptools that still has it, and scoring/ imports on that stack."""
-    env = built("old_mlflow")
-    out = run_python(env.python, "import pkg_resources, mlflow, numpy, pandas; " + SERVER_IMPORTS
-                     + "; print(mlflow.__version__, numpy.__version__, pandas.__version__)")
-    assert out.split() == ["2.7.1", "1.23.5", "1.5.3"]
+def test_seed_model_logged_with_mlflow_2_builds_and_predicts(seed_model, env_home):
+    """The seed's stack (Python 3.10, mlflow 2.7.1, numpy 1.23.5, scikit-learn 1.1.2): mlflow 2
+    imports pkg_resources, which uv venvs lack; the builder adds a setuptools that has it, the
+    smoke test loads the model, and it predicts."""
+    requirements = (seed_model / "requirements.txt").read_text()
+    assert "mlflow==2.7.1" in requirements and "scikit-learn==1.1.2" in requirements
+    env = prepare_environment(seed_model, home=env_home)
+    out = run_python(env.python, "import pkg_resources, mlflow.pyfunc, numpy, sklearn; "
+                     + SERVER_IMPORTS + "; m = mlflow.pyfunc.load_model({!r}); "
+                     "print(mlflow.__version__, numpy.__version__, sklearn.__version__, "
+                     "round(float(m.predict(numpy.array([[1.0, 1.0, 1.0]]))[0]), 6))".format(
+                         str(seed_model)))
+    assert out.split() == ["2.7.1", "1.23.5", "1.1.2", "6.0"]
 
 
 def test_reuse_is_fast_and_offline(built, models, env_home):
@@ -136,6 +145,25 @@ def test_refresh_re_resolves(built, models, env_home):
     env = built("conda_only")
     again = prepare_environment(models["conda_only"], home=env_home, refresh=True)
     assert again.resolved and again.key == env.key  # nothing new was published meanwhile
+
+
+def test_refresh_picks_up_a_release_published_since(tmp_path):
+    """The memo answers until asked to refresh; then the new release is locked. The release is
+    published by the test into a local folder (resolved with --no-index and no exclude_newer:
+    uv drops local files, which have no upload time, under it)."""
+    wheels = tmp_path / "wheels"
+    make_wheel(wheels, "mdtiny", "1.0")
+    indexes = IndexOptions(find_links=(str(wheels),), no_index=True)
+    cache = EnvCache(tmp_path / "home")
+    interpreter = choose_interpreter((3, 11), "exact")
+    first = resolve("mdtiny\n", interpreter, indexes, cache)
+    assert "mdtiny==1.0" in first.text and first.resolved
+    make_wheel(wheels, "mdtiny", "1.1")
+    again = resolve("mdtiny\n", interpreter, indexes, cache)
+    assert again.text == first.text and not again.resolved
+    refreshed = resolve("mdtiny\n", interpreter, indexes, cache, refresh=True)
+    assert "mdtiny==1.1" in refreshed.text and refreshed.resolved
+    assert refreshed.inputs_hash == first.inputs_hash
 
 
 def test_two_concurrent_builds_of_one_env(built, env_home, models, tmp_path):

@@ -7,9 +7,9 @@ import requests
 import yaml
 
 from mlflow_deploy import online
-from mlflow_deploy.envs import PythonNotFound
-from mlflow_deploy.envs.cache import CACHE_ENV
-from tests.envs.conftest import OLD_SKLEARN
+from mlflow_deploy.envs import BuildFailed, PythonNotFound
+from mlflow_deploy.envs.cache import CACHE_ENV, EnvCache
+from tests.envs.conftest import OLD_SKLEARN, save_model
 from tests.online.fixtures import private_home
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,43 @@ def test_update_moves_the_server_to_the_new_models_env(deploy_home, built, model
     assert served_version(updated)["revision"] == 2
     assert online.get_deployment("pins")["environment"]["key"] == older.key
     assert online.environments_in_use() == {older.key: ["pins"]}
+
+
+def test_a_model_with_an_unpinned_mlflow_deploys_and_serves(deploy_home, tmp_path):
+    """`pip_requirements=[...]` often leaves mlflow bare: it is held to the mlflow the model was
+    logged with (MLmodel), not left for the resolver to pick an old one that cannot import."""
+    import mlflow
+
+    model = save_model(tmp_path / "free", [OLD_SKLEARN, "pandas"], python="3.11")
+    with open(model / "requirements.txt", "a") as f:
+        f.write("mlflow\n")
+    created = online.create_deployment("free", str(model))
+    lock = open(created["environment"]["lock"]).read()
+    assert "\nmlflow=={}".format(mlflow.__version__) in lock
+    assert online.predict("free", FRAME) == [OLD_SKLEARN.split("==")[1]] * 2
+
+
+def test_an_env_that_cannot_import_fails_the_update_and_the_old_revision_serves(
+        deploy_home, built, models, tmp_path):
+    """pandas 1.5.3 was compiled against numpy 1.x: beside numpy 2 it resolves but does not
+    import. The build's smoke test says so; the running deployment is untouched."""
+    built("conda_only")
+    created = online.create_deployment("keep", str(models["conda_only"]))
+    before = online.predict("keep", FRAME)
+    broken = save_model(tmp_path / "broken", ["pandas==1.5.3", "numpy==2.0.0"], python="3.11")
+    with pytest.raises(BuildFailed) as info:
+        online.update_deployment("keep", model_uri=str(broken))
+    message = str(info.value)
+    assert "cannot run the scoring server" in message and "numpy" in message
+    assert "numpy==2.0.0" in message and "pandas==1.5.3" in message
+    log = message.split("full output: ")[1].split(";")[0]
+    assert "Traceback" in open(log).read()
+    assert online.predict("keep", FRAME) == before
+    after = online.get_deployment("keep")
+    assert after["revision"] == created["revision"] and after["state"] == created["state"]
+    cache = EnvCache()
+    assert not [k for k in cache.keys() if "pandas==1.5.3" in
+                (cache.lock_file(k).read_text() if cache.lock_file(k).exists() else "")]
 
 
 def test_unavailable_python_fails_the_create_and_leaves_nothing(deploy_home, models, tmp_path):

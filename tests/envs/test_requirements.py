@@ -9,7 +9,7 @@ from mlflow_deploy.envs import (EnvError, ManagerUnavailable, PythonNotFound,
                                 PythonVersionWarning, RequirementConflict, RequirementsError,
                                 UnsatisfiedRequirements, prepare_environment,
                                 read_model_requirements)
-from mlflow_deploy.envs.indexes import IndexOptions, read_pip_config
+from mlflow_deploy.envs.indexes import EXCLUDE_NEWER_ENV, IndexOptions, read_pip_config
 from mlflow_deploy.envs.inference import OLD_MLFLOW_SETUPTOOLS, inference_requirements
 from mlflow_deploy.envs.managers import find_conda
 from mlflow_deploy.envs.pythons import choose_interpreter
@@ -221,3 +221,59 @@ def test_pip_configuration_reaches_uv(tmp_path, monkeypatch):
     assert args[-2:] == ["--index-strategy", "unsafe-best-match"]
     offline = IndexOptions.wheelhouse(tmp_path).uv_args()
     assert offline[:2] == ["--offline", "--no-index"] and str(tmp_path) in offline
+
+
+def with_mlmodel(tmp_path, mlflow_version, *lines):
+    model = requirements_of(tmp_path, *lines)
+    model.mlflow_version = mlflow_version
+    return model
+
+
+@pytest.mark.parametrize("lines, logged, bound, mlflow_2", [
+    (["mlflow"], "3.17.2", "mlflow==3.17.2", False),  # bare: the mlflow it was logged with
+    (["mlflow>=2.9"], "3.17.2", "mlflow==3.17.2", False),
+    (["mlflow-skinny<3"], "2.7.1", "mlflow-skinny==2.7.1", True),
+    (["mlflow"], None, "mlflow>=2.0", False),  # no record: the range scoring/ supports
+    (["mlflow"], "1.27.0", "mlflow>=2.0", False),  # logged with an mlflow scoring/ cannot run
+    (["mlflow<3"], "3.1.0", "mlflow>=2.0", True),  # the record contradicts the model's own pin
+    (["mlflow"], "2.8.1.dev0", "mlflow>=2.0", False),  # not a release
+])
+def test_a_loose_mlflow_is_held_to_the_logged_version_or_the_supported_range(
+        tmp_path, lines, logged, bound, mlflow_2):
+    added = inference_requirements(with_mlmodel(tmp_path, logged, *lines), WHEEL_REQUIRES)
+    assert [a for a in added if a.startswith("mlflow")] == [bound]
+    assert (OLD_MLFLOW_SETUPTOOLS in added) == mlflow_2
+
+
+def test_an_exact_mlflow_pin_is_kept_as_it_is(tmp_path):
+    added = inference_requirements(with_mlmodel(tmp_path, "3.17.2", "mlflow==3.1.0"),
+                                   WHEEL_REQUIRES)
+    assert not any(a.startswith("mlflow") for a in added)
+
+
+def test_mlmodel_mlflow_version_is_read(tmp_path):
+    model = write(tmp_path / "m", python_env_yaml="python: 3.11\ndependencies: [mlflow]\n",
+                  MLmodel="mlflow_version: 2.7.1\nflavors: {}\n")
+    assert read_model_requirements(model).mlflow_version == "2.7.1"
+
+
+def test_exclude_newer_pins_resolution_in_time(tmp_path, monkeypatch):
+    monkeypatch.delenv(EXCLUDE_NEWER_ENV, raising=False)
+    plain = IndexOptions.from_pip_config()
+    assert "--exclude-newer" not in plain.uv_args(constraints=True)
+    dated = IndexOptions.from_pip_config("2026-11-01")
+    assert dated.uv_args(constraints=True)[-2:] == ["--exclude-newer", "2026-11-01"]
+    assert "--exclude-newer" not in dated.uv_args()  # installs follow the lock's hashes
+    assert dated.identity() != plain.identity()  # another date is another resolution memo
+    monkeypatch.setenv(EXCLUDE_NEWER_ENV, "2026-10-01")
+    assert IndexOptions.from_pip_config().exclude_newer == "2026-10-01"
+    assert IndexOptions.from_pip_config("2026-11-01").exclude_newer == "2026-11-01"
+
+
+def test_model_envs_get_the_fast_extra_but_not_uv(tmp_path):
+    from mlflow_deploy.envs.wheel import project_wheel
+
+    requires = project_wheel().requires
+    names = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires]
+    assert "orjson" in names and "uv" not in names
+    assert not [r for r in requires if "extra" in r]
