@@ -279,6 +279,53 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
     assert "Traceback" not in output and supervisor.port_is_free(port)
 
 
+def session_members(sid):
+    """Pids of the living processes in session ``sid`` (zombies are dead)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def wait_until(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_serve_stops_with_its_children_when_killed_alone(example_model_dirs, signum):
+    """`timeout`, an IDE's stop button or a container runtime signal `serve` alone, not its
+    process group: its gunicorn master and workers stop too (SIGTERM is passed on; after a
+    SIGKILL the kernel tells the master), and the port is free again."""
+    port = supervisor.free_port()
+    command = [sys.executable, "-m", "mlflow_deploy.cli", "serve", example_model_dirs["diabetes"],
+               "--port", str(port), "--workers", "2", "--env-manager", "local"]
+    proc = serve_until_ready(command, port)
+    try:
+        assert len(session_members(proc.pid)) >= 4  # serve, the master, two workers
+        os.kill(proc.pid, signum)
+        proc.wait(timeout=60)
+        wait_until(lambda: not session_members(proc.pid))
+        assert supervisor.wait_port_free(port)
+        if signum == signal.SIGTERM:
+            assert proc.returncode == 0 and "Traceback" not in proc.stdout.read()
+    finally:
+        for pid in session_members(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
+
+
 @pytest.mark.slow
 def test_mlflow_run_local(example_models):
     port = supervisor.free_port()

@@ -143,15 +143,42 @@ def clear_stale_pidfile(pidfile: Optional[str], config_path: os.PathLike) -> Non
 
 
 def run_foreground(config_path: os.PathLike, python: Optional[str] = None) -> int:
-    """Run gunicorn attached to the terminal until it exits; Ctrl-C (SIGINT reaches both of us)
-    stops it. Returns gunicorn's exit code."""
-    proc = subprocess.Popen(gunicorn_command(python), env=server_env(config_path))
-    while True:
-        try:
-            return proc.wait()
-        except KeyboardInterrupt:
-            # gunicorn got the same SIGINT from the terminal and is shutting down: wait for it.
-            continue
+    """Run gunicorn attached to the terminal until it exits. Returns gunicorn's exit code.
+
+    Ctrl-C reaches gunicorn from the terminal; SIGTERM and SIGHUP, sent to us alone (``timeout``,
+    an IDE's stop button, a container runtime), are passed on to the master, which stops its
+    workers. Should we die without a word (SIGKILL), the kernel sends the master SIGTERM
+    (``PR_SET_PDEATHSIG``), so a foreground server never outlives its command."""
+    proc = subprocess.Popen(gunicorn_command(python), env=server_env(config_path),
+                            preexec_fn=_terminate_with_parent)
+
+    def forward(signum, frame):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                # gunicorn got the same SIGINT from the terminal and is shutting down: wait for it.
+                continue
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux prctl; elsewhere, only the
+    forwarding handler of run_foreground)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def wait_port_free(port: int, timeout: float = 10.0) -> bool:

@@ -4,6 +4,12 @@ Loaded once in the gunicorn master (preload) and forked into the workers, so a w
 recycled after a timeout starts serving at once. A model that fails to load is reported in the
 ready file, which the control plane waits on.
 
+The master loads the model but never predicts: a prediction may start native thread pools
+(OpenMP in LightGBM, XGBoost, scikit-learn's HistGradientBoosting; MKL; torch), and libgomp's
+pool does not survive a fork: a worker forked after it blocks forever in its first parallel
+region. Each worker warms up (scores the input example once) after the fork, before it takes
+traffic.
+
 A deployment with a scoring script (Azure's code_configuration) imports the script here instead of
 loading an MLflow model. Azure calls the script's init() once per worker, so each worker runs it
 (init_worker, from gunicorn's post_worker_init) before it takes traffic, and the last one to finish
@@ -30,6 +36,7 @@ HEARTBEAT_S = 1.0
 
 _config: Optional[ServerConfig] = None
 _script: Optional[ScoringScript] = None
+_predictor: Any = None  # the MLflow model, loaded in the master; warmed up in each worker
 _inits: Any = None  # workers whose init() succeeded, shared across the fork
 
 
@@ -48,8 +55,9 @@ def write_ready(config: ServerConfig, ok: bool, error: str = "", pid: Optional[i
     os.replace(tmp, config.ready_file)
 
 
-def warm_up(predictor: Any, config: ServerConfig) -> None:
-    """Score the model's own input example once, so first requests do not pay lazy set-up."""
+def warm_up(predictor: Any) -> None:
+    """Score the model's own input example once, so first requests do not pay lazy set-up.
+    Only in a process that will not fork (a worker): see the module's docstring."""
     if predictor.input_example is None:
         return
     body = json.dumps(predictor.input_example).encode("utf-8")
@@ -67,7 +75,6 @@ def load_model(config: ServerConfig) -> Any:
     except Exception as exc:
         write_ready(config, ok=False, error="the model could not be loaded: " + one_line(exc))
         raise
-    warm_up(predictor, config)
     return predictor
 
 
@@ -85,12 +92,15 @@ def load_scoring_script(config: ServerConfig) -> ScoringScript:
 
 
 def init_worker(heartbeat: Callable[[], None], master_pid: int) -> None:
-    """In a new worker, before it takes traffic: the scoring script's init() (nothing for a model).
+    """In a new worker, before it takes traffic: the model's warm-up, or the scoring script's
+    init().
 
     The heartbeat keeps gunicorn from killing a worker whose init() loads a large model. If init()
     raises: traceback to the log, the ready file says why, and the worker exits with gunicorn's
     boot error, which stops the whole server so the deployment is marked Failed."""
     if _script is None:
+        if _predictor is not None:
+            warm_up(_predictor)
         return
     done = threading.Event()
     threading.Thread(target=_keep_alive, args=(heartbeat, done), daemon=True).start()
@@ -123,13 +133,13 @@ def _unbuffered_output() -> None:
 
 
 def load() -> "object":
-    global _config, _script
+    global _config, _script, _predictor
     _config = config = ServerConfig.from_env()
     _unbuffered_output()
     if config.scoring_script:
         model = _script = load_scoring_script(config)
     else:
-        model = load_model(config)
+        model = _predictor = load_model(config)
     application = create_app(model, config)
     # the model and the imported libraries are long-lived: keep full collections off them
     # (DESIGN §8: p99 52 -> 5.6 ms with 1000-row requests)

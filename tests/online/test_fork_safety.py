@@ -1,0 +1,50 @@
+"""Models whose predict starts native thread pools (OpenMP: scikit-learn's HistGradientBoosting,
+LightGBM) serve from forked gunicorn workers: nothing runs a prediction in a process that later
+forks (libgomp's pool does not survive a fork: the child blocks forever in its first parallel
+region), so a deployment answers with the in-process predictions with 1 or 2 workers, forked from
+the env's fork server or started by exec."""
+import numpy as np
+import pytest
+import requests
+
+from example_models.build import shared_requirements
+from mlflow_deploy import online
+from mlflow_deploy.online import forkserver
+
+pytestmark = pytest.mark.slow
+
+HGB_TREES = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+
+
+@pytest.fixture(scope="module")
+def hgb_model(tmp_path_factory):
+    """A HistGradientBoostingClassifier in the example models' env, and what it predicts here."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = make_classification(200, 8, random_state=0)
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
+    path = tmp_path_factory.mktemp("hgb") / "model"
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)),
+                              input_example=X[:3], pip_requirements=shared_requirements(),
+                              skops_trusted_types=[HGB_TREES])
+    rows = np.round(X[:7], 6)
+    return path, rows, model.predict(rows).tolist()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("fork_servers", [True, False], ids=["forked", "exec"])
+def test_openmp_model_answers_from_forked_workers(deploy_home, hgb_model, monkeypatch, workers,
+                                                  fork_servers):
+    if not fork_servers:
+        monkeypatch.setenv(forkserver.IDLE_ENV, "0")
+    path, rows, expected = hgb_model
+    created = online.create_deployment("hgb", str(path), config={"instance_count": workers})
+    assert created["provisioning_state"] == "Succeeded"
+    for _ in range(2 * workers):  # every worker answers, none is stuck in its thread pool
+        answer = requests.post(created["scoring_uri"], json={"input_data": rows.tolist()},
+                               timeout=20)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == expected
