@@ -1,0 +1,221 @@
+"""The bench peer `ours` (bench/peers.toml): a real deployment, as a user gets it.
+
+    MLFLOW_DEPLOY_BENCH_STATE=DIR python bench/deployment_peer.py --model M --port P --workers N \
+        [-C key=value ...]
+    python bench/deployment_peer.py --cleanup DIR [DIR ...]
+
+The peer harness (../shared/bench/peers/bench.py) wants a foreground command that it stops by
+killing its process group; a deployment's gunicorn server runs detached in its own session (forked
+from the env's fork server, or exec'd) and outlives the command that created it. So this wrapper:
+
+1. removes what a killed earlier run left in DIR (deployments still recorded there are deleted
+   with `mlflow deployments delete`, any process still running from DIR is stopped, DIR goes),
+2. runs `mlflow deployments create -t azureml-local --name bench -m M -C port=P
+   -C instance_count=N [-C ...]` with MLFLOW_DEPLOY_HOME=DIR/home and the fork servers' folder
+   MLFLOW_DEPLOY_RUN_DIR=DIR/run (fresh each time: the model env comes from
+   $MLFLOW_DEPLOY_ENV_CACHE, built before the bench by bench/run.sh),
+3. stays in the foreground until SIGTERM/SIGINT/SIGHUP (or until the server dies: exit 1, so the
+   harness sees the peer die),
+4. on the way out deletes the deployment (`mlflow deployments delete`, at most 15 s: the harness
+   sends SIGKILL 20 s after SIGTERM), then stops anything still running from DIR (the env's fork
+   server, which `delete` leaves running as it would for a user, or a server whose create was
+   killed half way), by pid.
+
+"Running from DIR": working directory under DIR (servers run in their deployment folder) or DIR in
+the command line (the fork server's socket path, inherited by the servers it forks). bench/harness.py
+counts the same processes as the peer's server (CPU, memory), as the harness only sees its process
+group. Standard library only: run it with the project's venv, whose `mlflow` it calls.
+"""
+import argparse
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+STATE_ENV = "MLFLOW_DEPLOY_BENCH_STATE"
+TARGET = "azureml-local"
+DELETE_TIMEOUT_S = 15.0
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+class Stop(Exception):
+    pass
+
+
+def _on_signal(signum, frame):
+    raise Stop(signum)
+
+
+def log(text: str) -> None:
+    print("[deployment_peer {}] {}".format(time.strftime("%H:%M:%S"), text), flush=True)
+
+
+def _env(state: Path) -> dict:
+    env = dict(os.environ)
+    env["MLFLOW_DEPLOY_HOME"] = str(state / "home")
+    env["MLFLOW_DEPLOY_RUN_DIR"] = str(state / "run")
+    return env
+
+
+def running_from(state: Path) -> List[int]:
+    """Pids (not this process, not zombies) whose cwd is under ``state`` or whose command line
+    names it: the deployment's server and workers, and the fork server of DIR/run."""
+    state = Path(os.path.realpath(state))
+    prefix = str(state) + os.sep
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/{}/stat".format(entry), "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                continue
+            cwd = os.readlink("/proc/{}/cwd".format(entry))
+            with open("/proc/{}/cmdline".format(entry), "rb") as f:
+                cmdline = f.read()
+        except (OSError, IndexError):
+            continue
+        if cwd == str(state) or cwd.startswith(prefix) or prefix.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def stop_running(state: Path, grace: float = 3.0) -> None:
+    pids = running_from(state)
+    if not pids:
+        return
+    log("stopping leftover processes of {}: {}".format(state, pids))
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            pids = [p for p in pids if p in running_from(state)]
+            if not pids:
+                return
+            time.sleep(0.1)
+
+
+def recorded(state: Path) -> List[str]:
+    db = state / "home" / "state.db"
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect("file:{}?mode=ro".format(db), uri=True, timeout=5) as conn:
+            return [row[0] for row in conn.execute("SELECT name FROM deployments")]
+    except sqlite3.Error:
+        return []
+
+
+def delete(state: Path, name: str) -> None:
+    t0 = time.monotonic()
+    try:
+        rc = subprocess.call([MLFLOW, "deployments", "delete", "-t", TARGET, "--name", name],
+                             env=_env(state), stdin=subprocess.DEVNULL, timeout=DELETE_TIMEOUT_S)
+        log("mlflow deployments delete {}: rc={} in {:.1f} s".format(name, rc, time.monotonic() - t0))
+    except subprocess.TimeoutExpired:
+        log("mlflow deployments delete {}: no answer after {:.0f} s".format(name, DELETE_TIMEOUT_S))
+
+
+def teardown(state: Path) -> None:
+    for name in recorded(state):
+        delete(state, name)
+    stop_running(state)
+
+
+def cleanup(state: Path) -> None:
+    """Leave nothing of an earlier run of ``state``: deployments, processes, files."""
+    if state.exists():
+        teardown(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _server_pid(state: Path, name: str) -> Optional[int]:
+    try:
+        return int((state / "home" / "deployments" / name / "gunicorn.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: Optional[int]) -> bool:
+    try:
+        with open("/proc/{}/stat".format(pid), "rb") as f:
+            return f.read().decode("ascii", "replace").rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, IndexError, TypeError):
+        return False
+
+
+def _argv0(pid: int) -> str:
+    try:
+        with open("/proc/{}/cmdline".format(pid), "rb") as f:
+            return f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return "?"
+
+
+def serve(args, state: Path) -> int:
+    cleanup(state)
+    (state / "run").mkdir(mode=0o700, parents=True)  # fork servers want a private folder
+    cmd = [MLFLOW, "deployments", "create", "-t", TARGET, "--name", args.name, "-m", args.model,
+           "-C", "port={}".format(args.port), "-C", "instance_count={}".format(args.workers)]
+    for item in args.config:
+        cmd += ["-C", item]
+    try:
+        log("$ " + " ".join(cmd))
+        t0 = time.monotonic()
+        rc = subprocess.call(cmd, env=_env(state), stdin=subprocess.DEVNULL)
+        if rc != 0:
+            log("create failed: rc={}".format(rc))
+            return rc
+        pid = _server_pid(state, args.name)
+        log("created in {:.2f} s; gunicorn master pid {} runs {}".format(
+            time.monotonic() - t0, pid, _argv0(pid) if pid else "?"))
+        while _alive(pid):
+            time.sleep(1.0)
+        log("the server exited")
+        return 1
+    except Stop as stop:
+        log("signal {}: deleting the deployment".format(stop.args[0]))
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        teardown(state)
+
+
+def main(argv=None) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cleanup", nargs="+", metavar="DIR",
+                    help="only remove what earlier runs left in these state folders")
+    ap.add_argument("--model")
+    ap.add_argument("--port", type=int)
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--name", default="bench")
+    ap.add_argument("-C", "--config", action="append", default=[], metavar="KEY=VALUE",
+                    help="more deployment config, passed to `mlflow deployments create`")
+    args = ap.parse_args(argv)
+    try:
+        if args.cleanup:
+            for d in args.cleanup:
+                cleanup(Path(d).resolve())
+            return 0
+        if not os.environ.get(STATE_ENV) or not (args.model and args.port and args.workers):
+            ap.error("--model, --port, --workers and ${} are required".format(STATE_ENV))
+        return serve(args, Path(os.environ[STATE_ENV]).resolve())
+    except Stop:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
