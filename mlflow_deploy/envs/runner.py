@@ -16,18 +16,10 @@ log = logging.getLogger("mlflow_deploy.envs")
 OUTPUT_TAIL_LINES = 40
 
 
-def run(
-    args: Sequence[str],
-    *,
-    what: str,
-    env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[str] = None,
-    timeout: Optional[float] = None,
-    error=BuildFailed,
-) -> str:
-    """Run ``args``; return its combined output. ``what`` names the step in the error message."""
-    returncode, output = run_unchecked(args, what=what, env=env, cwd=cwd, timeout=timeout,
-                                       error=error)
+def run(args: Sequence[str], *, what: str, error=BuildFailed, **options) -> str:
+    """Run ``args``; return its combined output. ``what`` names the step in the error message;
+    ``options``: run_unchecked's ``env``, ``cwd`` and ``timeout``."""
+    returncode, output = run_unchecked(args, what=what, error=error, **options)
     if returncode != 0:
         raise error("{} failed (exit {}):\n{}".format(what, returncode, readable_tail(output)))
     return output

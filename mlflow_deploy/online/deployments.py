@@ -73,11 +73,7 @@ def server_config_for(
     return ServerConfig(
         **files,
         bind=f"{supervisor.HOST}:{port}",
-        workers=settings.instance_count,
-        validation=settings.validation,
-        request_timeout_ms=settings.request_timeout_ms,
-        max_request_mb=settings.max_request_mb,
-        error_details=settings.error_details,
+        **settings.scoring_options.to_dict(),
         model_uri=model_uri,
         deployment=name,
         revision=revision,
@@ -364,7 +360,7 @@ def predict(
             "update the deployment to restart it, or see its log."
         )
     payload = to_payload(inputs, params)
-    timeout_s = deployment.config.get("request_timeout_ms", 5000) / 1000.0 + 30
+    timeout_s = DeploymentSettings(**deployment.config).scoring_options.timeout_s + 30
     return score(scoring_uri_of(deployment), payload, timeout_s)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import requests
 
 from mlflow_deploy.errors import InvalidParameter, PredictionFailed
-from mlflow_deploy.scoring.payload import dumps
+from mlflow_deploy.scoring.payload import dumps, to_azure_body
 
 __all__ = ["to_payload", "score"]
 
@@ -23,48 +23,24 @@ def _unwrap_read_json(frame: pd.DataFrame) -> Any:
     return {str(key): value for key, value in column.items()}
 
 
-def _frame_to_split(frame: pd.DataFrame) -> Dict[str, Any]:
-    split = frame.to_dict(orient="split")
-    split.pop("index", None)
-    # NaN / NaT become null, as Azure clients send missing values
-    split["data"] = [
-        [None if (not isinstance(v, (list, dict, np.ndarray)) and pd.isna(v)) else v for v in row]
-        for row in split["data"]
-    ]
-    return split
-
-
 def to_payload(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """A dict with ``input_data`` goes as is; a DataFrame as split orientation; a list or ndarray
-    as a tensor; any other dict as named tensors. ``params`` become the top-level ``params``."""
+    """What ``predict`` is given as an Azure body (scoring.payload.to_azure_body: a DataFrame in
+    the split orientation, a list or ndarray as a tensor, a dict as named tensors, a dict with
+    ``input_data`` as is), after undoing what MLflow's ``--input-path`` reading did to a file."""
     if isinstance(inputs, pd.DataFrame):
         columns = list(inputs.columns)
         if columns == ["input_data"]:
-            payload = {"input_data": _unwrap_read_json(inputs)}
+            inputs = {"input_data": _unwrap_read_json(inputs)}
         elif sorted(columns) == ["input_data", "params"]:
             raise InvalidParameter(
                 "params cannot be sent through --input-path (MLflow reads the file with "
                 "pd.read_json); send them with the Python API (predict(..., params=...)) or HTTP."
             )
-        else:
-            payload = {"input_data": _frame_to_split(inputs)}
-    elif isinstance(inputs, dict):
-        payload = dict(inputs) if "input_data" in inputs else {"input_data": inputs}
-    elif isinstance(inputs, (list, tuple, np.ndarray)):
-        payload = {
-            "input_data": np.asarray(inputs).tolist()
-            if isinstance(inputs, np.ndarray)
-            else list(inputs)
-        }
-    elif isinstance(inputs, pd.Series):
-        payload = {"input_data": inputs.tolist()}
-    else:
+    elif not isinstance(inputs, (dict, list, tuple, np.ndarray, pd.Series)):
         raise InvalidParameter(
             "inputs must be a dict, a pandas DataFrame, a list or a numpy array."
         )
-    if params:
-        payload["params"] = dict(params)
-    return payload
+    return to_azure_body(inputs, params)
 
 
 def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:

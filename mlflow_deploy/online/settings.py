@@ -11,16 +11,16 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
+from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP"]
 
-VALIDATION_MODES = ("compatible", "strict")
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
 
 
 @dataclass(frozen=True)
 class DeploymentSettings:
-    instance_count: int = 1  # gunicorn worker processes
+    instance_count: int = DEFAULTS.workers  # gunicorn worker processes
     env_manager: str = "uv"  # how the model's own environment is built (DESIGN §5)
     python_version_policy: str = "exact"  # or "nearest": the closest Python, with a warning
     package: Optional[str] = None  # a `mlflow-deploy package` folder: build offline from it
@@ -29,18 +29,26 @@ class DeploymentSettings:
     code: Optional[str] = None  # folder, copied into the deployment at each revision
     scoring_script: Optional[str] = None  # file inside `code`
     conda_file: Optional[str] = None  # the script's environment
-    validation: str = "compatible"
-    request_timeout_ms: int = 5000
-    max_request_mb: float = 100.0
-    error_details: bool = True
+    # how the server scores: defaults from scoring.options (ScoringOptions), declared there once
+    validation: str = DEFAULTS.validation.value
+    request_timeout_ms: int = DEFAULTS.request_timeout_ms
+    max_request_mb: float = DEFAULTS.max_request_mb
+    error_details: bool = DEFAULTS.error_details
     port: Optional[int] = None  # None: pick a free one
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    @property
+    def scoring_options(self) -> ScoringOptions:
+        return ScoringOptions(validation=self.validation,
+                              request_timeout_ms=self.request_timeout_ms,
+                              max_request_mb=self.max_request_mb,
+                              error_details=self.error_details, workers=self.instance_count)
+
 
 SETTING_HELP = {
-    "instance_count": "number of worker processes (1-64, default 1)",
+    "instance_count": f"number of worker processes (1-64, default {DEFAULTS.workers})",
     "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "
     "local (the current Python environment) or conda",
     "python_version_policy": "exact (default: the model's Python minor version) or nearest",
@@ -52,8 +60,9 @@ SETTING_HELP = {
     "conda_file": "conda YAML of the scoring script's environment (else code/requirements.txt, "
     "else the MLflow model's own environment)",
     "validation": "compatible (default: coerce like Azure, report coercions) or strict",
-    "request_timeout_ms": f"scoring timeout per request, 1-{MAX_REQUEST_TIMEOUT_MS} (default 5000)",
-    "max_request_mb": "largest request body in MiB (default 100)",
+    "request_timeout_ms": f"scoring timeout per request, 1-{MAX_REQUEST_TIMEOUT_MS} "
+    f"(default {DEFAULTS.request_timeout_ms})",
+    "max_request_mb": f"largest request body in MiB (default {DEFAULTS.max_request_mb:g})",
     "error_details": "true (default) or false: show the model's own error line in 400 answers",
     "port": "TCP port on 127.0.0.1 (default: a free one)",
 }
@@ -175,10 +184,10 @@ def check_script_settings(settings: DeploymentSettings) -> None:
 
 
 def _validation(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in VALIDATION_MODES:
-        raise InvalidParameter("Config 'validation' must be 'compatible' or 'strict'.")
-    return text
+    try:
+        return Validation.parse(value).value
+    except ValueError:
+        raise InvalidParameter("Config 'validation' must be 'compatible' or 'strict'.") from None
 
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {

@@ -1,16 +1,15 @@
 """The HTTP face of the scoring pipeline: Azure's routes, MLflow's routes, headers, limits.
 
-Every scoring route hands the body to pipeline.py, or for a deployment with a scoring script to
-script.py; this module only does HTTP (DESIGN §7).
+Every scoring route hands the request to the deployment's Scorer (scorer.py: an MLflow model
+through pipeline.py, or a user's scoring script); this module only does HTTP.
 """
 import logging
-import os
 import signal
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -18,12 +17,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
-from .errors import HeaderTooLarge, NotFound, PayloadTooLarge, ScoringError, ScoringTimeout
+from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout
 from .metrics import Metrics
-from .script import ScoringScript
-
-if TYPE_CHECKING:  # predictor imports mlflow, which a scoring-script server must not need
-    from .predictor import Predictor
+from .scorer import ScoreRequest, Scorer
+from .watchdog import Watchdog
 
 log = logging.getLogger("mlflow_deploy.scoring")
 MAX_REQUEST_ID = 100
@@ -59,23 +56,22 @@ def deadline(seconds: float) -> Iterator[None]:
         raise ScoringTimeout(message)
 
 
-def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
-               on_timeout: Optional[Callable[[], None]] = None) -> Flask:
-    """Build the app for an MLflow model (a Predictor) or a user's scoring script.
-
-    `on_timeout` recycles the worker after a 504 (gunicorn_conf sets it)."""
-    script = model if isinstance(model, ScoringScript) else None
-    predictor = None if script else model
+def create_app(scorer: Scorer, config: ServerConfig,
+               on_timeout: Optional[Callable[[], None]] = None,
+               metrics: Optional[Metrics] = None,
+               watchdog: Optional[Watchdog] = None) -> Flask:
+    """Build the app around a scorer (an MLflow model or a user's scoring script: the app does
+    not ask which). `on_timeout` recycles the worker after a 504 (gunicorn_conf sets it);
+    `watchdog` learns when each request starts and ends, to answer and kill a worker whose
+    request outlives the timeout stuck where the in-worker deadline cannot reach."""
+    options = config.options
     app = Flask("mlflow_deploy.scoring")
-    app.config["MAX_CONTENT_LENGTH"] = int(config.max_request_mb * 1024 * 1024)
+    app.config["MAX_CONTENT_LENGTH"] = options.max_request_bytes
     app.config["ON_TIMEOUT"] = on_timeout
-    metrics = Metrics()
-    timeout_s = config.request_timeout_ms / 1000.0
-    options = {"validation": config.validation, "error_details": config.error_details}
+    metrics = metrics or Metrics()
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
-               "validation": config.validation,
-               **(script.describe() if script else pipeline.describe(predictor))}
+               "validation": options.validation.value, **scorer.describe()}
 
     def ids():
         rid = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
@@ -93,15 +89,18 @@ def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
         metrics.observe(route, result.status, time.perf_counter() - started)
         return response
 
-    def run_scoring(route: str, call: Callable[[str], pipeline.Result]) -> Response:
+    def run_scoring(route: str, call: Callable[[ScoreRequest], pipeline.Result]) -> Response:
         started = time.perf_counter()
         try:
             rid, client_rid = ids()
         except ScoringError as exc:
             return answer(pipeline.error_result(exc), route, "", "", started)
+        client = request.environ.get("gunicorn.socket")
+        if watchdog is not None and client is not None:
+            watchdog.begin(route, client.fileno(), rid, client_rid)
         try:
-            with deadline(timeout_s):
-                result = call(rid)
+            with deadline(options.timeout_s):
+                result = call(score_request(rid))
         except ScoringTimeout as exc:
             log.error("request %s: %s; recycling this worker", rid, exc.message)
             if app.config["ON_TIMEOUT"]:
@@ -109,6 +108,9 @@ def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
             result = pipeline.error_result(exc)
         except RequestEntityTooLarge:
             result = pipeline.error_result(PayloadTooLarge(_too_large(config)))
+        finally:
+            if watchdog is not None:
+                watchdog.end()
         return answer(result, route, rid, client_rid, started)
 
     @app.route("/", methods=["GET"])
@@ -116,26 +118,9 @@ def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
         # the app exists only once the model is loaded: answering at all means ready
         return Response("Healthy", status=200, content_type="text/plain")
 
-    @app.route("/score", methods=["POST"])
+    @app.route("/score", methods=["GET", "POST"])
     def score():
-        if script:
-            return run_scoring("score", lambda rid: script.score(request, rid))
-        return run_scoring("score", lambda rid: pipeline.score(
-            request.get_data(cache=False), request.content_type, predictor, request_id=rid,
-            **options))
-
-    @app.route("/score", methods=["GET"])
-    def score_query():
-        if script:
-            return run_scoring("score", lambda rid: script.score(request, rid))
-
-        def call(rid):
-            try:
-                parsed = payload.parse_azure_query(request.args.get("input_data") or "null")
-            except ScoringError as exc:
-                return pipeline.error_result(exc)
-            return pipeline.score_parsed(parsed, predictor, request_id=rid, **options)
-        return run_scoring("score", call)
+        return run_scoring("score", scorer.score)
 
     @app.route("/score", methods=["OPTIONS"])
     def score_options():
@@ -143,29 +128,13 @@ def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
 
     @app.route("/invocations", methods=["POST"])
     def invocations():
-        if script:
-            return _json_error(404, "This deployment runs a scoring script: score with POST "
-                                    "/score.")
-        return run_scoring("invocations", lambda rid: pipeline.invocations(
-            request.get_data(cache=False), request.content_type, predictor, request_id=rid,
-            **options))
+        return run_scoring("invocations", scorer.invocations)
 
     @app.route("/swagger.json", methods=["GET"])
     def swagger():
-        if script:
-            return _script_swagger(script, request.args.get("version", "2"))
-        from .swagger import build_swagger
-
-        try:
-            doc = build_swagger(request.args.get("version", "2"),
-                                input_schema=predictor.input_schema,
-                                output_schema=predictor.output_schema,
-                                params_schema=predictor.params_schema,
-                                example=predictor.input_example,
+        result = scorer.swagger(request.args.get("version", "2"),
                                 title=config.deployment or "mlflow-deploy")
-        except NotFound as exc:
-            return _json_error(exc.status, exc.message)
-        return Response(payload.dumps(doc), status=200, content_type=JSON)
+        return Response(result.body, status=result.status, content_type=result.content_type)
 
     @app.route("/ping", methods=["GET"])
     @app.route("/health", methods=["GET"])
@@ -196,31 +165,12 @@ def create_app(model: Union["Predictor", ScoringScript], config: ServerConfig,
     return app
 
 
-# the files Azure serves as a scoring script's swagger, by version (server/swagger.py)
-SCRIPT_SWAGGER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",),
-                        "3.1": ("swagger3.1.json",)}
-SWAGGER_ALIASES = {"2.0": "2", "3.0": "3"}
-
-
-def _script_swagger(script: ScoringScript, version: str) -> Response:
-    """A scoring script's swagger is the file the user put in the code folder, as Azure serves it.
-    Azure generates one for inference-schema decorated run() functions; that is not done here."""
-    found: Dict[str, str] = {}
-    for known, names in SCRIPT_SWAGGER_FILES.items():
-        paths = [os.path.join(script.code_dir, name) for name in names]
-        paths = [path for path in paths if os.path.isfile(path)]
-        if paths:
-            found[known] = paths[0]
-    supported = ", ".join(sorted(found))
-    wanted = SWAGGER_ALIASES.get(version, version)
-    if wanted not in SCRIPT_SWAGGER_FILES:
-        return _json_error(404, "Swagger version [{}] is not valid. Supported versions: "
-                                "[{}].".format(version, supported))
-    if wanted not in found:
-        return _json_error(404, "Swagger version [{}] is not supported for the scoring script. "
-                                "Supported swagger versions: [{}].".format(version, supported))
-    with open(found[wanted], "rb") as f:
-        return Response(f.read(), status=200, content_type=JSON)
+def score_request(request_id: str) -> ScoreRequest:
+    """Flask's current request as the scorer's transport-neutral one (the body is read here,
+    inside the deadline: a body over the limit is the server's 413)."""
+    return ScoreRequest(body=request.get_data(cache=True), content_type=request.content_type,
+                        method=request.method, args=request.args.to_dict(flat=False),
+                        headers=request.headers, request_id=request_id, native=request)
 
 
 def _too_large(config: ServerConfig) -> str:

@@ -5,7 +5,7 @@ Two drivers, as Azure ML batch deployments have them:
 - `BatchDriver`: the user's scoring script (code_configuration): `init()` once, then
   `run(mini_batch)` with a list of file paths, returning a pandas DataFrame or a list.
 - `MlflowBatchDriver`: no script, an MLflow model scored file by file (CSV, Parquet, JSON) through
-  the same parse -> enforce -> predict path as the online server (pipeline.predict_parsed).
+  the same parse -> enforce -> predict path as the online server (scorer.ModelScorer).
 
 The Azure behaviour matched, and where it is written down:
 - run()'s contract: "Author scoring scripts for batch deployments" (how-to-batch-scoring-script):
@@ -41,24 +41,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from . import payload, pipeline
-from .errors import ScoringError, one_line
-from .script import ScriptError, azure_environment, import_script
+from . import payload
+from .errors import BadRequest, ScoringError, StartupError, one_line
+from .options import DEFAULTS, ScoringOptions
+from .scorer import ModelScorer
+from .script import azure_environment, import_script
 
 Rows = Union[List[Any], pd.DataFrame]
 # what the MLflow driver reads: Azure's .csv/.parquet/.pqt, and JSON (a request body or records)
 TABULAR = {".csv": "CSV", ".parquet": "Parquet", ".pqt": "Parquet", ".json": "JSON",
            ".jsonl": "JSON Lines"}
-
-
-class DriverError(Exception):
-    """The driver cannot start: the script does not import, has no run(), or its init() raised;
-    or the MLflow model does not load. `traceback` is for the job log."""
-
-    def __init__(self, message: str, traceback_text: Optional[str] = None):
-        super().__init__(message)
-        self.message = message
-        self.traceback = traceback_text
 
 
 @dataclass
@@ -117,30 +109,28 @@ class BatchDriver:
              environment_variables: Optional[Mapping[str, str]] = None) -> "BatchDriver":
         """Import `code_dir/entry_script` in Azure's environment and call its init() once.
 
-        Raises DriverError (one line, traceback kept) and leaves the environment as it found it.
+        Raises StartupError (one line, traceback kept) and leaves the environment as it found it.
         """
         code_dir = os.path.abspath(code_dir)
         path = os.path.join(code_dir, entry_script)
         if not os.path.isfile(path):
-            raise DriverError("the scoring script is not in the code folder")
+            raise StartupError("the scoring script is not in the code folder")
         extra = dict(environment_variables or {})
         if output_dir is not None:  # batch scripts that write their own files look here
             extra["AZUREML_BI_OUTPUT_PATH"] = os.path.abspath(output_dir)
         undo = azure_environment(code_dir, path, azureml_model_dir, extra)
         module = None
         try:
-            try:  # under its own name, as ParallelRunStep's ScoreModule imports it
-                module = import_script(path, os.path.splitext(os.path.basename(path))[0])
-            except ScriptError as exc:
-                raise DriverError(exc.message, exc.traceback) from None
+            # under its own name, as ParallelRunStep's ScoreModule imports it
+            module = import_script(path, os.path.splitext(os.path.basename(path))[0])
             if not callable(getattr(module, "run", None)):
-                raise DriverError("the scoring script has no run(mini_batch) function")
+                raise StartupError("the scoring script has no run(mini_batch) function")
             init = getattr(module, "init", None)  # optional, as in ParallelRunStep
             if callable(init):
                 try:
                     init()
                 except (Exception, SystemExit) as exc:
-                    raise DriverError("the scoring script's init() failed: " + one_line(exc),
+                    raise StartupError("the scoring script's init() failed: " + one_line(exc),
                                       traceback.format_exc()) from None
         except BaseException:
             undo()
@@ -257,19 +247,17 @@ class MlflowBatchDriver:
     """Azure's generated driver for MLflow models: each file read, enforced against the signature
     and predicted on its own, so one bad file fails alone. Rows are `row,prediction,file` lines."""
 
-    def __init__(self, predictor: Any, validation: str = "compatible"):
-        self.predictor = predictor
-        self.validation = validation
+    def __init__(self, scorer: ModelScorer):
+        self.scorer = scorer
 
     @classmethod
-    def load(cls, model_dir: str, *, validation: str = "compatible") -> "MlflowBatchDriver":
-        from .predictor import Predictor  # imports mlflow: only this driver needs it
-
-        try:
-            return cls(Predictor.load(model_dir), validation)
+    def load(cls, model_dir: str, *,
+             options: ScoringOptions = DEFAULTS) -> "MlflowBatchDriver":
+        try:  # imports mlflow: only this driver needs it
+            return cls(ModelScorer.load(model_dir, options))
         except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
-            raise DriverError("the MLflow model could not be loaded: " + one_line(exc),
-                              traceback.format_exc()) from None
+            raise StartupError("the MLflow model could not be loaded: " + one_line(exc),
+                               traceback.format_exc()) from None
 
     def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
         files = [str(f) for f in files]
@@ -280,10 +268,8 @@ class MlflowBatchDriver:
                 result.rows.extend(self.score_file(path))
             except ScoringError as exc:
                 result.file_errors[path] = exc.message
-                cause = exc.__context__  # the model's own exception, when the model failed
-                if cause is not None and cause.__traceback__ is not None:
-                    tracebacks.append("{}:\n{}".format(path, "".join(traceback.format_exception(
-                        type(cause), cause, cause.__traceback__))))
+                if exc.traceback:  # the model's own, when the model failed
+                    tracebacks.append("{}:\n{}".format(path, exc.traceback))
             except Exception as exc:  # noqa: BLE001 - a reader or flavor we did not foresee
                 result.file_errors[path] = ("an unexpected {} while scoring the file; the job "
                                             "log has the traceback".format(type(exc).__name__))
@@ -295,8 +281,7 @@ class MlflowBatchDriver:
         """One file's rows: `row,prediction,file` per input row. Raises ScoringError."""
         name = os.path.basename(path)
         parsed = read_tabular(path)
-        predictions, enforced = pipeline.predict_parsed(
-            parsed, self.predictor, validation=self.validation, request_id=name)
+        predictions, enforced = self.scorer.predict_parsed(parsed, request_id=name)
         values = per_row(predictions)
         if len(values) != enforced.rows:
             raise BatchFileError("the model returned {} prediction(s) for {} input row(s); "
@@ -314,10 +299,8 @@ class MlflowBatchDriver:
         self.close()
 
 
-class BatchFileError(ScoringError):
+class BatchFileError(BadRequest):
     """An input file the MLflow driver cannot read or score."""
-
-    status = 400
 
 
 def read_tabular(path: str) -> payload.ParsedInput:

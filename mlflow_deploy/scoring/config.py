@@ -8,19 +8,21 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, Optional
 
+from .options import DEFAULTS, ScoringOptions
+
 CONFIG_ENV = "MLFLOW_DEPLOY_SERVER_CONFIG"
-VALIDATION_MODES = ("compatible", "strict")
 
 
 @dataclass
 class ServerConfig:
     model_dir: str  # a local directory holding MLmodel
     bind: str = "127.0.0.1:5001"  # host:port
-    workers: int = 1  # instance_count: worker processes
-    validation: str = "compatible"  # or "strict" (DESIGN §3)
-    request_timeout_ms: int = 5000  # Azure's default request_settings.request_timeout_ms
-    max_request_mb: float = 100.0  # Azure's front proxy limit
-    error_details: bool = True  # show the model's own exception line in 400s
+    # how it scores (options.ScoringOptions, where the defaults are), flat in the file
+    workers: int = DEFAULTS.workers
+    validation: str = DEFAULTS.validation.value
+    request_timeout_ms: int = DEFAULTS.request_timeout_ms
+    max_request_mb: float = DEFAULTS.max_request_mb
+    error_details: bool = DEFAULTS.error_details
     model_uri: Optional[str] = None  # what the user asked for, shown by /version
     deployment: Optional[str] = None
     revision: int = 1
@@ -54,6 +56,13 @@ class ServerConfig:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(asdict(self), f, indent=2)
         os.replace(tmp, path)
+
+    @property
+    def options(self) -> ScoringOptions:
+        return ScoringOptions(validation=self.validation,
+                              request_timeout_ms=self.request_timeout_ms,
+                              max_request_mb=self.max_request_mb,
+                              error_details=self.error_details, workers=self.workers)
 
     @property
     def port(self) -> int:

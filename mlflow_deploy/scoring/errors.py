@@ -1,15 +1,19 @@
 """Scoring's error tree: each error carries the HTTP status it is answered with.
 
 Messages name the key, column, tensor or param at fault in single quotes and never quote the
-caller's values (DESIGN §3), so an error can be logged and returned without leaking data.
+caller's values, so an error can be logged and returned without leaking data. ``StartupError`` is
+the other kind: what is to be served cannot start (no request is involved).
 """
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 
 class ScoringError(Exception):
     """Base of every error the scoring path answers on purpose."""
 
     status: ClassVar[int] = 500
+    #: the model's own traceback behind a ModelFailed or ModelRejectedInput, for a log (never
+    #: a response: it may hold the caller's values)
+    traceback: Optional[str] = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -60,6 +64,17 @@ class ModelFailed(ScoringError):
     """Any other failure inside the model: 500, request id in the body, traceback in the log."""
 
     status = 500
+
+
+class StartupError(Exception):
+    """What is to be served cannot start: a scoring script does not import, lacks init()/run(),
+    or its init() raised; an MLflow model does not load (batch). ``traceback`` is the script's or
+    the model's own, for the log only."""
+
+    def __init__(self, message: str, traceback_text: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.traceback = traceback_text
 
 
 def one_line(exc: BaseException, limit: int = 500) -> str:

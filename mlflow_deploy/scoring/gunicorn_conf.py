@@ -28,16 +28,31 @@ proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")
 
 
 def when_ready(server):
+    from mlflow_deploy.scoring import wsgi
     from mlflow_deploy.scoring.forkserver import report_modules
-    from mlflow_deploy.scoring.wsgi import write_ready
 
     report_modules()  # a master forked by the env's fork server: what to import there next time
-    if not _config.scoring_script:  # a scoring script is ready once its workers ran init()
-        write_ready(_config, ok=True)
+    wsgi.watchdog.start()
+
+
+def pre_fork(server, worker):
+    """In the master: the worker about to be forked gets its row in the watchdog's table."""
+    from mlflow_deploy.scoring import wsgi
+
+    wsgi.watchdog.assign(worker)
+
+
+def child_exit(server, worker):
+    from mlflow_deploy.scoring import wsgi
+
+    wsgi.watchdog.release(worker)
 
 
 def post_fork(server, worker):
     """After a 504 the worker finishes that response and exits; the master forks a fresh one."""
+    from mlflow_deploy.scoring import wsgi
+
+    wsgi.watchdog.attach(worker)
     app = worker.app.wsgi()
 
     def recycle():
@@ -47,7 +62,8 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """A scoring script's init() runs here, once per worker, before the worker takes traffic."""
+    """Each worker prepares itself here (a model's warm-up, a script's init()), before it takes
+    traffic; the last one through reports the revision ready."""
     from mlflow_deploy.scoring.wsgi import init_worker
 
     init_worker(worker.notify, worker.ppid)

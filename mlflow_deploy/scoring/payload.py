@@ -107,6 +107,42 @@ def from_azure_body(body: Dict[str, Any], raw: Optional[bytes] = None) -> Parsed
     return ParsedInput(data, form_of(data), _params(body), bools)
 
 
+def to_azure_input(value: Any) -> Any:
+    """A client's input as Azure's ``input_data`` (the inverse of ``from_azure_body``'s forms): a
+    DataFrame in the split orientation with its index (Azure's documented form; missing values
+    as null), a numpy array or Series as a nested list (a tensor), a dict as named tensors;
+    anything else as it is. The result still holds numpy scalars and timestamps, which
+    ``dumps`` writes as Azure clients send them."""
+    if isinstance(value, pd.DataFrame):
+        split = value.to_dict(orient="split")
+        split["data"] = [[None if _missing(v) else v for v in row] for row in split["data"]]
+        return split
+    if isinstance(value, (np.ndarray, pd.Series)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): to_azure_input(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _missing(value: Any) -> bool:
+    """NaN, None, NaT and pd.NA: not a list, dict or array cell, whose truth pd.isna spreads."""
+    return not isinstance(value, (list, dict, np.ndarray)) and bool(pd.isna(value))
+
+
+def to_azure_body(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A whole Azure request body: a dict holding ``input_data`` is taken as one already;
+    ``params`` (when given) replace its top-level params."""
+    if isinstance(inputs, dict) and "input_data" in inputs:
+        body = dict(inputs)
+    else:
+        body = {"input_data": to_azure_input(inputs)}
+    if params:
+        body["params"] = dict(params)
+    return body
+
+
 def parse_azure_query(input_data: str) -> ParsedInput:
     """GET /score?input_data=<URL-encoded JSON>: the same input, carried in the query string."""
     raw = input_data.encode("utf-8")
@@ -170,7 +206,7 @@ def to_jsonable(predictions: Any) -> Any:
     return predictions
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     """Values plain JSON cannot carry: numpy scalars and arrays, timestamps, bytes, NaT."""
     if isinstance(value, np.generic):
         return value.item()
@@ -208,14 +244,14 @@ if orjson is not None:
     def dumps(value: Any) -> bytes:
         """orjson writes NaN/inf as null already; numpy arrays of numbers go through natively."""
         try:
-            return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+            return orjson.dumps(value, default=json_default, option=_ORJSON_OPTIONS)
         except TypeError:
             # e.g. non-contiguous or object arrays orjson rejects: take the generic route
-            return orjson.dumps(_finite(_plain(value)), default=_default,
+            return orjson.dumps(_finite(_plain(value)), default=json_default,
                                 option=orjson.OPT_NON_STR_KEYS)
 else:  # pragma: no cover - exercised on the old stack
     def dumps(value: Any) -> bytes:
-        return json.dumps(_finite(_plain(value)), default=_default, allow_nan=False).encode()
+        return json.dumps(_finite(_plain(value)), default=json_default, allow_nan=False).encode()
 
 
 def _plain(value: Any) -> Any:

@@ -3,6 +3,7 @@
 Online (/score, /invocations), `mlflow-deploy validate` and batch all come through here.
 """
 import logging
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -96,30 +97,37 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
 
 def predict(predictor: "Predictor", enforced: schema.Enforced, error_details: bool = True,
             request_id: str = "") -> Any:
-    """Call the model; sort its failures into 'rejected the input' (400) and 'failed' (500)."""
+    """Call the model; sort its failures into 'rejected the input' (400) and 'failed' (500).
+    Either error carries the model's traceback for the caller's log."""
     try:
         return predictor.predict(enforced.model_input, enforced.params)
     except ScoringTimeout:
         raise
     except REJECTIONS as exc:
-        raise _rejected(exc, error_details) from None
+        error: ScoringError = _rejected(exc, error_details)
+        error.traceback = traceback.format_exc()
     except Exception as exc:  # noqa: BLE001 - the model may raise anything; the caller gets 500
         if _is_mlflow_input_error(exc):
             # MLflow's own enforcement inside predict: its text starts with a repr of the data
             log.error("request %s: MLflow's signature enforcement rejected the input: %s",
                       request_id, exc)
-            raise ModelRejectedInput(
+            error = ModelRejectedInput(
                 "The input passed mlflow-deploy's checks but MLflow's own signature enforcement "
-                "rejected it; the deployment log has its message for request id "
-                + request_id) from None
-        log.error("request %s: the model failed\n%s", request_id, traceback.format_exc())
-        raise ModelFailed("The model failed while scoring; the deployment log has the traceback "
-                          "for request id " + request_id) from None
+                "rejected it; the deployment log has its message for request id " + request_id)
+        else:
+            log.error("request %s: the model failed\n%s", request_id, traceback.format_exc())
+            error = ModelFailed("The model failed while scoring; the deployment log has the "
+                                "traceback for request id " + request_id)
+        error.traceback = traceback.format_exc()
+    raise error
 
 
 def _is_mlflow_input_error(exc: Exception) -> bool:
-    code = getattr(exc, "error_code", None)
-    return type(exc).__name__ == "MlflowException" and code in (
+    """MLflow's MlflowException with an input error code. mlflow is not imported for it: where
+    mlflow.exceptions was never imported (a scoring script's server), nothing raised one."""
+    module = sys.modules.get("mlflow.exceptions")
+    base = getattr(module, "MlflowException", None)
+    return base is not None and isinstance(exc, base) and getattr(exc, "error_code", None) in (
         "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
 
 

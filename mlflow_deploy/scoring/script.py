@@ -19,14 +19,17 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import payload
-from .errors import BadRequest, ModelFailed, PayloadError, ScoringError, ScoringTimeout, one_line
+from .errors import (BadRequest, ModelFailed, NotFound, PayloadError, ScoringError,
+                     ScoringTimeout, StartupError, one_line)
 from .pipeline import Result, error_result
+from .scorer import JSON, ScoreRequest, Scorer
 
 log = logging.getLogger("mlflow_deploy.scoring")
 
@@ -39,16 +42,11 @@ RAW_HTTP_FLAGS = ("azureml_inference_server_http.api.aml_request",
 SCHEMA_UTIL = "inference_schema.schema_util"  # where inference-schema tells a decorated run()
 # a Response's own framing headers: the server sets these from the body it sends
 _FRAMING = ("content-type", "content-length", "transfer-encoding")
-
-
-class ScriptError(Exception):
-    """The script cannot serve: it does not import, lacks init()/run(), or its init() raised.
-    ``traceback`` is the script's own, for the log."""
-
-    def __init__(self, message: str, traceback_text: Optional[str] = None):
-        super().__init__(message)
-        self.message = message
-        self.traceback = traceback_text
+HEARTBEAT_S = 1.0
+# the files Azure serves as a scoring script's swagger, by version (server/swagger.py)
+SCRIPT_SWAGGER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",),
+                        "3.1": ("swagger3.1.json",)}
+SWAGGER_ALIASES = {"2.0": "2", "3.0": "3"}
 
 
 def azure_environment(code_dir: str, script_path: str, azureml_model_dir: Optional[str],
@@ -86,22 +84,22 @@ def azure_environment(code_dir: str, script_path: str, azureml_model_dir: Option
 
 def import_script(script_path: str, module_name: str) -> Any:
     """Import a scoring script as ``module_name``; registered in sys.modules so that pickle and
-    dataclasses find the script's own classes. Raises ScriptError with the script's traceback."""
+    dataclasses find the script's own classes. Raises StartupError with the script's traceback."""
     spec = importlib.util.spec_from_file_location(module_name, script_path)
     if spec is None or spec.loader is None:
-        raise ScriptError("the scoring script is not a Python file")
+        raise StartupError("the scoring script is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:
         sys.modules.pop(module_name, None)
-        raise ScriptError("the scoring script could not be imported: " + one_line(exc),
+        raise StartupError("the scoring script could not be imported: " + one_line(exc),
                           traceback.format_exc()) from exc
     return module
 
 
-class ScoringScript:
+class ScoringScript(Scorer):
     """One imported scoring script and how its run() wants to be called."""
 
     def __init__(self, module: Any, name: str, code_dir: str):
@@ -110,7 +108,7 @@ class ScoringScript:
         self.code_dir = code_dir
         for function in ("init", "run"):
             if not callable(getattr(module, function, None)):
-                raise ScriptError("the scoring script has no {}() function".format(function))
+                raise StartupError("the scoring script has no {}() function".format(function))
         self.run = module.run
         self.inputs, self.takes_headers = _run_parameters(self.run)
         self.input_form = _input_form(self.run)
@@ -121,22 +119,28 @@ class ScoringScript:
         code_dir = os.path.abspath(code_dir)
         path = os.path.join(code_dir, scoring_script)
         if not os.path.isfile(path):
-            raise ScriptError("the scoring script is not in the code folder")
+            raise StartupError("the scoring script is not in the code folder")
         azure_environment(code_dir, path, azureml_model_dir)  # for the server's whole life
         with working_dir(code_dir):
             module = import_script(path, ENTRY_MODULE)
         return cls(module, scoring_script, code_dir)
 
-    def init(self) -> None:
-        """In a worker, before it serves: cwd becomes the code folder, then the script's init()."""
+    def prepare_worker(self, heartbeat: Callable[[], None]) -> None:
+        """In a worker, before it serves: cwd becomes the code folder, then the script's init(),
+        with ``heartbeat`` called every second meanwhile (init() may load a large model)."""
         os.chdir(self.code_dir)
+        done = threading.Event()
+        threading.Thread(target=_keep_alive, args=(heartbeat, done), daemon=True).start()
         try:
             self.module.init()
         except (Exception, SystemExit) as exc:
-            raise ScriptError("the scoring script's init() failed: " + one_line(exc)) from exc
+            raise StartupError("the scoring script's init() failed: " + one_line(exc)) from exc
+        finally:
+            done.set()
 
-    def score(self, request: Any, request_id: str) -> Result:
-        """POST or GET /score: the request (a werkzeug Request) -> run() -> the response."""
+    def score(self, request: ScoreRequest) -> Result:
+        """POST or GET /score: the request -> run() -> the response."""
+        request_id = request.request_id
         try:
             arguments = self._arguments(request)
         except ScoringError as exc:
@@ -154,17 +158,41 @@ class ScoringScript:
         result.exec_ms = (time.perf_counter() - started) * 1000.0
         return result
 
+    def invocations(self, request: ScoreRequest) -> Result:
+        return error_result(NotFound("This deployment runs a scoring script: score with POST "
+                                     "/score."))
+
+    def swagger(self, version: str, title: str) -> Result:
+        """The swagger file the user put in the code folder, as Azure serves a script's. (Azure
+        generates one for inference-schema decorated run() functions; that is not done here.)"""
+        found: Dict[str, str] = {}
+        for known, names in SCRIPT_SWAGGER_FILES.items():
+            paths = [os.path.join(self.code_dir, name) for name in names]
+            paths = [path for path in paths if os.path.isfile(path)]
+            if paths:
+                found[known] = paths[0]
+        supported = ", ".join(sorted(found))
+        wanted = SWAGGER_ALIASES.get(version, version)
+        if wanted not in SCRIPT_SWAGGER_FILES:
+            return error_result(NotFound("Swagger version [{}] is not valid. Supported versions: "
+                                         "[{}].".format(version, supported)))
+        if wanted not in found:
+            return error_result(NotFound(
+                "Swagger version [{}] is not supported for the scoring script. Supported "
+                "swagger versions: [{}].".format(version, supported)))
+        with open(found[wanted], "rb") as f:
+            return Result(200, f.read(), JSON)
+
     def describe(self) -> Dict[str, Any]:
         """What /version reports about the script."""
         return {"scoring_script": self.name, "run_input": self.input_form}
 
-    def _arguments(self, request: Any) -> Dict[str, Any]:
-        # read the body here, not in run(): a body over the limit is the server's 413
-        body = request.get_data(cache=self.input_form == "request")
+    def _arguments(self, request: ScoreRequest) -> Dict[str, Any]:
+        body = request.body
         query = request.method != "POST"
         arguments: Dict[str, Any] = {}
         if self.input_form == "request":  # Azure's RawRequestInput
-            arguments[self.inputs[0].name] = request
+            arguments[self.inputs[0].name] = request.native
         elif self.input_form == "schema":  # Azure's ObjectInput
             fields = (query_fields(request.args) if query
                       else payload.json_object(body, request.content_type))
@@ -182,14 +210,19 @@ class ScoringScript:
         return arguments
 
 
+def _keep_alive(heartbeat: Callable[[], None], done: threading.Event) -> None:
+    while not done.wait(HEARTBEAT_S):
+        heartbeat()
+
+
 def _run_parameters(run: Any) -> Tuple[List[inspect.Parameter], bool]:
     """(run()'s input parameters, whether it takes request_headers): Azure's _analyze_run."""
     parameters = list(inspect.signature(run).parameters.values())
     if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters):
-        raise ScriptError("run() cannot accept positional-only arguments, *args, or **kwargs.")
+        raise StartupError("run() cannot accept positional-only arguments, *args, or **kwargs.")
     inputs = [p for p in parameters if p.name != "request_headers"]
     if not inputs:
-        raise ScriptError("run() needs to accept an argument for input data.")
+        raise StartupError("run() needs to accept an argument for input data.")
     return inputs, len(inputs) < len(parameters)
 
 
@@ -200,7 +233,7 @@ def _input_form(run: Any) -> str:
     schema_util = sys.modules.get(SCHEMA_UTIL)
     decorated = schema_util is not None and bool(schema_util.is_schema_decorated(run))
     if raw_http and decorated:
-        raise ScriptError("run() cannot be decorated with both @rawhttp and @input_schema")
+        raise StartupError("run() cannot be decorated with both @rawhttp and @input_schema")
     return "request" if raw_http else "schema" if decorated else "text"
 
 
@@ -212,12 +245,12 @@ def _text(body: bytes) -> str:
             exc.start)) from None
 
 
-def query_fields(args: Any) -> Dict[str, Any]:
+def query_fields(args: Mapping[str, List[str]]) -> Dict[str, Any]:
     """GET /score?a=1&b=[1,2]: each value parsed as JSON when it is JSON, repeated keys as a list
     (Azure's _parse_get_parameters)."""
     parsed: Dict[str, Any] = {}
-    for key in args.keys():
-        values = [_json_or_text(v) for v in args.getlist(key)]
+    for key, raw in args.items():
+        values = [_json_or_text(v) for v in raw]
         parsed[key] = values[0] if len(values) == 1 else values
     return parsed
 

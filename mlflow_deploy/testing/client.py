@@ -23,9 +23,12 @@ import mlflow
 
 from mlflow_deploy.model import load_model
 from mlflow_deploy.scoring import pipeline
+from mlflow_deploy.scoring.options import ScoringOptions, Validation
+from mlflow_deploy.scoring.payload import json_default, to_azure_body
+from mlflow_deploy.scoring.scorer import ModelScorer, ScoreRequest
 from mlflow_deploy.scoring.predictor import Predictor
 
-from .settings import VALIDATION_MODES, default_validation
+from .settings import default_validation
 
 __all__ = ["score", "assert_valid", "assert_rejected", "Response", "ScoringClient", "PayloadFile",
            "load_predictor", "clear_cache"]
@@ -191,7 +194,7 @@ def request_bytes(payload: Payload, params: Optional[Dict[str, Any]] = None) -> 
     elif isinstance(payload, str):
         raw = payload.encode("utf-8")
     else:
-        body = payload if isinstance(payload, dict) else {"input_data": _input_data(payload)}
+        body = payload if isinstance(payload, dict) else to_azure_body(payload)
         if params is not None:
             body = dict(body, params=params)
         return _dumps(body)
@@ -203,30 +206,10 @@ def request_bytes(payload: Payload, params: Optional[Dict[str, Any]] = None) -> 
     return _dumps(dict(body, params=params))
 
 
-def _input_data(value: Any) -> Any:
-    import numpy as np
-    import pandas as pd
-
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="split", date_format="iso"))
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _input_data(v) for k, v in value.items()}
-    return value
-
-
 def _dumps(body: Any) -> bytes:
-    """What a client would send: plain JSON (any size of integer), numpy values as numbers."""
-    return json.dumps(body, default=_plain_json).encode("utf-8")
-
-
-def _plain_json(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError("cannot send a value of type {} as JSON".format(type(value).__name__))
+    """What a client would send: plain JSON (any size of integer, which the server's own orjson
+    writer refuses), numpy values as numbers, timestamps as ISO 8601 text."""
+    return json.dumps(body, default=json_default).encode("utf-8")
 
 
 def _warning_lines(caught: List[warnings.WarningMessage]) -> Tuple[str, ...]:
@@ -243,10 +226,7 @@ class _Collect(logging.Handler):
 
 
 def _mode(validation: Optional[str]) -> str:
-    mode = validation if validation is not None else default_validation()
-    if mode not in VALIDATION_MODES:
-        raise ValueError("validation must be one of: " + ", ".join(VALIDATION_MODES))
-    return mode
+    return Validation.parse(validation if validation is not None else default_validation()).value
 
 
 def score(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] = None,
@@ -267,8 +247,10 @@ def score(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] 
         # not raised, whatever the calling suite's filterwarnings say
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = pipeline.score(raw, JSON, predictor, validation=mode,
-                                    error_details=error_details, request_id=request_id)
+            scorer = ModelScorer(predictor, ScoringOptions(validation=mode,
+                                                           error_details=error_details))
+            result = scorer.score(ScoreRequest(body=raw, content_type=JSON,
+                                               request_id=request_id))
     finally:
         logger.removeHandler(collect)
     return Response(

@@ -11,7 +11,9 @@ from typing import List, Optional
 
 import pytest
 
-from .settings import VALIDATION_MODES, set_default_validation
+from mlflow_deploy.scoring.options import MODES
+
+from .settings import set_default_validation
 
 MARKER = ("payloads(*globs, model=None): run the test once per payload file matching the globs "
           "(relative to the test file's folder); the test receives `payload`, a PayloadFile "
@@ -20,7 +22,7 @@ MARKER = ("payloads(*globs, model=None): run the test once per payload file matc
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlflow-deploy", "scoring MLflow models like Azure ML")
-    group.addoption("--mlflow-deploy-validation", choices=VALIDATION_MODES, default=None,
+    group.addoption("--mlflow-deploy-validation", choices=MODES, default=None,
                     dest="mlflow_deploy_validation",
                     help="default validation mode of mlflow_deploy.testing for this run "
                          "(an explicit validation= argument wins; default: compatible)")

@@ -18,13 +18,13 @@ import yaml
 MODEL_CODE = textwrap.dedent('''
     import mlflow.models
     import mlflow.pyfunc
+    import sklearn  # at load, as a real model's library is: not in the first request's time
 
 
     class VersionModel(mlflow.pyfunc.PythonModel):
         """Answers each row with the scikit-learn version it runs with."""
 
         def predict(self, context, model_input, params=None):
-            import sklearn
             return [sklearn.__version__] * len(model_input)
 
 

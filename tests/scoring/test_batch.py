@@ -14,7 +14,8 @@ import pytest
 
 from example_models.digits import build as digits
 from mlflow_deploy.model import place_model
-from mlflow_deploy.scoring.batch import (BatchDriver, DriverError, MlflowBatchDriver,
+from mlflow_deploy.scoring.errors import StartupError
+from mlflow_deploy.scoring.batch import (BatchDriver, MlflowBatchDriver,
                                          render_rows, write_predictions)
 
 DIGITS_CODE = os.path.dirname(os.path.abspath(digits.__file__))
@@ -185,7 +186,7 @@ def test_an_import_error_is_reported_and_leaves_nothing_set(tmp_path, monkeypatc
         def run(mini_batch):
             return mini_batch
     """)
-    with pytest.raises(DriverError) as caught:
+    with pytest.raises(StartupError) as caught:
         BatchDriver.load(code, "batch_driver.py", str(tmp_path))
     assert caught.value.message == ("the scoring script could not be imported: "
                                     "ModuleNotFoundError: No module named "
@@ -209,7 +210,7 @@ def test_an_init_error_is_reported_with_its_traceback(tmp_path, monkeypatch):
         def run(mini_batch):
             return mini_batch
     """)
-    with pytest.raises(DriverError) as caught:
+    with pytest.raises(StartupError) as caught:
         BatchDriver.load(code, "batch_driver.py", str(tmp_path))
     assert caught.value.message == ("the scoring script's init() failed: FileNotFoundError: "
                                     "no .pt file under AZUREML_MODEL_DIR")
@@ -224,7 +225,7 @@ def test_an_init_error_is_reported_with_its_traceback(tmp_path, monkeypatch):
 ])
 def test_a_script_without_run_or_missing_is_reported(tmp_path, source, script, message):
     code = code_folder(tmp_path, source)
-    with pytest.raises(DriverError, match="^{}$".format(re.escape(message))):
+    with pytest.raises(StartupError, match="^{}$".format(re.escape(message))):
         BatchDriver.load(code, script, None)
 
 
@@ -349,5 +350,5 @@ def test_a_model_failure_on_one_file_keeps_its_traceback(tmp_path, example_model
 
 def test_a_model_that_does_not_load_is_a_driver_error(tmp_path):
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
-    with pytest.raises(DriverError, match="^the MLflow model could not be loaded: "):
+    with pytest.raises(StartupError, match="^the MLflow model could not be loaded: "):
         MlflowBatchDriver.load(str(tmp_path))

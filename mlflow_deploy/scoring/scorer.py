@@ -1,0 +1,143 @@
+"""The one interface every front end scores through, chosen once when the server loads.
+
+A deployment serves either an MLflow model (``ModelScorer``: parse -> enforce -> predict ->
+render, pipeline.py) or a user's scoring script (``script.ScoringScript``: Azure's ``init()`` and
+``run()``). The Flask app, the gunicorn hooks, the testing helpers and ``mlflow-deploy check`` call
+only the ``Scorer`` protocol and never ask which of the two they hold; a request reaches it as a
+transport-neutral ``ScoreRequest`` (MLServer's dataplane idea), so the same scorer answers behind
+Flask, a test or a gateway.
+"""
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from . import payload, pipeline
+from .errors import NotFound, ScoringError
+from .options import DEFAULTS, ScoringOptions
+from .pipeline import Result
+
+__all__ = ["Scorer", "ScoreRequest", "ModelScorer", "load_scorer"]
+
+JSON = "application/json"
+
+
+@dataclass
+class ScoreRequest:
+    """One scoring request, whatever carried it. ``native`` is the web framework's own request,
+    for the one consumer that wants it: a script whose run() is decorated with Azure's @rawhttp."""
+
+    body: bytes = b""
+    content_type: Optional[str] = JSON
+    method: str = "POST"
+    args: Mapping[str, List[str]] = field(default_factory=dict)  # the query string, per key
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    native: Any = None
+
+    def arg(self, name: str) -> Optional[str]:
+        values = self.args.get(name) or []
+        return values[0] if values else None
+
+
+class Scorer:
+    """What a server, a batch worker and the testing helpers call (a Protocol by convention: both
+    implementations define every method)."""
+
+    def prepare_worker(self, heartbeat: Callable[[], None]) -> None:
+        """In each worker after the fork, before it takes traffic (never in a process that will
+        fork: a prediction may start native thread pools that do not survive a fork)."""
+        raise NotImplementedError
+
+    def score(self, request: ScoreRequest) -> Result:
+        """Azure's ``/score`` (POST, or GET with the input in the query string)."""
+        raise NotImplementedError
+
+    def invocations(self, request: ScoreRequest) -> Result:
+        """MLflow's ``POST /invocations``."""
+        raise NotImplementedError
+
+    def swagger(self, version: str, title: str) -> Result:
+        """``GET /swagger.json?version=...``."""
+        raise NotImplementedError
+
+    def describe(self) -> Dict[str, Any]:
+        """What ``/version`` says about what is served."""
+        raise NotImplementedError
+
+
+class ModelScorer(Scorer):
+    """An MLflow model: every request through pipeline.py, with this deployment's options."""
+
+    def __init__(self, predictor: Any, options: ScoringOptions = DEFAULTS):
+        self.predictor = predictor
+        self.options = options
+
+    @classmethod
+    def load(cls, model_dir: str, options: ScoringOptions = DEFAULTS) -> "ModelScorer":
+        from .predictor import Predictor  # imports mlflow: a script's server never needs it
+
+        return cls(Predictor.load(model_dir), options)
+
+    @property
+    def signature(self) -> Any:
+        return self.predictor.signature
+
+    def prepare_worker(self, heartbeat: Callable[[], None]) -> None:
+        """Score the model's own input example once, so first requests do not pay lazy set-up
+        (a failure is only logged: the request that meets it gets its own answer)."""
+        if self.predictor.input_example is None:
+            return
+        body = json.dumps(self.predictor.input_example).encode("utf-8")
+        result = pipeline.score(body, JSON, self.predictor, validation="compatible")
+        if result.status != 200:
+            print("mlflow-deploy: scoring the model's input example answered {}: {}".format(
+                result.status, result.body.decode("utf-8", "replace")), flush=True)
+
+    def score(self, request: ScoreRequest) -> Result:
+        if request.method == "POST":
+            return pipeline.score(request.body, request.content_type, self.predictor,
+                                  request_id=request.request_id, **self._options())
+        try:
+            parsed = payload.parse_azure_query(request.arg("input_data") or "null")
+        except ScoringError as exc:
+            return pipeline.error_result(exc)
+        return pipeline.score_parsed(parsed, self.predictor, request_id=request.request_id,
+                                     **self._options())
+
+    def invocations(self, request: ScoreRequest) -> Result:
+        return pipeline.invocations(request.body, request.content_type, self.predictor,
+                                    request_id=request.request_id, **self._options())
+
+    def predict_parsed(self, parsed: payload.ParsedInput, request_id: str = "") -> Tuple[Any, Any]:
+        """Enforce and predict without rendering (batch files keep predictions as objects)."""
+        return pipeline.predict_parsed(parsed, self.predictor, request_id=request_id,
+                                       **self._options())
+
+    def swagger(self, version: str, title: str) -> Result:
+        from .swagger import build_swagger  # mlflow.types: loaded on first use
+
+        try:
+            doc = build_swagger(version, input_schema=self.predictor.input_schema,
+                                output_schema=self.predictor.output_schema,
+                                params_schema=self.predictor.params_schema,
+                                example=self.predictor.input_example, title=title)
+        except NotFound as exc:
+            return pipeline.error_result(exc)
+        return Result(200, payload.dumps(doc))
+
+    def describe(self) -> Dict[str, Any]:
+        return pipeline.describe(self.predictor)
+
+    def _options(self) -> Dict[str, Any]:
+        return {"validation": self.options.validation.value,
+                "error_details": self.options.error_details}
+
+
+def load_scorer(config: Any) -> Scorer:
+    """The config's scorer: its scoring script if it names one, else its MLflow model. Raises
+    StartupError for a script that cannot be imported; a model's own load errors pass through."""
+    from .script import load_script
+
+    if config.scoring_script:
+        return load_script(config)
+    return ModelScorer.load(config.model_dir, config.options)
