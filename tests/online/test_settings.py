@@ -13,6 +13,7 @@ def test_defaults():
         "env_manager": "uv",
         "python_version_policy": "exact",
         "package": None,
+        "exclude_newer": None,
         "code": None,
         "scoring_script": None,
         "conda_file": None,
