@@ -1,10 +1,11 @@
 """The state of endpoints and deployments: one SQLite file under ``MLFLOW_DEPLOY_HOME``.
 
-Layout (DESIGN §6)::
+Layout::
 
     $MLFLOW_DEPLOY_HOME/            default ~/.mlflow-deploy
       state.db                      this store
       lock                          flock'ed while the state changes (one writer at a time)
+      locks/<table>/<name>          flock'ed while a command works on that row (Store.lock_row)
       logs/
       deployments/<name>/
         server.json                 the scoring server's ServerConfig (re-read on a USR2 re-exec)
@@ -12,54 +13,56 @@ Layout (DESIGN §6)::
         server.log  gunicorn.pid  ready.json
 
 SQLite (not JSON files) because several CLI processes may read and write at once, and a failed
-create must leave no half row: every change is one transaction.
+change must leave no half state: every change is one transaction (``Store.transaction``), however
+many rows it touches.
+
+Each table holds the rows of one dataclass (``Table``): its columns are the dataclass's fields.
+The schema has a version (SQLite's ``user_version``): opening a store written by an older version
+runs the ``MIGRATIONS`` it has not had yet. A new table is a dataclass, a ``Table`` and a
+migration that creates it.
 """
 
-import fcntl
+import dataclasses
 import json
 import os
 import sqlite3
+import threading
 import time
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
-from mlflow_deploy.errors import AlreadyExists, NotFound
+from mlflow_deploy.envs.cache import file_lock
+from mlflow_deploy.errors import AlreadyExists, InvalidState, NotFound
 
-__all__ = ["HOME_ENV", "home_dir", "Endpoint", "Deployment", "Store"]
+__all__ = [
+    "HOME_ENV",
+    "home_dir",
+    "Endpoint",
+    "Deployment",
+    "Table",
+    "ENDPOINTS",
+    "DEPLOYMENTS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Store",
+]
 
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoints (
-    name TEXT PRIMARY KEY,
-    auth_mode TEXT NOT NULL DEFAULT 'none',
-    description TEXT,
-    traffic TEXT NOT NULL DEFAULT '{}',
-    auto_created INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    name TEXT PRIMARY KEY,
-    endpoint TEXT NOT NULL REFERENCES endpoints(name),
-    model_uri TEXT NOT NULL,
-    flavor TEXT NOT NULL,
-    config TEXT NOT NULL,
-    environment TEXT NOT NULL DEFAULT '{}',
-    port INTEGER NOT NULL,
-    pid INTEGER,
-    revision INTEGER NOT NULL DEFAULT 1,
-    dir TEXT NOT NULL,
-    log_path TEXT NOT NULL,
-    pidfile TEXT NOT NULL,
-    state TEXT NOT NULL,
-    error TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-"""
 
 
 def home_dir() -> Path:
@@ -110,89 +113,301 @@ class Deployment:
         return Path(self.dir) / "model" / str(revision or self.revision)
 
 
+R = TypeVar("R")
+
+
+class Table(Generic[R]):
+    """The rows of one dataclass: a column per field, named as the field, keyed by ``key``.
+    Dict and list fields are stored as JSON text, bools as 0/1, the rest as they are."""
+
+    def __init__(self, name: str, row_type: Type[R], key: str = "name"):
+        hints = typing.get_type_hints(row_type)
+        self.name, self.row_type, self.key = name, row_type, key
+        self.fields = dataclasses.fields(row_type)
+        self.columns: Tuple[str, ...] = tuple(f.name for f in self.fields)
+        self._json = {f.name for f in self.fields if _base_type(hints[f.name]) in (dict, list)}
+        self._bool = {f.name for f in self.fields if _base_type(hints[f.name]) is bool}
+        self._select = "SELECT {} FROM {}".format(", ".join(self.columns), name)
+
+    def to_row(self, item: R) -> Tuple[Any, ...]:
+        return tuple(self._encode(column, getattr(item, column)) for column in self.columns)
+
+    def from_row(self, row: Sequence[Any]) -> R:
+        """``row``: the values of ``columns``, in their order (as ``select`` reads them)."""
+        values = {f.name: self._decode(f, value) for f, value in zip(self.fields, row)}
+        return self.row_type(**values)
+
+    def _encode(self, column: str, value: Any) -> Any:
+        if column in self._json:
+            return json.dumps(value)
+        if column in self._bool:
+            return int(value)
+        return value
+
+    def _decode(self, column: dataclasses.Field, value: Any) -> Any:
+        if column.name in self._json:
+            if value is None:  # NULL where the field has a default: the default
+                factory = column.default_factory
+                return factory() if factory is not dataclasses.MISSING else None
+            return json.loads(value)
+        if column.name in self._bool:
+            return bool(value)
+        return value
+
+    def insert(self, conn: sqlite3.Connection, item: R) -> None:
+        """Raises sqlite3.IntegrityError if the key is taken."""
+        conn.execute(
+            "INSERT INTO {} ({}) VALUES ({})".format(
+                self.name, ", ".join(self.columns), ", ".join("?" * len(self.columns))
+            ),
+            self.to_row(item),
+        )
+
+    def update(self, conn: sqlite3.Connection, item: R) -> None:
+        """Write every column of the row with ``item``'s key."""
+        values = dict(zip(self.columns, self.to_row(item)))
+        key = values.pop(self.key)
+        conn.execute(
+            "UPDATE {} SET {} WHERE {}=?".format(
+                self.name, ", ".join(c + "=?" for c in values), self.key
+            ),
+            (*values.values(), key),
+        )
+
+    def get(self, conn: sqlite3.Connection, key: Any) -> Optional[R]:
+        rows = self.select(conn, **{self.key: key})
+        return rows[0] if rows else None
+
+    def select(
+        self, conn: sqlite3.Connection, order_by: Optional[str] = None, **equal: Any
+    ) -> List[R]:
+        """The rows whose columns equal ``equal``'s values, ordered by column ``order_by``."""
+        for column in list(equal) + ([order_by] if order_by else []):
+            if column not in self.columns:
+                raise ValueError("{} has no column {}".format(self.name, column))
+        sql = self._select
+        if equal:
+            sql += " WHERE " + " AND ".join(c + "=?" for c in equal)
+        if order_by:
+            sql += " ORDER BY " + order_by
+        return [self.from_row(row) for row in conn.execute(sql, tuple(equal.values()))]
+
+    def delete(self, conn: sqlite3.Connection, key: Any) -> None:
+        conn.execute("DELETE FROM {} WHERE {}=?".format(self.name, self.key), (key,))
+
+
+def _base_type(hint: Any) -> Any:
+    """``Dict[str, int]`` -> dict, ``Optional[X]`` -> the base of X, ``int`` -> int."""
+    if typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    return typing.get_origin(hint) or hint
+
+
+ENDPOINTS: Table[Endpoint] = Table("endpoints", Endpoint)
+DEPLOYMENTS: Table[Deployment] = Table("deployments", Deployment)
+
+
+# --- schema versions -------------------------------------------------------------------------
+# Each migration's SQL is written out, not derived from the dataclasses: they will change, and a
+# migration must keep making what it made when it was released.
+
+_VERSION_1 = (
+    """CREATE TABLE IF NOT EXISTS endpoints (
+        name TEXT PRIMARY KEY,
+        auth_mode TEXT NOT NULL DEFAULT 'none',
+        description TEXT,
+        traffic TEXT NOT NULL DEFAULT '{}',
+        auto_created INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS deployments (
+        name TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL REFERENCES endpoints(name),
+        model_uri TEXT NOT NULL,
+        flavor TEXT NOT NULL,
+        config TEXT NOT NULL,
+        environment TEXT NOT NULL DEFAULT '{}',
+        port INTEGER NOT NULL,
+        pid INTEGER,
+        revision INTEGER NOT NULL DEFAULT 1,
+        dir TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        pidfile TEXT NOT NULL,
+        state TEXT NOT NULL,
+        error TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+)
+
+
+def _to_version_1(conn: sqlite3.Connection) -> None:
+    """Endpoints and deployments. Stores written before the schema had a version have these
+    tables already (they read as version 0); the oldest lack deployments.environment."""
+    for statement in _VERSION_1:
+        conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
+    if "environment" not in columns:
+        conn.execute("ALTER TABLE deployments ADD COLUMN environment TEXT NOT NULL DEFAULT '{}'")
+
+
+#: MIGRATIONS[n] brings a store at schema version n to n + 1, inside the transaction that then
+#: sets the new version. Append only: stores out there were made by the released ones.
+MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
 class Store:
-    """Rows in, rows out. Callers hold ``lock()`` around read-modify-write sequences."""
+    """Rows in, rows out. Callers hold ``lock()`` around read-modify-write sequences, and make
+    a change of several rows one ``transaction()``."""
 
     def __init__(self, home: Optional[os.PathLike] = None):
         self.home = Path(home).expanduser().resolve() if home is not None else home_dir()
         for sub in ("deployments", "logs"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.path = self.home / "state.db"
-        with self._connect() as conn:
-            conn.executescript(_SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
-            if "environment" not in columns:  # a store written before environments were built
-                conn.execute(
-                    "ALTER TABLE deployments ADD COLUMN environment TEXT NOT NULL DEFAULT '{}'"
-                )
+        self._local = threading.local()  # the transaction open in this thread, if any
+        self._migrate()
 
     def deployment_dir(self, name: str) -> Path:
         return self.home / "deployments" / name
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30)
+    # connections and transactions
+
+    def _open(self) -> sqlite3.Connection:
+        # autocommit: transactions are begun explicitly (BEGIN IMMEDIATE in transaction())
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One state change: what the store writes in the block (in this thread) is committed
+        together when it ends, or rolled back if it raises. A transaction opened inside another
+        is part of it. It starts by taking SQLite's write lock (BEGIN IMMEDIATE), so what the
+        block reads stays true until it commits."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        conn = self._open()
+        self._local.conn = conn
         try:
-            with conn:  # one transaction: commit on success, roll back on error
+            conn.execute("BEGIN IMMEDIATE")
+            with conn:  # commit on success, roll back on error
                 yield conn
         finally:
+            self._local.conn = None
             conn.close()
 
     @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The open transaction's connection (it sees its own writes), else a fresh one."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        conn = self._open()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        with self._reading() as conn:
+            version = _schema_version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise InvalidState(
+                "The deployment store (state.db in $MLFLOW_DEPLOY_HOME) was written by a newer "
+                "mlflow-deploy; upgrade mlflow-deploy to use it."
+            )
+        with self.transaction() as conn:
+            version = _schema_version(conn)  # another process may have migrated it meanwhile
+            for migrate in MIGRATIONS[version:]:
+                migrate(conn)
+            conn.execute("PRAGMA user_version = {:d}".format(SCHEMA_VERSION))
+
+    # locks
+
+    @contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialise state changes across processes (CLI calls, tests, the Python API)."""
-        with open(self.home / "lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Serialise state changes across processes (CLI calls, tests, the Python API). Held
+        for the changes only, never while an environment builds: every command on the home
+        waits for it."""
+        with file_lock(self.home / "lock"):
+            yield
+
+    @contextmanager
+    def lock_row(self, table: Table, key: str) -> Iterator[None]:
+        """Serialise the commands on one row across processes (the create, updates and delete of
+        one deployment) for the whole of their work, an environment build included; commands on
+        other rows do not wait. Take it before ``lock()``, never while holding it. ``key`` must
+        be a validated name (it names a file). The file goes with the row: when the row does not
+        exist at the end, it is removed while still held (file_lock then has any waiter lock the
+        next file at that path)."""
+        if not key or os.sep in key or key.startswith("."):
+            raise ValueError("a row lock needs a plain name")
+        path = self.home / "locks" / table.name / key
+        with file_lock(path):
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                try:
+                    gone = self._find(table, key) is None
+                except sqlite3.Error:
+                    gone = False
+                if gone:
+                    path.unlink(missing_ok=True)
+
+    # rows of any table
+
+    def _add(self, table: Table[R], item: R, taken: str) -> R:
+        item.created = item.updated = time.time()
+        try:
+            with self.transaction() as conn:
+                table.insert(conn, item)
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(taken) from None
+        return item
+
+    def _save(self, table: Table[R], item: R) -> R:
+        item.updated = time.time()
+        with self.transaction() as conn:
+            table.update(conn, item)
+        return item
+
+    def _find(self, table: Table[R], key: str) -> Optional[R]:
+        with self._reading() as conn:
+            return table.get(conn, key)
+
+    def _list(self, table: Table[R], **equal: Any) -> List[R]:
+        with self._reading() as conn:
+            return table.select(conn, order_by="created", **equal)
+
+    def _remove(self, table: Table[R], key: str) -> None:
+        with self.transaction() as conn:
+            table.delete(conn, key)
 
     # endpoints
 
     def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        endpoint.created = endpoint.updated = time.time()
-        try:
-            with self._connect() as conn:
-                conn.execute(
-                    "INSERT INTO endpoints (name, auth_mode, description, traffic, auto_created,"
-                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        endpoint.name,
-                        endpoint.auth_mode,
-                        endpoint.description,
-                        json.dumps(endpoint.traffic),
-                        int(endpoint.auto_created),
-                        endpoint.created,
-                        endpoint.updated,
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists("An endpoint with this name already exists (--endpoint).") from None
-        return endpoint
+        return self._add(
+            ENDPOINTS, endpoint, "An endpoint with this name already exists (--endpoint)."
+        )
 
     def save_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        endpoint.updated = time.time()
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE endpoints SET auth_mode=?, description=?, traffic=?, auto_created=?,"
-                " updated=? WHERE name=?",
-                (
-                    endpoint.auth_mode,
-                    endpoint.description,
-                    json.dumps(endpoint.traffic),
-                    int(endpoint.auto_created),
-                    endpoint.updated,
-                    endpoint.name,
-                ),
-            )
-        return endpoint
+        return self._save(ENDPOINTS, endpoint)
 
     def find_endpoint(self, name: str) -> Optional[Endpoint]:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM endpoints WHERE name=?", (name,)).fetchone()
-        return _endpoint(row) if row else None
+        return self._find(ENDPOINTS, name)
 
     def get_endpoint(self, name: str) -> Endpoint:
         endpoint = self.find_endpoint(name)
@@ -201,74 +416,23 @@ class Store:
         return endpoint
 
     def list_endpoints(self) -> List[Endpoint]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM endpoints ORDER BY created").fetchall()
-        return [_endpoint(row) for row in rows]
+        return self._list(ENDPOINTS)
 
     def remove_endpoint(self, name: str) -> None:
-        with self._connect() as conn:
-            conn.execute("DELETE FROM endpoints WHERE name=?", (name,))
+        self._remove(ENDPOINTS, name)
 
     # deployments
 
     def add_deployment(self, deployment: Deployment) -> Deployment:
-        deployment.created = deployment.updated = time.time()
-        try:
-            with self._connect() as conn:
-                conn.execute(
-                    "INSERT INTO deployments (name, endpoint, model_uri, flavor, config,"
-                    " environment, port, pid, revision, dir, log_path, pidfile, state, error,"
-                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        deployment.name,
-                        deployment.endpoint,
-                        deployment.model_uri,
-                        deployment.flavor,
-                        json.dumps(deployment.config),
-                        json.dumps(deployment.environment),
-                        deployment.port,
-                        deployment.pid,
-                        deployment.revision,
-                        deployment.dir,
-                        deployment.log_path,
-                        deployment.pidfile,
-                        deployment.state,
-                        deployment.error,
-                        deployment.created,
-                        deployment.updated,
-                    ),
-                )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists("A deployment with this name already exists (--name).") from None
-        return deployment
+        return self._add(
+            DEPLOYMENTS, deployment, "A deployment with this name already exists (--name)."
+        )
 
     def save_deployment(self, deployment: Deployment) -> Deployment:
-        deployment.updated = time.time()
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE deployments SET endpoint=?, model_uri=?, flavor=?, config=?, environment=?,"
-                " port=?, pid=?, revision=?, state=?, error=?, updated=? WHERE name=?",
-                (
-                    deployment.endpoint,
-                    deployment.model_uri,
-                    deployment.flavor,
-                    json.dumps(deployment.config),
-                    json.dumps(deployment.environment),
-                    deployment.port,
-                    deployment.pid,
-                    deployment.revision,
-                    deployment.state,
-                    deployment.error,
-                    deployment.updated,
-                    deployment.name,
-                ),
-            )
-        return deployment
+        return self._save(DEPLOYMENTS, deployment)
 
     def find_deployment(self, name: str) -> Optional[Deployment]:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM deployments WHERE name=?", (name,)).fetchone()
-        return _deployment(row) if row else None
+        return self._find(DEPLOYMENTS, name)
 
     def get_deployment(self, name: str) -> Deployment:
         deployment = self.find_deployment(name)
@@ -277,33 +441,9 @@ class Store:
         return deployment
 
     def list_deployments(self, endpoint: Optional[str] = None) -> List[Deployment]:
-        with self._connect() as conn:
-            if endpoint is None:
-                rows = conn.execute("SELECT * FROM deployments ORDER BY created").fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT * FROM deployments WHERE endpoint=? ORDER BY created", (endpoint,)
-                ).fetchall()
-        return [_deployment(row) for row in rows]
+        if endpoint is None:
+            return self._list(DEPLOYMENTS)
+        return self._list(DEPLOYMENTS, endpoint=endpoint)
 
     def remove_deployment(self, name: str) -> None:
-        with self._connect() as conn:
-            conn.execute("DELETE FROM deployments WHERE name=?", (name,))
-
-    def used_ports(self) -> List[int]:
-        with self._connect() as conn:
-            return [row[0] for row in conn.execute("SELECT port FROM deployments")]
-
-
-def _endpoint(row: sqlite3.Row) -> Endpoint:
-    data = dict(row)
-    data["traffic"] = json.loads(data["traffic"])
-    data["auto_created"] = bool(data["auto_created"])
-    return Endpoint(**data)
-
-
-def _deployment(row: sqlite3.Row) -> Deployment:
-    data = dict(row)
-    data["config"] = json.loads(data["config"])
-    data["environment"] = json.loads(data["environment"] or "{}")
-    return Deployment(**data)
+        self._remove(DEPLOYMENTS, name)

@@ -281,18 +281,10 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
 
 def session_members(sid):
     """Pids of the living processes in session ``sid`` (zombies are dead)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            members.append(int(entry))
-    return members
+    from mlflow_deploy import processes
+
+    return [pid for pid in processes.pids()
+            if processes.stat_field(pid, processes.SESSION) == sid and processes.is_running(pid)]
 
 
 def wait_until(condition, timeout=60.0):

@@ -1,14 +1,19 @@
 """Online deployments: one scoring server (a gunicorn master and its workers) per deployment.
 
-Every change happens under the store's lock and either completes or leaves the previous state as
-it was: no half rows, no orphan processes, no stray directories. Before the gateway exists (DESIGN
-§4) an endpoint's scoring URI is the server of the deployment holding its traffic.
+Every change either completes or leaves the previous state as it was: no half rows, no orphan
+processes, no stray directories. The commands on one deployment hold its row lock
+(``Store.lock_row``) throughout, so they run one at a time; the store's lock, which every command
+on the home waits for, is held only to start servers and record state, never while an
+environment builds. Before the gateway exists an endpoint's scoring URI is the server of the
+deployment holding its traffic.
 """
 
+import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from mlflow_deploy.errors import (
     AlreadyExists,
@@ -29,6 +34,7 @@ from mlflow_deploy.online.traffic import (
 from mlflow_deploy.online.invoke import score, to_payload
 from mlflow_deploy.online.names import check_name
 from mlflow_deploy.online.revision import (
+    Staged,
     environment_record,
     remove_revision,
     remove_revisions_except,
@@ -36,7 +42,7 @@ from mlflow_deploy.online.revision import (
 )
 from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
-from mlflow_deploy.store import Deployment, Store
+from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
 
 __all__ = [
     "create_deployment",
@@ -109,6 +115,38 @@ def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
         raise
 
 
+def _check_new(store: Store, name: str, settings: DeploymentSettings) -> int:
+    """The port for a new deployment ``name``, which must not exist."""
+    if store.find_deployment(name) is not None:
+        raise AlreadyExists("A deployment with this name already exists (--name).")
+    return _pick_port(store, settings)
+
+
+#: how many times a revision is staged again when `env prune` removed its environment meanwhile
+STAGE_ATTEMPTS = 3
+
+
+@contextmanager
+def _staged_then_locked(
+    store: Store, stage: Callable[[], Staged], unstage: Callable[[], None]
+) -> Iterator[Staged]:
+    """Stage a revision (fetch its files, build its environment: minutes for a first build)
+    without the store's lock, then hold the lock while the caller starts and records it.
+    `env prune` removes the environments no deployment records, under that lock: one built just
+    before may be gone once the lock is ours, and the revision is then staged again."""
+    for _ in range(STAGE_ATTEMPTS):
+        files, env = stage()
+        with store.lock():
+            if os.path.exists(env.python):
+                yield files, env
+                return
+        unstage()
+    raise InvalidState(
+        "The model's environment was removed (env prune) as soon as it was built; run the "
+        "command again."
+    )
+
+
 def create_deployment(
     name: str,
     model_uri: str,
@@ -127,54 +165,60 @@ def create_deployment(
     endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
     flavor = check_flavor(flavor)
     settings = parse_settings(config)
-    with store.lock():
-        if store.find_deployment(name) is not None:
-            raise AlreadyExists("A deployment with this name already exists (--name).")
-        port = _pick_port(store, settings)
+    with store.lock_row(DEPLOYMENTS, name):
+        _check_new(store, name, settings)  # before a build: the same checks as under the lock
         deployment_dir = store.deployment_dir(name)
         shutil.rmtree(deployment_dir, ignore_errors=True)  # leftovers without a row are garbage
         log_path = deployment_dir / "server.log"
         deployment = None
+        recorded = False
         try:
             deployment_dir.mkdir(parents=True)
-            files, env = stage_revision(deployment_dir, 1, model_uri, settings)
-            server_config = server_config_for(
-                name, files, model_uri, settings, port, 1, deployment_dir, env.python
-            )
-            deployment = Deployment(
-                name=name,
-                endpoint=endpoint_name,
-                model_uri=model_uri,
-                flavor=flavor,
-                config=settings.to_dict(),
-                port=port,
-                dir=str(deployment_dir),
-                log_path=str(log_path),
-                pidfile=server_config.pidfile,
-                state="Creating",
-                revision=1,
-                environment=environment_record(env),
-            )
-            deployment.pid = _start(server_config, deployment_dir, log_path)
-            deployment.state = "Succeeded"
-            _record(store, deployment)
-        except ServerFailed as exc:
-            if deployment is None or deployment.state != "Creating":
-                _forget(deployment_dir, deployment)
-                raise
-            deployment.state, deployment.error = "Failed", exc.message
-            _record(store, deployment)
-            raise
+            with _staged_then_locked(
+                store,
+                lambda: stage_revision(deployment_dir, 1, model_uri, settings),
+                lambda: remove_revision(deployment_dir, 1),
+            ) as (files, env):
+                port = _check_new(store, name, settings)
+                server_config = server_config_for(
+                    name, files, model_uri, settings, port, 1, deployment_dir, env.python
+                )
+                deployment = Deployment(
+                    name=name,
+                    endpoint=endpoint_name,
+                    model_uri=model_uri,
+                    flavor=flavor,
+                    config=settings.to_dict(),
+                    port=port,
+                    dir=str(deployment_dir),
+                    log_path=str(log_path),
+                    pidfile=server_config.pidfile,
+                    state="Creating",
+                    revision=1,
+                    environment=environment_record(env),
+                )
+                try:
+                    deployment.pid = _start(server_config, deployment_dir, log_path)
+                except ServerFailed as exc:
+                    deployment.state, deployment.error = "Failed", exc.message
+                    _record(store, deployment)
+                    recorded = True
+                    raise
+                deployment.state = "Succeeded"
+                _record(store, deployment)
+                recorded = True
         except BaseException:
-            _forget(deployment_dir, deployment)
+            if not recorded:
+                _forget(deployment_dir, deployment)
             raise
-        return describe(deployment, store)
+    return describe(deployment, store)
 
 
 def _record(store: Store, deployment: Deployment) -> None:
-    """Add the row and its place in the endpoint (a Failed deployment gets no traffic)."""
-    created_endpoint = endpoint_or_create(store, deployment.endpoint)
-    try:
+    """Add the row and its place in the endpoint (a Failed deployment gets no traffic), as one
+    transaction: all of it is recorded, or none."""
+    with store.transaction():
+        endpoint_or_create(store, deployment.endpoint)
         store.add_deployment(deployment)
         if deployment.state == "Succeeded":
             add_to_endpoint(store, deployment.endpoint, deployment.name)
@@ -182,11 +226,6 @@ def _record(store: Store, deployment: Deployment) -> None:
             endpoint = store.get_endpoint(deployment.endpoint)
             endpoint.traffic[deployment.name] = 0
             store.save_endpoint(endpoint)
-    except BaseException:
-        store.remove_deployment(deployment.name)
-        if created_endpoint:
-            store.remove_endpoint(deployment.endpoint)
-        raise
 
 
 def _forget(deployment_dir: Path, deployment: Optional[Deployment]) -> None:
@@ -210,8 +249,9 @@ def update_deployment(
     serving with its old config."""
     store = store or Store()
     check_flavor(flavor)
-    with store.lock():
-        deployment = _get_in_endpoint(store, name, endpoint)
+    _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
+    with store.lock_row(DEPLOYMENTS, name):
+        deployment = _get_in_endpoint(store, name, endpoint)  # as the last command left it
         settings = parse_settings(config, base=DeploymentSettings(**deployment.config))
         if settings.port not in (None, deployment.port) and "port" in (config or {}):
             raise InvalidParameter(
@@ -222,45 +262,54 @@ def update_deployment(
         config_path = deployment.server_config_path
         old_config = ServerConfig.from_dict(_read_json(config_path))
         old_ready = _read_text(deployment.ready_file)
+        old_pid = deployment.pid
         revision = deployment.revision + 1
         remove_revision(deployment_dir, revision)
+        started = False
         try:
-            files, env = stage_revision(deployment_dir, revision, model_uri, settings, old_config)
-            new_config = server_config_for(
-                name,
-                files,
-                model_uri or deployment.model_uri,
-                settings,
-                deployment.port,
-                revision,
-                deployment_dir,
-                env.python,
-            )
-            if supervisor.is_alive(deployment.pid, config_path):
-                new_pid = _hand_over(deployment, new_config, config_path)
-            else:
-                new_pid = _restart(store, deployment, new_config)
+            with _staged_then_locked(
+                store,
+                lambda: stage_revision(deployment_dir, revision, model_uri, settings, old_config),
+                lambda: remove_revision(deployment_dir, revision),
+            ) as (files, env):
+                new_config = server_config_for(
+                    name,
+                    files,
+                    model_uri or deployment.model_uri,
+                    settings,
+                    deployment.port,
+                    revision,
+                    deployment_dir,
+                    env.python,
+                )
+                if supervisor.is_alive(deployment.pid, config_path):
+                    new_pid = _hand_over(deployment, new_config, config_path)
+                else:
+                    new_pid = _restart(store, deployment, new_config)
+                started = True
+                deployment.pid = new_pid
+                deployment.revision = revision
+                deployment.model_uri = new_config.model_uri
+                deployment.config = settings.to_dict()
+                deployment.environment = environment_record(env)
+                deployment.state, deployment.error = "Succeeded", None
+                with store.transaction():
+                    store.save_deployment(deployment)
+                    if traffic_target(store.get_endpoint(deployment.endpoint)) is None:
+                        add_to_endpoint(store, deployment.endpoint, name)  # a Failed one, fixed
         except BaseException:
-            old_config.write(str(config_path))
-            _restore_text(deployment.ready_file, old_ready)
-            remove_revision(deployment_dir, revision)
+            if not started:
+                old_config.write(str(config_path))
+                _restore_text(deployment.ready_file, old_ready)
+                remove_revision(deployment_dir, revision)
             raise
-        old_pid = deployment.pid
-        deployment.pid = new_pid
-        deployment.revision = revision
-        deployment.model_uri = new_config.model_uri
-        deployment.config = settings.to_dict()
-        deployment.environment = environment_record(env)
-        deployment.state, deployment.error = "Succeeded", None
-        store.save_deployment(deployment)
-        if traffic_target(store.get_endpoint(deployment.endpoint)) is None:
-            add_to_endpoint(store, deployment.endpoint, name)  # a Failed one, fixed, takes it
+        # the old master drains its requests: no state changes, so the store's lock is free
         if old_pid != new_pid and supervisor.is_alive(old_pid, config_path):
             supervisor.stop(old_pid, config_path=config_path, group=False)  # graceful drain
             supervisor.wait_promoted(deployment.pidfile, new_pid)
         kept = ("model", "code", "environment") if model_uri else ("code", "environment")
         remove_revisions_except(deployment_dir, revision, kept)
-        return describe(deployment, store)
+    return describe(deployment, store)
 
 
 def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Path) -> int:
@@ -306,7 +355,8 @@ def delete_deployment(
     store = store or Store()
     if config:
         raise InvalidParameter("delete takes no config keys (-C).")
-    with store.lock():
+    _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
+    with store.lock_row(DEPLOYMENTS, name):
         deployment = _get_in_endpoint(store, name, endpoint)
         deployment.state = "Deleting"
         store.save_deployment(deployment)
@@ -314,8 +364,9 @@ def delete_deployment(
         for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
             supervisor.stop(pid, config_path=config_path)
         shutil.rmtree(deployment.dir, ignore_errors=True)
-        store.remove_deployment(name)
-        remove_from_endpoint(store, deployment.endpoint, name)
+        with store.lock(), store.transaction():
+            store.remove_deployment(name)
+            remove_from_endpoint(store, deployment.endpoint, name)
 
 
 def list_deployments(

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from mlflow_deploy import processes
 from mlflow_deploy.envs.cache import file_lock
 from mlflow_deploy.scoring.config import CONFIG_ENV
 
@@ -157,11 +158,11 @@ def running(directory: Optional[os.PathLike] = None) -> Dict[int, str]:
     for pidfile in Path(directory or run_dir()).glob("*.sock.pid"):
         try:
             pid = int(pidfile.read_text().strip())
-            argv = Path("/proc/{}/cmdline".format(pid)).read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if b"mlflow_deploy.scoring.forkserver" in argv:
-            found[pid] = argv[0].decode("utf-8", "replace")
+        argv = processes.cmdline(pid)
+        if argv and "mlflow_deploy.scoring.forkserver" in argv:
+            found[pid] = argv[0]
     return found
 
 

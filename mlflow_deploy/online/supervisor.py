@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 
 import requests
 
+from mlflow_deploy import processes
 from mlflow_deploy.errors import InvalidState, ServerFailed
 from mlflow_deploy.online import forkserver
 from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
@@ -201,38 +202,6 @@ def read_ready(ready_file: os.PathLike) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def _proc_state(pid: int) -> Optional[str]:
-    """The one-letter state from /proc/<pid>/stat; None when there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    # the command name is in parentheses and may contain spaces: the state follows the last ')'
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _proc_field(pid: int, index: int) -> Optional[int]:
-    """A numeric field of /proc/<pid>/stat, counting fields after the command name from 0
-    (0 = state, 1 = ppid, 2 = pgrp)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[index])
-
-
-def _environ(pid: int) -> Optional[Dict[str, str]]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 def _reap(pid: int) -> None:
     for child, proc in list(_children.items()):  # every exited child of ours, not only pid
         if proc.poll() is not None:
@@ -251,8 +220,7 @@ def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> b
     if not pid:
         return False
     _reap(pid)
-    state = _proc_state(pid)
-    if state is None or state in ("Z", "X", "x"):
+    if not processes.is_running(pid):
         # a multi-threaded master shows Z while its other threads still exit: it cannot be
         # reaped yet, but it is dead; a later _reap (or stop's wait) collects it
         return False
@@ -264,13 +232,10 @@ def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> b
 def _serves(pid: int, config_path: os.PathLike) -> bool:
     """A master started by exec carries the config path in its environment; one forked by a fork
     server shows the fork server's, but runs in the config's folder (a deployment's own)."""
-    env = _environ(pid)
+    env = processes.environ(pid)
     if env is None or env.get(CONFIG_ENV) == str(config_path):
         return True
-    try:
-        return os.readlink(f"/proc/{pid}/cwd") == os.path.abspath(os.path.dirname(config_path))
-    except OSError:
-        return False
+    return processes.cwd(pid) == os.path.abspath(os.path.dirname(config_path))
 
 
 def is_healthy(port: int, timeout: float = 2.0) -> bool:
@@ -371,13 +336,10 @@ def reexec(old_pid: int) -> None:
 def reexec_child(old_pid: int) -> Optional[int]:
     """The master a USR2 re-exec of ``old_pid`` started: a child of it whose environment carries
     GUNICORN_PID=<old_pid> (its workers carry the same variable but are children of it)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid in processes.pids():
+        if processes.stat_field(pid, processes.PPID) != old_pid:
             continue
-        pid = int(entry)
-        if _proc_field(pid, 1) != old_pid:
-            continue
-        env = _environ(pid)
+        env = processes.environ(pid)
         if env and env.get("GUNICORN_PID") == str(old_pid):
             return pid
     return None
@@ -438,7 +400,7 @@ def stop(
     ``group``, leftovers of the master's process group (workers, a re-exec'd master) go too."""
     if not is_alive(pid, config_path):
         return
-    pgid = _proc_field(pid, 2) if group else None
+    pgid = processes.stat_field(pid, processes.PGRP) if group else None
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -9,6 +9,7 @@ from typing import List
 
 import pytest
 
+from mlflow_deploy import processes
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.store import HOME_ENV, Store
 
@@ -16,21 +17,14 @@ from mlflow_deploy.store import HOME_ENV, Store
 def server_pids_under(home: Path) -> List[int]:
     """Live (non-zombie) processes started with a server config inside ``home``, or forked by a
     fork server into a folder inside it."""
-    from mlflow_deploy.online.supervisor import _environ, _proc_state
-
     found = []
     prefix = str(home)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        env = _environ(int(entry)) or {}
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            cwd = ""
+    for pid in processes.pids():
+        env = processes.environ(pid) or {}
+        cwd = processes.cwd(pid) or ""
         ours = env.get(CONFIG_ENV, "").startswith(prefix) or cwd.startswith(prefix + os.sep)
-        if ours and _proc_state(int(entry)) not in (None, "Z", "X"):
-            found.append(int(entry))
+        if ours and processes.is_running(pid):
+            found.append(pid)
     return found
 
 

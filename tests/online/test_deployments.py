@@ -35,6 +35,13 @@ def version(deployment):
     return requests.get(deployment["scoring_uri"].replace("/score", "/version"), timeout=10).json()
 
 
+def wait_until(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def assert_untouched(store, names=()):
     """Nothing but ``names`` is left: rows, directories, endpoints, processes."""
     assert sorted(d.name for d in store.list_deployments()) == sorted(names)
@@ -142,11 +149,13 @@ def test_update_under_load_has_no_failed_request(deploy_home, example_models, ex
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.5)
+        wait_until(lambda: results["ok"] >= 20)  # the load is on
         updated = online.update_deployment(
             "blue", model_uri=str(example_model_dirs["diabetes"]), config={"instance_count": "2"}
         )
-        time.sleep(0.5)
+        after = results["ok"]
+        # and the new master answers it (unless the load reached its cap during the update)
+        wait_until(lambda: results["ok"] >= min(after + 20, 4000))
     finally:
         stop.set()
         for thread in threads:

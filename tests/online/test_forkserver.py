@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlflow_deploy import online
+from mlflow_deploy import online, processes
 from mlflow_deploy.online import forkserver, supervisor
+from mlflow_deploy.processes import cmdline
 from tests.online.fixtures import server_pids_under
 
 pytestmark = pytest.mark.slow
@@ -20,10 +21,6 @@ pytestmark = pytest.mark.slow
 SPLIT = {"input_data": {"columns": ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5",
                                     "s6"], "data": [[0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04,
                                                      0.0, 0.02, -0.01]]}}
-
-
-def cmdline(pid):
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
 
 
 def fork_server_pids(run_dir):
@@ -36,7 +33,7 @@ def fork_server_pids(run_dir):
 
 
 def parent(pid):
-    return supervisor._proc_field(pid, 1)
+    return processes.stat_field(pid, processes.PPID)
 
 
 def wait_for(condition, timeout=30.0):
@@ -69,7 +66,8 @@ def test_servers_fork_from_the_env_fork_server(deploy_home, example_models, run_
     assert cmdline(warm)[0] == blue["environment"]["python"]
     # a grandchild of the fork server, in a session of its own, like a master started by exec
     assert "mlflow_deploy.scoring.forkserver" in cmdline(blue["pid"])
-    assert parent(blue["pid"]) != warm and supervisor._proc_field(blue["pid"], 2) == blue["pid"]
+    assert parent(blue["pid"]) != warm
+    assert processes.stat_field(blue["pid"], processes.PGRP) == blue["pid"]
     assert score(blue).status_code == 200
 
     # what blue imported while loading its model (scikit-learn) reaches the fork server

@@ -8,8 +8,16 @@ import time
 
 import pytest
 
+from mlflow_deploy import processes
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.scoring.config import CONFIG_ENV
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def test_zombie_is_dead():
@@ -20,10 +28,7 @@ def test_zombie_is_dead():
     )
     try:
         zombie = int(proc.stdout.readline())
-        deadline = time.monotonic() + 5
-        while supervisor._proc_state(zombie) != "Z" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert supervisor._proc_state(zombie) == "Z"
+        wait_until(lambda: processes.state(zombie) == "Z", timeout=5)
         assert not supervisor.is_alive(zombie)
         assert supervisor.is_alive(proc.pid)
     finally:
@@ -36,9 +41,9 @@ def test_zombie_is_dead():
 
 def test_our_own_child_is_reaped(tmp_path):
     pid = subprocess.Popen(["true"]).pid  # a child nobody waits for
-    time.sleep(0.3)
+    wait_until(lambda: processes.state(pid) == "Z")  # it has exited; nobody reaped it yet
     assert not supervisor.is_alive(pid)  # waitpid(WNOHANG) reaps it: no zombie left
-    assert supervisor._proc_state(pid) is None
+    assert processes.state(pid) is None
 
 
 def test_identity_is_checked_through_the_environment(tmp_path):
@@ -47,10 +52,7 @@ def test_identity_is_checked_through_the_environment(tmp_path):
     proc = subprocess.Popen(["sleep", "30"], env=env)
     try:
         # until the child has exec'd, /proc shows the parent's environment
-        deadline = time.monotonic() + 10
-        while not supervisor.is_alive(proc.pid, config) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert supervisor.is_alive(proc.pid, config)
+        wait_until(lambda: supervisor.is_alive(proc.pid, config))
         assert not supervisor.is_alive(proc.pid, tmp_path / "other.json")
     finally:
         proc.kill()
