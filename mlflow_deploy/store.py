@@ -98,6 +98,8 @@ class Deployment:
     error: Optional[str] = None
     # the environment serving the current revision: key, python, python_version, manager, root
     environment: Dict[str, Any] = field(default_factory=dict)
+    # the request the current revision was tried with before it took traffic: kind, status
+    self_test: Dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
 
@@ -253,9 +255,14 @@ def _to_version_1(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE deployments ADD COLUMN environment TEXT NOT NULL DEFAULT '{}'")
 
 
+def _to_version_2(conn: sqlite3.Connection) -> None:
+    """Deployments record their start-up self-test."""
+    conn.execute("ALTER TABLE deployments ADD COLUMN self_test TEXT NOT NULL DEFAULT '{}'")
+
+
 #: MIGRATIONS[n] brings a store at schema version n to n + 1, inside the transaction that then
 #: sets the new version. Append only: stores out there were made by the released ones.
-MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1,)
+MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

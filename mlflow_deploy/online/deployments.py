@@ -13,7 +13,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import (
     AlreadyExists,
@@ -40,6 +40,7 @@ from mlflow_deploy.online.revision import (
     remove_revisions_except,
     stage_revision,
 )
+from mlflow_deploy.online.selftest import run_self_test
 from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
@@ -100,8 +101,9 @@ def _pick_port(
     return settings.port
 
 
-def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
-    """Start a fresh master for ``config`` and wait until it serves; on failure nothing runs."""
+def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> Tuple[int, Dict]:
+    """Start a fresh master for ``config``, wait until it serves and passes its self-test;
+    return its pid and the self-test's record. On failure nothing runs."""
     config_path = deployment_dir / "server.json"
     config.write(str(config_path))
     Path(config.ready_file).unlink(missing_ok=True)
@@ -109,7 +111,8 @@ def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> int:
     offset = supervisor.log_size(log_path)
     pid = supervisor.start_server(config_path, log_path, python=config.python)
     try:
-        return supervisor.wait_ready(config, log_path, supervisor.started_alive(pid), offset)
+        ready = supervisor.wait_ready(config, log_path, supervisor.started_alive(pid), offset)
+        return ready, run_self_test(config, log_path)
     except BaseException:
         supervisor.stop(pid, grace=5)
         raise
@@ -198,7 +201,8 @@ def create_deployment(
                     environment=environment_record(env),
                 )
                 try:
-                    deployment.pid = _start(server_config, deployment_dir, log_path)
+                    deployment.pid, deployment.self_test = _start(
+                        server_config, deployment_dir, log_path)
                 except ServerFailed as exc:
                     deployment.state, deployment.error = "Failed", exc.message
                     _record(store, deployment)
@@ -283,11 +287,12 @@ def update_deployment(
                     env.python,
                 )
                 if supervisor.is_alive(deployment.pid, config_path):
-                    new_pid = _hand_over(deployment, new_config, config_path)
+                    new_pid, self_test = _hand_over(deployment, new_config, config_path)
                 else:
-                    new_pid = _restart(store, deployment, new_config)
+                    new_pid, self_test = _restart(store, deployment, new_config)
                 started = True
                 deployment.pid = new_pid
+                deployment.self_test = self_test
                 deployment.revision = revision
                 deployment.model_uri = new_config.model_uri
                 deployment.config = settings.to_dict()
@@ -312,8 +317,11 @@ def update_deployment(
     return describe(deployment, store)
 
 
-def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Path) -> int:
-    """USR2 the running master; return the new master's pid once it serves the new revision."""
+def _hand_over(
+    deployment: Deployment, new_config: ServerConfig, config_path: Path
+) -> Tuple[int, Dict]:
+    """USR2 the running master; return the new master's pid (and its self-test) once it serves
+    the new revision and passed the self-test. On failure the old master keeps serving."""
     log_path = Path(deployment.log_path)
     offset = supervisor.log_size(log_path)
     new_config.write(str(config_path))
@@ -322,7 +330,9 @@ def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Pa
     supervisor.wait_promoted(deployment.pidfile, old_pid)
     supervisor.reexec(old_pid)
     try:
-        return supervisor.wait_ready(new_config, log_path, supervisor.reexec_alive(old_pid), offset)
+        ready = supervisor.wait_ready(new_config, log_path, supervisor.reexec_alive(old_pid),
+                                      offset)
+        return ready, run_self_test(new_config, log_path)
     except BaseException:
         child = supervisor.reexec_child(old_pid)
         if child is not None:
@@ -330,7 +340,7 @@ def _hand_over(deployment: Deployment, new_config: ServerConfig, config_path: Pa
         raise
 
 
-def _restart(store: Store, deployment: Deployment, new_config: ServerConfig) -> int:
+def _restart(store: Store, deployment: Deployment, new_config: ServerConfig) -> Tuple[int, Dict]:
     """Start a dead deployment's server again on its port."""
     deployment_dir = Path(deployment.dir)
     # anything left of the old process group (a worker orphaned by a killed master) goes first
@@ -457,6 +467,7 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "revision": deployment.revision,
         "log_path": deployment.log_path,
         "environment": dict(deployment.environment),
+        "self_test": dict(deployment.self_test),
         "config": dict(deployment.config),
         "error": deployment.error,
     }

@@ -20,6 +20,7 @@ from .config import ServerConfig
 from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
+from .selftest import REVISION_HEADER
 from .watchdog import Watchdog
 
 log = logging.getLogger("mlflow_deploy.scoring")
@@ -120,6 +121,9 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.route("/score", methods=["GET", "POST"])
     def score():
+        wanted = request.headers.get(REVISION_HEADER)
+        if wanted is not None and wanted != str(config.revision):
+            return _json_error(421, "This is another revision of the deployment.")
         return run_scoring("score", scorer.score)
 
     @app.route("/score", methods=["OPTIONS"])
