@@ -1,11 +1,9 @@
-"""`mlflow-deploy check` on real models: healthy, unsigned, an output Azure cannot serialise, and a
-Python version the machine does not have."""
+"""The report of `mlflow-deploy check` on real models: healthy, unsigned, an output Azure cannot
+serialise, and a Python version the machine does not have."""
 import json
 import re
 
-from click.testing import CliRunner
-
-from mlflow_deploy.check import check_command, run_check
+from mlflow_deploy.testing.check import run_check
 
 
 def statuses(report_json):
@@ -87,8 +85,3 @@ def test_unresolvable_pin_fails_naming_the_resolver_error(tmp_path, example_mode
     [line] = [c for c in json.loads(text)["checks"] if c["check"] == "requirements"]
     assert line["status"] == "fail" and line["message"].startswith("not installable: ")
 
-
-def test_click_command(example_models):
-    result = CliRunner().invoke(check_command, [example_models["iris-tensor"], "--format", "json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["deployable"] is True

@@ -1,5 +1,5 @@
-"""``mlflow-deploy check MODEL_URI``: will this model deploy on Azure ML without code, and how is
-it called?
+"""Will a model deploy on Azure ML without code, and how is it called? The report behind
+``mlflow-deploy check MODEL_URI``.
 
 Users otherwise learn the answer after a 20-minute cloud deployment, as a bare HTTP 500. Each check
 is one line (ok, warn, fail or skip); any fail makes the exit code 1. The report ends with the
@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import click
-
-__all__ = ["run_check", "check_command", "Finding", "PayloadForm", "Report"]
+__all__ = ["run_check", "inspect_model", "Finding", "PayloadForm", "Report"]
 
 SCORE_URL = "http://127.0.0.1:5001/score"  # `mlflow-deploy serve` listens here by default
 CURL_ROWS = 2  # rows of the input example shown in a curl command
@@ -78,18 +76,6 @@ def run_check(model_uri: str, output_format: str = "text") -> Tuple[str, int]:
         report = inspect_model(model_uri, Path(tmp))
     text = report.to_json() if output_format == "json" else report.to_text()
     return text, 1 if report.failed else 0
-
-
-@click.command("check")
-@click.argument("model_uri")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="json for machines.")
-def check_command(model_uri: str, output_format: str) -> None:
-    """Report whether MODEL_URI deploys on Azure ML without code, one line per check; exit 1 if
-    any check fails. Ends with the payload forms the model accepts, as curl commands."""
-    text, code = run_check(model_uri, output_format)
-    click.echo(text)
-    sys.exit(code)
 
 
 # ---- the checks -----------------------------------------------------------------------------
