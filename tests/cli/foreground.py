@@ -6,6 +6,7 @@ import subprocess
 import time
 
 from mlflow_deploy.online import supervisor
+from tests.connections import accepted, wait_until
 
 
 def serve_until_ready(command, port, timeout=180):
@@ -28,9 +29,10 @@ def serve_until_ready(command, port, timeout=180):
     raise AssertionError("not ready")
 
 
-def ctrl_c(proc):
-    """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
-    time.sleep(1)  # let the worker finish the last request (a SIGINT mid-request logs its stack)
+def ctrl_c(proc, port):
+    """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group, once the
+    server is done with every request (a SIGINT mid-request logs its stack)."""
+    wait_until(lambda: not accepted(port), message="a request is still open on the server")
     os.killpg(proc.pid, signal.SIGINT)
     try:
         code = proc.wait(timeout=60)

@@ -34,7 +34,7 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
     proc = serve_until_ready(command, port)
     answer = requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=10)
     assert answer.status_code == 200 and len(answer.json()) == 1
-    code, output = ctrl_c(proc)
+    code, output = ctrl_c(proc, port)
     assert code == 0, output
     assert "Traceback" not in output and supervisor.port_is_free(port)
 
@@ -61,7 +61,7 @@ def test_mlflow_run_local(example_models):
     assert (
         requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=10).status_code == 200
     )
-    code, output = ctrl_c(proc)
+    code, output = ctrl_c(proc, port)
     assert code == 0, output
     assert "Traceback" not in output and supervisor.port_is_free(port)
 
