@@ -1,8 +1,6 @@
-"""``mlflow-deploy validate MODEL_URI PAYLOAD...``: check payload files against a model's signature
-with no server, one file or a whole folder or glob of them, optionally as JUnit XML for CI.
-
-One file keeps the original behaviour: exit 0 and ``OK: <summary>``, or exit 1 and the message
-the server would answer. Several files print one line each and exit 1 when any is rejected.
+"""Payload files checked against a model's signature with no server, the way the server would
+check them: one file or a whole folder or glob of them. ``mlflow-deploy validate`` (cli/validate.py)
+prints the cases, optionally as JUnit XML for CI (junit.py).
 """
 import glob
 import os
@@ -11,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import click
-
-__all__ = ["PayloadCase", "collect_payloads", "validate_payloads", "validate_command"]
+__all__ = ["PayloadCase", "collect_payloads", "validate_payloads"]
 
 
 @dataclass
@@ -83,42 +79,3 @@ def validate_payloads(model_uri: str, files: Sequence[Path], validation: str = "
         case.seconds = time.perf_counter() - started
         cases.append(case)
     return cases
-
-
-@click.command("validate")
-@click.argument("model_uri")
-@click.argument("payloads", nargs=-1, required=True)
-@click.option("--validation", type=click.Choice(["compatible", "strict"]), default="compatible",
-              show_default=True,
-              help="compatible coerces values like Azure (and reports it); strict rejects them.")
-@click.option("--predict", is_flag=True, help="Also run the model on each payload.")
-@click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False),
-              help="Write a JUnit XML report with one test case per payload file.")
-def validate_command(model_uri: str, payloads: Sequence[str], validation: str, predict: bool,
-                     junit_xml: Optional[str]) -> None:
-    """Check Azure PAYLOADS (files, folders or quoted globs) against MODEL_URI's signature, with no
-    server: exit 0 and a summary, or exit 1 and the message the server would answer."""
-    from mlflow_deploy.errors import PredictionFailed
-
-    files = collect_payloads(payloads)
-    cases = validate_payloads(model_uri, files, validation, predict)
-    if junit_xml:
-        from .junit import write_junit
-
-        write_junit(junit_xml, "mlflow-deploy validate " + model_uri, cases)
-    single = len(payloads) == 1 and len(cases) == 1 and Path(payloads[0]).is_file()
-    if single:
-        case = cases[0]
-        if not case.ok:  # the message `from_scoring_error` gives the single-file command
-            raise PredictionFailed("{}: {}".format(case.status, case.message), status=case.status)
-        click.echo("OK: " + case.message)
-        return
-    for case in cases:
-        click.echo("{:4} {}: {}".format("ok" if case.ok else "FAIL", case.name, case.message
-                                        if case.ok else "HTTP {}: {}".format(case.status,
-                                                                            case.message)))
-    failed = sum(not c.ok for c in cases)
-    click.echo("{} payload(s): {} accepted, {} rejected".format(len(cases), len(cases) - failed,
-                                                              failed))
-    if failed:
-        raise SystemExit(1)

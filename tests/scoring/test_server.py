@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.conftest import Server
+from tests.connections import accepted, wait_until
 from tests.scoring.test_pipeline import VALID
 
 
@@ -160,8 +161,9 @@ def test_timeout_is_504_recycles_the_worker_and_others_keep_serving(servers):
         results["slow_s"] = time.monotonic() - started
 
     thread = threading.Thread(target=call_slow)
+    wait_until(lambda: not accepted(server.port))  # the earlier tests' requests are done
     thread.start()
-    time.sleep(0.3)
+    wait_until(lambda: accepted(server.port))  # a worker has taken the slow request
     fast_answers = [server.post(body=fast).status_code for _ in range(5)]
     thread.join(timeout=30)
     assert fast_answers == [200] * 5

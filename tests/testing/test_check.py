@@ -1,11 +1,16 @@
-"""`mlflow-deploy check` on real models: healthy, unsigned, an output Azure cannot serialise, and a
-Python version the machine does not have."""
+"""The report of `mlflow-deploy check` on real models: healthy, unsigned, an output Azure cannot
+serialise, a Python version the machine does not have, and an input example the server would not
+score (the model or MLflow's own enforcement refuses it, or the model breaks on it)."""
 import json
 import re
 
-from click.testing import CliRunner
+import pandas as pd
+import pytest
 
-from mlflow_deploy.check import check_command, run_check
+import mlflow.pyfunc
+from mlflow_deploy.testing import ScoringClient
+from mlflow_deploy.testing.check import REQUEST_ID, run_check
+from tests.testing import models
 
 
 def statuses(report_json):
@@ -88,7 +93,80 @@ def test_unresolvable_pin_fails_naming_the_resolver_error(tmp_path, example_mode
     assert line["status"] == "fail" and line["message"].startswith("not installable: ")
 
 
-def test_click_command(example_models):
-    result = CliRunner().invoke(check_command, [example_models["iris-tensor"], "--format", "json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["deployable"] is True
+class Raises(mlflow.pyfunc.PythonModel):
+    """Raises ``error`` on any input: a model whose own checks refuse its example, or one that
+    breaks on it."""
+
+    def __init__(self, error):
+        self.error = error
+
+    def predict(self, context, model_input, params=None):
+        raise self.error
+
+
+@pytest.fixture(scope="module")
+def nested_ints_dir(tmp_path_factory):
+    """A model whose input example holds integers in an array of doubles: our checks let them
+    through (JSON has one kind of number), MLflow's own enforcement inside predict refuses them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import Array
+
+    path = tmp_path_factory.mktemp("nested-ints") / "model"
+    signature = ModelSignature(inputs=Schema([ColSpec(Array("double"), "v")]))
+    models.save(path, models.RowCount(), signature, pd.DataFrame({"v": [[1.5, 2.5]]}))
+    (path / "input_example.json").write_text(json.dumps({"columns": ["v"], "data": [[[1, 2]]]}))
+    return str(path)
+
+
+def checks(report_json):
+    return {c["check"]: c for c in json.loads(report_json)["checks"]}
+
+
+def test_mlflow_enforcement_rejection_is_what_the_server_answers(nested_ints_dir, start_server):
+    """The example passes our checks but not MLflow's own enforcement inside predict: a server
+    answers 400, and check reports that answer, with MLflow's reason (which the server logs)."""
+    text, code = run_check(nested_ints_dir, "json")
+    assert code == 1
+    found = checks(text)
+    assert found["input example"]["status"] == "ok"
+    assert found["prediction"]["status"] == "fail" and found["output"]["status"] == "skip"
+
+    server = start_server(nested_ints_dir)
+    answer = server.post(body=ScoringClient(nested_ints_dir).input_example,
+                         headers={"Content-Type": "application/json", "x-request-id": REQUEST_ID})
+    assert answer.status_code == 400
+    message = answer.json()["message"]
+    assert message.startswith("The input passed mlflow-deploy's checks but MLflow's own signature "
+                              "enforcement rejected it")
+    reported = found["prediction"]["message"]
+    assert reported.startswith("the server would answer 400: {} (logged: MlflowException: "
+                               .format(message)), reported
+    assert "[1, 2]" not in reported  # MLflow's message starts with the data; the reason does not
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (ValueError("x must be positive\nsecond line"), 400,
+     "The model rejected the input: ValueError: x must be positive"),
+    (RuntimeError("the GPU caught fire"), 500,
+     "The model failed while scoring; the deployment log has the traceback for request id {} "
+     "(logged: RuntimeError: the GPU caught fire)".format(REQUEST_ID)),
+], ids=["rejects", "fails"])
+def test_a_model_that_raises_on_its_example(tmp_path, error, status, message):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from mlflow_deploy import testing
+
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
+    path = models.save(tmp_path / "model", Raises(error), signature, pd.DataFrame({"x": [1.0]}))
+    text, code = run_check(path, "json")
+    assert code == 1
+    found = checks(text)
+    assert found["input example"]["status"] == "ok" and found["output"]["status"] == "skip"
+    assert found["prediction"] == {"check": "prediction", "status": "fail",
+                                   "message": "the server would answer {}: {}".format(status,
+                                                                                    message)}
+    answer = testing.score(path, ScoringClient(path).input_example)  # the server's own path
+    assert answer.status == status
+    assert message.startswith(answer.message.split(" request id ")[0])

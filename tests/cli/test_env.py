@@ -21,7 +21,7 @@ from mlflow_deploy.envs.wheel import source_hash
 from mlflow_deploy.online import forkserver
 from mlflow_deploy.store import Deployment, Store
 
-from .conftest import link_env, run_cli, summary
+from tests.envs.conftest import link_env, run_cli, summary
 
 DAY = 86400
 

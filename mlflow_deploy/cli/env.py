@@ -1,5 +1,5 @@
-"""``mlflow-deploy env build|list|show|prune`` and ``mlflow-deploy package``: the model
-environments of ``mlflow_deploy.envs`` from the command line.
+"""``mlflow-deploy env build|list|show|prune``: the model environments of ``mlflow_deploy.envs``
+from the command line.
 
 The cache is ``EnvCache()`` ($MLFLOW_DEPLOY_ENV_CACHE, else $MLFLOW_DEPLOY_HOME/envs); the project
 wheel comes from the per-user ``BuildCache()`` ($MLFLOW_DEPLOY_BUILD_CACHE, else
@@ -12,11 +12,9 @@ for prune, any live process started from the env's interpreter (``mlflow-deploy 
 nothing in the store). Nothing here imports mlflow (about 1.7 s), except ``load_model`` for a model
 URI that is not a local folder: `env build DIR` on a built env takes a fraction of a second.
 """
-import contextlib
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
 import warnings
@@ -25,27 +23,16 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import click
 
-from mlflow_deploy.envs import (POLICIES, EnvCache, PythonVersionWarning, lock_requirements,
-                                prepare_environment, write_package)
+from mlflow_deploy.envs import EnvCache, PythonVersionWarning, prepare_environment
 from mlflow_deploy.envs.build import venv_python
 from mlflow_deploy.envs.cache import BuildCache, tree_size
-from mlflow_deploy.errors import AlreadyExists, InvalidParameter, NotFound
+from mlflow_deploy.errors import InvalidParameter, NotFound
 
-__all__ = ["env_group", "package_command"]
+from .common import EXCLUDE_NEWER, PYTHON_VERSION_POLICY, checked_date, human, say
+
+__all__ = ["env_group"]
 
 _BUILD_MANAGERS = ["uv", "virtualenv", "conda"]  # local builds nothing to cache
-
-
-def _say(message: str) -> None:
-    click.echo("mlflow-deploy: " + message, err=True)
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return "{:.0f} {}".format(size, unit) if unit == "B" else "{:.1f} {}".format(size, unit)
-        size /= 1024
-    return "{:.1f} GB".format(size)
 
 
 def _when(timestamp: Optional[float]) -> Optional[str]:
@@ -64,21 +51,18 @@ def env_group():
 @click.option("--env-manager", type=click.Choice(_BUILD_MANAGERS), default="uv",
               show_default=True, help="uv, virtualenv (venv + pip; the lock still uses uv), or "
               "conda (conda-lock and conda, mamba or micromamba on PATH).")
-@click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
-              show_default=True, help="nearest: use the closest Python if the model's is missing.")
+@PYTHON_VERSION_POLICY
 @click.option("--refresh", is_flag=True, help="Resolve the requirements again (newer versions "
               "within the model's pins).")
 @click.option("--package", "package_dir", default=None, metavar="DIR",
               help="Build offline from a folder written by `mlflow-deploy package`.")
-@click.option("--exclude-newer", metavar="DATE", default=None,
-              help="Resolve as the package indexes were on DATE (2026-11-01, or a UTC time): "
-              "the same lock months later. Default: $MLFLOW_DEPLOY_EXCLUDE_NEWER, else today's.")
+@EXCLUDE_NEWER
 def build_command(model_uri: str, env_manager: str, python_version_policy: str, refresh: bool,
                   package_dir: Optional[str], exclude_newer: Optional[str]):
     """Build (or reuse) the environment of MODEL_URI and print where its Python is."""
     options = dict(manager=env_manager, python_version_policy=python_version_policy,
-                   refresh=refresh, progress=_say, package=package_dir,
-                   exclude_newer=_checked_date(exclude_newer))
+                   refresh=refresh, progress=say, package=package_dir,
+                   exclude_newer=checked_date(exclude_newer))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PythonVersionWarning)  # progress already says it
         folder = Path(model_uri).expanduser()
@@ -107,7 +91,7 @@ def list_command(output_format: str):
         click.echo(json.dumps(rows, indent=2))
         return
     header = ("HASH", "PYTHON", "SIZE", "LAST USED", "MODELS", "DEPLOYMENTS")
-    table = [header] + [(r["key"], r["python_version"] or "?", _human(r["size_bytes"]),
+    table = [header] + [(r["key"], r["python_version"] or "?", human(r["size_bytes"]),
                          (r["last_used"] or "-")[:16].replace("T", " "), str(len(r["models"])),
                          ", ".join(r["deployments"]) or "-") for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -177,14 +161,14 @@ def prune_command(older_than: Optional[float], dry_run: bool):
             freed += size
             gone.append(key)
             click.echo("{} {} (last used {}, {})".format(
-                "would remove" if dry_run else "removed", key, last, _human(size)))
+                "would remove" if dry_run else "removed", key, last, human(size)))
     swept = sweep(cache, BuildCache(), cutoff, dry_run, _current_wheel_hash(), gone)
     verb = "would remove" if dry_run else "removed"
     for item in swept:
         if item.kind == WHEEL:
             click.echo("kept wheel {}: {}".format(item.name, item.kept) if item.kept else
                        "{} wheel {} (last used {}, {})".format(
-                           verb, item.name, _when(item.last_used) or "never", _human(item.size)))
+                           verb, item.name, _when(item.last_used) or "never", human(item.size)))
     counts = {}
     for kind, one, many in ((RESOLUTION, "cached resolution", "cached resolutions"),
                             (SCRATCH, "leftover of a killed build", "leftovers of killed builds"),
@@ -194,25 +178,14 @@ def prune_command(older_than: Optional[float], dry_run: bool):
         if done:
             size = sum(item.size for item in done)
             click.echo("{} {} {}{}".format(verb, len(done), one if len(done) == 1 else many,
-                                           " ({})".format(_human(size)) if size else ""))
+                                           " ({})".format(human(size)) if size else ""))
     wheels = len([item for item in swept if item.kind == WHEEL and not item.kept])
     freed += sum(item.size for item in swept if not item.kept)
     extra = "".join(", {} {}".format(n, noun if n == 1 else noun + "s") for n, noun in
                     ((wheels, "wheel"), (counts[RESOLUTION], "resolution")) if n)
     click.echo("{} {} ({} environment{}{})".format("would free" if dry_run else "freed",
-                                                   _human(freed), removed,
+                                                   human(freed), removed,
                                                    "" if removed == 1 else "s", extra))
-
-
-def _checked_date(value: Optional[str]) -> Optional[str]:
-    """--exclude-newer, checked as the deployment setting ``exclude_newer`` is."""
-    from mlflow_deploy.online.settings import parse_settings
-
-    try:
-        return parse_settings({"exclude_newer": value}).exclude_newer if value else None
-    except InvalidParameter:
-        raise click.BadParameter("must be a date (YYYY-MM-DD) or a UTC time "
-                                 "(YYYY-MM-DDTHH:MM:SSZ)", param_hint="--exclude-newer") from None
 
 
 def _current_wheel_hash() -> Optional[str]:
@@ -224,51 +197,6 @@ def _current_wheel_hash() -> Optional[str]:
         return source_hash()
     except BuildFailed:
         return None
-
-
-@click.command("package")
-@click.argument("model_uri")
-@click.option("--output", "-o", required=True, metavar="DIR",
-              help="Folder to write (must not exist, or be empty).")
-@click.option("--python-version-policy", type=click.Choice(POLICIES), default="exact",
-              show_default=True, help="nearest: use the closest Python if the model's is missing.")
-@click.option("--refresh", is_flag=True, help="Resolve the requirements again.")
-@click.option("--exclude-newer", metavar="DATE", default=None,
-              help="Resolve as the package indexes were on DATE (2026-11-01, or a UTC time): "
-              "the same lock months later. Default: $MLFLOW_DEPLOY_EXCLUDE_NEWER, else today's.")
-def package_command(model_uri: str, output: str, python_version_policy: str, refresh: bool,
-                    exclude_newer: Optional[str]):
-    """Write MODEL_URI with its lock and every wheel it needs into DIR, so that its environment
-    builds later with no network: `mlflow-deploy env build DIR/model --package DIR`."""
-    from mlflow_deploy.model import load_model  # imports mlflow's model API
-
-    target = Path(output).expanduser().absolute()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise AlreadyExists("The output folder already exists and is not empty (--output).")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # written aside and renamed: an interrupted package leaves no half folder at DIR
-    staging = Path(tempfile.mkdtemp(prefix="." + target.name + ".partial-", dir=str(target.parent)))
-    try:
-        info = load_model(model_uri, staging / "download", copy_local=True)
-        os.rename(str(info.path), str(staging / "model"))
-        shutil.rmtree(str(staging / "download"), ignore_errors=True)
-        with contextlib.ExitStack() as hold:  # the wheel stays ours (`env prune`) until copied
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PythonVersionWarning)
-                locked = lock_requirements(staging / "model", python_version_policy, refresh,
-                                           _say, hold=hold,
-                                           exclude_newer=_checked_date(exclude_newer))
-            package = write_package(locked, staging, model_uri=model_uri, progress=_say)
-        if target.exists():
-            target.rmdir()
-        os.rename(str(staging), str(target))
-    except BaseException:
-        shutil.rmtree(str(staging), ignore_errors=True)
-        raise
-    wheels = sorted((target / "wheelhouse").glob("*.whl"))
-    click.echo("package: {}\npython: {}\nwheels: {}\nsize: {}\nenv_key: {}".format(
-        target, package.manifest["python_version"], len(wheels), _human(tree_size(target)),
-        package.manifest["env_key"]))
 
 
 # --- what uses an env ---------------------------------------------------------------------------

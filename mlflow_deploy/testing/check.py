@@ -1,11 +1,14 @@
-"""``mlflow-deploy check MODEL_URI``: will this model deploy on Azure ML without code, and how is
-it called?
+"""Will a model deploy on Azure ML without code, and how is it called? The report behind
+``mlflow-deploy check MODEL_URI``.
 
 Users otherwise learn the answer after a 20-minute cloud deployment, as a bare HTTP 500. Each check
-is one line (ok, warn, fail or skip); any fail makes the exit code 1. The report ends with the
-payload forms the model accepts, each as a ready ``curl`` command against ``mlflow-deploy serve``.
+is one line (ok, warn, fail or skip); any fail makes the exit code 1. The input example is scored
+the way the server scores a request (``scoring.pipeline.score``), so a failing prediction is
+reported with the status and message the server would answer. The report ends with the payload
+forms the model accepts, each as a ready ``curl`` command against ``mlflow-deploy serve``.
 """
 import json
+import logging
 import sys
 import tempfile
 import warnings
@@ -13,12 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import click
-
-__all__ = ["run_check", "check_command", "Finding", "PayloadForm", "Report"]
+__all__ = ["run_check", "inspect_model", "Finding", "PayloadForm", "Report"]
 
 SCORE_URL = "http://127.0.0.1:5001/score"  # `mlflow-deploy serve` listens here by default
 CURL_ROWS = 2  # rows of the input example shown in a curl command
+# the request id the input example is scored under: the server's messages for a failed request
+# name theirs
+REQUEST_ID = "input-example"
 
 
 @dataclass
@@ -78,18 +82,6 @@ def run_check(model_uri: str, output_format: str = "text") -> Tuple[str, int]:
         report = inspect_model(model_uri, Path(tmp))
     text = report.to_json() if output_format == "json" else report.to_text()
     return text, 1 if report.failed else 0
-
-
-@click.command("check")
-@click.argument("model_uri")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="json for machines.")
-def check_command(model_uri: str, output_format: str) -> None:
-    """Report whether MODEL_URI deploys on Azure ML without code, one line per check; exit 1 if
-    any check fails. Ends with the payload forms the model accepts, as curl commands."""
-    text, code = run_check(model_uri, output_format)
-    click.echo(text)
-    sys.exit(code)
 
 
 # ---- the checks -----------------------------------------------------------------------------
@@ -234,7 +226,7 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
         report.add("prediction", "skip", "no usable input example to predict on")
         report.add("output", "skip", "no prediction to serialise")
         return
-    from mlflow_deploy.scoring import payload, pipeline, schema
+    from mlflow_deploy.scoring import payload, pipeline
     from mlflow_deploy.scoring.predictor import Predictor
 
     here = "{}.{}".format(*sys.version_info[:2])
@@ -253,19 +245,23 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
             type(exc).__name__, _first_line(exc)))
         report.add("output", "skip", "no prediction to serialise")
         return
-    enforced = schema.enforce(payload.parse_azure(payload.dumps(example), "application/json"),
-                              predictor.signature)
+    model = _Recorded(predictor)
+    # what the server would log for a failed request is summed up in the report, not printed
+    quiet = logging.NullHandler()
+    pipeline.log.addHandler(quiet)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            predictions = predictor.predict(enforced.model_input, enforced.params)
-    except Exception as exc:  # noqa: BLE001 - the model may raise anything
-        rejected = isinstance(exc, pipeline.REJECTIONS)
-        report.add("prediction", "fail", "the model {} the input example: {}: {}".format(
-            "rejected" if rejected else "failed on", type(exc).__name__, _first_line(exc)))
+            result = pipeline.score(payload.dumps(example), "application/json", model,
+                                    request_id=REQUEST_ID)
+    finally:
+        pipeline.log.removeHandler(quiet)
+    if result.status != 200:
+        report.add("prediction", "fail", "the server would answer {}: {}".format(
+            result.status, _server_message(result.body, model.error)))
         report.add("output", "skip", "no prediction to serialise")
         return
-    payload.render_azure(predictions)  # mlflow-deploy's own rendering never fails
+    predictions = model.predictions
     report.add("prediction", "ok", "the input example scores (in Python {}): {}".format(
         here, describe_output(predictions)))
     problem = azure_serialisation_problem(predictions)
@@ -276,8 +272,50 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
         report.add("output", status, message)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The exception's first line, cut like the server cuts a model's rejection message."""
+class _Recorded:
+    """The loaded model as the scoring pipeline calls it, keeping what its predict returned or
+    raised: the Azure serialisation check needs the predictions themselves (the pipeline hands back
+    only their rendering), and the server's answer to a failure points at its log instead of
+    naming the error."""
+
+    def __init__(self, predictor: Any):
+        self._predictor = predictor
+        self.signature = predictor.signature
+        self.predictions: Any = None
+        self.error: Optional[BaseException] = None
+
+    def predict(self, model_input: Any, params: Optional[Dict[str, Any]] = None) -> Any:
+        try:
+            self.predictions = self._predictor.predict(model_input, params)
+        except Exception as exc:
+            self.error = exc
+            raise
+        return self.predictions
+
+
+def _server_message(body: bytes, error: Optional[BaseException]) -> str:
+    """The server's message, and what its log would say about the model's error when the message
+    does not (a failure or MLflow's own enforcement: the message only names the request id)."""
+    message = json.loads(body)["message"]
+    if error is None:
+        return message
+    logged = "{}: {}".format(type(error).__name__, _mlflow_reason(error) or _first_line(error))
+    return message if logged in message else "{} (logged: {})".format(message, logged)
+
+
+def _mlflow_reason(error: BaseException) -> Optional[str]:
+    """The reason in MLflow's enforcement message, which otherwise starts with the data itself
+    ("Failed to enforce schema of data '...' with schema '...'. Error: <reason>")."""
+    if type(error).__name__ != "MlflowException":
+        return None
+    text = str(error)
+    at = text.rfind("Error: ")
+    return _first_line(text[at + len("Error: "):]) if at >= 0 else None
+
+
+def _first_line(exc: Any) -> str:
+    """The first line of an exception (or a text), cut like the server cuts a model's rejection
+    message."""
     from mlflow_deploy.scoring.pipeline import MAX_DETAIL
 
     text = str(exc).strip().splitlines()

@@ -1,0 +1,71 @@
+"""The ``mlflow-deploy`` command line, shaped like ``az ml``: one module per noun, each a click
+group or command, all registered here (the ``NOUNS`` below).
+
+Every failure ends in one line ``Error: ...`` and a non-zero exit code, never a traceback: our own
+errors are click exceptions already, and the root group turns any other MLflow or OS error into
+one.
+
+Nothing here imports mlflow at start (about 1.7 s of every call): the commands that need it import
+it themselves (see mlflow_deploy/errors.py), and a test keeps it so. Nothing outside this package
+imports it either: it is reached only through the ``mlflow-deploy`` console script and
+``python -m mlflow_deploy.cli``.
+"""
+import sys
+
+import click
+
+from mlflow_deploy import __version__
+from mlflow_deploy.errors import DeployError
+
+from .check import check_command
+from .env import env_group
+from .package import package_command
+from .serve import serve_command
+from .validate import validate_command
+
+__all__ = ["main", "cli"]
+
+NOUNS = [serve_command, validate_command, check_command, env_group, package_command]
+
+
+class OneLineErrors(click.Group):
+    """A group whose every failure is one ``Error: ...`` line: MLflow's and the OS's errors are
+    turned into ours; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except OSError as exc:
+            raise DeployError(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            if not _is_mlflow_exception(exc):
+                raise
+            message = str(getattr(exc, "message", "") or "").strip()
+            raise DeployError(
+                message.splitlines()[0] if message else type(exc).__name__
+            ) from None
+
+
+def _is_mlflow_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` is an ``MlflowException``, without importing mlflow: if mlflow.exceptions
+    was never imported, nothing could have raised one."""
+    module = sys.modules.get("mlflow.exceptions")
+    base = getattr(module, "MlflowException", None)
+    return base is not None and isinstance(exc, base)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlflow-deploy")
+def cli():
+    """Deploy MLflow models on this machine the way Azure ML no-code deployment does."""
+
+
+for _noun in NOUNS:
+    cli.add_command(_noun)
+
+
+def main(argv=None) -> None:
+    """Console script entry point."""
+    cli.main(args=argv, prog_name="mlflow-deploy")

@@ -1,0 +1,47 @@
+"""The root group (mlflow_deploy/cli/__init__.py): every noun registered once, reached through the
+console script and `python -m mlflow_deploy.cli`, and any failure one line."""
+import subprocess
+import sys
+
+import click
+from click.testing import CliRunner
+
+from mlflow_deploy.cli import cli, main
+from mlflow_deploy.errors import DeployError
+
+NOUNS = {"check", "env", "package", "serve", "validate"}
+
+
+def test_every_noun_is_registered():
+    assert set(cli.commands) == NOUNS
+    assert set(cli.commands["env"].commands) == {"build", "list", "show", "prune"}
+
+
+def test_the_console_script_is_main():
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    scripts = (found.select(group="console_scripts") if hasattr(found, "select")
+               else found.get("console_scripts", ()))
+    [script] = [s for s in scripts if s.name == "mlflow-deploy"]
+    assert script.value == "mlflow_deploy.cli:main" and script.load() is main
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "mlflow_deploy.cli", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: mlflow-deploy [OPTIONS] COMMAND [ARGS]...")
+    listed = done.stdout.split("Commands:", 1)[1].split()
+    assert NOUNS <= set(listed)
+
+
+def test_registry_errors_are_one_line(example_models, tmp_path):
+    """A model the registry does not have: MLflow's lookup error becomes one line, exit 3."""
+    payload = tmp_path / "p.json"
+    payload.write_text("{}")
+    result = CliRunner().invoke(cli, ["validate", "models:/not-registered/1", str(payload)])
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+    assert isinstance(DeployError("x"), click.ClickException)

@@ -1,0 +1,33 @@
+"""A server's TCP connections as the kernel lists them, so that a test waits for a request to be
+taken or finished instead of sleeping."""
+import time
+
+_LISTEN = "0A"
+
+
+def accepted(port: int) -> int:
+    """How many connections to local ``port`` a server process has accepted and not closed yet.
+
+    A connection still in the listen backlog is listed without an inode: accept() gives it one
+    and the server's close() takes it away, whatever the client does.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == port and state != _LISTEN and inode != "0":
+                count += 1
+    return count
+
+
+def wait_until(condition, timeout: float = 60.0, message: str = "timed out") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.02)
