@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import click
 
+from mlflow_deploy import processes
 from mlflow_deploy.envs import EnvCache, PythonVersionWarning, prepare_environment
 from mlflow_deploy.envs.build import venv_python
 from mlflow_deploy.envs.cache import BuildCache, tree_size
@@ -234,19 +235,12 @@ def _running_envs(cache: EnvCache, ignore: Iterable[int] = ()) -> Dict[str, List
     ignore = set(ignore)
     prefix = str(cache.root) + os.sep
     found: Dict[str, List[int]] = {}
-    if not os.path.isdir("/proc"):
-        return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) in ignore:
-            continue
-        try:
-            with open(os.path.join(entry.path, "cmdline"), "rb") as handle:
-                argv = handle.read().decode("utf-8", "replace").split("\0")
-        except OSError:
+    for pid, argv in processes.scan(processes.cmdline):
+        if pid in ignore:
             continue
         for arg in argv:
             if arg.startswith(prefix):
-                found.setdefault(arg[len(prefix):].split(os.sep, 1)[0], []).append(int(entry.name))
+                found.setdefault(arg[len(prefix):].split(os.sep, 1)[0], []).append(pid)
                 break
     return found
 
