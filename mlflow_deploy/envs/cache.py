@@ -26,14 +26,16 @@ sources rather than for a home, shared by every home and env cache of the user::
 
     wheels/<src-hash>/    the project's wheel built from the sources with that hash (wheel.py);
                           its folder's mtime is its last use (``env prune --older-than``)
-    wheels/.tmp-<src-hash>-*, .src-<src-hash>-*   a wheel build's scratch (killed: removed by the
-                          next build of that hash, or by ``env prune``)
+    wheels/.tmp-<src-hash>-*  a wheel build's scratch, with its copy of the sources (killed:
+                          removed by the next build of that hash, or by ``env prune``, which also
+                          removes the ``.src-<src-hash>-*`` copies older versions made beside it)
     .mutex/wheel-<src-hash>  held exclusively while that wheel is built, shared by every
                           ``prepare_environment`` using it until its install is done, so ``env
                           prune`` never removes a wheel a live build is about to install
 """
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -46,7 +48,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 T = TypeVar("T")
 
 __all__ = ["HOME_ENV", "CACHE_ENV", "BUILD_CACHE_ENV", "EnvCache", "BuildCache", "file_lock",
-           "memoised", "try_remove_lock_file", "atomic_write", "sha256_text", "tree_size"]
+           "memoised", "build_aside", "remove_aside", "try_remove_lock_file", "atomic_write",
+           "sha256_text", "tree_size"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
@@ -108,6 +111,40 @@ def file_lock(path: Path, shared: bool = False, blocking: bool = True) -> Iterat
     finally:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+
+
+@contextlib.contextmanager
+def build_aside(target: Path, scratch_dir: Path, prefix: str) -> Iterator[Path]:
+    """Make the folder ``target`` appear whole or not at all: yield a new empty folder
+    ``<scratch_dir>/<prefix>*`` to build in, rename it onto ``target`` in one step when the block
+    succeeds, remove it when the block fails or is interrupted. ``scratch_dir`` is on ``target``'s
+    file system (the rename does not copy).
+
+    The caller holds the lock that guards ``target`` and found no complete entry there: so any
+    ``<prefix>*`` folder in ``scratch_dir`` is a killed build's, and a ``target`` that exists was
+    left incomplete; both are removed first."""
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in scratch_dir.glob(glob.escape(prefix) + "*"):
+        shutil.rmtree(str(leftover), ignore_errors=True)
+    if target.exists():
+        shutil.rmtree(str(target), ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=str(scratch_dir)))
+    try:
+        yield scratch
+        os.chmod(str(scratch), 0o755)  # mkdtemp's 0700 would hide it from other users
+        os.rename(str(scratch), str(target))
+    except BaseException:
+        shutil.rmtree(str(scratch), ignore_errors=True)
+        raise
+
+
+def remove_aside(folder: Path, scratch_dir: Path, prefix: str) -> None:
+    """Delete ``folder`` so that it leaves its lookup path in one step: renamed into
+    ``<scratch_dir>/<prefix>*`` first, then removed there."""
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    doomed = Path(tempfile.mkdtemp(prefix=prefix, dir=str(scratch_dir)))
+    os.rename(str(folder), str(doomed))  # onto the empty folder mkdtemp made
+    shutil.rmtree(str(doomed), ignore_errors=True)
 
 
 def memoised(mutex: Callable[..., Any], read: Callable[[], Optional[T]], make: Callable[[], None],
@@ -261,12 +298,8 @@ class EnvCache:
     def remove(self, key: str) -> None:
         """Delete an env, its lock and its metadata. The caller holds ``mutex(key)``. The folder is
         first renamed into ``.building/`` so that it leaves its lookup path in one step."""
-        final = self.env_dir(key)
-        if final.exists():
-            self.building_dir().mkdir(parents=True, exist_ok=True)
-            doomed = Path(tempfile.mkdtemp(prefix=key + "-removing-", dir=str(self.building_dir())))
-            os.rename(str(final), str(doomed))  # onto the empty folder mkdtemp made
-            shutil.rmtree(str(doomed), ignore_errors=True)
+        if self.env_dir(key).exists():
+            remove_aside(self.env_dir(key), self.building_dir(), key + "-removing-")
         for path in (self.lock_file(key), self.metadata_file(key)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -1,7 +1,7 @@
 """env_manager conda: the model's ``conda.yaml`` locked with conda-lock and installed from the lock,
-where a real conda, mamba or micromamba is on PATH (DESIGN §5; without one, a clear error).
+where a real conda, mamba or micromamba is on PATH (without one, a clear error that suggests uv).
 
-Steps, mirroring the uv path (prepare.py), so that a conda env is cached, reused and deployed like
+Steps, mirroring the uv path (build.py), so that a conda env is cached, reused and deployed like
 a venv:
 
 1. the conda-lock input: the model's ``conda.yaml`` as conda reads it (its conda packages stay conda
@@ -15,9 +15,9 @@ a venv:
    input file and the platform (as lock.py memoises uv's: the input carries the wheel's dependency
    list, not the wheel's content hash, so editing scoring/ rebuilds envs but does not re-lock);
    ``refresh`` locks again.
-3. the env, keyed by hash(lock, "conda", wheel hash), under the key's file lock: ``conda-lock
-   install --prefix`` into ``.building/<key>-*``, the project wheel with ``pip install --no-deps``,
-   then renamed into place. conda writes the install prefix into text and binary files (it
+3. the env, keyed by hash(lock, "conda", wheel hash), built as every env is (build.build_env):
+   ``conda-lock install --prefix`` into ``.building/<key>-*``, the project wheel with ``pip
+   install --no-deps``, then renamed into place. conda writes the install prefix into text and binary files (it
    replaces the packages' placeholders at install time); they are rewritten for the final folder
    the way conda itself does (binary strings padded with NULs), using the placeholders each
    package records in ``conda-meta/*.json``, so the rename leaves a working env.
@@ -34,7 +34,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -42,10 +41,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
-from mlflow_deploy.envs.build import venv_python
-from mlflow_deploy.envs.cache import (BuildCache, EnvCache, atomic_write, memoised, sha256_text,
-                                      tree_size)
+from mlflow_deploy.envs.build import EnvBuilder, python_version_of
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, memoised, sha256_text
 from mlflow_deploy.envs.conda_names import CONDA_TO_PYPI
+from mlflow_deploy.envs.environment import BuildContext, Request, venv_python
 from mlflow_deploy.envs.errors import BuildFailed, ManagerUnavailable, RequirementsError
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.inference import inference_requirements
@@ -60,7 +59,7 @@ from mlflow_deploy.envs.wheel import project_wheel
 
 __all__ = ["CondaInput", "conda_lock_input", "conda_subdir", "find_conda_lock",
            "require_conda_lock", "lock_conda", "conda_environment_key", "relocate_prefix",
-           "prepare_conda"]
+           "CondaManager"]
 
 #: conda-lock's input format for the memo key: bump when the input file's layout changes.
 _INPUT_FORMAT = "conda-lock-input-1"
@@ -342,53 +341,6 @@ def conda_environment_key(lock_text: str, wheel_hash: str) -> str:
     return sha256_text(lock_text, "conda", wheel_hash)[:16]
 
 
-# --- build -------------------------------------------------------------------------------------
-
-def _build(cache: EnvCache, key: str, lock_text: str, wheel_path: Path, conda: str,
-           conda_lock: List[str], say: Callable[[str], None]) -> Optional[str]:
-    """Make sure ``<key>/`` holds the env. Returns its Python version if this call built it, None
-    if it was there. The caller holds ``cache.mutex(key)``."""
-    final = cache.env_dir(key)
-    if venv_python(final).exists():
-        return None
-    building = cache.building_dir()
-    building.mkdir(parents=True, exist_ok=True)
-    for leftover in building.glob(key + "-*"):  # a killed build's; we hold the lock
-        shutil.rmtree(str(leftover), ignore_errors=True)
-    if final.exists():  # no interpreter: never ours to trust
-        shutil.rmtree(str(final), ignore_errors=True)
-    lock_path = cache.lock_file(key)
-    atomic_write(lock_path, lock_text)
-    scratch = Path(tempfile.mkdtemp(prefix=key + "-", dir=str(building)))
-    os.rmdir(str(scratch))  # the name is ours (we hold the key's lock); conda creates the prefix
-    try:
-        say("creating the conda env from the lock (conda-lock install, with {})".format(
-            os.path.basename(conda)))
-        run([*conda_lock, "install", *_tool_flags(conda), "--prefix", str(scratch),
-             str(lock_path)], what="creating the conda env (conda-lock install)")
-        python = venv_python(scratch)
-        if not python.exists():
-            raise BuildFailed("conda-lock install made no {}: does the model's conda.yaml ask "
-                              "for python?".format(python))
-        say("installing the mlflow-deploy wheel")
-        run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "--no-input", "--no-compile", "--no-index", "--no-deps", str(wheel_path)],
-            what="installing the mlflow-deploy wheel (pip install --no-deps)")
-        relocate_prefix(scratch, final)
-        version = _python_version(python)  # and that it still runs after the rewrite
-        os.chmod(str(scratch), 0o755)
-        os.rename(str(scratch), str(final))
-    except BaseException:
-        shutil.rmtree(str(scratch), ignore_errors=True)
-        raise
-    return version
-
-
-def _python_version(python: Path) -> str:
-    return run([str(python), "-c", "import platform; print(platform.python_version())"],
-               what="asking the conda env's Python for its version").strip().splitlines()[-1]
-
-
 # --- relocation --------------------------------------------------------------------------------
 
 def relocate_prefix(root: Path, final: Path) -> None:
@@ -479,43 +431,53 @@ def _rewrite(path: Path, data: bytes) -> None:
 
 # --- the manager -------------------------------------------------------------------------------
 
-def prepare_conda(model_dir: Path, refresh: bool, say: Callable[[str], None], started: float,
-                  model_ref: str, *, home: Optional[os.PathLike] = None,
-                  uv: Optional[str] = None, wheelhouse: Optional[os.PathLike] = None):
-    """prepare_environment(manager="conda"): lock, build or reuse, record the use."""
-    from mlflow_deploy.envs.prepare import Environment
+class CondaManager(EnvBuilder):
+    """env_manager conda: plan = the conda-lock input and its lock; build = ``conda-lock install``
+    into the scratch folder, our wheel with pip, the prefix rewritten for the final folder."""
 
-    conda = require_conda()
-    if wheelhouse is not None:
-        raise ManagerUnavailable("an offline install from a wheelhouse needs env_manager uv or "
-                                 "virtualenv; env_manager conda installs from conda channels")
-    conda_lock = require_conda_lock()
-    uv = uv or find_uv()
-    cache = EnvCache(home)
-    with contextlib.ExitStack() as hold:  # wheel and memo stay locked (shared) until installed
-        wheel = project_wheel(BuildCache(), IndexOptions.from_pip_config(), say, uv=uv,
-                              hold=hold)
-        spec = conda_lock_input(model_dir, wheel.requires)
+    name = "conda"
+    smoke_tested = False
+
+    def __init__(self, conda: Optional[str] = None, conda_lock: Optional[List[str]] = None):
+        self.conda, self.conda_lock = conda, conda_lock  # found by plan when not given
+
+    def plan(self, request: Request, hold: contextlib.ExitStack) -> BuildContext:
+        """Reads conda.yaml itself: conda packages need no PyPI name there."""
+        self.conda = self.conda or require_conda()
+        if request.wheelhouse is not None:
+            raise ManagerUnavailable("an offline install from a wheelhouse needs env_manager uv "
+                                     "or virtualenv; env_manager conda installs from conda "
+                                     "channels")
+        self.conda_lock = self.conda_lock or require_conda_lock()
+        cache = EnvCache(request.home)
+        indexes = IndexOptions.from_pip_config()
+        wheel = project_wheel(BuildCache(), indexes, request.progress,
+                              uv=request.uv or find_uv(), hold=hold)
+        spec = conda_lock_input(request.model_dir, wheel.requires)
         platform = conda_subdir()
-        lock = lock_conda(spec.text, platform, cache, conda, conda_lock, refresh=refresh,
-                          progress=say, hold=hold)
-        key = conda_environment_key(lock.text, wheel.source_hash)
-        python = venv_python(cache.env_dir(key))
-        with cache.mutex(key):
-            version = _build(cache, key, lock.text, wheel.path, conda, conda_lock, say)
-            built = version is not None
-            version = version or cache.read_metadata(key).get("python_version") \
-                or _python_version(python)
-            fields: Dict[str, Any] = dict(python=str(python), python_version=version,
-                                          manager="conda", conda=conda, platform=platform,
-                                          wheel_hash=wheel.source_hash,
-                                          inputs_hash=lock.inputs_hash)
-            if built:  # measured once, for `env list`
-                fields["size_bytes"] = tree_size(cache.env_dir(key))
-            cache.record_use(key, [model_ref], **fields)
-    seconds = time.monotonic() - started
-    say("{} env {} in {:.1f} s".format("built" if built else "reusing", key, seconds))
-    return Environment(python=str(python), key=key, root=str(cache.env_dir(key)),
-                       manager="conda", python_version=version,
-                       lock_path=str(cache.lock_file(key)), built=built, resolved=lock.resolved,
-                       seconds=seconds, requirements=spec.model.lines + spec.added)
+        lock = lock_conda(spec.text, platform, cache, self.conda, self.conda_lock,
+                          refresh=request.refresh, progress=request.progress, hold=hold)
+        return BuildContext(
+            request=request, cache=cache, key=conda_environment_key(lock.text, wheel.source_hash),
+            lock_text=lock.text, wheel=wheel, indexes=indexes, interpreter=None,
+            resolved=lock.resolved, requirements=tuple(spec.model.lines + spec.added),
+            metadata={"conda": self.conda, "platform": platform,
+                      "inputs_hash": lock.inputs_hash})
+
+    def build(self, root: Path, ctx: BuildContext) -> str:
+        say = ctx.request.progress
+        os.rmdir(str(root))  # the name is ours (we hold the key's lock); conda creates the prefix
+        say("creating the conda env from the lock (conda-lock install, with {})".format(
+            os.path.basename(self.conda)))
+        run([*self.conda_lock, "install", *_tool_flags(self.conda), "--prefix", str(root),
+             str(ctx.lock_path)], what="creating the conda env (conda-lock install)")
+        python = venv_python(root)
+        if not python.exists():
+            raise BuildFailed("conda-lock install made no {}: does the model's conda.yaml ask "
+                              "for python?".format(python))
+        say("installing the mlflow-deploy wheel")
+        run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-input", "--no-compile", "--no-index", "--no-deps", str(ctx.wheel.path)],
+            what="installing the mlflow-deploy wheel (pip install --no-deps)")
+        relocate_prefix(root, ctx.final)
+        return python_version_of(python)  # and that it still runs after the rewrite

@@ -5,21 +5,30 @@ The memo key is the resolver's whole input: the model's requirement lines plus t
 additions (which carry the wheel's dependency list), the interpreter, and the package sources. It
 deliberately does not include the wheel's content hash: editing scoring/ rebuilds envs (the env key
 has the wheel hash) but does not re-resolve.
+
+``lock_requirements`` is every step before an install (the interpreter, our wheel, the scoring
+server's packages, the lock): what env_manager uv and virtualenv build from, what ``mlflow-deploy
+check`` runs, and what ``mlflow-deploy package`` packs.
 """
 import contextlib
 import functools
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from mlflow_deploy.envs.cache import EnvCache, atomic_write, memoised, sha256_text
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, memoised, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
-from mlflow_deploy.envs.pythons import Interpreter
+from mlflow_deploy.envs.inference import inference_requirements
+from mlflow_deploy.envs.pythons import Interpreter, choose_interpreter
+from mlflow_deploy.envs.requirements import ModelRequirements, read_model_requirements
 from mlflow_deploy.envs.runner import find_uv, run
+from mlflow_deploy.envs.wheel import ProjectWheel, project_wheel
 
-__all__ = ["Lock", "resolve", "requirements_input", "environment_key", "read_memo"]
+__all__ = ["Lock", "Locked", "lock_requirements", "resolve", "requirements_input",
+           "environment_key", "read_memo"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +104,47 @@ def read_memo(memo: Path) -> Optional[str]:
         return memo.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+
+
+@dataclass
+class Locked:
+    """The model's requirements resolved for one interpreter: everything but the install."""
+
+    model: ModelRequirements
+    interpreter: Interpreter
+    wheel: ProjectWheel
+    added: List[str]
+    lock: Lock
+    cache: EnvCache
+    indexes: IndexOptions
+    uv: str  # the uv that resolved it, and installs it
+
+
+def lock_requirements(model, python_version_policy: str = "exact", refresh: bool = False,
+                      progress: Optional[Callable[[str], None]] = None, *,
+                      home: Optional[os.PathLike] = None,
+                      wheelhouse: Optional[os.PathLike] = None,
+                      uv: Optional[str] = None,
+                      hold: Optional[contextlib.ExitStack] = None,
+                      exclude_newer: Optional[str] = None) -> Locked:
+    """Pick the interpreter and resolve the model's requirements plus the scoring server's.
+
+    ``model`` is a model folder or its ModelRequirements. Also what `mlflow-deploy check` runs to
+    tell whether the pins are installable, without building anything. ``hold``: keep the project
+    wheel (from the per-user build cache) and the resolution memo locked (shared) against ``env
+    prune`` until that stack closes.
+    """
+    say = progress or (lambda msg: None)
+    if not isinstance(model, ModelRequirements):
+        model = read_model_requirements(Path(model).resolve())
+    uv = uv or find_uv()
+    cache = EnvCache(home)
+    indexes = IndexOptions.wheelhouse(wheelhouse) if wheelhouse else \
+        IndexOptions.from_pip_config(exclude_newer)
+    interpreter = choose_interpreter(model.python, python_version_policy, say)
+    wheel = project_wheel(BuildCache(), indexes, say, uv=uv, hold=hold)
+    added = inference_requirements(model, wheel.requires)
+    input_text = requirements_input(model.lines, added, model.source)
+    lock = resolve(input_text, interpreter, indexes, cache, refresh=refresh, progress=say, uv=uv,
+                   hold=hold)
+    return Locked(model, interpreter, wheel, added, lock, cache, indexes, uv)

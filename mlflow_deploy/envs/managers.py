@@ -1,21 +1,25 @@
-"""The env managers that do not build a venv with uv/pip: ``local`` and ``conda``.
+"""The env managers' names, ``local`` (the EnvManager that builds nothing), and finding conda.
 
 ``local`` runs the server with the current interpreter after checking that the model's
-requirements (and the server's) are installed in it. ``conda`` needs a real conda, mamba or
-micromamba: a binary of that name is asked for ``info --json``, which conda's tools answer with a
-JSON object and an unrelated program (PyPI has a test runner called mamba) does not.
+requirements (and the server's) are installed in it. ``conda`` (conda.py) needs a real conda,
+mamba or micromamba: a binary of that name is asked for ``info --json``, which conda's tools
+answer with a JSON object and an unrelated program (PyPI has a test runner called mamba) does not.
 """
 import json
 import shutil
 import subprocess
+import sys
+import time
 from importlib import metadata
 from typing import List, Optional
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 
+from mlflow_deploy.envs.environment import Environment, Request
 from mlflow_deploy.envs.errors import ManagerUnavailable, UnsatisfiedRequirements
+from mlflow_deploy.envs.requirements import read_model_requirements
 
-__all__ = ["MANAGERS", "find_conda", "check_local", "unsatisfied"]
+__all__ = ["MANAGERS", "LocalManager", "find_conda", "check_local", "unsatisfied"]
 
 MANAGERS = ("uv", "virtualenv", "local", "conda")
 _CONDA_TOOLS = ("micromamba", "mamba", "conda")
@@ -84,3 +88,37 @@ def check_local(requirements: List[str], source: str) -> None:
         raise UnsatisfiedRequirements(
             "env_manager local: the current Python does not satisfy {} of the requirements ({}): "
             "{}".format(len(missing), source, "; ".join(missing)))
+
+
+class LocalManager:
+    """The current interpreter, if it has the model's packages and the server's. setuptools is
+    left out: MLflow lists it among python_env.yaml's build dependencies, which a venv made by uv
+    lacks and a running model does not need."""
+
+    name = "local"
+    installs_packages = False
+
+    def prepare(self, request: Request) -> Environment:
+        model = read_model_requirements(request.model_dir)
+        runtime = [line for line in model.lines if not _is_setuptools(line)]
+        check_local(runtime + ["flask", "gunicorn", "mlflow-skinny" if not _has("mlflow")
+                               else "mlflow"], model.source)
+        return Environment(python=sys.executable, key="local", root=sys.prefix, manager="local",
+                           python_version="{}.{}.{}".format(*sys.version_info[:3]),
+                           seconds=time.monotonic() - request.started,
+                           requirements=list(model.lines))
+
+
+def _is_setuptools(line: str) -> bool:
+    try:
+        return Requirement(line).name.lower() == "setuptools"
+    except InvalidRequirement:
+        return False
+
+
+def _has(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False

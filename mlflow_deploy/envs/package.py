@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 import mlflow_deploy
-from mlflow_deploy.envs.build import venv_python
+from mlflow_deploy.envs.environment import venv_python
 from mlflow_deploy.envs.cache import atomic_write, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed, PackageError
 from mlflow_deploy.envs.lock import environment_key

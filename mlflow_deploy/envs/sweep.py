@@ -23,12 +23,12 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Set
 
-from mlflow_deploy.envs.cache import BuildCache, EnvCache, tree_size, try_remove_lock_file
+from mlflow_deploy.envs.cache import (BuildCache, EnvCache, remove_aside, tree_size,
+                                      try_remove_lock_file)
 from mlflow_deploy.envs.lock import read_memo
 
 __all__ = ["Swept", "sweep", "WHEEL", "RESOLUTION", "SCRATCH", "LOCK_FILE"]
@@ -80,7 +80,7 @@ def _wheels(cache: EnvCache, build: BuildCache, cutoff: Optional[float], dry_run
                 continue
             size = tree_size(folder)
             if not dry_run:
-                _remove_tree(folder, ".tmp-{}-removing-".format(digest))
+                remove_aside(folder, folder.parent, ".tmp-{}-removing-".format(digest))
         swept.append(Swept(WHEEL, digest, size, last))
     wheels = build.wheels_dir()
     for scratch in sorted(wheels.glob(".tmp-*")) + sorted(wheels.glob(".src-*")):
@@ -110,7 +110,7 @@ def _legacy_wheels(cache: EnvCache, dry_run: bool) -> List[Swept]:
         if leftovers > 0:
             swept.append(Swept(SCRATCH, str(legacy), leftovers))
         if not dry_run:
-            _remove_tree(legacy, ".wheels-removing-")
+            remove_aside(legacy, legacy.parent, ".wheels-removing-")
     return swept
 
 
@@ -171,13 +171,6 @@ def _lock_files(folder: Path, dry_run: bool) -> List[Swept]:
                                                                  key=lambda e: e.name)
             if entry.is_file(follow_symlinks=False)
             and try_remove_lock_file(Path(entry.path), dry_run=dry_run)]
-
-
-def _remove_tree(folder: Path, prefix: str) -> None:
-    """Rename ``folder`` aside (it leaves its lookup path in one step), then delete it."""
-    doomed = Path(tempfile.mkdtemp(prefix=prefix, dir=str(folder.parent)))
-    os.rename(str(folder), str(doomed))  # onto the empty folder mkdtemp made
-    shutil.rmtree(str(doomed), ignore_errors=True)
 
 
 def _digest(text: str) -> str:

@@ -10,9 +10,9 @@ reuse only hashes the sources (milliseconds).
 The wheel is a build artifact of the sources, not of a home: it lives in the per-user build cache
 (cache.BuildCache, ``$MLFLOW_DEPLOY_BUILD_CACHE``, default ``~/.cache/mlflow-deploy``) under
 ``wheels/<src-hash>/``, so every home and env cache shares one build. It is built aside and
-renamed under the hash's exclusive lock; a caller that passes ``hold`` keeps a shared lock on it
-until the ExitStack closes (prepare_environment: until the env is installed), so ``env prune``
-never removes a wheel a live build is about to install.
+renamed (cache.build_aside) under the hash's exclusive lock; a caller that passes ``hold`` keeps a
+shared lock on it until the ExitStack closes (prepare_environment: until the env is installed),
+so ``env prune`` never removes a wheel a live build is about to install.
 """
 import contextlib
 import email.parser
@@ -20,7 +20,6 @@ import functools
 import hashlib
 import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from packaging.requirements import Requirement
 from packaging.utils import parse_wheel_filename
 
 import mlflow_deploy
-from mlflow_deploy.envs.cache import BuildCache, memoised, sha256_text
+from mlflow_deploy.envs.cache import BuildCache, build_aside, memoised, sha256_text
 from mlflow_deploy.envs.errors import BuildFailed
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.requirements import canonical_name
@@ -110,34 +109,17 @@ def project_wheel(build: Optional[BuildCache] = None, indexes: Optional[IndexOpt
 
 def _build(root: Path, digest: str, target: Path, indexes: IndexOptions, progress,
            uv: str) -> None:
-    """uv build into a scratch folder beside ``target``, renamed into place. The caller holds the
-    hash's exclusive lock, so any scratch of this hash left beside it is a killed build's."""
+    """uv build into a scratch folder beside ``target`` (cache.build_aside), from a copy of the
+    sources inside it. The caller holds the hash's exclusive lock."""
     progress("building the mlflow-deploy wheel from {}".format(root))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in scratch_of(target.parent, digest):
-        shutil.rmtree(str(leftover), ignore_errors=True)
-    if target.exists():  # a folder without a wheel: never ours to trust
-        shutil.rmtree(str(target), ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".tmp-{}-".format(digest), dir=str(target.parent)))
-    sources = Path(tempfile.mkdtemp(prefix=".src-{}-".format(digest), dir=str(target.parent)))
-    try:
+    with build_aside(target, target.parent, ".tmp-{}-".format(digest)) as scratch:
+        sources = _clean_copy(root, scratch / "src")
         run([uv, "build", "--wheel", "--quiet", "--out-dir", str(scratch), *indexes.uv_args(),
-             str(_clean_copy(root, sources))],
+             str(sources)],
             what="building the mlflow-deploy wheel (uv build)", env=indexes.uv_env())
+        shutil.rmtree(str(sources))
         if not list(scratch.glob("*.whl")):
             raise BuildFailed("uv build produced no wheel in {}".format(scratch))
-        os.chmod(str(scratch), 0o755)  # mkdtemp's 0700
-        os.replace(str(scratch), str(target))
-    finally:
-        shutil.rmtree(str(scratch), ignore_errors=True)
-        shutil.rmtree(str(sources), ignore_errors=True)
-
-
-def scratch_of(wheels_dir: Path, digest: str) -> List[Path]:
-    """The scratch folders of builds of ``digest`` in ``wheels_dir`` (a killed build's, unless
-    that hash's lock is held)."""
-    return sorted(p for prefix in (".tmp-", ".src-")
-                  for p in wheels_dir.glob("{}{}-*".format(prefix, digest)))
 
 
 def wheel_requirement(path: Path) -> str:

@@ -16,10 +16,15 @@ from packaging.requirements import Requirement
 
 from mlflow_deploy.envs import (BuildFailed, ManagerUnavailable, RequirementConflict,
                                 RequirementsError, prepare_environment, read_model_requirements)
+from mlflow_deploy.envs.build import build_env
 from mlflow_deploy.envs.cache import EnvCache
-from mlflow_deploy.envs.conda import (_build, conda_lock_input, conda_subdir, find_conda_lock,
-                                      lock_conda, relocate_prefix, require_conda_lock)
+from mlflow_deploy.envs.conda import (CondaManager, conda_lock_input, conda_subdir,
+                                      find_conda_lock, lock_conda, relocate_prefix,
+                                      require_conda_lock)
+from mlflow_deploy.envs.environment import BuildContext, Request
+from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.managers import find_conda
+from mlflow_deploy.envs.wheel import ProjectWheel
 
 from .conftest import run_python, seed_home
 
@@ -231,9 +236,13 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path):
         exit 1
         """)
     progress = []
+    request = Request(model_dir=tmp_path, model_ref="m", progress=progress.append, started=0.0)
+    ctx = BuildContext(request=request, cache=cache, key="0123456789abcdef",
+                       lock_text="version: 1\n", wheel=ProjectWheel(tmp_path / "x.whl", "w", []),
+                       indexes=IndexOptions(), interpreter=None, resolved=False,
+                       requirements=(), metadata={})
     with pytest.raises(BuildFailed) as info:
-        _build(cache, "0123456789abcdef", "version: 1\n", tmp_path / "x.whl", "/opt/micromamba",
-               [str(half)], progress.append)
+        build_env(CondaManager("/opt/micromamba", [str(half)]), ctx)
     assert "conda-lock install" in str(info.value)
     assert "nothing provides libfoo-not-on-pypi" in str(info.value)
     assert not list(cache.building_dir().iterdir())
