@@ -3,7 +3,7 @@
     python -m example_models.build                      # log + register into $MLFLOW_TRACKING_URI
     python -m example_models.build --save-to DIR        # plain model folders (no tracking store)
 
-Each model exercises one payload form of Azure ML no-code deployment (DESIGN §3):
+Each model exercises one payload form of Azure ML no-code deployment (docs/ARCHITECTURE.md):
   diabetes      column signature, 10 double columns (the seed MLmodel), scikit-learn regression
   heart         column signature, 12 long/double columns (the seed's split example), classifier
   iris-tensor   one unnamed tensor (-1, 4) float64, classifier

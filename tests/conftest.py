@@ -82,7 +82,7 @@ def fork_servers(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory):
-    """A local SQLite tracking store and registry for the whole session (DESIGN: embedded defaults)."""
+    """A local SQLite tracking store and registry for the whole session (the embedded defaults)."""
     root = tmp_path_factory.mktemp("mlflow")
     uri = "sqlite:///{}".format(root / "mlflow.db")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_ARTIFACT_ROOT")}

@@ -1,4 +1,4 @@
-"""The scoring core on the oldest stack it promises (DESIGN §2): Python 3.10, mlflow 2.7.1,
+"""The scoring core on the oldest stack it promises: Python 3.10, mlflow 2.7.1,
 pandas 1.5, numpy 1.23 and no orjson, as the seed's example model pins. The scoring tests run
 again in that environment, against models logged there with mlflow 2."""
 import os

@@ -1,7 +1,7 @@
 """Conda package name -> PyPI name, for conda.yaml files without a pip: list entry for them.
 
 Small on purpose: the packages MLflow models actually declare as conda packages. A name not here,
-and not marked as conda-only, is an error naming it (DESIGN §5) rather than a guess.
+and not marked as conda-only, is an error naming it rather than a guess.
 """
 from typing import Dict, FrozenSet
 

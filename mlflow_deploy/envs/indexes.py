@@ -123,7 +123,8 @@ class IndexOptions:
         return args
 
     def uv_env(self) -> Dict[str, str]:
-        """Never let uv download a Python (DESIGN §8); offline when asked."""
+        """Never let uv download a Python (it would try, and fail after seconds of DNS errors
+        here, instead of our own message naming the missing version); offline when asked."""
         env = {"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
         if self.offline:
             env["UV_OFFLINE"] = "1"

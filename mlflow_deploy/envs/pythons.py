@@ -1,8 +1,8 @@
 """Find an interpreter with the Python version a model asks for.
 
-uv only finds the active interpreter on some machines and would otherwise try to download one
-(DESIGN §8), so we look ourselves (pyenv, uv-managed pythons, PATH, the current one) and always hand
-uv a full path. Only the chosen candidate is executed (one fast ``-I -S`` call), so discovery stays
+uv only finds the active interpreter on some machines and would otherwise try to download one,
+so we look ourselves (pyenv, uv-managed pythons, PATH, the current one) and always hand uv a
+full path. Only the chosen candidate is executed (one fast ``-I -S`` call), so discovery stays
 cheap enough for the reuse path.
 """
 import glob

@@ -1,6 +1,6 @@
 """Read what a model needs from its own files, the way MLflow does.
 
-Source of truth, in order (DESIGN §5): ``python_env.yaml`` (+ the ``requirements.txt`` it names),
+Source of truth, in order, as MLflow reads them: ``python_env.yaml`` (+ the ``requirements.txt`` it names),
 else ``conda.yaml`` (its ``pip:`` list, conda packages mapped to PyPI names through
 ``conda_names``, ``python=`` and ``pip`` understood), else a bare ``requirements.txt`` with the
 Python version from MLmodel. Anything that cannot be used is a RequirementsError naming it.

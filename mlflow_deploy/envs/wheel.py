@@ -2,7 +2,7 @@
 
 Every model env gets it with ``--no-deps`` (its dependencies go through the resolver with the
 model's pins instead), and its hash is part of the env's cache key, so an edited ``scoring/`` never
-runs stale (DESIGN §2). Only what runs in a model env is hashed: ``scoring/`` (a leaf: it imports
+runs stale. Only what runs in a model env is hashed: ``scoring/`` (a leaf: it imports
 nothing else of ours, tests/test_imports.py keeps it so), the package's ``__init__`` and the build
 files; an edit to the control plane does not rebuild every env. Building takes a second or two;
 reuse only hashes the sources (milliseconds).

@@ -1,6 +1,6 @@
 """Online endpoints: a name in front of one or more deployments.
 
-Before the gateway exists (DESIGN §4) an endpoint has no server of its own: its scoring URI is the
+Before the gateway exists an endpoint has no server of its own: its scoring URI is the
 server of the deployment holding its traffic, ``auth_mode`` is ``none``, and traffic goes 100 % to
 one deployment (``-C traffic=blue=100`` moves it). Deleting an endpoint deletes its deployments,
 as ``az ml online-endpoint delete`` does.

@@ -39,7 +39,7 @@ def say(message: str) -> None:
 
 
 def build_environment(source: Path, settings: DeploymentSettings) -> Environment:
-    """The environment built from the requirement files in ``source`` (DESIGN §5), reused from
+    """The environment built from the requirement files in ``source`` (envs.prepare_environment), reused from
     the cache when it was built before. A build prints progress on stderr: it can take a minute."""
     extra = {"package": settings.package} if settings.package else {}
     return prepare_environment(

@@ -21,7 +21,7 @@ MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_tim
 @dataclass(frozen=True)
 class DeploymentSettings:
     instance_count: int = DEFAULTS.workers  # gunicorn worker processes
-    env_manager: str = "uv"  # how the model's own environment is built (DESIGN §5)
+    env_manager: str = "uv"  # how the model's own environment is built (envs/)
     python_version_policy: str = "exact"  # or "nearest": the closest Python, with a warning
     package: Optional[str] = None  # a `mlflow-deploy package` folder: build offline from it
     exclude_newer: Optional[str] = None  # resolve as the package indexes were on that date

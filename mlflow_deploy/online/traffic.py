@@ -1,4 +1,4 @@
-"""Which deployment of an endpoint gets the traffic, before the gateway exists (DESIGN §4): exactly
+"""Which deployment of an endpoint gets the traffic, before the gateway exists: exactly
 one deployment holds 100 %, and the endpoint's scoring URI is that deployment's server."""
 
 from typing import Optional

@@ -2,7 +2,7 @@
 
 Used as `gunicorn -c python:mlflow_deploy.scoring.gunicorn_conf mlflow_deploy.scoring.wsgi:app`.
 A USR2 re-exec imports this module again in the new master, which is how an update picks up the
-new revision while keeping the listening socket (DESIGN §4).
+new revision while keeping the listening socket: no request is refused during an update.
 """
 import os
 

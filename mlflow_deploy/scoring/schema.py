@@ -1,4 +1,5 @@
-"""Enforce a model's signature on a ParsedInput (DESIGN §3).
+"""Enforce a model's signature on a ParsedInput, rejecting what Azure's server rejects (with a
+precise 400 where Azure answers a bare 500).
 
 The signature is read once into a small `Signature` view so that each request only walks plain
 tuples. Every message names the column, tensor or param at fault in single quotes and never

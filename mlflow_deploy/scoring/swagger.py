@@ -1,4 +1,4 @@
-"""The document served at ``GET /swagger.json?version=2|3|3.1`` (DESIGN §3).
+"""The document served at ``GET /swagger.json?version=2|3|3.1``, as Azure's server serves it.
 
 azureml-inference-server-http builds it from a scoring script's inference-schema decorators; we
 build it from the MLflow model's signature: the ``POST /score`` request body (``input_data`` in the

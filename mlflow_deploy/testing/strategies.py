@@ -29,7 +29,7 @@ from mlflow_deploy.scoring.schema import INT_RANGE, Signature
 
 __all__ = ["payloads", "invalid_payloads", "InvalidPayload", "FORMS"]
 
-# the payload forms each kind of signature takes (DESIGN §3)
+# the payload forms each kind of signature takes on Azure
 FORMS = {"columns": ("split",), "tensor": ("tensor",), "named": ("named",)}
 DEFAULT_ROWS = st.integers(1, 50)
 

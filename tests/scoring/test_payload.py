@@ -1,4 +1,4 @@
-"""The envelope (DESIGN §3 "Errors before scoring") and output rendering."""
+"""The envelope (Azure's errors before scoring) and output rendering."""
 import datetime
 import json
 

@@ -1,4 +1,4 @@
-"""Signature enforcement, row by row of DESIGN §3 "Input forms" and the coercion rules."""
+"""Signature enforcement, input form by input form, and the coercion rules."""
 import inspect
 import json
 

@@ -1,4 +1,5 @@
-"""Real gunicorn servers on 127.0.0.1: every route, header and status code of DESIGN §3."""
+"""Real gunicorn servers on 127.0.0.1: every route, header and status code of Azure's
+scoring server."""
 import json
 import threading
 import time

@@ -4,7 +4,7 @@ MLflow model, on this machine.
 It only adapts MLflow's ``BaseDeploymentClient`` to mlflow_deploy's control plane. MLflow loads a
 plugin by scanning this module with ``inspect.getmembers``: it must expose ``target_help``,
 ``run_local`` and exactly ONE ``BaseDeploymentClient`` subclass, so no other client class may be
-imported here (DESIGN §8).
+imported here (a second one breaks loading).
 
 mlflow_deploy's errors do not derive from ``MlflowException`` (its CLI must start without importing
 mlflow), so every entry point here is decorated with ``mlflow_exceptions``: a ``DeployError`` leaves
