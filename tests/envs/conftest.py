@@ -18,14 +18,18 @@ import yaml
 MODEL_CODE = textwrap.dedent('''
     import mlflow.models
     import mlflow.pyfunc
-    import sklearn  # at load, as a real model's library is: not in the first request's time
+
+    try:  # at load, as a real model's library is: not in the first request's time
+        import sklearn
+    except ImportError:  # a scenario without scikit-learn
+        sklearn = None
 
 
     class VersionModel(mlflow.pyfunc.PythonModel):
-        """Answers each row with the scikit-learn version it runs with."""
+        """Answers each row with the scikit-learn version it runs with ("none": no sklearn)."""
 
         def predict(self, context, model_input, params=None):
-            return [sklearn.__version__] * len(model_input)
+            return [sklearn.__version__ if sklearn else "none"] * len(model_input)
 
 
     mlflow.models.set_model(VersionModel())
@@ -169,9 +173,11 @@ def result_of(proc, timeout=300):
 
 # --- offline packages and the `env` CLI (test_package.py, test_env_commands.py) ----------------
 
-def make_sdist(folder: Path, name: str, version: str, broken: bool = False) -> Path:
+def make_sdist(folder: Path, name: str, version: str, broken: bool = False,
+               setup_py: str = None) -> Path:
     """A source-only distribution (no wheel anywhere), written by hand: building it needs only
-    setuptools. ``broken``: its metadata builds (so it resolves) but its wheel build fails."""
+    setuptools. ``broken``: its metadata builds (so it resolves) but its wheel build fails.
+    ``setup_py``: a setup.py of the caller's (e.g. a build that waits for the test)."""
     import io
     import tarfile
 
@@ -202,6 +208,9 @@ def make_sdist(folder: Path, name: str, version: str, broken: bool = False) -> P
 
             setup(cmdclass={"build_py": Broken})
             ''')
+    if setup_py is not None:
+        files["setup.py"] = setup_py
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / (base + ".tar.gz")
     with tarfile.open(str(path), "w:gz") as tar:
         for rel, text in sorted(files.items()):

@@ -1,12 +1,9 @@
 """Commands on one home side by side: an environment build holds up only its own deployment's
 commands, two creates of one name leave one deployment, an update racing a delete does not bring
 the deployment back, and an environment pruned before it was recorded is built again."""
-
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import textwrap
 import threading
 import time
@@ -18,7 +15,7 @@ from mlflow_deploy.envs import Environment
 from mlflow_deploy.envs.cache import CACHE_ENV, EnvCache, file_lock
 from mlflow_deploy.errors import AlreadyExists, InvalidState, NotFound
 from mlflow_deploy.online import deployments, forkserver
-from tests.envs.conftest import save_model
+from tests.envs.conftest import make_sdist, save_model
 from tests.online.fixtures import server_pids_under, wait_no_servers
 
 WAITING_PACKAGE = "mdeploy-waiting-build"
@@ -56,44 +53,23 @@ def wait_until(condition, timeout=60.0):
 def waiting_sdist(folder, started, release):
     """A source distribution whose wheel build writes ``started``, then waits until ``release``
     exists (at most 10 minutes): an environment build that takes as long as the test wants."""
-    base = WAITING_PACKAGE.replace("-", "_") + "-0.1"
-    files = {
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {WAITING_PACKAGE}\nVersion: 0.1\n",
-        "pyproject.toml": textwrap.dedent(f"""
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{WAITING_PACKAGE}"
-            version = "0.1"
-            """),
-        WAITING_PACKAGE.replace("-", "_") + ".py": "",
-        "setup.py": textwrap.dedent(f"""
-            import os, time
-            from setuptools import setup
-            from setuptools.command.build_py import build_py
+    make_sdist(folder, WAITING_PACKAGE, "0.1", setup_py=textwrap.dedent(f"""
+        import os, time
+        from setuptools import setup
+        from setuptools.command.build_py import build_py
 
 
-            class WaitForRelease(build_py):
-                def run(self):
-                    open({str(started)!r}, "w").close()
-                    deadline = time.monotonic() + 600
-                    while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    super().run()
+        class WaitForRelease(build_py):
+            def run(self):
+                open({str(started)!r}, "w").close()
+                deadline = time.monotonic() + 600
+                while not os.path.exists({str(release)!r}) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                super().run()
 
 
-            setup(cmdclass={{"build_py": WaitForRelease}})
-            """),
-    }
-    folder.mkdir(parents=True)
-    with tarfile.open(folder / (base + ".tar.gz"), "w:gz") as tar:
-        for name, text in sorted(files.items()):
-            data = text.encode()
-            info = tarfile.TarInfo(f"{base}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        setup(cmdclass={{"build_py": WaitForRelease}})
+        """))
 
 
 @pytest.mark.slow
