@@ -461,15 +461,17 @@ class Bench:
     def profile_ours(self) -> None:
         """Where our reuse and create times go: timing wrappers around the steps (one extra run
         each, not in the medians), and the CLI's imports (python -X importtime)."""
+        import mlflow_deploy.envs.build as build
+        import mlflow_deploy.envs.lock as lock
         import mlflow_deploy.envs.prepare as prepare
         import mlflow_deploy.online.deployments as deployments
         import mlflow_deploy.online.revision as revision
         import mlflow_deploy.online.supervisor as supervisor
         from mlflow_deploy.envs.cache import EnvCache
 
-        steps = [(prepare, "read_model_requirements"), (prepare, "choose_interpreter"),
-                 (prepare, "project_wheel"), (prepare, "inference_requirements"),
-                 (prepare, "resolve"), (prepare, "build_env"), (EnvCache, "record_use")]
+        steps = [(build, "read_model_requirements"), (lock, "choose_interpreter"),
+                 (lock, "project_wheel"), (lock, "inference_requirements"),
+                 (lock, "resolve"), (build, "build_env"), (EnvCache, "record_use")]
         with _timed(steps) as spent:
             t0 = time.monotonic()
             prepare.prepare_environment(self.model, manager="uv", home=self.home)
@@ -489,7 +491,7 @@ class Bench:
         self.profile["cli_imports"] = _top_imports(imp.stderr)
         self.profile["cli_imports_modules"] = _module_times(
             imp.stderr, ["mlflow", "mlflow.exceptions", "click", "mlflow_deploy.envs",
-                         "mlflow_deploy.env_commands", "mlflow_deploy.errors"])
+                         "mlflow_deploy.cli.env", "mlflow_deploy.errors"])
         imp = subprocess.run([str(PY), "-X", "importtime", "-c", "import mlflow_deploy.cli"],
                              env=self.env_ours(self.home, nopyc=True), stderr=subprocess.PIPE,
                              text=True)
