@@ -148,7 +148,7 @@ def resolve_model_dir(
 
         downloaded = Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(dst_dir)))
     except MlflowException as exc:
-        raise _registry_error(uri, exc) from None
+        raise _registry_error(uri, mlflow_uri, exc) from None
     except OSError as exc:  # the tracking server or artifact store is unreachable
         raise DeployError(
             f"The {_kind(uri)} model could not be fetched ({type(exc).__name__}); "
@@ -167,30 +167,52 @@ def _kind(uri: str) -> str:
     return f"{scheme}:" if scheme else "local path"
 
 
-def _registry_error(uri: str, exc: "MlflowException") -> Exception:
-    """Turn MLflow's lookup failures into one clear error that does not quote the user's values."""
+def _registry_error(uri: str, mlflow_uri: str, exc: "MlflowException") -> Exception:
+    """Turn MLflow's lookup failures into one clear error that does not quote the user's values.
+
+    MLflow raises the same RESOURCE_DOES_NOT_EXIST for a missing model, version, alias, run or
+    artifact, so its message is not read: the lookups are made again, one at a time, and the first
+    that fails names what is missing."""
     scheme = _scheme(uri.strip())
-    code = exc.error_code
-    text = str(exc.message).lower()
-    if scheme in ("models", "azureml"):
-        if "alias" in text:
-            what = "registered model alias"
-        elif "version" in text:
-            what = "registered model version"
-        elif "registered model" in text:
-            what = "registered model"
-        else:
-            what = None
-        if what:
-            return NotFound(f"The {what} named by the {scheme}: model URI does not exist.")
-    if scheme == "runs":
-        if "run with id" in text or "run '" in text:
-            return NotFound("The run named by the runs: model URI does not exist.")
-        if code == "RESOURCE_DOES_NOT_EXIST" or "artifact" in text:
-            return NotFound("The artifact path of the runs: model URI does not exist in that run.")
-    if code == "RESOURCE_DOES_NOT_EXIST":
+    missing = _first_missing(mlflow_uri)
+    if missing is not None:
+        return NotFound(f"The {missing} named by the {scheme}: model URI does not exist.")
+    if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
         return NotFound(f"Nothing found for the {_kind(uri)} model URI.")
     return InvalidParameter(f"The {_kind(uri)} model URI could not be resolved: {exc.error_code}.")
+
+
+def _first_missing(mlflow_uri: str) -> Optional[str]:
+    """What of a models:/ or runs:/ URI does not exist: the first lookup MLflow fails, each asked
+    on its own (a registered model, then its version or alias; a run, then the artifact path)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    path = mlflow_uri.split(":/", 1)[1].lstrip("/")
+    if mlflow_uri.startswith("models:/"):
+        name, _, version = path.partition("/")
+        name, _, alias = name.partition("@")
+        lookups = [("registered model", lambda: client.get_registered_model(name))]
+        if alias:
+            lookups.append(("registered model alias",
+                            lambda: client.get_model_version_by_alias(name, alias)))
+        elif version.isdigit():
+            lookups.append(("registered model version",
+                            lambda: client.get_model_version(name, version)))
+    elif mlflow_uri.startswith("runs:/"):
+        run_id, _, artifact = path.partition("/")
+        lookups = [("run", lambda: client.get_run(run_id)),
+                   ("artifact path", lambda: client.list_artifacts(run_id, artifact))]
+    else:
+        return None
+    for what, lookup in lookups:
+        try:
+            if not lookup():  # an empty artifact listing: nothing at that path
+                return what
+        except MlflowException:
+            return what
+    return None
 
 
 def _require_mlmodel(path: Path, uri: str) -> None:
@@ -280,7 +302,7 @@ def place_model(uri: str, azureml_model_dir: os.PathLike) -> Path:
 
         return Path(download_artifacts(artifact_uri=mlflow_uri, dst_path=str(dst)))
     except MlflowException as exc:
-        raise _registry_error(uri, exc) from None
+        raise _registry_error(uri, mlflow_uri, exc) from None
     except OSError as exc:
         raise DeployError(
             f"The {_kind(uri)} model could not be fetched ({type(exc).__name__}); "
