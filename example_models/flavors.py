@@ -1,8 +1,8 @@
 """The flavor matrix: one small real model for each flavor users log most.
 
-    python -m example_models.flavors --save-to DIR           # plain model folders
-    python -m example_models.flavors --heavy --save-to DIR   # PyTorch, TensorFlow/Keras, transformers
-    python -m example_models.flavors                         # log + register into $MLFLOW_TRACKING_URI
+    python -m example_models.flavors --save-to DIR          # plain model folders
+    python -m example_models.flavors --heavy --save-to DIR  # PyTorch, TensorFlow, transformers
+    python -m example_models.flavors                        # log + register ($MLFLOW_TRACKING_URI)
 
 Each model comes with an input example (and a signature inferred from it, or given where the
 flavor needs one), so a deployment can be scored with the model's own example and the answer
@@ -24,7 +24,7 @@ import pandas as pd
 
 #: The flavors the test suite serves (`make test`).
 SUITE = ("sklearn-linear", "sklearn-forest", "sklearn-hgb", "sklearn-pipeline", "xgboost",
-         "lightgbm", "catboost", "statsmodels", "onnx", "pyfunc-params")
+         "lightgbm", "catboost", "statsmodels", "onnx", "pyfunc-params", "pyfunc-text")
 #: The flavors whose libraries are too heavy for the suite (`make test-flavors`).
 HEAVY = ("pytorch", "tensorflow", "transformers")
 
@@ -237,6 +237,22 @@ def _pyfunc_params():
         signature=signature, input_example=(example, {"scale": 2.5, "suffix": "-eu"}))
 
 
+def _pyfunc_text():
+    """A custom pyfunc over text, logged as text models are: its input example a list of strings,
+    from which MLflow infers one unnamed string column."""
+    import mlflow.pyfunc
+
+    class WordCount(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            texts = (model_input.iloc[:, 0] if isinstance(model_input, pd.DataFrame)
+                     else pd.Series(list(model_input)))
+            return texts.str.split().str.len().to_numpy(dtype="int64")
+
+    example = ["it was a good movie", "not a very good day", "bad"]
+    return mlflow.pyfunc, {"python_model": WordCount()}, dict(
+        signature=_sig(example, np.array([5, 5, 1])), input_example=example)
+
+
 def _pytorch():
     import mlflow.pytorch
     import torch
@@ -282,14 +298,19 @@ def _transformers():
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                        num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
+                        initializer_range=0.5, num_labels=2,
+                        id2label={0: "NEGATIVE", 1: "POSITIVE"},
                         label2id={"NEGATIVE": 0, "POSITIVE": 1})
     model = BertForSequenceClassification(config).eval()
-    with tempfile.TemporaryDirectory() as folder:
-        vocab = os.path.join(folder, "vocab.txt")
-        with open(vocab, "w", encoding="utf-8") as f:
-            f.write("\n".join(VOCAB) + "\n")
-        tokenizer = BertTokenizerFast(vocab_file=vocab, model_max_length=32)
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers >= 5
+        tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)},
+                                      model_max_length=32)
+    else:  # 4.x reads the vocabulary from a file only
+        with tempfile.TemporaryDirectory() as folder:
+            vocab = os.path.join(folder, "vocab.txt")
+            with open(vocab, "w", encoding="utf-8") as f:
+                f.write("\n".join(VOCAB) + "\n")
+            tokenizer = BertTokenizerFast(vocab_file=vocab, model_max_length=32)
     classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
     example = ["it was a good movie", "not a very good day"]
     return mlflow.transformers, {"transformers_model": classifier}, dict(
@@ -300,8 +321,8 @@ BUILDERS = {
     "sklearn-linear": _sklearn_linear, "sklearn-forest": _sklearn_forest,
     "sklearn-hgb": _sklearn_hgb, "sklearn-pipeline": _sklearn_pipeline, "xgboost": _xgboost,
     "lightgbm": _lightgbm, "catboost": _catboost, "statsmodels": _statsmodels, "onnx": _onnx,
-    "pyfunc-params": _pyfunc_params, "pytorch": _pytorch, "tensorflow": _tensorflow,
-    "transformers": _transformers,
+    "pyfunc-params": _pyfunc_params, "pyfunc-text": _pyfunc_text, "pytorch": _pytorch,
+    "tensorflow": _tensorflow, "transformers": _transformers,
 }
 
 

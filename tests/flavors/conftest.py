@@ -3,17 +3,82 @@
 Every model of a group is saved with one pinned requirement list (example_models/flavors.py), so
 the group's deployments share one locked environment: the suite's env cache (tests/conftest.py)
 builds it once and later runs reuse it."""
+import functools
 import math
 import os
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 
 from tests.online.fixtures import private_home
 
 #: `make test-flavors` sets it: the heavy flavors (PyTorch, TensorFlow, transformers) run only then.
 HEAVY_ENV = "MLFLOW_DEPLOY_TEST_FLAVORS"
+
+#: The gunicorn master loads the model, then forks its workers, which score the input example
+#: before they take traffic. Loading these models starts a native thread pool in the master
+#: (mlflow.pyfunc.load_model; importing the library alone does not), and the pool does not
+#: survive a fork: the worker's first parallel region blocks forever, so the deployment never
+#: becomes ready and create_deployment fails at its start timeout with "was not ready".
+_HANGS_AFTER_FORK = (
+    "mlflow_deploy/scoring/wsgi.py loads the model in the gunicorn master and forks the workers; "
+    "loading a {} model starts {}, which does not survive the fork: the worker's warm-up predict "
+    "blocks forever ({}), so the server is never ready and create_deployment raises "
+    "ServerFailed ('was not ready', with no reason) at the start timeout")
+#: A list of strings for a one-column signature (what MLflow infers from a text model's example).
+_TEXT_LIST_REJECTED = (
+    "mlflow_deploy/scoring/schema.py _enforce_columns takes a list in input_data as rows of the "
+    "signature's columns, so the model's own input example, a list of strings for one unnamed "
+    "string column (MLflow's /invocations 'inputs' form too), is answered 400 'input_data is a "
+    "list of rows'; the deployment was created all the same (the warm-up's 400 only goes to the "
+    "log)")
+#: name -> (the exception the test fails with, why), until the product changes.
+KNOWN_FAILURES = {
+    "xgboost": ("ServerFailed", _HANGS_AFTER_FORK.format(
+        "XGBoost", "libgomp's thread pool", "CPUPredictor::InplacePredict")),
+    "lightgbm": ("ServerFailed", _HANGS_AFTER_FORK.format(
+        "LightGBM", "libgomp's thread pool", "LightGBM::Booster::Predict")),
+    "tensorflow": ("ServerFailed", _HANGS_AFTER_FORK.format(
+        "Keras (TensorFlow)", "TensorFlow's thread pools",
+        "ProcessFunctionLibraryRuntime::RunSync waits on a notification")),
+    "pyfunc-text": ("AssertionError", _TEXT_LIST_REJECTED),
+    "transformers": ("AssertionError", _TEXT_LIST_REJECTED + "; the rows form [[text], ...] "
+                     "reaches the pipeline as a column named None and fails with a 500 (mlflow: "
+                     "'Text Classification pipelines may only define dictionary inputs')"),
+}
+#: A healthy matrix model is ready in a few seconds; a hung one never is: its test waits this long
+#: rather than the default start timeout (180 s).
+HUNG_START_TIMEOUT_S = 10.0
+
+
+def matrix_case(name):
+    """A parametrize case for ``name``: a strict xfail (for that exception only) if it is known
+    to fail."""
+    if name not in KNOWN_FAILURES:
+        return name
+    from mlflow_deploy.errors import ServerFailed
+
+    raises, reason = KNOWN_FAILURES[name]
+    return pytest.param(name, marks=pytest.mark.xfail(
+        strict=True, reason=reason,
+        raises={"ServerFailed": ServerFailed, "AssertionError": AssertionError}[raises]))
+
+
+@pytest.fixture
+def bounded_start(monkeypatch):
+    """bounded_start(name): a deployment of a model known to hang waits HUNG_START_TIMEOUT_S."""
+
+    def bound(name):
+        if KNOWN_FAILURES.get(name, ("",))[0] == "ServerFailed":
+            from mlflow_deploy.online import supervisor
+
+            monkeypatch.setattr(supervisor, "wait_ready", functools.partial(
+                supervisor.wait_ready, timeout=HUNG_START_TIMEOUT_S))
+
+    return bound
 
 
 @pytest.fixture
@@ -103,3 +168,19 @@ def assert_close(served, expected, rel=1e-5, abs_=1e-6, where="prediction"):
 
 def heavy_requested():
     return bool(os.environ.get(HEAVY_ENV))
+
+
+def serve_and_compare(name, model_dir):
+    """Deploy ``model_dir`` as ``name`` in its own env (env_manager uv, the default), score its
+    input example over HTTP and compare the answer with the in-process prediction."""
+    from mlflow_deploy import online
+
+    started = time.monotonic()
+    deployment = online.create_deployment(name, str(model_dir))
+    assert deployment["environment"]["manager"] == "uv"
+    body, expected = in_process(str(model_dir))
+    response = requests.post(deployment["scoring_uri"], json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert_close(response.json(), as_json(expected))
+    print("{}: deployed and scored in {:.1f} s".format(name, time.monotonic() - started))
+    return deployment
