@@ -11,7 +11,7 @@ export MLFLOW_ARTIFACT_ROOT ?= $(CURDIR)/.mlflow/artifacts
 export MLFLOW_DEPLOY_HOME ?= $(CURDIR)/.mlflow-deploy
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test example-models bench bench-envs clean
+.PHONY: setup demo test test-flavors example-models bench bench-envs clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,19 @@ demo: example-models
 
 test: setup
 	$(PY) -m pytest -q
+
+# The flavor matrix with the heavy flavors (PyTorch, TensorFlow/Keras, transformers), which
+# `make test` leaves out: their libraries (gigabytes) go into a venv of their own, .venv-flavors,
+# so `make test` never carries them. pip installs them, not uv: torch 2.13.0's CPU build lies on
+# this machine's disk, where pip looks and uv does not (uv would fetch a CUDA build of several GB).
+test-flavors: setup
+	test -x .venv-flavors/bin/python || $(PYTHON) -m venv .venv-flavors
+	$(VENV)/bin/uv pip install -q --compile-bytecode -p .venv-flavors/bin/python -e '.[dev]' \
+		-e plugins/mlflow-azureml-local
+	.venv-flavors/bin/python -m pip install -q torch==2.13.0 tensorflow-cpu==2.21.0 \
+		transformers==5.24.0
+	MLFLOW_DEPLOY_TEST_FLAVORS=1 TF_CPP_MIN_LOG_LEVEL=2 .venv-flavors/bin/python -m pytest -q \
+		-p no:cacheprovider -rsx --durations=20 tests/flavors
 
 bench: setup
 	bash bench/run.sh

@@ -6,7 +6,9 @@
     assert_rejected("models:/diabetes/1", bad, match="column 'age'")
 
 `score` runs the scoring server's own path (``scoring.pipeline.score``) in this interpreter, with
-no server. The names are loaded on first use: the pytest plugin imports this package in every
+no server; with ``server=True`` (or ``pytest --mlflow-deploy-server``) it posts the payload to a
+real server for the model instead (a forked gunicorn worker, kept for the session), which shows a
+model that fails only after a fork. The names are loaded on first use: the pytest plugin imports this package in every
 test run, and loading mlflow there would slow down suites that never score.
 """
 from typing import TYPE_CHECKING, Any

@@ -4,8 +4,11 @@
 Users otherwise learn the answer after a 20-minute cloud deployment, as a bare HTTP 500. Each check
 is one line (ok, warn, fail or skip); any fail makes the exit code 1. The input example is scored
 the way the server scores a request (``scoring.pipeline.score``), so a failing prediction is
-reported with the status and message the server would answer. The report ends with the payload
-forms the model accepts, each as a ready ``curl`` command against ``mlflow-deploy serve``.
+reported with the status and message the server would answer. Then (unless ``server=False``) it
+is posted to a real server in this interpreter (served.py: gunicorn, the model loaded in the
+master and predicted in a forked worker), which shows what in-process scoring cannot: a model
+that fails or hangs only after a fork. The report ends with the payload forms the model accepts,
+each as a ready ``curl`` command against ``mlflow-deploy serve``.
 """
 import json
 import logging
@@ -76,17 +79,19 @@ class Report:
         return "\n".join(lines)
 
 
-def run_check(model_uri: str, output_format: str = "text") -> Tuple[str, int]:
-    """The report as text or JSON, and the exit code (1 when any check fails)."""
+def run_check(model_uri: str, output_format: str = "text",
+              server: bool = True) -> Tuple[str, int]:
+    """The report as text or JSON, and the exit code (1 when any check fails). ``server``: also
+    score the input example through a real server, stopped before this returns."""
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-check-") as tmp:
-        report = inspect_model(model_uri, Path(tmp))
+        report = inspect_model(model_uri, Path(tmp), server)
     text = report.to_json() if output_format == "json" else report.to_text()
     return text, 1 if report.failed else 0
 
 
 # ---- the checks -----------------------------------------------------------------------------
 
-def inspect_model(model_uri: str, workdir: Path) -> Report:
+def inspect_model(model_uri: str, workdir: Path, server: bool = True) -> Report:
     report = Report(model_uri)
     mlmodel = _mlmodel(model_uri, workdir, report)
     if mlmodel is None:
@@ -97,7 +102,8 @@ def inspect_model(model_uri: str, workdir: Path) -> Report:
     signature = _signature(model, report)
     example = _input_example(path, model, signature, report)
     _environment(path, report)
-    _prediction(path, example, report)
+    scored = _prediction(path, example, report)
+    _served(model_uri, path, example, scored, server, report)
     report.payload_forms = payload_forms(model, signature, example)
     return report
 
@@ -221,11 +227,12 @@ def _first_lines(text: str, count: int = 6) -> str:
 
 # ---- prediction and Azure's serialisation -------------------------------------------------
 
-def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -> None:
+def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -> bool:
+    """Whether the input example scored (200) in process."""
     if example is None:
         report.add("prediction", "skip", "no usable input example to predict on")
         report.add("output", "skip", "no prediction to serialise")
-        return
+        return False
     from mlflow_deploy.scoring import payload, pipeline
     from mlflow_deploy.scoring.predictor import Predictor
 
@@ -239,12 +246,12 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
                    "install its requirements here to check its predictions".format(
                        here, type(exc).__name__, _first_line(exc)))
         report.add("output", "skip", "no prediction to serialise")
-        return
+        return False
     except Exception as exc:  # noqa: BLE001 - whatever the flavor's loader raises
         report.add("prediction", "fail", "the model could not be loaded: {}: {}".format(
             type(exc).__name__, _first_line(exc)))
         report.add("output", "skip", "no prediction to serialise")
-        return
+        return False
     model = _Recorded(predictor)
     # what the server would log for a failed request is summed up in the report, not printed
     quiet = logging.NullHandler()
@@ -260,7 +267,7 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
         report.add("prediction", "fail", "the server would answer {}: {}".format(
             result.status, _server_message(result.body, model.error)))
         report.add("output", "skip", "no prediction to serialise")
-        return
+        return False
     predictions = model.predictions
     report.add("prediction", "ok", "the input example scores (in Python {}): {}".format(
         here, describe_output(predictions)))
@@ -270,6 +277,55 @@ def _prediction(path: Path, example: Optional[Dict[str, Any]], report: Report) -
     else:
         status, message = problem
         report.add("output", status, message)
+    return True
+
+
+# ---- the input example through a real server --------------------------------------------------
+
+SERVER = "a real server (gunicorn, a forked worker)"
+
+
+def _served(model_uri: str, path: Path, example: Optional[Dict[str, Any]], scored: bool,
+            server: bool, report: Report) -> None:
+    """Post the input example to a real server for the model, as the start-up self-test of a
+    deployment does (it must answer 200), and stop the server. Its files are removed, except
+    when it did not start or answer: the message then names its log, which is kept to be read."""
+    if not server:
+        report.add("server", "skip", "not tried (--no-server)")
+        return
+    if not scored:
+        report.add("server", "skip", "not tried: the input example did not score in process")
+        return
+    from mlflow_deploy.errors import ServerFailed
+    from mlflow_deploy.scoring import payload
+
+    from .served import NoAnswer, Server
+
+    started = Server(path, model_uri=model_uri)
+    keep = False
+    try:
+        started.start()
+    except ServerFailed as exc:
+        report.add("server", "fail", "{} did not start: {}".format(SERVER, exc.message))
+        return
+    try:
+        answer = started.post(payload.dumps(example), headers={"x-request-id": REQUEST_ID})
+    except NoAnswer as exc:
+        keep = True
+        report.add("server", "fail", "{}: {}".format(SERVER, exc.message))
+        return
+    finally:
+        started.stop(keep_files=keep)
+    if answer.status == 200:
+        report.add("server", "ok", "{} answered 200 to the input example in {:.0f} ms".format(
+            SERVER, answer.ms))
+        return
+    message = answer.message or "HTTP {}".format(answer.status)
+    logged = answer.telling_log_line
+    if logged and logged not in message:
+        message += " (logged: {})".format(logged)
+    report.add("server", "fail", "{} answered {}, where the in-process prediction did not: {}"
+               .format(SERVER, answer.status, message))
 
 
 class _Recorded:

@@ -1,9 +1,12 @@
-"""In-process scoring: the server's own path (``pipeline.score``) called from a test, no server.
+"""What the scoring server answers to a payload, asked from a test.
 
-A test asks what the scoring server would answer to a payload; this module answers with the
-status, headers and body the server would send, and turns a surprise into an assertion message
-that shows that answer. Models are loaded once per URI and kept for the whole interpreter, so a
-module with a hundred payloads pays for one load.
+By default in process: the server's own path (``pipeline.score``) called here, no server. With
+``server=True`` (or ``pytest --mlflow-deploy-server``) the payload is posted to a real server
+(served.py): gunicorn with the project's config, the model loaded in its master and predicted in
+a forked worker, which is what shows a model that fails only after a fork. Either way the answer
+is the status, headers and body the server sends, and a surprise becomes an assertion message
+that shows that answer. Models are loaded (and servers started) once per URI and kept for the
+whole interpreter, so a module with a hundred payloads pays for one load.
 """
 import atexit
 import json
@@ -11,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import uuid
@@ -28,7 +32,7 @@ from mlflow_deploy.scoring.payload import json_default, to_azure_body
 from mlflow_deploy.scoring.scorer import ModelScorer, ScoreRequest
 from mlflow_deploy.scoring.predictor import Predictor
 
-from .settings import default_validation
+from .settings import default_server, default_validation
 
 __all__ = ["score", "assert_valid", "assert_rejected", "Response", "ScoringClient", "PayloadFile",
            "load_predictor", "clear_cache"]
@@ -46,7 +50,8 @@ class _Loaded:
 
 
 _cache: Dict[Hashable, _Loaded] = {}
-_cache_lock = threading.Lock()
+_dirs: Dict[Hashable, Path] = {}  # the local folder of each model, downloaded once
+_cache_lock = threading.RLock()
 _download_root: List[str] = []
 
 
@@ -67,18 +72,29 @@ def _download_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=_download_root[0]))
 
 
+def _local_dir(model_uri: str) -> Path:
+    """The model's local folder: a folder in place, anything else downloaded once."""
+    model_uri = os.fspath(model_uri)
+    key = _cache_key(model_uri)
+    with _cache_lock:
+        path = _dirs.get(key)
+        if path is None:
+            path = _dirs[key] = load_model(model_uri, _download_dir()).path
+        return path
+
+
 def _load(model_uri: str) -> _Loaded:
     model_uri = os.fspath(model_uri)
     key = _cache_key(model_uri)
     with _cache_lock:
         loaded = _cache.get(key)
         if loaded is None:
-            info = load_model(model_uri, _download_dir())
+            path = _local_dir(model_uri)
             # the server prints load-time warnings and serves; a suite's `filterwarnings = error`
             # must not turn them into a failure the server would not have
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                predictor = Predictor.load(str(info.path))
+                predictor = Predictor.load(str(path))
             loaded = _cache[key] = _Loaded(predictor, _warning_lines(caught))
         return loaded
 
@@ -89,9 +105,14 @@ def load_predictor(model_uri: str) -> Predictor:
 
 
 def clear_cache() -> None:
-    """Forget every loaded model (e.g. after a test re-logged one under the same URI)."""
+    """Forget every loaded model and stop every server started for one (e.g. after a test
+    re-logged a model under the same URI)."""
     with _cache_lock:
         _cache.clear()
+        _dirs.clear()
+    served = sys.modules.get(__package__ + ".served")  # none to stop if it was never imported
+    if served is not None:
+        served.stop_session_servers()
 
 
 # ---- the answer -----------------------------------------------------------------------
@@ -108,6 +129,7 @@ class Response:
     coercions: Tuple[str, ...] = ()
     warnings: Tuple[str, ...] = ()  # warnings the model emitted while scoring (the server logs them)
     log: Tuple[str, ...] = ()  # what the server would log, e.g. the traceback behind a 500
+    served: bool = False  # answered by a real server (a forked worker), not in process
 
     @property
     def ok(self) -> bool:
@@ -229,14 +251,25 @@ def _mode(validation: Optional[str]) -> str:
     return Validation.parse(validation if validation is not None else default_validation()).value
 
 
+def _served(server: Optional[bool]) -> bool:
+    return default_server() if server is None else bool(server)
+
+
 def score(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] = None,
-          validation: Optional[str] = None, error_details: bool = True) -> Response:
+          validation: Optional[str] = None, error_details: bool = True,
+          server: Optional[bool] = None) -> Response:
     """What ``POST /score`` on a server for ``model_uri`` would answer to ``payload``.
 
     ``validation`` defaults to the suite's mode (``--mlflow-deploy-validation``, else compatible).
+    ``server=True`` posts it to a real server for the model (started on first use and kept for
+    the session) instead of scoring in process; it defaults to the suite's choice
+    (``--mlflow-deploy-server``, else in process). A server that cannot start raises
+    ``ServerFailed``, one that gives no answer ``served.NoAnswer`` (both name its log).
     """
     mode = _mode(validation)
     raw = request_bytes(payload, params)
+    if _served(server):
+        return _score_served(model_uri, raw, mode, error_details)
     predictor = load_predictor(model_uri)
     request_id = str(uuid.uuid4())
     logger = logging.getLogger(pipeline.__name__)
@@ -266,32 +299,74 @@ def score(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] 
     )
 
 
+def _score_served(model_uri: str, raw: bytes, mode: str, error_details: bool) -> Response:
+    from . import served
+
+    model_uri = os.fspath(model_uri)
+    options = ScoringOptions(validation=mode, error_details=error_details)
+    server = served.session_server((_cache_key(model_uri), mode, error_details),
+                                   _local_dir(model_uri), options, model_uri)
+    answer = server.post(raw)
+    try:
+        body = json.loads(answer.body) if answer.body else None
+    except ValueError:
+        body = answer.body.decode("utf-8", errors="replace")
+    coercions = answer.headers.get("x-mlflow-deploy-coercions")
+    return Response(status=answer.status, body=body, headers=answer.headers, raw=answer.body,
+                    validation=mode, coercions=tuple(coercions.split("; ")) if coercions else (),
+                    log=answer.log, served=True)
+
+
+def _score_or_fail(model_uri: str, payload: Payload, params: Optional[Dict[str, Any]],
+                   validation: Optional[str], server: Optional[bool]) -> Response:
+    """score(), with a real server's missing answer (a crashed worker) as an assertion failure."""
+    __tracebackhide__ = True
+    if not _served(server):
+        return score(model_uri, payload, params=params, validation=validation, server=False)
+    from .served import NoAnswer
+
+    try:
+        return score(model_uri, payload, params=params, validation=validation, server=True)
+    except NoAnswer as exc:
+        raise AssertionError("{} gave no answer to this payload through a real server: {}"
+                             .format(model_uri, exc.message)) from None
+
+
+def _where(response: Response) -> Tuple[str, str]:
+    """How the answer was got, for an assertion message: the in-process wording is the older."""
+    if response.served:
+        return "(validation: {}, a real server)".format(response.validation), "answered"
+    return "(validation: {})".format(response.validation), "would answer"
+
 
 def assert_valid(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] = None,
-                 validation: Optional[str] = None) -> Response:
-    """Assert the server would answer 200; returns the Response for further checks."""
+                 validation: Optional[str] = None, server: Optional[bool] = None) -> Response:
+    """Assert the server would answer 200; returns the Response for further checks.
+
+    ``server=True``: as answered by a real server (see ``score``)."""
     __tracebackhide__ = True
-    response = score(model_uri, payload, params=params, validation=validation)
+    response = _score_or_fail(model_uri, payload, params, validation, server)
     if response.status != 200:
-        raise AssertionError("{} would not score this payload (validation: {}); the server "
-                             "would answer:\n{}".format(model_uri, response.validation,
-                                                        _indent(response.describe())))
+        how, answers = _where(response)
+        raise AssertionError("{} would not score this payload {}; the server {}:\n{}".format(
+            model_uri, how, answers, _indent(response.describe())))
     return response
 
 
 def assert_rejected(model_uri: str, payload: Payload, *, status: int = 400,
                     match: Optional[str] = None, params: Optional[Dict[str, Any]] = None,
-                    validation: Optional[str] = None) -> Response:
+                    validation: Optional[str] = None, server: Optional[bool] = None) -> Response:
     """Assert the server would answer ``status`` and, with ``match``, a message containing it.
 
     ``match`` is a substring (e.g. ``"column 'age'"``) or a regular expression searched for.
+    ``server=True``: as answered by a real server (see ``score``).
     """
     __tracebackhide__ = True
-    response = score(model_uri, payload, params=params, validation=validation)
+    response = _score_or_fail(model_uri, payload, params, validation, server)
     if response.status != status:
-        raise AssertionError("expected HTTP {} from {} (validation: {}), but the server would "
-                             "answer:\n{}".format(status, model_uri, response.validation,
-                                                  _indent(response.describe())))
+        how, answers = _where(response)
+        raise AssertionError("expected HTTP {} from {} {}, but the server {}:\n{}".format(
+            status, model_uri, how, answers, _indent(response.describe())))
     if match is not None and not _matches(match, response.message or ""):
         raise AssertionError("{} answered HTTP {} as expected, but its message does not match "
                              "{!r}:\n{}".format(model_uri, status, match,
@@ -316,10 +391,12 @@ def _indent(text: str) -> str:
 
 @dataclass
 class ScoringClient:
-    """One model, scored in process: what the ``scoring_client`` fixture hands out."""
+    """One model, scored in process or by a real server: what the ``scoring_client`` fixture
+    hands out."""
 
     model_uri: str
     validation: Optional[str] = None  # None: the suite's default
+    server: Optional[bool] = None  # None: the suite's default
     _loaded: Optional[_Loaded] = field(default=None, repr=False)
 
     @property
@@ -346,6 +423,8 @@ class ScoringClient:
     def _options(self, options: Dict[str, Any]) -> Dict[str, Any]:
         if options.get("validation") is None:
             options["validation"] = self.validation
+        if options.get("server") is None:
+            options["server"] = self.server
         return options
 
     def score(self, payload: Payload, **options: Any) -> Response:

@@ -1,7 +1,7 @@
 """The pytest plugin, loaded through the ``pytest11`` entry point wherever mlflow-deploy is installed.
 
 It gives a suite the ``scoring_client`` fixture, the ``payloads`` marker and the
-``--mlflow-deploy-validation`` option. It imports nothing heavy at load time: every pytest run on
+``--mlflow-deploy-validation`` and ``--mlflow-deploy-server`` options. It imports nothing heavy at load time: every pytest run on
 the machine loads it, and most never score a model.
 """
 import glob
@@ -13,7 +13,7 @@ import pytest
 
 from mlflow_deploy.scoring.options import MODES
 
-from .settings import set_default_validation
+from .settings import set_default_server, set_default_validation
 
 MARKER = ("payloads(*globs, model=None): run the test once per payload file matching the globs "
           "(relative to the test file's folder); the test receives `payload`, a PayloadFile "
@@ -26,9 +26,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     dest="mlflow_deploy_validation",
                     help="default validation mode of mlflow_deploy.testing for this run "
                          "(an explicit validation= argument wins; default: compatible)")
+    group.addoption("--mlflow-deploy-server", action="store_true", default=False,
+                    dest="mlflow_deploy_server",
+                    help="mlflow_deploy.testing scores through a real server (gunicorn, a forked "
+                         "worker; one per model, kept for the run) instead of in process (an "
+                         "explicit server= argument wins)")
 
 
 _PREVIOUS_MODE = pytest.StashKey[str]()
+_PREVIOUS_SERVER = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -36,12 +42,16 @@ def pytest_configure(config: pytest.Config) -> None:
     mode = config.getoption("mlflow_deploy_validation", default=None)
     if mode:
         config.stash[_PREVIOUS_MODE] = set_default_validation(mode)
+    if config.getoption("mlflow_deploy_server", default=False):
+        config.stash[_PREVIOUS_SERVER] = set_default_server(True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # pytester runs nested sessions in one interpreter: hand the outer one its mode back
+    # pytester runs nested sessions in one interpreter: hand the outer one its defaults back
     if _PREVIOUS_MODE in config.stash:
         set_default_validation(config.stash[_PREVIOUS_MODE])
+    if _PREVIOUS_SERVER in config.stash:
+        set_default_server(config.stash[_PREVIOUS_SERVER])
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -92,13 +102,16 @@ def _case_id(path: Path, folder: Path) -> str:
 
 @pytest.fixture
 def scoring_client():
-    """A factory: ``scoring_client(model_uri, validation=None)`` -> a ``ScoringClient``.
+    """A factory: ``scoring_client(model_uri, validation=None, server=None)`` -> a
+    ``ScoringClient``.
 
-    Models stay loaded for the whole run (one load per URI), whatever the fixture's scope.
+    Models stay loaded (and their servers running) for the whole run, one per URI, whatever the
+    fixture's scope.
     """
     from .client import ScoringClient
 
-    def make(model_uri: str, validation: Optional[str] = None) -> ScoringClient:
-        return ScoringClient(os.fspath(model_uri), validation)
+    def make(model_uri: str, validation: Optional[str] = None,
+             server: Optional[bool] = None) -> ScoringClient:
+        return ScoringClient(os.fspath(model_uri), validation, server)
 
     return make

@@ -109,3 +109,44 @@ def test_validate_errors_are_one_line(example_model_dirs, tmp_path):
     result = CliRunner().invoke(cli, ["validate", str(tmp_path), str(payload)])
     assert result.exit_code == 2 and "no MLmodel file" in result.output
     assert len(result.output.splitlines()) == 1
+
+
+def test_server_answers_as_in_process_prediction_does(example_models, tmp_path, monkeypatch):
+    """--server posts each payload to a real server: the same lines and JUnit cases as --predict
+    for a model that scores anywhere; the server is gone when the command returns."""
+    import tempfile
+
+    from tests.testing.leftovers import left_running
+
+    folder = tmp_path / "payloads"
+    folder.mkdir()
+    for name in ("diabetes-split.json", "diabetes-bad.json"):
+        shutil.copy(PAYLOADS / name, folder / name)
+    (folder / "broken.json").write_text("{")
+    servers = tmp_path / "tmp"
+    servers.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(servers))  # where the command's server lives
+    in_process = run(example_models["diabetes"], folder, "--predict", "--junit-xml",
+                     tmp_path / "predict.xml")
+    served = run(example_models["diabetes"], folder, "--server", "--junit-xml",
+                 tmp_path / "server.xml")
+    assert served.exit_code == in_process.exit_code == 1
+    assert served.output == in_process.output
+    assert "3 payload(s): 1 accepted, 2 rejected" in served.output
+    failures = {Path(c.get("name")).name: c.find("failure")
+                for c in ET.parse(tmp_path / "server.xml").getroot().iter("testcase")}
+    assert failures["diabetes-bad.json"].get("type") == "HTTP 400"
+    assert left_running(servers) == [] and not list(servers.glob("mlflow-deploy-server-*"))
+
+
+def test_server_shows_a_model_that_fails_only_in_a_forked_worker(tmp_path):
+    from tests.testing.models import save_fork_shy
+
+    model = save_fork_shy(tmp_path)
+    payload = tmp_path / "x.json"
+    payload.write_text(json.dumps({"input_data": {"columns": ["x"], "data": [[42.0]]}}))
+    assert run(model, payload, "--predict").output == "OK: scored: 5 byte(s) of predictions\n"
+    served = run(model, payload, "--server")
+    assert served.exit_code == 1
+    assert served.output.startswith("Error: 500: The model failed while scoring; the deployment "
+                                    "log has the traceback for request id ")

@@ -19,6 +19,14 @@ def dict_output_dir(tmp_path_factory):
     return save_dict_output(tmp_path_factory.mktemp("dict-output") / "model")
 
 
+@pytest.fixture(scope="session")
+def fork_shy_dir(tmp_path_factory):
+    """A model that predicts in the process that loaded it and fails in a forked worker."""
+    from tests.testing.models import save_fork_shy
+
+    return save_fork_shy(tmp_path_factory.mktemp("fork-shy"))
+
+
 @pytest.fixture
 def python_399_dir(example_model_dirs, tmp_path):
     """A copy of the diabetes model that asks for a Python no machine has."""

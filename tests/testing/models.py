@@ -1,5 +1,6 @@
 """Small real models for the testing tools: one per thing `check` and the strategies must see."""
 import inspect
+import sys
 
 import numpy as np
 import pandas as pd
@@ -55,11 +56,19 @@ def every_type_signature():
 
 
 def save(path, model, signature=None, input_example=None):
+    import cloudpickle
+
     takes = inspect.signature(mlflow.pyfunc.save_model).parameters
     code = {"code_paths": [__file__]} if "code_paths" in takes else {"code_path": [__file__]}
-    mlflow.pyfunc.save_model(path=str(path), python_model=model, signature=signature,
-                             input_example=input_example,
-                             pip_requirements=["mlflow", "pandas", "numpy"], **code)
+    # the classes are pickled by value: by reference they would load only where `tests` is
+    # importable, and `mlflow-deploy check` serves the model from a folder of its own
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        mlflow.pyfunc.save_model(path=str(path), python_model=model, signature=signature,
+                                 input_example=input_example,
+                                 pip_requirements=["mlflow", "pandas", "numpy"], **code)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     return str(path)
 
 
@@ -73,3 +82,65 @@ def save_dict_output(path):
 
     signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
     return save(path, DictOfArrays(), signature, pd.DataFrame({"x": [1.0, 2.5]}))
+
+
+# Models from code (a .py file that calls mlflow.models.set_model): loaded afresh from that file
+# wherever they are loaded, so the module-level pid is the loading process's own.
+FORK_SHY_ERROR = "this library does not work after a fork"
+FORK_SHY = '''
+import os
+
+import mlflow.models
+import mlflow.pyfunc
+
+LOADED_IN = os.getpid()
+
+
+class ForkShy(mlflow.pyfunc.PythonModel):
+    """Predicts in the process that loaded it; fails in any other (a forked worker)."""
+
+    def predict(self, context, model_input, params=None):
+        if os.getpid() != LOADED_IN:
+            raise RuntimeError("{}")
+        return [1.0] * len(model_input)
+
+
+mlflow.models.set_model(ForkShy())
+'''.format(FORK_SHY_ERROR)
+CRASHER = '''
+import os
+import signal
+
+import mlflow.models
+import mlflow.pyfunc
+
+
+class Crasher(mlflow.pyfunc.PythonModel):
+    """Kills the process it predicts in when x is 13 (a native crash): the caller gets no answer."""
+
+    def predict(self, context, model_input, params=None):
+        if (model_input["x"] == 13.0).any():
+            os.kill(os.getpid(), signal.SIGKILL)
+        return [1.0] * len(model_input)
+
+
+mlflow.models.set_model(Crasher())
+'''
+
+
+def save_from_code(root, name, code):
+    """A models-from-code pyfunc with one double column ``x`` and the input example x = 42."""
+    from mlflow.models import infer_signature
+
+    root.mkdir(parents=True, exist_ok=True)
+    source = root / (name + ".py")
+    source.write_text(code)
+    frame = pd.DataFrame({"x": [42.0]})
+    mlflow.pyfunc.save_model(str(root / name), python_model=str(source),
+                             signature=infer_signature(frame, [1.0]), input_example=frame,
+                             pip_requirements=["mlflow", "pandas", "numpy"])
+    return str(root / name)
+
+
+def save_fork_shy(root):
+    return save_from_code(root, "fork-shy", FORK_SHY)

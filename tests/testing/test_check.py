@@ -24,7 +24,9 @@ def test_healthy_model(example_models):
                  "ok    signature      columns: 10 (10 required); params: none",
                  "ok    input example  accepted by the signature",
                  "ok    python         3.11 requested",
-                 "ok    prediction", "ok    output", "Deployable: 0 failed, 0 warning(s)"):
+                 "ok    prediction", "ok    output",
+                 "ok    server         a real server (gunicorn, a forked worker) answered 200 "
+                 "to the input example in ", "Deployable: 0 failed, 0 warning(s)"):
         assert line in text
     assert re.search(r"ok    requirements   \d+ requirement\(s\) and the scoring server's resolve "
                      r"to \d+ locked package\(s\) for Python 3\.11", text)
@@ -52,7 +54,7 @@ def test_model_without_signature_warns(example_models):
     assert code == 0
     found = statuses(text)
     assert found["signature"] == "warn" and found["input example"] == "warn"
-    assert found["prediction"] == "skip"
+    assert found["prediction"] == "skip" and found["server"] == "skip"
     assert [f["form"] for f in json.loads(text)["payload_forms"]] == ["list", "split", "dict"]
 
 
@@ -167,6 +169,37 @@ def test_a_model_that_raises_on_its_example(tmp_path, error, status, message):
     assert found["prediction"] == {"check": "prediction", "status": "fail",
                                    "message": "the server would answer {}: {}".format(status,
                                                                                     message)}
+    assert found["server"] == {"check": "server", "status": "skip",
+                               "message": "not tried: the input example did not score in process"}
     answer = testing.score(path, ScoringClient(path).input_example)  # the server's own path
     assert answer.status == status
     assert message.startswith(answer.message.split(" request id ")[0])
+
+
+def test_a_model_that_fails_only_in_a_forked_worker(fork_shy_dir, tmp_path, monkeypatch):
+    """In process its example scores; through a real server (the model loaded in the gunicorn
+    master, predicted in a forked worker) it answers 500, and only the server line says so. The
+    server is gone when the check returns: no process, no folder."""
+    import tempfile
+
+    from tests.testing.leftovers import left_running
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the check's server lives
+    text, code = run_check(fork_shy_dir, "json")
+    assert code == 1
+    found = checks(text)
+    assert found["prediction"]["status"] == "ok" and found["output"]["status"] == "ok"
+    assert found["server"]["status"] == "fail"
+    assert found["server"]["message"] == (
+        "a real server (gunicorn, a forked worker) answered 500, where the in-process prediction "
+        "did not: The model failed while scoring; the deployment log has the traceback for "
+        "request id {} (logged: RuntimeError: {})".format(REQUEST_ID, models.FORK_SHY_ERROR))
+    assert [c["check"] for c in json.loads(text)["checks"]][-3:] == ["prediction", "output",
+                                                                     "server"]
+    assert left_running(tmp_path) == []
+    assert not list(tmp_path.glob("mlflow-deploy-*"))
+
+    text, code = run_check(fork_shy_dir, "json", server=False)
+    assert code == 0
+    assert checks(text)["server"] == {"check": "server", "status": "skip",
+                                      "message": "not tried (--no-server)"}
