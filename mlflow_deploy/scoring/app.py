@@ -72,7 +72,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
     metrics = metrics or Metrics()
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
-               "validation": options.validation.value, **scorer.describe()}
+               "validation": options.validation.value}
 
     def ids():
         rid = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
@@ -147,7 +147,9 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.route("/version", methods=["GET"])
     def version_info():
-        return Response(payload.dumps(version), status=200, content_type=JSON)
+        # asked here, in a worker: a model may be loaded only there
+        return Response(payload.dumps(dict(version, **scorer.describe())), status=200,
+                        content_type=JSON)
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text():

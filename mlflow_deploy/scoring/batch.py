@@ -254,7 +254,7 @@ class MlflowBatchDriver:
     def load(cls, model_dir: str, *,
              options: ScoringOptions = DEFAULTS) -> "MlflowBatchDriver":
         try:  # imports mlflow: only this driver needs it
-            return cls(ModelScorer.load(model_dir, options))
+            return cls(ModelScorer.load(model_dir, options, will_fork=False))
         except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
             raise StartupError("the MLflow model could not be loaded: " + one_line(exc),
                                traceback.format_exc()) from None

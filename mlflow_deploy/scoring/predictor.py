@@ -39,6 +39,15 @@ class Predictor:
         return self.model.predict(model_input)
 
 
+def loader_module(model_dir: str) -> Optional[str]:
+    """The MLmodel's python_function loader module (``mlflow.sklearn``, ``mlflow.lightgbm``, ...):
+    which flavor will load the model, read without loading it."""
+    from mlflow.models import Model
+
+    flavor = Model.load(model_dir).flavors.get("python_function") or {}
+    return flavor.get("loader_module")
+
+
 def azure_example(model_dir: str, meta: Any) -> Optional[Dict[str, Any]]:
     """The model's saved input example as an Azure request body, for /swagger.json."""
     info = getattr(meta, "saved_input_example_info", None) or {}

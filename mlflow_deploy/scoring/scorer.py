@@ -8,11 +8,14 @@ transport-neutral ``ScoreRequest`` (MLServer's dataplane idea), so the same scor
 Flask, a test or a gateway.
 """
 import json
+import threading
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import payload, pipeline
-from .errors import NotFound, ScoringError
+from .errors import NotFound, ScoringError, StartupError, one_line
 from .options import DEFAULTS, ScoringOptions
 from .pipeline import Result
 
@@ -65,26 +68,63 @@ class Scorer:
         raise NotImplementedError
 
 
+#: loader modules whose load_model is fork-safe: it starts no native thread pool, so the gunicorn
+#: master may load the model once and fork workers that share it. Any other flavor (LightGBM and
+#: XGBoost parse the model with OpenMP, TensorFlow starts its runtime's pools, a custom pyfunc may
+#: do anything) is loaded by each worker after the fork; the master only imports its loader.
+FORK_SAFE_LOADERS = frozenset({"mlflow.sklearn", "mlflow.statsmodels"})
+
+
 class ModelScorer(Scorer):
     """An MLflow model: every request through pipeline.py, with this deployment's options."""
 
-    def __init__(self, predictor: Any, options: ScoringOptions = DEFAULTS):
-        self.predictor = predictor
+    def __init__(self, predictor: Any, options: ScoringOptions = DEFAULTS,
+                 model_dir: Optional[str] = None):
+        self._predictor = predictor  # None: loaded by prepare_worker (or on first use)
+        self.model_dir = model_dir or getattr(predictor, "model_dir", None)
         self.options = options
 
     @classmethod
-    def load(cls, model_dir: str, options: ScoringOptions = DEFAULTS) -> "ModelScorer":
-        from .predictor import Predictor  # imports mlflow: a script's server never needs it
+    def load(cls, model_dir: str, options: ScoringOptions = DEFAULTS,
+             will_fork: bool = True) -> "ModelScorer":
+        """Load the model now, unless this process ``will_fork`` workers and the flavor's load is
+        not known to be fork-safe: then only import its loader, and let each worker load it."""
+        import importlib
 
-        return cls(Predictor.load(model_dir), options)
+        import mlflow.pyfunc  # noqa: F401  in the master either way: the costly import
+
+        from .predictor import Predictor, loader_module
+
+        loader = loader_module(model_dir)
+        if loader in FORK_SAFE_LOADERS or not will_fork:
+            return cls(Predictor.load(model_dir), options, model_dir)
+        if loader:
+            importlib.import_module(loader)
+        return cls(None, options, model_dir)
+
+    @property
+    def predictor(self) -> Any:
+        if self._predictor is None:
+            from .predictor import Predictor
+
+            self._predictor = Predictor.load(self.model_dir)
+        return self._predictor
 
     @property
     def signature(self) -> Any:
         return self.predictor.signature
 
     def prepare_worker(self, heartbeat: Callable[[], None]) -> None:
-        """Score the model's own input example once, so first requests do not pay lazy set-up
-        (a failure is only logged: the request that meets it gets its own answer)."""
+        """Load the model here if the master did not, then score its own input example once, so
+        first requests do not pay lazy set-up (a failed example is only logged: the request that
+        meets it gets its own answer)."""
+        if self._predictor is None:
+            with heartbeating(heartbeat):
+                try:
+                    self.predictor
+                except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
+                    raise StartupError("the model could not be loaded: " + one_line(exc),
+                                       traceback.format_exc()) from exc
         if self.predictor.input_example is None:
             return
         body = json.dumps(self.predictor.input_example).encode("utf-8")
@@ -131,6 +171,23 @@ class ModelScorer(Scorer):
     def _options(self) -> Dict[str, Any]:
         return {"validation": self.options.validation.value,
                 "error_details": self.options.error_details}
+
+
+@contextmanager
+def heartbeating(heartbeat: Callable[[], None], every_s: float = 1.0) -> Iterator[None]:
+    """Call ``heartbeat`` every second while the block runs: gunicorn kills a worker that is
+    silent for its timeout, and a worker's preparation (a large model's load) may take longer."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            heartbeat()
+
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def load_scorer(config: Any) -> Scorer:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from . import payload
 from .errors import (BadRequest, ModelFailed, NotFound, PayloadError, ScoringError,
                      ScoringTimeout, StartupError, one_line)
 from .pipeline import Result, error_result
-from .scorer import JSON, ScoreRequest, Scorer
+from .scorer import JSON, ScoreRequest, Scorer, heartbeating
 
 log = logging.getLogger("mlflow_deploy.scoring")
 
@@ -42,7 +41,6 @@ RAW_HTTP_FLAGS = ("azureml_inference_server_http.api.aml_request",
 SCHEMA_UTIL = "inference_schema.schema_util"  # where inference-schema tells a decorated run()
 # a Response's own framing headers: the server sets these from the body it sends
 _FRAMING = ("content-type", "content-length", "transfer-encoding")
-HEARTBEAT_S = 1.0
 # the files Azure serves as a scoring script's swagger, by version (server/swagger.py)
 SCRIPT_SWAGGER_FILES = {"2": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",),
                         "3.1": ("swagger3.1.json",)}
@@ -129,14 +127,12 @@ class ScoringScript(Scorer):
         """In a worker, before it serves: cwd becomes the code folder, then the script's init(),
         with ``heartbeat`` called every second meanwhile (init() may load a large model)."""
         os.chdir(self.code_dir)
-        done = threading.Event()
-        threading.Thread(target=_keep_alive, args=(heartbeat, done), daemon=True).start()
-        try:
-            self.module.init()
-        except (Exception, SystemExit) as exc:
-            raise StartupError("the scoring script's init() failed: " + one_line(exc)) from exc
-        finally:
-            done.set()
+        with heartbeating(heartbeat):
+            try:
+                self.module.init()
+            except (Exception, SystemExit) as exc:
+                raise StartupError("the scoring script's init() failed: " + one_line(exc)) \
+                    from exc
 
     def score(self, request: ScoreRequest) -> Result:
         """POST or GET /score: the request -> run() -> the response."""
@@ -208,11 +204,6 @@ class ScoringScript(Scorer):
         if self.takes_headers:
             arguments["request_headers"] = dict(request.headers)
         return arguments
-
-
-def _keep_alive(heartbeat: Callable[[], None], done: threading.Event) -> None:
-    while not done.wait(HEARTBEAT_S):
-        heartbeat()
 
 
 def _run_parameters(run: Any) -> Tuple[List[inspect.Parameter], bool]:

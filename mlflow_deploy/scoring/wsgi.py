@@ -4,11 +4,12 @@ Loaded once in the gunicorn master (preload) and forked into the workers, so a w
 recycled after a timeout starts serving at once. What is served (an MLflow model or a user's
 scoring script) is chosen here once, by scorer.load_scorer; nothing below asks which.
 
-The master loads but never predicts: a prediction may start native thread pools (OpenMP in
-LightGBM, XGBoost, scikit-learn's HistGradientBoosting; MKL; torch), and libgomp's pool does not
-survive a fork: a worker forked after it blocks forever in its first parallel region. Each worker
-prepares itself after the fork, before it takes traffic (Scorer.prepare_worker: a model's warm-up
-on its input example, a script's init(), which Azure runs once per worker), and the last worker
+The master never predicts, and loads the model only where its flavor loads fork-safely
+(scorer.FORK_SAFE_LOADERS): a prediction, or a load (LightGBM and XGBoost parse with OpenMP), may
+start native thread pools, and libgomp's pool does not survive a fork: a worker forked after it
+blocks forever in its first parallel region. Each worker prepares itself after the fork, before
+it takes traffic (Scorer.prepare_worker: the model's load where the master did not, its warm-up on
+its input example; a script's init(), which Azure runs once per worker), and the last worker
 through writes the ready file the control plane waits on; a model or script that fails to load,
 or a script whose init() fails, is reported there instead.
 """

@@ -30,22 +30,17 @@ _HANGS_AFTER_FORK = (
     "ServerFailed ('was not ready', with no reason) at the start timeout")
 #: A list of strings for a one-column signature (what MLflow infers from a text model's example).
 _TEXT_LIST_REJECTED = (
-    "mlflow_deploy/scoring/schema.py _enforce_columns takes a list in input_data as rows of the "
-    "signature's columns, so the model's own input example, a list of strings for one unnamed "
-    "string column (MLflow's /invocations 'inputs' form too), is answered 400 'input_data is a "
-    "list of rows'; the deployment was created all the same (the warm-up's 400 only goes to the "
-    "log)")
+    "a column signature takes Azure's split orientation; the model's own input example is a list "
+    "of strings (MLflow's /invocations 'inputs' form), which Azure's server rejects too, so the "
+    "start-up self-test gets 400 'input_data is a list of rows' and create_deployment fails, "
+    "saying so: the deployment fails at create, never at its first request")
 #: name -> (the exception the test fails with, why), until the product changes.
 KNOWN_FAILURES = {
-    "xgboost": ("ServerFailed", _HANGS_AFTER_FORK.format(
-        "XGBoost", "libgomp's thread pool", "CPUPredictor::InplacePredict")),
-    "lightgbm": ("ServerFailed", _HANGS_AFTER_FORK.format(
-        "LightGBM", "libgomp's thread pool", "LightGBM::Booster::Predict")),
     "tensorflow": ("ServerFailed", _HANGS_AFTER_FORK.format(
         "Keras (TensorFlow)", "TensorFlow's thread pools",
         "ProcessFunctionLibraryRuntime::RunSync waits on a notification")),
-    "pyfunc-text": ("AssertionError", _TEXT_LIST_REJECTED),
-    "transformers": ("AssertionError", _TEXT_LIST_REJECTED + "; the rows form [[text], ...] "
+    "pyfunc-text": ("ServerFailed", _TEXT_LIST_REJECTED),
+    "transformers": ("ServerFailed", _TEXT_LIST_REJECTED + "; the rows form [[text], ...] "
                      "reaches the pipeline as a column named None and fails with a 500 (mlflow: "
                      "'Text Classification pipelines may only define dictionary inputs')"),
 }

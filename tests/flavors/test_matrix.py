@@ -8,7 +8,7 @@ import requests
 
 from example_models.flavors import SUITE
 from mlflow_deploy import online
-from tests.flavors.conftest import (KNOWN_FAILURES, as_json, in_process, matrix_case,
+from tests.flavors.conftest import (as_json, in_process, matrix_case,
                                     serve_and_compare)
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,6 @@ def test_the_matrix_shares_one_environment(matrix_model, deploy_home):
     assert first["environment"]["key"] == second["environment"]["key"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_FAILURES["pyfunc-text"][1])
 def test_a_model_that_cannot_score_its_own_example_fails_at_create(matrix_model, deploy_home):
     """A deployment that cannot serve must fail when it is created, saying why, never at its
     first request: either the text model serves its own input example, or create_deployment

@@ -15,19 +15,18 @@ from mlflow_deploy.errors import ServerFailed
 pytestmark = pytest.mark.slow
 
 FORK_SHY = textwrap.dedent('''
-    import os
+    import sys
 
     import mlflow.models
     import mlflow.pyfunc
 
-    LOADED_IN = os.getpid()
-
 
     class ForkShy(mlflow.pyfunc.PythonModel):
-        """Predicts in the process that loaded it; fails in any other (a forked worker)."""
+        """Predicts in a plain process; fails in a server's forked worker (as a library that is
+        not fork-safe does: the worker is a fork of gunicorn's master)."""
 
         def predict(self, context, model_input, params=None):
-            if os.getpid() != LOADED_IN:
+            if "gunicorn" in sys.modules:
                 raise RuntimeError("this library does not work after a fork")
             return [1.0] * len(model_input)
 

@@ -84,23 +84,21 @@ def save_dict_output(path):
     return save(path, DictOfArrays(), signature, pd.DataFrame({"x": [1.0, 2.5]}))
 
 
-# Models from code (a .py file that calls mlflow.models.set_model): loaded afresh from that file
-# wherever they are loaded, so the module-level pid is the loading process's own.
+# Models from code (a .py file that calls mlflow.models.set_model).
 FORK_SHY_ERROR = "this library does not work after a fork"
 FORK_SHY = '''
-import os
+import sys
 
 import mlflow.models
 import mlflow.pyfunc
 
-LOADED_IN = os.getpid()
-
 
 class ForkShy(mlflow.pyfunc.PythonModel):
-    """Predicts in the process that loaded it; fails in any other (a forked worker)."""
+    """Predicts in a plain process; fails in a server's forked worker (as a library that is not
+    fork-safe does: the worker is a fork of gunicorn's master)."""
 
     def predict(self, context, model_input, params=None):
-        if os.getpid() != LOADED_IN:
+        if "gunicorn" in sys.modules:
             raise RuntimeError("{}")
         return [1.0] * len(model_input)
 
