@@ -41,10 +41,7 @@ class DeploymentSettings:
 
     @property
     def scoring_options(self) -> ScoringOptions:
-        return ScoringOptions(validation=self.validation,
-                              request_timeout_ms=self.request_timeout_ms,
-                              max_request_mb=self.max_request_mb,
-                              error_details=self.error_details, workers=self.instance_count)
+        return ScoringOptions.taken_from(self, workers=self.instance_count)
 
 
 SETTING_HELP = {

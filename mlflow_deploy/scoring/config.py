@@ -59,10 +59,7 @@ class ServerConfig:
 
     @property
     def options(self) -> ScoringOptions:
-        return ScoringOptions(validation=self.validation,
-                              request_timeout_ms=self.request_timeout_ms,
-                              max_request_mb=self.max_request_mb,
-                              error_details=self.error_details, workers=self.workers)
+        return ScoringOptions.taken_from(self)
 
     @property
     def port(self) -> int:

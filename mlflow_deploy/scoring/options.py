@@ -6,7 +6,7 @@ Azure's own defaults are kept: a 5000 ms scoring timeout (request_settings.reque
 a 100 MiB body (its front proxy's limit), one worker (azmlinfsrv's WORKER_COUNT).
 """
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Dict
 
 __all__ = ["Validation", "MODES", "ScoringOptions", "DEFAULTS"]
@@ -44,6 +44,14 @@ class ScoringOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validation", Validation.parse(self.validation))
+
+    @classmethod
+    def taken_from(cls, source: Any, **overrides: Any) -> "ScoringOptions":
+        """The options ``source`` has attributes of the same names for (a server config, a
+        deployment's settings), then ``overrides``."""
+        values = {f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)}
+        values.update(overrides)
+        return cls(**values)
 
     @property
     def max_request_bytes(self) -> int:

@@ -272,7 +272,7 @@ def score(model_uri: str, payload: Payload, *, params: Optional[Dict[str, Any]] 
         return _score_served(model_uri, raw, mode, error_details)
     predictor = load_predictor(model_uri)
     request_id = str(uuid.uuid4())
-    logger = logging.getLogger(pipeline.__name__)
+    logger = logging.getLogger(pipeline.log.name)
     collect = _Collect()
     logger.addHandler(collect)
     try:

@@ -171,7 +171,7 @@ def result_of(proc, timeout=300):
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
-# --- offline packages and the `env` CLI (test_package.py, test_env_commands.py) ----------------
+# --- offline packages and the `env` CLI (test_package.py, tests/cli/test_env.py) ----------------
 
 def make_sdist(folder: Path, name: str, version: str, broken: bool = False,
                setup_py: str = None) -> Path:
