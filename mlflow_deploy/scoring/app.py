@@ -175,7 +175,9 @@ def score_request(request_id: str) -> ScoreRequest:
     """Flask's current request as the scorer's transport-neutral one (the body is read here,
     inside the deadline: a body over the limit is the server's 413)."""
     return ScoreRequest(body=request.get_data(cache=True), content_type=request.content_type,
-                        method=request.method, args=request.args.to_dict(flat=False),
+                        method=request.method,
+                        # the query string carries a GET's input; a POST's is never read
+                        args=request.args.to_dict(flat=False) if request.method != "POST" else {},
                         headers=request.headers, request_id=request_id, native=request)
 
 

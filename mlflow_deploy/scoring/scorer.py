@@ -83,6 +83,9 @@ class ModelScorer(Scorer):
         self._predictor = predictor  # None: loaded by prepare_worker (or on first use)
         self.model_dir = model_dir or getattr(predictor, "model_dir", None)
         self.options = options
+        # what every request passes to the pipeline: made once, not per request
+        self._pipeline_options = {"validation": options.validation.value,
+                                  "error_details": options.error_details}
 
     @classmethod
     def load(cls, model_dir: str, options: ScoringOptions = DEFAULTS,
@@ -136,22 +139,22 @@ class ModelScorer(Scorer):
     def score(self, request: ScoreRequest) -> Result:
         if request.method == "POST":
             return pipeline.score(request.body, request.content_type, self.predictor,
-                                  request_id=request.request_id, **self._options())
+                                  request_id=request.request_id, **self._pipeline_options)
         try:
             parsed = payload.parse_azure_query(request.arg("input_data") or "null")
         except ScoringError as exc:
             return pipeline.error_result(exc)
         return pipeline.score_parsed(parsed, self.predictor, request_id=request.request_id,
-                                     **self._options())
+                                     **self._pipeline_options)
 
     def invocations(self, request: ScoreRequest) -> Result:
         return pipeline.invocations(request.body, request.content_type, self.predictor,
-                                    request_id=request.request_id, **self._options())
+                                    request_id=request.request_id, **self._pipeline_options)
 
     def predict_parsed(self, parsed: payload.ParsedInput, request_id: str = "") -> Tuple[Any, Any]:
         """Enforce and predict without rendering (batch files keep predictions as objects)."""
         return pipeline.predict_parsed(parsed, self.predictor, request_id=request_id,
-                                       **self._options())
+                                       **self._pipeline_options)
 
     def swagger(self, version: str, title: str) -> Result:
         from .swagger import build_swagger  # mlflow.types: loaded on first use
@@ -167,10 +170,6 @@ class ModelScorer(Scorer):
 
     def describe(self) -> Dict[str, Any]:
         return pipeline.describe(self.predictor)
-
-    def _options(self) -> Dict[str, Any]:
-        return {"validation": self.options.validation.value,
-                "error_details": self.options.error_details}
 
 
 @contextmanager
