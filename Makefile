@@ -11,6 +11,14 @@ export MLFLOW_ARTIFACT_ROOT ?= $(CURDIR)/.mlflow/artifacts
 export MLFLOW_DEPLOY_HOME ?= $(CURDIR)/.mlflow-deploy
 export PATH := $(VENV)/bin:$(PATH)
 
+# Setup and every environment the demo and the suite resolve see the package indexes as they were
+# on this date, so a release published upstream tomorrow cannot break a fresh machine (the suite
+# pins the same date in tests/conftest.py; tests/test_setup.py checks they agree). Move both
+# together, after `make test` passes with the new date.
+RESOLVED_AS_OF := 2026-11-25T00:00:00Z
+UV_VERSION := 0.13.9
+export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
+
 .PHONY: setup demo test test-flavors example-models bench bench-envs clean
 
 setup: $(VENV)/.installed
@@ -21,8 +29,9 @@ setup: $(VENV)/.installed
 # start, measured: bench/RESULTS.md)
 $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q uv
-	$(VENV)/bin/uv pip install -q --compile-bytecode -p $(PY) -e '.[dev]' \
+	$(PY) -m pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install -q --compile-bytecode --exclude-newer $(RESOLVED_AS_OF) -p $(PY) \
+		-e '.[dev]' \
 		-e plugins/mlflow-azureml-local
 	touch $@
 
@@ -42,7 +51,8 @@ test: setup
 # this machine's disk, where pip looks and uv does not (uv would fetch a CUDA build of several GB).
 test-flavors: setup
 	test -x .venv-flavors/bin/python || $(PYTHON) -m venv .venv-flavors
-	$(VENV)/bin/uv pip install -q --compile-bytecode -p .venv-flavors/bin/python -e '.[dev]' \
+	$(VENV)/bin/uv pip install -q --compile-bytecode --exclude-newer $(RESOLVED_AS_OF) \
+		-p .venv-flavors/bin/python -e '.[dev]' \
 		-e plugins/mlflow-azureml-local
 	.venv-flavors/bin/python -m pip install -q torch==2.13.0 tensorflow-cpu==2.21.0 \
 		transformers==5.24.0

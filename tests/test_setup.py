@@ -37,3 +37,15 @@ def test_make_setup_needs_nothing_but_python3_on_path(tmp_path):
     version = subprocess.run([str(venv / "bin" / "mlflow-deploy"), "--help"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert version.returncode == 0, version.stdout.decode(errors="replace")
+
+
+def test_setup_and_suite_resolve_as_of_the_same_date():
+    """`make setup` installs the dev tools as of the date the suite resolves model envs at: with
+    two dates, a release between them could pass here and break a fresh machine, or the reverse."""
+    import re
+
+    from tests.conftest import EXCLUDE_NEWER
+
+    with open(os.path.join(ROOT, "Makefile")) as makefile:
+        dates = re.findall(r"^RESOLVED_AS_OF := (\S+)$", makefile.read(), re.M)
+    assert dates == [EXCLUDE_NEWER]
