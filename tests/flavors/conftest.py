@@ -18,16 +18,6 @@ from tests.online.fixtures import private_home
 #: `make test-flavors` sets it: the heavy flavors (PyTorch, TensorFlow, transformers) run only then.
 HEAVY_ENV = "MLFLOW_DEPLOY_TEST_FLAVORS"
 
-#: The gunicorn master loads the model, then forks its workers, which score the input example
-#: before they take traffic. Loading these models starts a native thread pool in the master
-#: (mlflow.pyfunc.load_model; importing the library alone does not), and the pool does not
-#: survive a fork: the worker's first parallel region blocks forever, so the deployment never
-#: becomes ready and create_deployment fails at its start timeout with "was not ready".
-_HANGS_AFTER_FORK = (
-    "mlflow_deploy/scoring/wsgi.py loads the model in the gunicorn master and forks the workers; "
-    "loading a {} model starts {}, which does not survive the fork: the worker's warm-up predict "
-    "blocks forever ({}), so the server is never ready and create_deployment raises "
-    "ServerFailed ('was not ready', with no reason) at the start timeout")
 #: A list of strings for a one-column signature (what MLflow infers from a text model's example).
 _TEXT_LIST_REJECTED = (
     "a column signature takes Azure's split orientation; the model's own input example is a list "
@@ -36,9 +26,6 @@ _TEXT_LIST_REJECTED = (
     "saying so: the deployment fails at create, never at its first request")
 #: name -> (the exception the test fails with, why), until the product changes.
 KNOWN_FAILURES = {
-    "tensorflow": ("ServerFailed", _HANGS_AFTER_FORK.format(
-        "Keras (TensorFlow)", "TensorFlow's thread pools",
-        "ProcessFunctionLibraryRuntime::RunSync waits on a notification")),
     "pyfunc-text": ("ServerFailed", _TEXT_LIST_REJECTED),
     "transformers": ("ServerFailed", _TEXT_LIST_REJECTED + "; the rows form [[text], ...] "
                      "reaches the pipeline as a column named None and fails with a 500 (mlflow: "
