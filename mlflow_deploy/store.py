@@ -7,6 +7,10 @@ Layout::
       lock                          flock'ed while the state changes (one writer at a time)
       locks/<table>/<name>          flock'ed while a command works on that row (Store.lock_row)
       logs/
+      endpoints/<name>/             owner-only (0700)
+        keys.json                   the endpoint's two keys (0600)
+        gateway.json                the gateway's routing table (online.routes.GatewayConfig)
+        gateway.log  admin.sock
       deployments/<name>/
         server.json                 the scoring server's ServerConfig (re-read on a USR2 re-exec)
         model/<revision>/           the model files each revision serves
@@ -73,10 +77,14 @@ def home_dir() -> Path:
 @dataclass
 class Endpoint:
     name: str
-    auth_mode: str = "none"
+    auth_mode: str = "key"  # Azure's default; "none" for local experiments
     description: Optional[str] = None
     traffic: Dict[str, int] = field(default_factory=dict)
+    mirror_traffic: Dict[str, int] = field(default_factory=dict)
     auto_created: bool = False  # made by create_deployment: removed with its last deployment
+    port: Optional[int] = None  # the gateway's, kept across restarts (the URL stays the same)
+    pid: Optional[int] = None  # the gateway process
+    host: str = "127.0.0.1"
     created: float = 0.0
     updated: float = 0.0
 
@@ -260,9 +268,19 @@ def _to_version_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE deployments ADD COLUMN self_test TEXT NOT NULL DEFAULT '{}'")
 
 
+def _to_version_3(conn: sqlite3.Connection) -> None:
+    """Endpoints get a gateway of their own: its port, process and bind address, and mirrored
+    traffic. Endpoints made before had no auth; they keep none."""
+    conn.execute("ALTER TABLE endpoints ADD COLUMN mirror_traffic TEXT NOT NULL DEFAULT '{}'")
+    conn.execute("ALTER TABLE endpoints ADD COLUMN port INTEGER")
+    conn.execute("ALTER TABLE endpoints ADD COLUMN pid INTEGER")
+    conn.execute("ALTER TABLE endpoints ADD COLUMN host TEXT NOT NULL DEFAULT '127.0.0.1'")
+
+
 #: MIGRATIONS[n] brings a store at schema version n to n + 1, inside the transaction that then
 #: sets the new version. Append only: stores out there were made by the released ones.
-MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (_to_version_1, _to_version_2)
+MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_version_1, _to_version_2, _to_version_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -284,6 +302,13 @@ class Store:
 
     def deployment_dir(self, name: str) -> Path:
         return self.home / "deployments" / name
+
+    def endpoint_dir(self, name: str) -> Path:
+        """Owner-only: it holds the endpoint's keys and its gateway's admin socket."""
+        path = self.home / "endpoints" / name
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+        return path
 
     # connections and transactions
 

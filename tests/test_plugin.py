@@ -114,7 +114,8 @@ def test_get_deploy_client_end_to_end(deploy_home, example_models):
     plain = client.predict("mixed", frame)["predictions"]
     scaled = client.predict("mixed", frame, params={"scale": 2.0, "suffix": "!"})["predictions"]
     assert plain == [{"total": 3.0, "label": "pen"}] and scaled == [{"total": 6.0, "label": "pen!"}]
-    with pytest.raises(PredictionFailed, match="^400: .*'scale'") as caught:
+    inner_400 = r"^424 \(the deployment answered 400\): .*'scale'"  # the endpoint wraps it
+    with pytest.raises(PredictionFailed, match=inner_400) as caught:
         client.predict("mixed", frame, params={"scale": "big"})
     assert "big" not in str(caught.value)
     with_params = pd.read_json(
@@ -130,7 +131,9 @@ def test_get_deploy_client_end_to_end(deploy_home, example_models):
     assert sorted(d["name"] for d in client.list_deployments()) == ["iris", "mixed", "tokens"]
     assert [d["name"] for d in client.list_deployments(endpoint="text")] == ["tokens"]
     assert client.get_deployment("tokens", endpoint="text")["scoring_uri"] == tokens["scoring_uri"]
-    assert client.get_endpoint("text")["scoring_uri"] == tokens["scoring_uri"]
+    endpoint = client.get_endpoint("text")
+    assert endpoint["scoring_uri"] != tokens["scoring_uri"]  # the gateway, not the server
+    assert "primaryKey" not in str(endpoint) and endpoint["auth_mode"] == "key"
     assert sorted(e["name"] for e in client.list_endpoints()) == ["iris", "mixed", "text"]
 
     updated = client.update_deployment("iris", config={"instance_count": "2"})
@@ -186,7 +189,8 @@ def test_mlflow_cli_end_to_end(deploy_home, example_models, tmp_path):
         "predict", *target, "--name", "blue", "--input-path", str(bad), check=False
     )
     assert rejected.returncode != 0 and "Traceback" not in rejected.stderr
-    assert rejected.stderr.strip().splitlines()[-1].startswith("Error: 400: ")
+    assert rejected.stderr.strip().splitlines()[-1].startswith(
+        "Error: 424 (the deployment answered 400): ")
 
     updated = mlflow_cli("update", *target, "--name", "blue", "-C", "instance_count=1")
     assert "Deployment blue is updated (with flavor python_function)" in updated.stdout

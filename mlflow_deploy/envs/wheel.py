@@ -45,7 +45,7 @@ _RUNTIME = ("mlflow_deploy/__init__.py", "mlflow_deploy/scoring")
 #: costs 40% more CPU with the json module)
 MODEL_ENV_EXTRAS = ("fast",)
 #: dependencies of the control plane that a model env never needs
-CONTROL_PLANE_ONLY = {"uv"}
+CONTROL_PLANE_ONLY = {"uv", "aiohttp", "uvloop"}
 _NOT_SOURCES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "build", "*.egg-info")
 
 

@@ -27,10 +27,15 @@ from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
     endpoint_or_create,
+    endpoint_uri,
+    gateway_alive,
+    keys_path,
     remove_from_endpoint,
     scoring_uri_of,
-    traffic_target,
+    stop_gateway,
+    sync_gateway,
 )
+from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, Keys
 from mlflow_deploy.online.invoke import score, to_payload
 from mlflow_deploy.online.names import check_name
 from mlflow_deploy.online.revision import (
@@ -159,14 +164,17 @@ def create_deployment(
     store: Optional[Store] = None,
 ) -> Dict[str, Any]:
     """Resolve the model, build its environment, start its server, wait until it serves, then
-    record it. A deployment without an endpoint gets an endpoint of its own name; the first
-    deployment of an endpoint takes its traffic. A server that starts but fails (the model or a
+    record it. A deployment without an endpoint gets an endpoint of its own name and all its
+    traffic; a new deployment of an existing endpoint gets none unless config ``all_traffic``
+    is true (Azure's rule). A server that starts but fails (the model or a
     scoring script's init() raises) leaves the deployment recorded as Failed, with no traffic and
     its log in place, as Azure does; any earlier failure leaves nothing."""
     store = store or Store()
     check_name(name, "deployment name (--name)")
     endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
     flavor = check_flavor(flavor)
+    config = dict(config or {})
+    all_traffic = _all_traffic(config.pop("all_traffic", False))
     settings = parse_settings(config)
     with store.lock_row(DEPLOYMENTS, name):
         _check_new(store, name, settings)  # before a build: the same checks as under the lock
@@ -209,7 +217,7 @@ def create_deployment(
                     recorded = True
                     raise
                 deployment.state = "Succeeded"
-                _record(store, deployment)
+                _record(store, deployment, all_traffic)
                 recorded = True
         except BaseException:
             if not recorded:
@@ -218,18 +226,30 @@ def create_deployment(
     return describe(deployment, store)
 
 
-def _record(store: Store, deployment: Deployment) -> None:
+def _all_traffic(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise InvalidParameter("Config 'all_traffic' must be true or false.")
+
+
+def _record(store: Store, deployment: Deployment, all_traffic: bool = False) -> None:
     """Add the row and its place in the endpoint (a Failed deployment gets no traffic), as one
-    transaction: all of it is recorded, or none."""
+    transaction: all of it is recorded, or none; then the endpoint's gateway routes by it."""
     with store.transaction():
         endpoint_or_create(store, deployment.endpoint)
         store.add_deployment(deployment)
         if deployment.state == "Succeeded":
-            add_to_endpoint(store, deployment.endpoint, deployment.name)
+            add_to_endpoint(store, deployment.endpoint, deployment.name, all_traffic)
         else:
             endpoint = store.get_endpoint(deployment.endpoint)
             endpoint.traffic[deployment.name] = 0
             store.save_endpoint(endpoint)
+    sync_gateway(store, deployment.endpoint)
 
 
 def _forget(deployment_dir: Path, deployment: Optional[Deployment]) -> None:
@@ -300,8 +320,9 @@ def update_deployment(
                 deployment.state, deployment.error = "Succeeded", None
                 with store.transaction():
                     store.save_deployment(deployment)
-                    if traffic_target(store.get_endpoint(deployment.endpoint)) is None:
-                        add_to_endpoint(store, deployment.endpoint, name)  # a Failed one, fixed
+                    # a Failed first deployment of an implicit endpoint, fixed, takes its traffic
+                    add_to_endpoint(store, deployment.endpoint, name)
+                sync_gateway(store, deployment.endpoint)
         except BaseException:
             if not started:
                 old_config.write(str(config_path))
@@ -359,24 +380,45 @@ def delete_deployment(
     endpoint: Optional[str] = None,
     store: Optional[Store] = None,
 ) -> None:
-    """Stop the server (graceful, then forced), remove its files and its row. If it held its
-    endpoint's traffic, the traffic moves to the endpoint's oldest other deployment; an endpoint
-    that create_deployment made implicitly goes with its last deployment."""
+    """Take the deployment out of its endpoint's routing, stop its server (it finishes what it
+    was given), remove its files and its row. Refused while it holds traffic another deployment
+    could take (move the traffic first, as on Azure); an endpoint that create_deployment made
+    implicitly goes with its last deployment. Deleting a deployment that does not exist is not
+    an error (MLflow's BaseDeploymentClient contract)."""
     store = store or Store()
     if config:
         raise InvalidParameter("delete takes no config keys (-C).")
-    _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
+    if _find_in_endpoint(store, name, endpoint) is None:
+        return
     with store.lock_row(DEPLOYMENTS, name):
-        deployment = _get_in_endpoint(store, name, endpoint)
-        deployment.state = "Deleting"
-        store.save_deployment(deployment)
+        deployment = _find_in_endpoint(store, name, endpoint)
+        if deployment is None:
+            return
+        with store.lock():
+            owner = store.find_endpoint(deployment.endpoint)
+            others = [d for d in store.list_deployments(deployment.endpoint) if d.name != name]
+            if owner is not None and owner.traffic.get(name, 0) > 0 and others:
+                raise InvalidState(
+                    "The deployment still takes part of its endpoint's traffic: give its share "
+                    "to the other deployments first (online-endpoint update --traffic)."
+                )
+            deployment.state = "Deleting"
+            store.save_deployment(deployment)
+            sync_gateway(store, deployment.endpoint)  # no new request reaches it from now on
         config_path = deployment.server_config_path
         for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
             supervisor.stop(pid, config_path=config_path)
         shutil.rmtree(deployment.dir, ignore_errors=True)
-        with store.lock(), store.transaction():
-            store.remove_deployment(name)
-            remove_from_endpoint(store, deployment.endpoint, name)
+        with store.lock():
+            owner = store.find_endpoint(deployment.endpoint)
+            with store.transaction():
+                store.remove_deployment(name)
+                remove_from_endpoint(store, deployment.endpoint, name)
+            if store.find_endpoint(deployment.endpoint) is not None:
+                sync_gateway(store, deployment.endpoint)
+            elif owner is not None:  # an implicit endpoint, gone with its last deployment
+                stop_gateway(store, owner)
+                shutil.rmtree(store.endpoint_dir(owner.name), ignore_errors=True)
 
 
 def list_deployments(
@@ -402,27 +444,37 @@ def predict(
     params: Optional[Mapping[str, Any]] = None,
     store: Optional[Store] = None,
 ) -> Any:
-    """Score ``inputs`` on a deployment, or on the deployment holding an endpoint's traffic;
-    return the server's decoded answer."""
+    """Score ``inputs`` through the endpoint's gateway, as a client of the endpoint would (its
+    key sent for the user): on the named deployment (Azure's ``azureml-model-deployment``
+    header), else where the endpoint's traffic sends it. Returns the server's decoded answer."""
     store = store or Store()
     if deployment_name is None and endpoint is None:
         raise InvalidParameter("Name a deployment (--name) or an endpoint (--endpoint).")
+    headers = {}
     if deployment_name is not None:
         deployment = _get_in_endpoint(store, deployment_name, endpoint)
+        state = runtime_state(deployment)
+        if state != "Running":
+            raise ServerFailed(
+                f"The deployment's server is not running (state {state}); "
+                "update the deployment to restart it, or see its log."
+            )
+        headers[DEPLOYMENT_HEADER] = deployment.name
+        owner = store.get_endpoint(deployment.endpoint)
+        timeout_ms = DeploymentSettings(**deployment.config).request_timeout_ms
     else:
-        target = traffic_target(store.get_endpoint(endpoint))
-        if target is None:
+        owner = store.get_endpoint(endpoint)
+        if not any(share > 0 for share in owner.traffic.values()):
             raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
-        deployment = store.get_deployment(target)
-    state = runtime_state(deployment)
-    if state != "Running":
-        raise ServerFailed(
-            f"The deployment's server is not running (state {state}); "
-            "update the deployment to restart it, or see its log."
-        )
+        timeout_ms = max(DeploymentSettings(**d.config).request_timeout_ms
+                         for d in store.list_deployments(owner.name))
+    if not gateway_alive(store, owner):
+        raise ServerFailed("The endpoint's gateway is not running; start it with "
+                           "`mlflow-deploy online-endpoint start --name` and the endpoint.")
+    if owner.auth_mode == "key":
+        headers["Authorization"] = "Bearer " + Keys.read(keys_path(store, owner.name)).primary
     payload = to_payload(inputs, params)
-    timeout_s = DeploymentSettings(**deployment.config).scoring_options.timeout_s + 30
-    return score(scoring_uri_of(deployment), payload, timeout_s)
+    return score(endpoint_uri(owner), payload, timeout_ms / 1000.0 + 30, headers)
 
 
 def environments_in_use(store: Optional[Store] = None) -> Dict[str, List[str]]:
@@ -471,6 +523,13 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "config": dict(deployment.config),
         "error": deployment.error,
     }
+
+
+def _find_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Optional[Deployment]:
+    deployment = store.find_deployment(name)
+    if deployment is None or (endpoint is not None and deployment.endpoint != endpoint):
+        return None
+    return deployment
 
 
 def _get_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Deployment:

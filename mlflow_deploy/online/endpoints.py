@@ -1,19 +1,32 @@
-"""Online endpoints: a name in front of one or more deployments.
+"""Online endpoints: one URL (the endpoint's gateway) in front of one or more deployments.
 
-Before the gateway exists an endpoint has no server of its own: its scoring URI is the
-server of the deployment holding its traffic, ``auth_mode`` is ``none``, and traffic goes 100 % to
-one deployment (``-C traffic=blue=100`` moves it). Deleting an endpoint deletes its deployments,
-as ``az ml online-endpoint delete`` does.
+An endpoint is its row (traffic, mirrored traffic, auth mode, the gateway's port), its keys
+(owner-only, beside the gateway's routing table) and its gateway process (``gateway.py``), which
+every change brings in line with the row (``traffic.sync_gateway``). Deleting an endpoint deletes
+its deployments, as ``az ml online-endpoint delete`` does.
 """
 
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
-from mlflow_deploy.errors import InvalidParameter
+from mlflow_deploy.errors import InvalidParameter, InvalidState
 from mlflow_deploy.online import deployments as _deployments
+from mlflow_deploy.online import gateways
 from mlflow_deploy.online.names import check_name
-from mlflow_deploy.online.traffic import scoring_uri_of, traffic_target
-from mlflow_deploy.store import Endpoint, Store
+from mlflow_deploy.online.routes import Keys
+from mlflow_deploy.online.traffic import (
+    check_mirror_traffic,
+    check_traffic,
+    endpoint_uri,
+    gateway_alive,
+    gateway_config,
+    keys_path,
+    new_key,
+    stop_gateway,
+    sync_gateway,
+    write_new_keys,
+)
+from mlflow_deploy.store import ENDPOINTS, Endpoint, Store
 
 __all__ = [
     "create_endpoint",
@@ -21,10 +34,16 @@ __all__ = [
     "delete_endpoint",
     "list_endpoints",
     "get_endpoint",
+    "start_endpoint",
+    "get_credentials",
+    "regenerate_keys",
+    "mirror_report",
     "parse_traffic",
 ]
 
-ENDPOINT_KEYS = ("auth_mode", "description", "traffic")
+AUTH_MODES = ("key", "none")
+CREATE_KEYS = ("auth_mode", "description", "host", "port")
+UPDATE_KEYS = ("auth_mode", "description", "traffic", "mirror_traffic")
 
 
 def _check_keys(config: Mapping[str, Any], allowed) -> None:
@@ -37,16 +56,35 @@ def _check_keys(config: Mapping[str, Any], allowed) -> None:
 
 def _auth_mode(value: Any) -> str:
     text = str(value).strip().lower()
-    if text == "none":
+    if text in AUTH_MODES:
         return text
-    if text in ("key", "aml_token", "aad_token"):
-        raise InvalidParameter(
-            "Config 'auth_mode': only 'none' is available yet; key auth comes with the gateway."
-        )
-    raise InvalidParameter("Config 'auth_mode' must be 'none' or 'key'.")
+    if text in ("aml_token", "aad_token"):
+        raise InvalidParameter("Config 'auth_mode': tokens need Azure; use 'key' or 'none' here.")
+    raise InvalidParameter("Config 'auth_mode' must be 'key' or 'none'.")
 
 
-def parse_traffic(value: Any) -> Dict[str, int]:
+def _host(value: Any, auth_mode: str) -> str:
+    """127.0.0.1 unless asked: an endpoint reachable from other machines must check a key."""
+    text = str(value).strip()
+    if text not in ("127.0.0.1", "localhost") and auth_mode != "key":
+        raise InvalidParameter("Config 'host': an endpoint bound beyond 127.0.0.1 needs "
+                               "auth_mode 'key'.")
+    return "127.0.0.1" if text == "localhost" else text
+
+
+def _port(value: Any) -> Optional[int]:
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    try:
+        port = int(str(value).strip())
+    except ValueError:
+        raise InvalidParameter("Config 'port' must be an integer.") from None
+    if not 1024 <= port <= 65535:
+        raise InvalidParameter("Config 'port' must be between 1024 and 65535.")
+    return port
+
+
+def parse_traffic(value: Any, key: str = "traffic") -> Dict[str, int]:
     """``{"blue": 100}``, a JSON object, or Azure CLI's ``"blue=90 green=10"`` (or with commas)."""
     if isinstance(value, Mapping):
         pairs = list(value.items())
@@ -56,16 +94,16 @@ def parse_traffic(value: Any) -> Dict[str, int]:
             try:
                 parsed = json.loads(text)
             except ValueError:
-                raise InvalidParameter("Config 'traffic' is not valid JSON.") from None
+                raise InvalidParameter(f"Config '{key}' is not valid JSON.") from None
             if not isinstance(parsed, dict):
-                raise InvalidParameter("Config 'traffic' must map deployment names to percents.")
+                raise InvalidParameter(f"Config '{key}' must map deployment names to percents.")
             pairs = list(parsed.items())
         else:
             pairs = []
             for item in text.replace(",", " ").split():
                 name, sep, share = item.partition("=")
                 if not sep:
-                    raise InvalidParameter("Config 'traffic' must look like 'blue=90 green=10'.")
+                    raise InvalidParameter(f"Config '{key}' must look like 'blue=90 green=10'.")
                 pairs.append((name, share))
     traffic: Dict[str, int] = {}
     for name, share in pairs:
@@ -73,10 +111,10 @@ def parse_traffic(value: Any) -> Dict[str, int]:
             number = int(str(share).strip()) if not isinstance(share, int) else share
         except ValueError:
             raise InvalidParameter(
-                "Config 'traffic': each share must be a whole percent."
+                f"Config '{key}': each share must be a whole percent."
             ) from None
         if isinstance(share, bool) or not 0 <= number <= 100:
-            raise InvalidParameter("Config 'traffic': each share must be between 0 and 100.")
+            raise InvalidParameter(f"Config '{key}': each share must be between 0 and 100.")
         traffic[str(name)] = number
     return traffic
 
@@ -84,67 +122,142 @@ def parse_traffic(value: Any) -> Dict[str, int]:
 def create_endpoint(
     name: str, config: Optional[Mapping[str, Any]] = None, store: Optional[Store] = None
 ) -> Dict[str, Any]:
+    """Record the endpoint, write its keys and start its gateway; on failure nothing stays."""
     store = store or Store()
     check_name(name, "endpoint name (--endpoint)")
     config = dict(config or {})
-    _check_keys(config, ("auth_mode", "description"))
-    endpoint = Endpoint(
-        name=name,
-        auth_mode=_auth_mode(config.get("auth_mode", "none")),
-        description=config.get("description"),
-    )
-    with store.lock():
-        store.add_endpoint(endpoint)
-    return describe_endpoint(endpoint, store)
+    _check_keys(config, CREATE_KEYS)
+    auth_mode = _auth_mode(config.get("auth_mode", "key"))
+    host = _host(config.get("host", "127.0.0.1"), auth_mode)
+    port = _port(config.get("port"))
+    with store.lock_row(ENDPOINTS, name), store.lock():
+        store.add_endpoint(Endpoint(name=name, auth_mode=auth_mode, host=host, port=port,
+                                    description=config.get("description")))
+        try:
+            if auth_mode == "key":
+                write_new_keys(store, name)
+            sync_gateway(store, name)
+        except BaseException:
+            store.remove_endpoint(name)
+            _remove_files(store, name)
+            raise
+        return describe_endpoint(store.get_endpoint(name), store)
 
 
 def update_endpoint(
     endpoint: str, config: Optional[Mapping[str, Any]] = None, store: Optional[Store] = None
 ) -> Dict[str, Any]:
+    """Change auth, description, traffic or mirrored traffic; the gateway routes by the new
+    table when this returns. On failure the row and the gateway stay as they were."""
     store = store or Store()
     config = dict(config or {})
-    _check_keys(config, ENDPOINT_KEYS)
+    _check_keys(config, UPDATE_KEYS)
     with store.lock():
+        before = store.get_endpoint(endpoint)
         current = store.get_endpoint(endpoint)
+        names = [d.name for d in store.list_deployments(endpoint)]
         if "auth_mode" in config:
             current.auth_mode = _auth_mode(config["auth_mode"])
+            _host(current.host, current.auth_mode)
+            if current.auth_mode == "key" and not keys_path(store, endpoint).exists():
+                write_new_keys(store, endpoint)
         if "description" in config:
             current.description = config["description"]
+        if "mirror_traffic" in config:
+            current.mirror_traffic = check_mirror_traffic(
+                names, parse_traffic(config["mirror_traffic"], "mirror_traffic"))
         if "traffic" in config:
-            current.traffic = _checked_traffic(store, current, parse_traffic(config["traffic"]))
+            current.traffic = parse_traffic(config["traffic"])
+        current.traffic = check_traffic(names, current.traffic, current.mirror_traffic)
         current.auto_created = False  # the user manages it now: keep it after its deployments
         store.save_endpoint(current)
+        try:
+            sync_gateway(store, endpoint)
+        except BaseException:
+            store.save_endpoint(before)
+            raise
     return describe_endpoint(current, store)
 
 
-def _checked_traffic(store: Store, endpoint: Endpoint, traffic: Dict[str, int]) -> Dict[str, int]:
-    names = {d.name for d in store.list_deployments(endpoint.name)}
-    for name in traffic:
-        if name not in names:
-            raise InvalidParameter(
-                "Config 'traffic' names a deployment the endpoint does not have."
-            )
-    total = sum(traffic.values())
-    if total != (100 if names else 0):
-        raise InvalidParameter("Config 'traffic': the shares must add up to 100.")
-    if sum(1 for share in traffic.values() if share > 0) > 1:
-        raise InvalidParameter(
-            "Config 'traffic': splitting traffic between deployments comes with the gateway; "
-            "give one deployment 100."
-        )
-    full = {name: 0 for name in names}
-    full.update(traffic)
-    return full
-
-
 def delete_endpoint(endpoint: str, store: Optional[Store] = None) -> None:
-    """Delete the endpoint and every deployment behind it (stopping their servers)."""
+    """Delete the endpoint, its gateway and every deployment behind it. Deleting one that does
+    not exist is not an error (MLflow's BaseDeploymentClient contract)."""
     store = store or Store()
-    store.get_endpoint(endpoint)
+    current = store.find_endpoint(endpoint)
+    if current is None:
+        return
+    with store.lock():  # no traffic first, so deleting the deployments is never refused
+        current = store.get_endpoint(endpoint)
+        current.traffic = {name: 0 for name in current.traffic}
+        current.mirror_traffic = {}
+        store.save_endpoint(current)
     for deployment in store.list_deployments(endpoint):
         _deployments.delete_deployment(deployment.name, endpoint=endpoint, store=store)
     with store.lock():
-        store.remove_endpoint(endpoint)
+        current = store.find_endpoint(endpoint)
+        if current is not None:
+            stop_gateway(store, current)
+            store.remove_endpoint(endpoint)
+        _remove_files(store, endpoint)
+
+
+def _remove_files(store: Store, endpoint: str) -> None:
+    import shutil
+
+    shutil.rmtree(store.endpoint_dir(endpoint), ignore_errors=True)
+
+
+def start_endpoint(endpoint: str, store: Optional[Store] = None) -> Dict[str, Any]:
+    """After a reboot (every process gone): start the endpoint's deployments and its gateway
+    again, on the same URL, with the same keys and traffic."""
+    store = store or Store()
+    store.get_endpoint(endpoint)
+    for deployment in store.list_deployments(endpoint):
+        if _deployments.runtime_state(deployment) != "Running":
+            _deployments.update_deployment(deployment.name, endpoint=endpoint, store=store)
+    with store.lock():
+        sync_gateway(store, endpoint)
+        return describe_endpoint(store.get_endpoint(endpoint), store)
+
+
+def get_credentials(endpoint: str, store: Optional[Store] = None) -> Dict[str, str]:
+    store = store or Store()
+    current = store.get_endpoint(endpoint)
+    if current.auth_mode != "key":
+        raise InvalidState("The endpoint does not use keys (auth_mode none).")
+    keys = Keys.read(keys_path(store, endpoint))
+    return {"primaryKey": keys.primary, "secondaryKey": keys.secondary}
+
+
+def regenerate_keys(endpoint: str, key_type: str = "primary",
+                    store: Optional[Store] = None) -> None:
+    """A new primary or secondary key: the old one is refused as soon as this returns, while
+    the other key keeps working (rotate one key at a time without downtime)."""
+    store = store or Store()
+    if key_type not in ("primary", "secondary"):
+        raise InvalidParameter("--key-type must be 'primary' or 'secondary'.")
+    with store.lock():
+        current = store.get_endpoint(endpoint)
+        if current.auth_mode != "key":
+            raise InvalidState("The endpoint does not use keys (auth_mode none).")
+        path = keys_path(store, endpoint)
+        keys = Keys.read(path)
+        if key_type == "primary":
+            keys = Keys(primary=new_key(), secondary=keys.secondary)
+        else:
+            keys = Keys(primary=keys.primary, secondary=new_key())
+        keys.write(path)
+        sync_gateway(store, endpoint)
+
+
+def mirror_report(endpoint: str, rtol: Optional[float] = None,
+                  store: Optional[Store] = None) -> Dict[str, Any]:
+    """The gateway's running comparison of each mirrored deployment with the live answers."""
+    store = store or Store()
+    current = store.get_endpoint(endpoint)
+    if not gateway_alive(store, current):
+        raise InvalidState("The endpoint's gateway is not running (online-endpoint start).")
+    return gateways.mirror_report(gateway_config(store, current), rtol)
 
 
 def get_endpoint(endpoint: str, store: Optional[Store] = None) -> Dict[str, Any]:
@@ -158,15 +271,17 @@ def list_endpoints(store: Optional[Store] = None) -> List[Dict[str, Any]]:
 
 
 def describe_endpoint(endpoint: Endpoint, store: Store) -> Dict[str, Any]:
+    """What `show` prints: never the keys."""
     deployments = store.list_deployments(endpoint.name)
-    target = traffic_target(endpoint)
-    by_name = {d.name: d for d in deployments}
     return {
         "name": endpoint.name,
         "auth_mode": endpoint.auth_mode,
         "description": endpoint.description,
-        "scoring_uri": scoring_uri_of(by_name[target]) if target in by_name else None,
+        "scoring_uri": endpoint_uri(endpoint, "/score"),
+        "openapi_uri": endpoint_uri(endpoint, "/swagger.json"),
         "traffic": dict(endpoint.traffic),
+        "mirror_traffic": dict(endpoint.mirror_traffic),
         "deployments": [d.name for d in deployments],
         "provisioning_state": "Succeeded",
+        "state": "Running" if gateway_alive(store, endpoint) else "Stopped",
     }

@@ -8,6 +8,7 @@ import pandas as pd
 import requests
 
 from mlflow_deploy.errors import InvalidParameter, PredictionFailed
+from mlflow_deploy.online.routes import MODEL_ERROR_STATUS
 from mlflow_deploy.scoring.payload import dumps, to_azure_body
 
 __all__ = ["to_payload", "score"]
@@ -43,9 +44,11 @@ def to_payload(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str
     return to_azure_body(inputs, params)
 
 
-def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
+def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float,
+          headers: Optional[Dict[str, str]] = None) -> Any:
     """POST the payload; return the decoded answer, or raise PredictionFailed with the server's
-    own message (its body is ours, so it never echoes the payload)."""
+    own message (its body is ours, so it never echoes the payload). An endpoint wraps its
+    deployment's error in a 424 naming the inner status: the error shows both."""
     try:
         # the server's own serialiser: numpy, timestamps and bytes as Azure clients send them,
         # NaN and infinities as null
@@ -56,7 +59,7 @@ def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
         answer = requests.post(
             scoring_uri,
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
             timeout=timeout_s,
         )
     except requests.RequestException as exc:
@@ -68,6 +71,10 @@ def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float) -> Any:
             message = answer.json().get("message") or answer.text
         except (ValueError, AttributeError):
             message = answer.text
+        inner = answer.headers.get(MODEL_ERROR_STATUS)
+        if answer.status_code == 424 and inner:
+            raise PredictionFailed(
+                f"424 (the deployment answered {inner}): {message.strip()}", status=int(inner))
         raise PredictionFailed(
             f"{answer.status_code}: {message.strip()}", status=answer.status_code
         )

@@ -35,6 +35,9 @@ class DeploymentSettings:
     max_request_mb: float = DEFAULTS.max_request_mb
     error_details: bool = DEFAULTS.error_details
     port: Optional[int] = None  # None: pick a free one
+    # Azure's request_settings: the endpoint's gateway answers 429 past twice this many
+    # requests in flight per instance (Azure's default 1, kept: set it for loaded endpoints)
+    max_concurrent_requests_per_instance: int = 1
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -62,6 +65,8 @@ SETTING_HELP = {
     "max_request_mb": f"largest request body in MiB (default {DEFAULTS.max_request_mb:g})",
     "error_details": "true (default) or false: show the model's own error line in 400 answers",
     "port": "TCP port on 127.0.0.1 (default: a free one)",
+    "max_concurrent_requests_per_instance": "requests one instance takes at once; the "
+    "endpoint answers 429 past twice that (1-1000, default 1, as on Azure)",
 }
 
 
@@ -201,6 +206,8 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "max_request_mb": _max_request_mb,
     "error_details": _boolean("error_details"),
     "port": _integer("port", 1024, 65535),
+    "max_concurrent_requests_per_instance": _integer(
+        "max_concurrent_requests_per_instance", 1, 1000),
 }
 assert set(_PARSERS) == {f.name for f in fields(DeploymentSettings)}
 

@@ -33,6 +33,7 @@ __all__ = [
     "port_is_free",
     "wait_port_free",
     "start_server",
+    "adopt",
     "run_foreground",
     "wait_ready",
     "reexec",
@@ -125,8 +126,13 @@ def start_server(
             start_new_session=True,
             close_fds=True,
         )
-    _children[proc.pid] = proc
+    adopt(proc)
     return proc.pid
+
+
+def adopt(proc: subprocess.Popen) -> None:
+    """Keep a detached child this process started (a server, a gateway) so it is reaped."""
+    _children[proc.pid] = proc
 
 
 def clear_stale_pidfile(pidfile: Optional[str], config_path: os.PathLike) -> None:

@@ -39,7 +39,8 @@ def wait_no_servers(home: Path, timeout: float = 10.0) -> List[int]:
 
 @pytest.fixture
 def deploy_home(tmp_path, monkeypatch):
-    """A Store in a fresh MLFLOW_DEPLOY_HOME; every deployment is deleted afterwards."""
+    """A Store in a fresh MLFLOW_DEPLOY_HOME; every endpoint (its gateway) and deployment is
+    deleted afterwards."""
     yield from private_home(tmp_path, monkeypatch)
 
 
@@ -51,6 +52,11 @@ def private_home(tmp_path, monkeypatch):
     monkeypatch.setenv(HOME_ENV, str(home))
     store = Store(home)
     yield store
+    for endpoint in store.list_endpoints():
+        try:
+            online.delete_endpoint(endpoint.name, store=store)
+        except Exception:  # the test may have broken it on purpose; the sweep below ends it
+            pass
     for deployment in store.list_deployments():
         try:
             online.delete_deployment(deployment.name, store=store)

@@ -125,11 +125,13 @@ def test_two_creates_of_one_name_leave_one_deployment(deploy_home, example_model
     assert "--name" in str(lost[0])
     blue = online.get_deployment("blue")
     assert blue["state"] == "Running" and blue["pid"] == won[0]["pid"]
-    # the loser left nothing: one folder, one row, and only the winner's processes
+    # the loser left nothing: one folder, one row, and only the winner's processes (its server
+    # and its endpoint's gateway)
     assert [p.name for p in (deploy_home.home / "deployments").iterdir()] == ["blue"]
     assert [d.name for d in deploy_home.list_deployments()] == ["blue"]
     assert {processes.stat_field(pid, processes.PGRP) for pid in
-            server_pids_under(deploy_home.home)} == {blue["pid"]}
+            server_pids_under(deploy_home.home)} == {blue["pid"],
+                                                     deploy_home.get_endpoint("blue").pid}
 
 
 @pytest.mark.slow

@@ -67,9 +67,9 @@ def test_create_predict_list_delete(deploy_home, example_models):
     assert os.path.exists(created["log_path"]) and created["pid"]
 
     endpoint = online.get_endpoint("blue")
-    assert endpoint["scoring_uri"] == created["scoring_uri"] and endpoint["traffic"] == {
-        "blue": 100
-    }
+    assert endpoint["scoring_uri"].startswith("http://127.0.0.1:")
+    assert endpoint["scoring_uri"] != created["scoring_uri"]  # the gateway, not the server
+    assert endpoint["traffic"] == {"blue": 100} and endpoint["auth_mode"] == "key"
 
     by_dict = online.predict("blue", SPLIT)
     by_frame = online.predict("blue", pd.DataFrame([ROW, ROW], columns=COLUMNS))
@@ -81,7 +81,7 @@ def test_create_predict_list_delete(deploy_home, example_models):
     with pytest.raises(PredictionFailed) as caught:
         online.predict("blue", {"input_data": {"columns": ["age"], "data": [[1.0]]}})
     assert caught.value.status == 400 and caught.value.error_code == "INVALID_PARAMETER_VALUE"
-    assert str(caught.value).startswith("400: ")
+    assert str(caught.value).startswith("424 (the deployment answered 400): ")
 
     assert [d["name"] for d in online.list_deployments()] == ["blue"]
     assert [d["name"] for d in online.list_deployments(endpoint="blue")] == ["blue"]
@@ -98,31 +98,32 @@ def test_create_predict_list_delete(deploy_home, example_models):
         online.get_deployment("blue")
 
 
-def test_shared_endpoint_and_traffic_moves_on_delete(
-    deploy_home, example_models, example_model_dirs
-):
+def test_shared_endpoint_traffic_rules(deploy_home, example_models, example_model_dirs):
     blue = online.create_deployment("blue", example_models["diabetes"], endpoint="diab")
     green = online.create_deployment(
         "green", example_model_dirs["diabetes"], endpoint="diab", config={"instance_count": "2"}
     )
+    # the implicit endpoint's first deployment takes all; a later one none (Azure's rule)
     assert (blue["traffic"], green["traffic"], green["instance_count"]) == (100, 0, 2)
-    assert online.get_endpoint("diab")["scoring_uri"] == blue["scoring_uri"]
 
-    with pytest.raises(InvalidParameter, match="comes with the gateway"):
-        online.update_endpoint("diab", config={"traffic": "blue=50 green=50"})
     with pytest.raises(InvalidParameter, match="add up to 100"):
         online.update_endpoint("diab", config={"traffic": "green=90"})
-    moved = online.update_endpoint("diab", config={"traffic": "green=100"})
-    assert moved["traffic"] == {"blue": 0, "green": 100}
-    assert moved["scoring_uri"] == green["scoring_uri"]
-    online.update_endpoint("diab", config={"traffic": "blue=100"})  # back, and now user-managed
+    split = online.update_endpoint("diab", config={"traffic": "blue=50 green=50"})
+    assert split["traffic"] == {"blue": 50, "green": 50}
+    with pytest.raises(InvalidState, match="traffic"):
+        online.delete_deployment("blue", endpoint="diab")
+    online.update_endpoint("diab", config={"traffic": "green=100"})  # and now user-managed
 
     online.delete_deployment("blue", endpoint="diab")
+    online.delete_deployment("blue", endpoint="diab")  # again: nothing to do, no error
     endpoint = online.get_endpoint("diab")
-    assert endpoint["traffic"] == {"green": 100} and endpoint["scoring_uri"] == green["scoring_uri"]
+    assert endpoint["traffic"] == {"green": 100} and endpoint["deployments"] == ["green"]
+    assert len(online.predict(None, SPLIT, endpoint="diab")) == 2
     online.delete_endpoint("diab")  # deletes green with it
+    online.delete_endpoint("diab")  # again: nothing to do, no error
     assert online.list_endpoints() == [] and online.list_deployments() == []
     assert not supervisor.is_alive(green["pid"])
+    assert server_pids_under(deploy_home.home) == []
 
 
 def test_update_under_load_has_no_failed_request(deploy_home, example_models, example_model_dirs):
@@ -246,7 +247,8 @@ def test_a_model_that_fails_to_load_leaves_a_failed_deployment(
     assert failed["state"] == "Failed" and failed["pid"] is None and failed["traffic"] == 0
     assert failed["error"] == str(caught.value) and failed["log_path"] in failed["error"]
     assert "Traceback" in open(failed["log_path"]).read()
-    assert server_pids_under(deploy_home.home) == []
+    # only its endpoint's gateway runs (and answers 404: no deployment takes traffic)
+    assert server_pids_under(deploy_home.home) == [deploy_home.get_endpoint("blue").pid]
     with pytest.raises(ServerFailed, match="state Failed"):
         online.predict("blue", SPLIT)
 

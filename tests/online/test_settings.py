@@ -22,6 +22,7 @@ def test_defaults():
         "max_request_mb": 100.0,
         "error_details": True,
         "port": None,
+        "max_concurrent_requests_per_instance": 1,
     }
 
 

@@ -1,0 +1,372 @@
+"""An endpoint's gateway: one asyncio process in front of the endpoint's deployments.
+
+Run as ``python -m mlflow_deploy.online.gateway GATEWAY_JSON``. It listens on the endpoint's
+port and, per request: reads the whole body (so a slow client holds a coroutine, never one of a
+deployment's synchronous workers; over the limit is the gateway's own 413), checks the key,
+picks a deployment (the ``azureml-model-deployment`` header, else the traffic weights), picks
+the instance with the fewest outstanding requests, forwards, and answers as Azure's router does
+(``routes.py`` has the table). A copy of the mirrored share goes to the mirrored deployments,
+fire-and-forget, and their answers feed the comparison report (``mirror.py``).
+
+The control plane talks to it over an owner-only Unix socket: ``POST /reload`` re-reads the
+config file and answers once the new routing table is in force (a request already forwarded
+finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror reports, ``GET
+/health`` says it is up. In transparent mode (``serve``, ``run-local``) there is one deployment,
+no key, no 424 wrapping and no timeout of its own: every route and status passes through.
+
+aiohttp, on uvloop where it is installed: one event loop keeps thousands of slow clients for the
+cost of their buffers, which a thread per connection would not.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from multidict import CIMultiDict
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, UnixConnector, web
+
+from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
+from mlflow_deploy.online.routes import (
+    DEPLOYMENT_HEADER,
+    MODEL_ERROR_STATUS,
+    NO_POSITIVE_WEIGHT,
+    TRANSPARENT,
+    GatewayConfig,
+    Keys,
+    Route,
+    key_matches,
+    pick_deployment,
+)
+
+log = logging.getLogger("mlflow_deploy.gateway")
+
+# copies to mirrored deployments waiting for an answer, at most: past this a copy is dropped (and
+# counted), so a slow mirror never grows the gateway's memory
+MIRROR_QUEUE = 64
+REQUEST_ID = "x-request-id"
+# hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are never passed on;
+# the key stays at the gateway
+_NOT_FORWARDED = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization",
+    "content-encoding",  # aiohttp has decoded a compressed request body already
+})
+_NOT_RETURNED = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
+    "content-encoding",  # the client session decoded the body: it goes back as it is now
+})
+
+
+def _json_answer(status: int, message: str, **headers: str) -> web.Response:
+    return web.Response(status=status, body=json.dumps({"message": message}).encode(),
+                        content_type="application/json", headers=headers)
+
+
+class Instance:
+    """One server instance of a deployment, and the requests it has not answered yet."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.outstanding = 0
+        # sync workers close every connection after one answer: never keep one for reuse
+        if address.startswith("unix:"):
+            connector = UnixConnector(path=address[len("unix:"):], force_close=True)
+            self.base = "http://localhost"
+        else:
+            connector = TCPConnector(force_close=True, limit=0)
+            self.base = address.rstrip("/")
+        self.session = ClientSession(connector=connector, auto_decompress=False,
+                                     timeout=ClientTimeout(total=None))
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class Backend:
+    """A deployment as the gateway serves it: its route and its requests in flight."""
+
+    def __init__(self, name: str, route: Route, instances: List[Instance]):
+        self.name, self.route, self.instances = name, route, instances
+        self.in_flight = 0
+
+    def least_busy(self) -> Instance:
+        fewest = min(i.outstanding for i in self.instances)
+        return random.choice([i for i in self.instances if i.outstanding == fewest])
+
+
+class Gateway:
+    def __init__(self, config_path: str):
+        self.config_path = config_path
+        self.config: Optional[GatewayConfig] = None
+        self.keys: Optional[Keys] = None
+        self.backends: Dict[str, Backend] = {}
+        self.instances: Dict[str, Instance] = {}
+        self.mirrors: Dict[str, MirrorReport] = {}
+        self.mirror_tasks: Set[asyncio.Task] = set()
+
+    # --- configuration -----------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Read the config file and swap the routing table in one step (no await between the
+        reads and the swap: a request sees the old table or the new one, never a mix)."""
+        config = GatewayConfig.read(self.config_path)
+        keys = Keys.read(config.keys_file) if config.auth_mode == "key" else None
+        instances = {}
+        backends = {}
+        for name, route in config.deployments.items():
+            members = []
+            for address in route.upstreams:
+                instance = self.instances.get(address) or instances.get(address) or \
+                    Instance(address)
+                instances[address] = instance
+                members.append(instance)
+            backends[name] = Backend(name, route, members)
+            old = self.backends.get(name)
+            if old is not None:
+                backends[name].in_flight = old.in_flight
+        retired = [i for a, i in self.instances.items() if a not in instances]
+        self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
+        for name in config.mirror_traffic:
+            self.mirrors.setdefault(name, MirrorReport())
+        for instance in retired:
+            asyncio.ensure_future(self._close_when_idle(instance))
+        log.info("routing table loaded: %d deployment(s), traffic %s, mirror %s",
+                 len(backends), config.traffic, config.mirror_traffic)
+
+    @staticmethod
+    async def _close_when_idle(instance: Instance) -> None:
+        while instance.outstanding:
+            await asyncio.sleep(0.05)
+        await instance.close()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        transparent = config.mode == TRANSPARENT
+        if not transparent and config.auth_mode == "key" and not key_matches(
+                request.headers.get("Authorization"), self.keys):
+            return _json_answer(401, "Missing or invalid key: send 'Authorization: Bearer "
+                                     "<key>' with a key of this endpoint.")
+        length = request.content_length
+        if length is not None and length > config.max_request_bytes:
+            return _json_answer(413, "The request body is larger than this endpoint accepts "
+                                     "({} bytes).".format(config.max_request_bytes))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json_answer(413, "The request body is larger than this endpoint accepts "
+                                     "({} bytes).".format(config.max_request_bytes))
+        named = request.headers.get(DEPLOYMENT_HEADER)
+        if transparent:
+            backend = next(iter(self.backends.values()), None)
+        elif named:
+            backend = self.backends.get(named)
+            if backend is None:
+                return _json_answer(404, "The deployment named in the {} header does not exist "
+                                         "at this endpoint.".format(DEPLOYMENT_HEADER))
+        else:
+            chosen = pick_deployment(config.traffic)
+            backend = self.backends.get(chosen) if chosen else None
+            if backend is None:
+                return _json_answer(404, NO_POSITIVE_WEIGHT)
+        if backend is None or not backend.instances:
+            return _json_answer(503, "The deployment has no instance ready to serve.")
+        if not transparent and backend.in_flight >= backend.route.max_in_flight:
+            return _json_answer(429, "Too many requests in flight for this deployment: raise "
+                                     "request_settings.max_concurrent_requests_per_instance "
+                                     "or instance_count.")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        request_id = request.headers.get(REQUEST_ID) or str(uuid.uuid4())
+        headers[REQUEST_ID] = request_id
+        live = None
+        if not transparent and not named and config.mirror_traffic:
+            live = self._mirror(request, headers, body, request_id)
+        started = time.perf_counter()
+        status, answer_headers, answer = None, "unreachable", b""
+        backend.in_flight += 1
+        try:
+            status, answer_headers, answer = await self._forward(
+                backend, request.method, request.path_qs, headers, body,
+                None if transparent else backend.route.request_timeout_ms)
+        finally:
+            backend.in_flight -= 1
+            if live is not None:  # always, or the copies would wait for it forever
+                live.set_result((status, answer, (time.perf_counter() - started) * 1000))
+        if status is None:  # no answer: the reason is in answer_headers' place
+            return self._no_answer(answer_headers, backend, request_id, transparent)
+        out = CIMultiDict((k, v) for k, v in answer_headers.items()
+                          if k.lower() not in _NOT_RETURNED)
+        out.setdefault(REQUEST_ID, request_id)
+        if not transparent:
+            out[DEPLOYMENT_HEADER] = backend.name
+            if status != 200:
+                # Azure's router wraps a deployment's non-200 answer, body and all
+                out[MODEL_ERROR_STATUS] = str(status)
+                out["ms-azureml-model-error-reason"] = "model_error"
+                status = 424
+        return web.Response(status=status, body=answer, headers=out)
+
+    async def _forward(self, backend: Backend, method: str, path: str, headers: Dict[str, str],
+                       body: bytes, timeout_ms: Optional[int]
+                       ) -> Tuple[Optional[int], Any, bytes]:
+        """(status, headers, body) of the instance's answer, or (None, reason, b"") with reason
+        "timeout" or "unreachable"."""
+        instance = backend.least_busy()
+        instance.outstanding += 1
+        try:
+            call = self._call(instance, method, path, headers, body)
+            if timeout_ms is None:
+                return await call
+            return await asyncio.wait_for(call, timeout_ms / 1000.0)
+        except asyncio.TimeoutError:
+            return None, "timeout", b""
+        except (ClientError, OSError) as exc:
+            log.warning("%s: instance %s did not answer (%s)", backend.name, instance.address,
+                        type(exc).__name__)
+            return None, "unreachable", b""
+        finally:
+            instance.outstanding -= 1
+
+    @staticmethod
+    async def _call(instance: Instance, method: str, path: str, headers: Dict[str, str],
+                    body: bytes) -> Tuple[int, Any, bytes]:
+        async with instance.session.request(method, instance.base + path, headers=headers,
+                                            data=body or None) as answer:
+            return answer.status, answer.headers, await answer.read()
+
+    def _no_answer(self, reason: str, backend: Backend, request_id: str,
+                   transparent: bool) -> web.Response:
+        headers = {REQUEST_ID: request_id}
+        if not transparent:
+            headers[DEPLOYMENT_HEADER] = backend.name
+        if reason == "timeout":
+            return _json_answer(408, "Request timeout after {} ms (request_settings."
+                                     "request_timeout_ms).".format(
+                                         backend.route.request_timeout_ms), **headers)
+        return _json_answer(502, "The deployment's instance closed the connection without an "
+                                 "answer.", **headers)
+
+    # --- mirroring ---------------------------------------------------------------------------
+
+    def _mirror(self, request: web.Request, headers: Dict[str, str], body: bytes,
+                request_id: str) -> Optional[asyncio.Future]:
+        """Send copies by the mirror shares; return the future the live answer is put in (for
+        the comparison), or None when nothing was copied."""
+        live: Optional[asyncio.Future] = None
+        for name, share in self.config.mirror_traffic.items():
+            backend = self.backends.get(name)
+            if backend is None or not backend.instances or random.random() * 100 >= share:
+                continue
+            report = self.mirrors.setdefault(name, MirrorReport())
+            if len(self.mirror_tasks) >= MIRROR_QUEUE:
+                report.dropped += 1
+                continue
+            live = live or asyncio.get_running_loop().create_future()
+            report.mirrored += 1
+            task = asyncio.ensure_future(self._copy(backend, report, request.method,
+                                                    request.path_qs, dict(headers), body,
+                                                    request_id, live))
+            self.mirror_tasks.add(task)
+            task.add_done_callback(self.mirror_tasks.discard)
+        return live
+
+    async def _copy(self, backend: Backend, report: MirrorReport, method: str, path: str,
+                    headers: Dict[str, str], body: bytes, request_id: str,
+                    live: asyncio.Future) -> None:
+        started = time.perf_counter()
+        backend.in_flight += 1
+        try:
+            status, _, answer = await self._forward(backend, method, path, headers, body,
+                                                    backend.route.request_timeout_ms)
+        finally:
+            backend.in_flight -= 1
+        mirror_ms = (time.perf_counter() - started) * 1000
+        live_status, live_answer, live_ms = await live
+        report.record(request_id, live_status or 0, _decoded(live_answer), live_ms,
+                      status, _decoded(answer) if status == 200 else None, mirror_ms)
+
+    # --- the control plane's socket ----------------------------------------------------------
+
+    async def admin_reload(self, request: web.Request) -> web.Response:
+        try:
+            await self.reload()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("routing table not reloaded: %s", type(exc).__name__)
+            return _json_answer(500, "The gateway config could not be read; the previous "
+                                     "routing table stays in force.")
+        return web.json_response({"reloaded": True})
+
+    async def admin_mirror(self, request: web.Request) -> web.Response:
+        try:
+            rtol = float(request.query.get("rtol", DEFAULT_RTOL))
+        except ValueError:
+            return _json_answer(400, "rtol must be a number.")
+        return web.json_response({name: report.summary(rtol)
+                                  for name, report in sorted(self.mirrors.items())})
+
+    async def admin_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"pid": os.getpid(), "endpoint": self.config.endpoint})
+
+
+def _decoded(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+async def serve(config_path: str) -> None:
+    gateway = Gateway(config_path)
+    await gateway.reload()
+    config = gateway.config
+    app = web.Application(client_max_size=config.max_request_bytes)
+    app.router.add_route("*", "/{tail:.*}", gateway.handle)
+    admin = web.Application()
+    admin.router.add_post("/reload", gateway.admin_reload)
+    admin.router.add_get("/mirror", gateway.admin_mirror)
+    admin.router.add_get("/health", gateway.admin_health)
+    public_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
+    await public_runner.setup()
+    await admin_runner.setup()
+    Path(config.admin_socket).unlink(missing_ok=True)
+    await web.TCPSite(public_runner, config.host, config.port, reuse_address=True).start()
+    await web.UnixSite(admin_runner, config.admin_socket).start()
+    os.chmod(config.admin_socket, 0o600)
+    log.info("gateway of endpoint %s listening on %s:%d", config.endpoint, config.host,
+             config.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("stopping: finishing the requests in flight")
+    await public_runner.cleanup()  # stops listening, then waits for the handlers in flight
+    await admin_runner.cleanup()
+    for instance in gateway.instances.values():
+        await instance.close()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s [gateway %(process)d] %(levelname)s %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(argv[0]))
+    else:
+        uvloop.run(serve(argv[0]))
+
+
+if __name__ == "__main__":
+    main()

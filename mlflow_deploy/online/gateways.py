@@ -1,0 +1,107 @@
+"""The control plane's side of a gateway process (``gateway.py``): start it, tell it its new
+routing table, read its mirror reports, stop it.
+
+A gateway is a detached process (its own session, so it outlives the command that started it)
+in the control plane's own Python, with its config path in its environment like a scoring
+server's, so the same liveness check tells ours from a pid reused after a reboot. Its admin
+socket sits in its endpoint's owner-only folder.
+"""
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from mlflow_deploy.errors import ServerFailed
+from mlflow_deploy.online import supervisor
+from mlflow_deploy.online.routes import GatewayConfig
+from mlflow_deploy.scoring.config import CONFIG_ENV
+
+__all__ = ["start", "reload", "mirror_report", "is_alive", "stop", "START_TIMEOUT_S"]
+
+START_TIMEOUT_S = 30.0
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: the one thing the standard library lacks for talking to
+    the admin socket, and small enough not to need a dependency."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
+           ) -> Dict[str, Any]:
+    connection = _UnixConnection(config.admin_socket, timeout)
+    try:
+        connection.request(method, path)
+        answer = connection.getresponse()
+        body = answer.read()
+    finally:
+        connection.close()
+    if answer.status != 200:
+        raise ServerFailed("The endpoint's gateway refused the change: "
+                           + json.loads(body).get("message", ""))
+    return json.loads(body)
+
+
+def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
+    """Write the config, start the gateway and wait until it listens; its pid. On failure
+    nothing runs and the error points to the log."""
+    config.write(config_path)
+    env = dict(os.environ)
+    env[CONFIG_ENV] = str(config_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow_deploy.online.gateway",
+                                 str(config_path)],
+                                env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=str(config_path.parent),
+                                start_new_session=True, close_fds=True)
+    supervisor.adopt(proc)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise ServerFailed("The endpoint's gateway exited at start: "
+                               + (supervisor.last_log_line(log_path) or "no output")
+                               + " (log: {}).".format(log_path))
+        try:
+            _admin(config, "GET", "/health", timeout=2.0)
+            return proc.pid
+        except OSError:
+            if time.monotonic() > deadline:
+                supervisor.stop(proc.pid, grace=2)
+                raise ServerFailed("The endpoint's gateway did not start in {:.0f} s (log: "
+                                   "{}).".format(START_TIMEOUT_S, log_path)) from None
+            time.sleep(0.05)
+
+
+def reload(config: GatewayConfig, config_path: Path) -> None:
+    """Give the running gateway a new routing table; returns once it is in force."""
+    config.write(config_path)
+    _admin(config, "POST", "/reload")
+
+
+def mirror_report(config: GatewayConfig, rtol: Optional[float] = None) -> Dict[str, Any]:
+    return _admin(config, "GET", "/mirror" + ("?rtol={!r}".format(rtol) if rtol is not None
+                                              else ""))
+
+
+def is_alive(pid: Optional[int], config_path: Path) -> bool:
+    return supervisor.is_alive(pid, config_path)
+
+
+def stop(pid: Optional[int], config_path: Path) -> None:
+    """SIGTERM: the gateway stops listening and finishes the requests in flight."""
+    supervisor.stop(pid, grace=10, config_path=config_path)

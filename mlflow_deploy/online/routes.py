@@ -1,0 +1,133 @@
+"""What an endpoint's gateway routes by: its config file, and the decisions taken from it.
+
+The control plane writes ``gateway.json`` (``GatewayConfig``) next to the endpoint's keys and
+tells the running gateway to re-read it over its admin socket; the gateway answers only once the
+new table is in force, so a rollout knows when the old instances stop getting new requests.
+Decisions that need no network (which deployment, which key, which status) live here, in plain
+code the control plane can test and reason about; the asyncio server is ``gateway.py``.
+"""
+
+import hmac
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+__all__ = [
+    "ENDPOINT",
+    "TRANSPARENT",
+    "DEPLOYMENT_HEADER",
+    "MODEL_ERROR_STATUS",
+    "NO_POSITIVE_WEIGHT",
+    "Route",
+    "GatewayConfig",
+    "Keys",
+    "pick_deployment",
+    "key_matches",
+]
+
+# modes: an endpoint's gateway applies Azure's router semantics; `serve`/`run-local` put one in
+# front of a single server that passes every route and status through untouched
+ENDPOINT = "endpoint"
+TRANSPARENT = "transparent"
+
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+# a deployment's non-200 answer comes back as a 424 carrying its status in this header
+MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"
+# Azure's own words for an endpoint whose traffic is all 0, kept so scripts matching them work
+NO_POSITIVE_WEIGHT = "The endpoint doesn't have any valid deployment with positive weight."
+
+
+@dataclass(frozen=True)
+class Route:
+    """One deployment behind the gateway: where its instances listen and how much it takes."""
+
+    upstreams: Tuple[str, ...]  # "http://127.0.0.1:PORT" or "unix:/path/to.sock", one per instance
+    request_timeout_ms: int = 5000
+    max_concurrent_requests_per_instance: int = 1
+
+    @property
+    def max_in_flight(self) -> int:
+        """Azure's router answers 429 past twice the concurrency the ready instances allow."""
+        return 2 * self.max_concurrent_requests_per_instance * len(self.upstreams)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    endpoint: str
+    port: int
+    admin_socket: str  # owner-only Unix socket the control plane reloads and reads reports on
+    host: str = "127.0.0.1"
+    mode: str = ENDPOINT
+    auth_mode: str = "key"  # "key" or "none"
+    keys_file: Optional[str] = None
+    max_request_bytes: int = 5 * 1024 * 1024
+    traffic: Dict[str, int] = field(default_factory=dict)
+    mirror_traffic: Dict[str, int] = field(default_factory=dict)
+    deployments: Dict[str, Route] = field(default_factory=dict)
+
+    def write(self, path: os.PathLike) -> None:
+        """Atomically: a gateway re-reading the file never sees half of it."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: os.PathLike) -> "GatewayConfig":
+        data = json.loads(Path(path).read_text())
+        data["deployments"] = {
+            name: Route(upstreams=tuple(route.pop("upstreams")), **route)
+            for name, route in data.get("deployments", {}).items()
+        }
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """An endpoint's two keys, kept in a file only its owner can read."""
+
+    primary: str
+    secondary: str
+
+    @classmethod
+    def read(cls, path: os.PathLike) -> "Keys":
+        data = json.loads(Path(path).read_text())
+        return cls(primary=data["primaryKey"], secondary=data["secondaryKey"])
+
+    def write(self, path: os.PathLike) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"primaryKey": self.primary, "secondaryKey": self.secondary}, f)
+        os.replace(tmp, path)
+
+
+def key_matches(authorization: Optional[str], keys: Keys) -> bool:
+    """``Authorization: Bearer <key>`` against both keys, each compared in constant time and both
+    always compared, so the answer's timing says nothing about which key came close."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return False
+    given_bytes = given.strip().encode()
+    primary = hmac.compare_digest(given_bytes, keys.primary.encode())
+    secondary = hmac.compare_digest(given_bytes, keys.secondary.encode())
+    return primary or secondary
+
+
+def pick_deployment(traffic: Mapping[str, int], draw: Optional[float] = None) -> Optional[str]:
+    """A deployment chosen with probability proportional to its share; None when every share is
+    0. ``draw`` in [0, 1) replaces the random draw (tests)."""
+    live: List[Tuple[str, int]] = [(n, s) for n, s in sorted(traffic.items()) if s > 0]
+    if not live:
+        return None
+    total = sum(share for _, share in live)
+    point = (random.random() if draw is None else draw) * total
+    for name, share in live:
+        if point < share:
+            return name
+        point -= share
+    return live[-1][0]

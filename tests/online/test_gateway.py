@@ -1,0 +1,350 @@
+"""An endpoint's gateway, end to end: real gateways in front of real deployments of real logged
+models. Two pyfunc models answer the same question (x -> 2x): blue always right, green wrong on
+known rows, failing, or slow on others, so routing, mirroring and every status can be told apart
+by the answer alone."""
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+import pytest
+import requests
+
+from example_models.build import shared_requirements
+from mlflow_deploy import online
+from mlflow_deploy.online import endpoints as _endpoints
+from mlflow_deploy.errors import InvalidState, PredictionFailed
+
+pytestmark = pytest.mark.slow
+
+DOUBLER = textwrap.dedent('''
+    import time
+
+    import mlflow.models
+    import mlflow.pyfunc
+
+    WRONG_ON, NOISY_ON, FAILS_ON, SLOW_ON = {wrong}, {noisy}, {fails}, {slow}
+
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            out = []
+            for x in model_input["x"]:
+                if x in FAILS_ON:
+                    raise RuntimeError("this deployment fails on this row")
+                if x in SLOW_ON:
+                    time.sleep(3)
+                y = 2.0 * x
+                if x in WRONG_ON:
+                    y += 1.0
+                if x in NOISY_ON:
+                    y *= 1.0 + 1e-9
+                out.append(y)
+            return out
+
+
+    mlflow.models.set_model(Doubler())
+''')
+WRONG, NOISY, FAILS, SLOW = 13.0, 7.0, -2.0, -1.0
+
+
+def save_doubler(root, name, **rows):
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    values = {key: "{%r}" % rows[key] if key in rows else "set()"
+              for key in ("wrong", "noisy", "fails", "slow")}
+    folder = root / name
+    folder.mkdir()
+    (folder / "doubler.py").write_text(DOUBLER.format(**values))
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    mlflow.pyfunc.save_model(str(folder / "model"), python_model=str(folder / "doubler.py"),
+                             signature=infer_signature(frame, [2.0, 4.0]),
+                             pip_requirements=shared_requirements())
+    return str(folder / "model")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("doublers")
+    return {
+        "right": save_doubler(root, "right", slow=SLOW),
+        "green": save_doubler(root, "green", wrong=WRONG, noisy=NOISY, fails=FAILS, slow=SLOW),
+    }
+
+
+def body(*xs):
+    return {"input_data": {"columns": ["x"], "data": [[x] for x in xs]}}
+
+
+LOADED = {"max_concurrent_requests_per_instance": "8", "instance_count": "2"}
+
+
+def two_deployments(models, traffic="blue=90 green=10", green_model="green", **endpoint):
+    created = online.create_endpoint("ept", config=endpoint or None)
+    online.create_deployment("blue", models["right"], endpoint="ept", config=LOADED)
+    online.create_deployment("green", models[green_model], endpoint="ept", config=LOADED)
+    if traffic:
+        online.update_endpoint("ept", config={"traffic": traffic})
+    return created
+
+
+def auth(key):
+    return {"Authorization": "Bearer " + key}
+
+
+def test_endpoint_with_keys_splits_traffic_and_routes_by_header(deploy_home, models):
+    created = two_deployments(models)
+    uri = created["scoring_uri"]
+    assert created["auth_mode"] == "key" and created["openapi_uri"].endswith("/swagger.json")
+    keys = online.get_endpoint("ept")
+    assert "primaryKey" not in str(keys)  # show never carries the keys
+    keys = _endpoints.get_credentials("ept")
+    assert set(keys) == {"primaryKey", "secondaryKey"} and keys["primaryKey"] != keys["secondaryKey"]
+    key_file = deploy_home.endpoint_dir("ept") / "keys.json"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(key_file.parent.stat().st_mode & 0o777) == "0o700"
+
+    answered = {"blue": 0, "green": 0}
+
+    def one(_):
+        answer = requests.post(uri, json=body(1.0), headers=auth(keys["primaryKey"]), timeout=30)
+        assert answer.status_code == 200 and answer.json() == [2.0]
+        return answer.headers["azureml-model-deployment"]
+
+    with ThreadPoolExecutor(8) as pool:
+        for name in pool.map(one, range(2000)):
+            answered[name] += 1
+    # green's share of 2000 draws at p = 0.1: mean 200, sd 13.4; 5 sd either side
+    assert 133 <= answered["green"] <= 267, answered
+
+    header = {**auth(keys["secondaryKey"]), "azureml-model-deployment": "green"}
+    for _ in range(20):
+        answer = requests.post(uri, json=body(WRONG), headers=header, timeout=30)
+        assert answer.headers["azureml-model-deployment"] == "green"
+        assert answer.json() == [2 * WRONG + 1]
+    # the request id passes both hops and comes back
+    answer = requests.post(uri, json=body(1.0), timeout=30,
+                           headers={**auth(keys["primaryKey"]), "x-request-id": "trace-1"})
+    assert answer.headers["x-request-id"] == "trace-1"
+    assert online.predict(None, body(1.0), endpoint="ept") == [2.0]  # the key sent for the user
+    assert online.predict("green", body(WRONG), endpoint="ept") == [2 * WRONG + 1]
+
+
+def test_every_status_of_the_router(deploy_home, models):
+    created = online.create_endpoint("ept")
+    uri = created["scoring_uri"]
+    key = _endpoints.get_credentials("ept")["primaryKey"]
+    online.create_deployment("blue", models["right"], endpoint="ept",
+                             config={"request_timeout_ms": "1000", "max_request_mb": "1"})
+    answer = requests.post(uri, json=body(1.0), headers=auth(key), timeout=30)
+    assert answer.status_code == 404  # a new deployment of an existing endpoint takes no traffic
+    assert answer.json()["message"] == (
+        "The endpoint doesn't have any valid deployment with positive weight.")
+    online.update_endpoint("ept", config={"traffic": "blue=100"})
+
+    for headers in ({}, auth("wrong-key"), {"Authorization": key}):
+        answer = requests.post(uri, json=body(1.0), headers=headers, timeout=30)
+        assert answer.status_code == 401 and key not in answer.text
+    answer = requests.post(uri, json=body(1.0), timeout=30,
+                           headers={**auth(key), "azureml-model-deployment": "ghost"})
+    assert answer.status_code == 404 and "ghost" not in answer.text
+
+    answer = requests.post(uri, json={"input_data": {"columns": ["y"], "data": [[1.0]]}},
+                           headers=auth(key), timeout=30)
+    assert answer.status_code == 424
+    assert answer.headers["ms-azureml-model-error-statuscode"] == "400"
+    assert answer.headers["ms-azureml-model-error-reason"] == "model_error"
+    assert "'x'" in answer.json()["message"]  # the deployment's own message, passed on
+    with pytest.raises(PredictionFailed, match=r"^424 \(the deployment answered 400\)"):
+        online.predict(None, {"input_data": {"columns": ["y"], "data": [[1.0]]}}, endpoint="ept")
+
+    answer = requests.post(uri, data=b"x" * (1024 * 1024 + 1), headers=auth(key), timeout=30)
+    assert answer.status_code == 413
+
+    started = time.monotonic()
+    answer = requests.post(uri, json=body(SLOW), headers=auth(key), timeout=30)
+    elapsed = time.monotonic() - started
+    assert answer.status_code == 408 and 0.9 <= elapsed < 2.5, elapsed
+
+    # one instance, max_concurrent_requests_per_instance 1: a third request in flight is a 429
+    with ThreadPoolExecutor(3) as pool:
+        statuses = sorted(pool.map(
+            lambda _: requests.post(uri, json=body(SLOW), headers=auth(key), timeout=30)
+            .status_code, range(3)))
+    assert 429 in statuses, statuses
+
+    deployment = deploy_home.get_deployment("blue")
+    os.killpg(os.getpgid(deployment.pid), signal.SIGKILL)
+    answer = requests.post(uri, json=body(1.0), headers=auth(key), timeout=30)
+    assert answer.status_code == 502
+
+
+def test_key_rotation(deploy_home, models):
+    created = online.create_deployment("blue", models["right"])  # an implicit endpoint: 100 %
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    assert created["traffic"] == 100
+    old = _endpoints.get_credentials("blue")
+    _endpoints.regenerate_keys("blue", "primary")
+    new = _endpoints.get_credentials("blue")
+    assert new["secondaryKey"] == old["secondaryKey"] and new["primaryKey"] != old["primaryKey"]
+    assert requests.post(uri, json=body(1.0), headers=auth(old["primaryKey"]),
+                         timeout=30).status_code == 401
+    for key in (new["primaryKey"], old["secondaryKey"]):
+        assert requests.post(uri, json=body(1.0), headers=auth(key), timeout=30).status_code == 200
+
+
+def test_mirror_reports_agreement_and_never_reaches_the_caller(deploy_home, models):
+    created = two_deployments(models, traffic="blue=100", auth_mode="none")
+    uri = created["scoring_uri"]
+    online.update_endpoint("ept", config={"mirror_traffic": "green=50"})
+    with pytest.raises(Exception, match="live and mirrored"):
+        online.update_endpoint("ept", config={"traffic": "blue=50 green=50"})
+    rows = [1.0, 2.0, WRONG, NOISY, FAILS, 3.0, 4.0, 5.0] * 50
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda x: requests.post(uri, json=body(x), timeout=30), rows))
+    assert all(a.status_code == 200 for a in answers)  # green's failures never reach a caller
+    assert [a.json() for a in answers] == [[2.0 * x] for x in rows]
+
+    def report(rtol=None):
+        return _endpoints.mirror_report("ept", rtol=rtol)["green"]
+
+    deadline = time.monotonic() + 30
+    while True:  # the copies finish after their callers were answered
+        now = report()
+        settled = now["compared"] + sum(now["mirror_errors"].values()) + now["live_errors"]
+        if settled == now["requests_mirrored"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert settled == now["requests_mirrored"]
+    # green's share of 400 draws at p = 0.5: 200 +- 5 sd
+    assert 150 <= now["requests_mirrored"] <= 250, now
+    # a copy of a FAILS row fails at green (500), one of a WRONG row differs at any tolerance,
+    # one of a NOISY row only below 1e-9
+    failed = now["mirror_errors"].get("500", 0)
+    strict, loose = report(rtol=0.0), report(rtol=1e-6)
+    assert 0 < failed < now["requests_mirrored"] / 4
+    wrong = loose["differing"]
+    noisy = strict["differing"] - wrong
+    assert wrong > 0 and noisy > 0
+    assert strict["compared"] == loose["compared"] == now["requests_mirrored"] - failed
+    assert loose["identical"] == strict["agreeing"]
+    assert loose["agreeing"] + loose["differing"] == loose["compared"]
+    assert loose["latency_ms"]["mirror"]["p99"] is not None
+    assert len(loose["first_differing_request_ids"]) > 0
+
+    # a slow or dead mirror costs the caller nothing
+    started = time.monotonic()
+    for _ in range(10):
+        assert requests.post(uri, json=body(2.0), timeout=30).status_code == 200
+    assert time.monotonic() - started < 3.0
+    green = deploy_home.get_deployment("green")
+    os.killpg(os.getpgid(green.pid), signal.SIGKILL)
+    for _ in range(20):
+        assert requests.post(uri, json=body(2.0), timeout=30).status_code == 200
+
+
+def test_lifecycle_changes_under_load_fail_no_request(deploy_home, models):
+    created = online.create_endpoint("ept", config={"auth_mode": "none"})
+    uri = created["scoring_uri"]
+    online.create_deployment("blue", models["right"], endpoint="ept",
+                             config={**LOADED, "all_traffic": "true"})
+    stop, results, lock = threading.Event(), {"ok": 0, "failed": []}, threading.Lock()
+
+    def load():
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    answer = session.post(uri, json=body(2.0), timeout=30)
+                    outcome = answer.status_code if answer.json() == [4.0] else "wrong"
+                except requests.RequestException as exc:
+                    outcome = type(exc).__name__
+                with lock:
+                    if outcome == 200:
+                        results["ok"] += 1
+                    else:
+                        results["failed"].append(outcome)
+
+    def served_more(count=20):
+        target = results["ok"] + count
+        deadline = time.monotonic() + 60
+        while results["ok"] < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert results["ok"] >= target
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        served_more()
+        online.create_deployment("green", models["right"], endpoint="ept", config=LOADED)
+        served_more()
+        online.update_endpoint("ept", config={"traffic": "blue=50 green=50"})
+        served_more()
+        online.update_deployment("green", config={"request_timeout_ms": "4000"})
+        served_more()
+        online.update_endpoint("ept", config={"traffic": "green=100"})
+        served_more()
+        with pytest.raises(InvalidState, match="traffic"):
+            online.delete_deployment("green", endpoint="ept")
+        online.delete_deployment("blue", endpoint="ept")
+        served_more()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert results["failed"] == [] and results["ok"] > 100
+
+
+def test_slow_clients_never_hold_a_worker(deploy_home, models):
+    """100 clients that send their headers and then trickle their bodies: the gateway holds
+    them, and a deployment with one worker keeps answering everybody else."""
+    created = online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    port = int(created and online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
+    payload = b'{"input_data": {"columns": ["x"], "data": [[1.0]]}}'
+    slow = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(payload) + payload[:5])
+            slow.append(sock)
+        uri = online.get_endpoint("blue")["scoring_uri"]
+        for _ in range(20):
+            started = time.monotonic()
+            answer = requests.post(uri, json=body(1.0), timeout=10)
+            assert answer.status_code == 200 and time.monotonic() - started < 2.0
+        for sock in slow:  # and the slow ones are served once their bodies are complete
+            sock.sendall(payload[5:])
+        first = slow[0].recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_restart_after_every_process_is_gone(deploy_home, models):
+    created = online.create_deployment("blue", models["right"])
+    before = online.get_endpoint("blue")
+    keys = _endpoints.get_credentials("blue")
+    endpoint = deploy_home.get_endpoint("blue")
+    deployment = deploy_home.get_deployment("blue")
+    for pid in (endpoint.pid, deployment.pid):  # a reboot, as far as our processes go
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while online.get_endpoint("blue")["state"] != "Stopped" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e["state"] for e in online.list_endpoints()] == ["Stopped"]
+    assert online.get_deployment("blue")["state"] == "Dead"
+    started = _endpoints.start_endpoint("blue")
+    assert started["scoring_uri"] == before["scoring_uri"] and started["state"] == "Running"
+    assert _endpoints.get_credentials("blue") == keys
+    answer = requests.post(started["scoring_uri"], json=body(1.0), headers=auth(keys["primaryKey"]),
+                           timeout=30)
+    assert answer.status_code == 200 and answer.json() == [2.0]
+    assert created["name"] == "blue"
