@@ -60,7 +60,8 @@ SEED_ENDPOINTS = {
 SEED_ERRORS = {
     "endpoint-token.yml": (load_endpoint_spec, ":4: key 'auth_mode'", "not supported locally"),
     "deployment-blue-registered-environment.yml":
-        (load_deployment_spec, ":5: key 'environment'", "registered environments are not supported"),
+        (load_deployment_spec, ":5: key 'environment'",
+         "registered environments are not supported"),
 }
 
 
@@ -125,6 +126,8 @@ def test_an_endpoint_from_flags_alone_has_azure_defaults():
 def test_without_a_file_a_name_is_required():
     assert error_of(load_endpoint_spec) == "--name: required when no YAML file is given"
     assert error_of(load_endpoint_spec, set_values=["auth_mode=none"]).startswith("--name:")
+    assert load_endpoint_spec(set_values=["name=from-set", "auth_mode=none"]) == EndpointSpec(
+        name="from-set", auth_mode="none")
 
 
 def test_a_file_without_a_name_names_the_file_and_the_flag(write):
@@ -524,6 +527,13 @@ def test_set_replaces_a_mapping_whole(write):
                  f"  request_timeout_ms: {SECRET}\n")
     spec = load_deployment_spec(path, set_values=["request_settings={max_queue_wait_ms: 50}"])
     assert spec.request_settings == RequestSettings(max_queue_wait_ms=50)
+    # what the file said under the replaced key is gone: its text and its line
+    assert error_of(load_deployment_spec, path, set_values=[
+        f"request_settings={{request_timeout_ms: {SECRET}}}"]) == (
+        "--set: key 'request_settings.request_timeout_ms' must be a whole number from 1 to 180000")
+    path = write("name: blue\nendpoint_name: my-endpoint\nenvironment_variables:\n  A: file\n")
+    spec = load_deployment_spec(path, set_values=["environment_variables={A: 2, B: 3}"])
+    assert spec.environment_variables == {"A": "2", "B": "3"}
 
 
 @pytest.mark.parametrize("item, message", [
@@ -550,7 +560,8 @@ def test_yaml_syntax_errors_give_the_line_but_not_the_text(write):
     assert error_of(load_deployment_spec, path) == (
         f"{path}:3: not valid YAML (mapping values are not allowed here)")
     path = write(f"name: blue\nmodel: *{SECRET}\n")
-    assert error_of(load_deployment_spec, path) == f"{path}:2: not valid YAML (found undefined alias)"
+    assert error_of(load_deployment_spec, path) == (
+        f"{path}:2: not valid YAML (found undefined alias)")
     path = write(f"name: blue\nmodel: !{SECRET} x\n")
     assert error_of(load_deployment_spec, path).startswith(f"{path}:2: not valid YAML (could not ")
     path = write(f"name: blue\n\t{SECRET}: 1\n")
