@@ -7,10 +7,10 @@ Layout::
       lock                          flock'ed while the state changes (one writer at a time)
       locks/<table>/<name>          flock'ed while a command works on that row (Store.lock_row)
       logs/
-      endpoints/<name>/             owner-only (0700)
+      endpoints/<name>/             owner-only (0700); the gateway's admin socket is in the
+                                    run folder (online.forkserver.run_dir: short paths)
         keys.json                   the endpoint's two keys (0600)
         gateway.json                the gateway's routing table (online.routes.GatewayConfig)
-        gateway.log  admin.sock
       deployments/<name>/
         server.json                 the scoring server's ServerConfig (re-read on a USR2 re-exec)
         model/<revision>/           the model files each revision serves

@@ -19,13 +19,16 @@ from mlflow_deploy.errors import DeployError
 
 from .check import check_command
 from .env import env_group
+from .online_deployment import online_deployment_group
+from .online_endpoint import online_endpoint_group
 from .package import package_command
 from .serve import serve_command
 from .validate import validate_command
 
 __all__ = ["main", "cli"]
 
-NOUNS = [serve_command, validate_command, check_command, env_group, package_command]
+NOUNS = [online_endpoint_group, online_deployment_group, serve_command, validate_command,
+         check_command, env_group, package_command]
 
 
 class OneLineErrors(click.Group):

@@ -92,6 +92,7 @@ def server_config_for(
         pidfile=str(deployment_dir / "gunicorn.pid") if deployment_dir else None,
         ready_file=str(deployment_dir / "ready.json") if deployment_dir else None,
         python=python,
+        environment_variables=dict(settings.environment_variables),
     )
 
 
@@ -450,6 +451,20 @@ def predict(
     store = store or Store()
     if deployment_name is None and endpoint is None:
         raise InvalidParameter("Name a deployment (--name) or an endpoint (--endpoint).")
+    if deployment_name is not None:
+        deployment = _get_in_endpoint(store, deployment_name, endpoint)
+        endpoint = deployment.endpoint
+    elif not any(share > 0 for share in store.get_endpoint(endpoint).traffic.values()):
+        raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
+    uri, headers, timeout_s = endpoint_request(store, endpoint, deployment_name)
+    return score(uri, to_payload(inputs, params), timeout_s, headers)
+
+
+def endpoint_request(store: Store, endpoint: str, deployment_name: Optional[str] = None
+                     ) -> Tuple[str, Dict[str, str], float]:
+    """(scoring URI, headers, timeout) of a request to the endpoint, as its client would send it:
+    with its key, and Azure's ``azureml-model-deployment`` header to target one deployment."""
+    owner = store.get_endpoint(endpoint)
     headers = {}
     if deployment_name is not None:
         deployment = _get_in_endpoint(store, deployment_name, endpoint)
@@ -460,21 +475,17 @@ def predict(
                 "update the deployment to restart it, or see its log."
             )
         headers[DEPLOYMENT_HEADER] = deployment.name
-        owner = store.get_endpoint(deployment.endpoint)
-        timeout_ms = DeploymentSettings(**deployment.config).request_timeout_ms
+        targets = [deployment]
     else:
-        owner = store.get_endpoint(endpoint)
-        if not any(share > 0 for share in owner.traffic.values()):
-            raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
-        timeout_ms = max(DeploymentSettings(**d.config).request_timeout_ms
-                         for d in store.list_deployments(owner.name))
+        targets = store.list_deployments(owner.name)
     if not gateway_alive(store, owner):
         raise ServerFailed("The endpoint's gateway is not running; start it with "
                            "`mlflow-deploy online-endpoint start --name` and the endpoint.")
     if owner.auth_mode == "key":
         headers["Authorization"] = "Bearer " + Keys.read(keys_path(store, owner.name)).primary
-    payload = to_payload(inputs, params)
-    return score(endpoint_uri(owner), payload, timeout_ms / 1000.0 + 30, headers)
+    timeout_ms = max((DeploymentSettings(**d.config).request_timeout_ms for d in targets),
+                     default=DeploymentSettings().request_timeout_ms)
+    return endpoint_uri(owner), headers, timeout_ms / 1000.0 + 30
 
 
 def environments_in_use(store: Optional[Store] = None) -> Dict[str, List[str]]:
@@ -513,6 +524,7 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "provisioning_state": deployment.state,
         "scoring_uri": scoring_uri_of(deployment),
         "instance_count": deployment.config.get("instance_count", 1),
+        "worker_count": DeploymentSettings(**deployment.config).workers,
         "traffic": (endpoint.traffic.get(deployment.name, 0) if endpoint else 0),
         "port": deployment.port,
         "pid": deployment.pid if state in ("Running", "Unhealthy") else None,

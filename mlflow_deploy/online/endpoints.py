@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Mapping, Optional
 from mlflow_deploy.errors import InvalidParameter, InvalidState
 from mlflow_deploy.online import deployments as _deployments
 from mlflow_deploy.online import gateways
+from mlflow_deploy.online.invoke import post
 from mlflow_deploy.online.names import check_name
+from mlflow_deploy.specs import parse_share_map
 from mlflow_deploy.online.routes import Keys
 from mlflow_deploy.online.traffic import (
     check_mirror_traffic,
@@ -38,6 +40,7 @@ __all__ = [
     "get_credentials",
     "regenerate_keys",
     "mirror_report",
+    "invoke",
     "parse_traffic",
 ]
 
@@ -86,37 +89,8 @@ def _port(value: Any) -> Optional[int]:
 
 def parse_traffic(value: Any, key: str = "traffic") -> Dict[str, int]:
     """``{"blue": 100}``, a JSON object, or Azure CLI's ``"blue=90 green=10"`` (or with commas)."""
-    if isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        text = str(value).strip()
-        if text.startswith("{"):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                raise InvalidParameter(f"Config '{key}' is not valid JSON.") from None
-            if not isinstance(parsed, dict):
-                raise InvalidParameter(f"Config '{key}' must map deployment names to percents.")
-            pairs = list(parsed.items())
-        else:
-            pairs = []
-            for item in text.replace(",", " ").split():
-                name, sep, share = item.partition("=")
-                if not sep:
-                    raise InvalidParameter(f"Config '{key}' must look like 'blue=90 green=10'.")
-                pairs.append((name, share))
-    traffic: Dict[str, int] = {}
-    for name, share in pairs:
-        try:
-            number = int(str(share).strip()) if not isinstance(share, int) else share
-        except ValueError:
-            raise InvalidParameter(
-                f"Config '{key}': each share must be a whole percent."
-            ) from None
-        if isinstance(share, bool) or not 0 <= number <= 100:
-            raise InvalidParameter(f"Config '{key}': each share must be between 0 and 100.")
-        traffic[str(name)] = number
-    return traffic
+    text = json.dumps(dict(value)) if isinstance(value, Mapping) else str(value)
+    return parse_share_map(text, f"Config '{key}'")
 
 
 def create_endpoint(
@@ -258,6 +232,15 @@ def mirror_report(endpoint: str, rtol: Optional[float] = None,
     if not gateway_alive(store, current):
         raise InvalidState("The endpoint's gateway is not running (online-endpoint start).")
     return gateways.mirror_report(gateway_config(store, current), rtol)
+
+
+def invoke(endpoint: str, body: bytes, deployment_name: Optional[str] = None,
+           store: Optional[Store] = None) -> Any:
+    """POST a request file's bytes, as they are, to the endpoint (with its key): what Azure
+    would answer, a deployment's error shown with its inner status (PredictionFailed)."""
+    store = store or Store()
+    uri, headers, timeout_s = _deployments.endpoint_request(store, endpoint, deployment_name)
+    return post(uri, body, timeout_s, headers)
 
 
 def get_endpoint(endpoint: str, store: Optional[Store] = None) -> Dict[str, Any]:

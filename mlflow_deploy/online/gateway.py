@@ -52,6 +52,9 @@ log = logging.getLogger("mlflow_deploy.gateway")
 # counted), so a slow mirror never grows the gateway's memory
 MIRROR_QUEUE = 64
 REQUEST_ID = "x-request-id"
+# how long a reload waits for the requests in flight at instances it dropped (the longest
+# request timeout Azure allows, 180 s, plus a margin)
+DRAIN_LIMIT_S = 190.0
 # hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are never passed on;
 # the key stays at the gateway
 _NOT_FORWARDED = frozenset({
@@ -114,9 +117,10 @@ class Gateway:
 
     # --- configuration -----------------------------------------------------------------------
 
-    async def reload(self) -> None:
+    async def reload(self) -> List[Instance]:
         """Read the config file and swap the routing table in one step (no await between the
-        reads and the swap: a request sees the old table or the new one, never a mix)."""
+        reads and the swap: a request sees the old table or the new one, never a mix). Returns
+        the instances no longer routed to (each closes once its last request is answered)."""
         config = GatewayConfig.read(self.config_path)
         keys = Keys.read(config.keys_file) if config.auth_mode == "key" else None
         instances = {}
@@ -140,6 +144,7 @@ class Gateway:
             asyncio.ensure_future(self._close_when_idle(instance))
         log.info("routing table loaded: %d deployment(s), traffic %s, mirror %s",
                  len(backends), config.traffic, config.mirror_traffic)
+        return retired
 
     @staticmethod
     async def _close_when_idle(instance: Instance) -> None:
@@ -297,13 +302,20 @@ class Gateway:
     # --- the control plane's socket ----------------------------------------------------------
 
     async def admin_reload(self, request: web.Request) -> web.Response:
+        """Answered once the new table is in force and the instances it dropped have answered
+        every request sent to them: the control plane stops an instance only then, because a
+        stopping server refuses the connections still waiting in its listen queue."""
         try:
-            await self.reload()
+            retired = await self.reload()
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("routing table not reloaded: %s", type(exc).__name__)
             return _json_answer(500, "The gateway config could not be read; the previous "
                                      "routing table stays in force.")
-        return web.json_response({"reloaded": True})
+        deadline = time.monotonic() + DRAIN_LIMIT_S
+        while any(i.outstanding for i in retired) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return web.json_response({"reloaded": True,
+                                  "undrained": sum(i.outstanding for i in retired)})
 
     async def admin_mirror(self, request: web.Request) -> web.Response:
         try:

@@ -88,9 +88,10 @@ def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
 
 
 def reload(config: GatewayConfig, config_path: Path) -> None:
-    """Give the running gateway a new routing table; returns once it is in force."""
+    """Give the running gateway a new routing table; returns once it is in force and the
+    instances it no longer routes to have answered what they were sent."""
     config.write(config_path)
-    _admin(config, "POST", "/reload")
+    _admin(config, "POST", "/reload", timeout=200.0)
 
 
 def mirror_report(config: GatewayConfig, rtol: Optional[float] = None) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ from mlflow_deploy.errors import InvalidParameter, PredictionFailed
 from mlflow_deploy.online.routes import MODEL_ERROR_STATUS
 from mlflow_deploy.scoring.payload import dumps, to_azure_body
 
-__all__ = ["to_payload", "score"]
+__all__ = ["to_payload", "score", "post"]
 
 
 def _unwrap_read_json(frame: pd.DataFrame) -> Any:
@@ -46,15 +46,21 @@ def to_payload(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str
 
 def score(scoring_uri: str, payload: Dict[str, Any], timeout_s: float,
           headers: Optional[Dict[str, str]] = None) -> Any:
-    """POST the payload; return the decoded answer, or raise PredictionFailed with the server's
-    own message (its body is ours, so it never echoes the payload). An endpoint wraps its
-    deployment's error in a 424 naming the inner status: the error shows both."""
+    """POST the payload; return the decoded answer, or raise PredictionFailed (``post``)."""
     try:
         # the server's own serialiser: numpy, timestamps and bytes as Azure clients send them,
         # NaN and infinities as null
         body = dumps(payload)
     except TypeError as exc:
         raise InvalidParameter(f"inputs cannot be sent as JSON: {exc}.") from None
+    return post(scoring_uri, body, timeout_s, headers)
+
+
+def post(scoring_uri: str, body: bytes, timeout_s: float,
+         headers: Optional[Dict[str, str]] = None) -> Any:
+    """POST a JSON body; return the decoded answer, or raise PredictionFailed with the server's
+    own message (its body is ours, so it never echoes the payload). An endpoint wraps its
+    deployment's error in a 424 naming the inner status: the error shows both."""
     try:
         answer = requests.post(
             scoring_uri,

@@ -4,18 +4,25 @@ Values arrive as strings from the CLI or as Python values from the API; each key
 checked on its own, and an error names the key (never its value).
 """
 
+import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
 
-__all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP"]
+if TYPE_CHECKING:
+    from mlflow_deploy.specs import DeploymentSpec
 
-MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
+__all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
+           "config_from_spec"]
+
+MAX_REQUEST_TIMEOUT_MS = 180_000
+WORKER_COUNT = "WORKER_COUNT"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Azure's maximum request_settings.request_timeout_ms
 
 
 @dataclass(frozen=True)
@@ -38,13 +45,20 @@ class DeploymentSettings:
     # Azure's request_settings: the endpoint's gateway answers 429 past twice this many
     # requests in flight per instance (Azure's default 1, kept: set it for loaded endpoints)
     max_concurrent_requests_per_instance: int = 1
+    # set in the server before it loads the model; WORKER_COUNT (azmlinfsrv's knob) is the number
+    # of workers, over instance_count
+    environment_variables: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @property
+    def workers(self) -> int:
+        return int(self.environment_variables.get(WORKER_COUNT, self.instance_count))
+
+    @property
     def scoring_options(self) -> ScoringOptions:
-        return ScoringOptions.taken_from(self, workers=self.instance_count)
+        return ScoringOptions.taken_from(self, workers=self.workers)
 
 
 SETTING_HELP = {
@@ -65,6 +79,8 @@ SETTING_HELP = {
     "max_request_mb": f"largest request body in MiB (default {DEFAULTS.max_request_mb:g})",
     "error_details": "true (default) or false: show the model's own error line in 400 answers",
     "port": "TCP port on 127.0.0.1 (default: a free one)",
+    "environment_variables": "a JSON object of environment variables for the server; "
+    "WORKER_COUNT sets the number of workers (as on Azure)",
     "max_concurrent_requests_per_instance": "requests one instance takes at once; the "
     "endpoint answers 429 past twice that (1-1000, default 1, as on Azure)",
 }
@@ -95,6 +111,29 @@ def _max_request_mb(value: Any) -> float:
             "Config 'max_request_mb' must be a number above 0 and at most 10240."
         )
     return number
+
+
+def _environment_variables(value: Any) -> Dict[str, str]:
+    """A mapping, or its JSON text (what ``-C environment_variables='{...}'`` gives)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise InvalidParameter("Config 'environment_variables' is not a JSON object.") from None
+    if not isinstance(value, Mapping):
+        raise InvalidParameter("Config 'environment_variables' must map names to values.")
+    variables = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
+            raise InvalidParameter("Config 'environment_variables': a name is not a valid "
+                                   "environment variable name.")
+        if isinstance(text, (dict, list)) or text is None:
+            raise InvalidParameter(f"Config 'environment_variables.{name}' must be a string "
+                                   "or a number.")
+        variables[name] = str(text).lower() if isinstance(text, bool) else str(text)
+    if WORKER_COUNT in variables:
+        _integer(f"environment_variables.{WORKER_COUNT}", 1, 64)(variables[WORKER_COUNT])
+    return variables
 
 
 def _boolean(key: str) -> Callable[[Any], bool]:
@@ -208,6 +247,7 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "port": _integer("port", 1024, 65535),
     "max_concurrent_requests_per_instance": _integer(
         "max_concurrent_requests_per_instance", 1, 1000),
+    "environment_variables": _environment_variables,
 }
 assert set(_PARSERS) == {f.name for f in fields(DeploymentSettings)}
 
@@ -230,3 +270,25 @@ def parse_settings(
     settings = DeploymentSettings(**values)
     check_script_settings(settings)
     return settings
+
+
+def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
+    """The ``-C`` config an ``az ml`` deployment YAML (specs.DeploymentSpec) asks for: its
+    request settings, environment variables and scoring script, then the local settings given as
+    ``mlflow-deploy/<setting>`` tags (checked by ``parse_settings`` like any other)."""
+    if spec.instance_count > 1:
+        raise InvalidParameter(
+            "instance_count above 1 is not supported yet (one server instance per deployment); "
+            "give it more workers with environment_variables.WORKER_COUNT.")
+    config: Dict[str, Any] = {
+        "request_timeout_ms": spec.request_settings.request_timeout_ms,
+        "max_concurrent_requests_per_instance":
+            spec.request_settings.max_concurrent_requests_per_instance,
+        "environment_variables": dict(spec.environment_variables),
+    }
+    if spec.code:
+        config.update(code=spec.code, scoring_script=spec.scoring_script)
+    if spec.conda_file:
+        config["conda_file"] = spec.conda_file
+    config.update(spec.settings)
+    return config

@@ -9,12 +9,13 @@ the gateway's routing table and waits until the gateway applies it, starting the
 if it is not running.
 """
 
+import hashlib
 import secrets
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidParameter, InvalidState
-from mlflow_deploy.online import gateways, supervisor
+from mlflow_deploy.online import forkserver, gateways, supervisor
 from mlflow_deploy.online.routes import GatewayConfig, Keys, Route
 from mlflow_deploy.online.settings import DeploymentSettings
 from mlflow_deploy.store import Deployment, Endpoint, Store
@@ -161,7 +162,7 @@ def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:
         endpoint=endpoint.name,
         host=endpoint.host,
         port=endpoint.port,
-        admin_socket=str(config_path.parent / "admin.sock"),
+        admin_socket=admin_socket(config_path),
         auth_mode=endpoint.auth_mode,
         keys_file=str(keys_path(store, endpoint.name)) if endpoint.auth_mode == "key" else None,
         max_request_bytes=int(largest * 1024 * 1024),
@@ -169,6 +170,14 @@ def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:
         mirror_traffic=dict(endpoint.mirror_traffic),
         deployments={d.name: _route(d) for d in deployments if d.state in SERVING},
     )
+
+
+def admin_socket(config_path: Path) -> str:
+    """In the run folder (owner-only, short): a Unix socket path may not exceed 107 bytes, which
+    a home deep in a tree would; named by the config's path, so each endpoint of each home has
+    its own."""
+    digest = hashlib.sha256(str(config_path).encode()).hexdigest()[:16]
+    return str(forkserver.run_dir() / f"gateway-{digest}.sock")
 
 
 def gateway_alive(store: Store, endpoint: Endpoint) -> bool:
@@ -201,3 +210,4 @@ def sync_gateway(store: Store, endpoint_name: str) -> None:
 def stop_gateway(store: Store, endpoint: Endpoint) -> None:
     config_path, _ = gateway_paths(store, endpoint.name)
     gateways.stop(endpoint.pid, config_path)
+    Path(admin_socket(config_path)).unlink(missing_ok=True)

@@ -35,6 +35,8 @@ class ServerConfig:
     code_dir: Optional[str] = None
     scoring_script: Optional[str] = None
     azureml_model_dir: Optional[str] = None
+    # set in the server's environment before the model loads (Azure's environment_variables)
+    environment_variables: Dict[str, str] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -99,6 +99,7 @@ def _unbuffered_output() -> None:
 def load() -> "object":
     global _config, _scorer, watchdog
     _config = config = ServerConfig.from_env()
+    os.environ.update(config.environment_variables)
     _unbuffered_output()
     _scorer = load_in_master(config)
     metrics = Metrics()

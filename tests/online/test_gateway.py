@@ -260,7 +260,8 @@ def test_lifecycle_changes_under_load_fail_no_request(deploy_home, models):
             while not stop.is_set():
                 try:
                     answer = session.post(uri, json=body(2.0), timeout=30)
-                    outcome = answer.status_code if answer.json() == [4.0] else "wrong"
+                    outcome = 200 if answer.json() == [4.0] else (
+                        answer.status_code, answer.text[:200])
                 except requests.RequestException as exc:
                     outcome = type(exc).__name__
                 with lock:
@@ -337,10 +338,14 @@ def test_restart_after_every_process_is_gone(deploy_home, models):
     for pid in (endpoint.pid, deployment.pid):  # a reboot, as far as our processes go
         os.killpg(os.getpgid(pid), signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while online.get_endpoint("blue")["state"] != "Stopped" and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+    def states():
+        return online.get_endpoint("blue")["state"], online.get_deployment("blue")["state"]
+
+    while states() != ("Stopped", "Dead") and time.monotonic() < deadline:
+        time.sleep(0.05)  # SIGKILL'ed processes take a moment to go
+    assert states() == ("Stopped", "Dead")
     assert [e["state"] for e in online.list_endpoints()] == ["Stopped"]
-    assert online.get_deployment("blue")["state"] == "Dead"
     started = _endpoints.start_endpoint("blue")
     assert started["scoring_uri"] == before["scoring_uri"] and started["state"] == "Running"
     assert _endpoints.get_credentials("blue") == keys

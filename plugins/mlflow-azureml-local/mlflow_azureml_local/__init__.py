@@ -42,10 +42,14 @@ Deployment config (-C key=value):
 {keys}
 
 Deployment names are unique on this machine (3-32 letters, digits or hyphens, as in Azure ML).
-Endpoints: a deployment created without --endpoint gets an endpoint of its own name; the first
-deployment of an endpoint receives its traffic, and the endpoint's scoring URI is that deployment's
-server. Endpoint config: auth_mode (none), description; update-endpoint also takes
-traffic=<deployment>=100 to move the traffic. Deleting an endpoint deletes its deployments.
+Endpoints: each is one URL, served by its gateway (key auth by default: `mlflow-deploy
+online-endpoint get-credentials --name E` prints the keys; predict sends them itself). A deployment
+created without --endpoint gets an endpoint of its own name and all its traffic; a deployment added
+to an existing endpoint gets none unless -C all_traffic=true, as on Azure. Endpoint config:
+auth_mode (key or none), description, host (create; beyond 127.0.0.1 needs key); update-endpoint
+also takes traffic='{{"blue": 90, "green": 10}}' (or "blue=90 green=10") and mirror_traffic.
+A deployment that takes traffic cannot be deleted; deleting an endpoint deletes its deployments.
+Deleting what does not exist is not an error.
 
 predict: --input-path takes an Azure payload file ({{"input_data": ...}}, split, tensor or named
 tensors). It cannot carry params, because MLflow reads the file with pd.read_json: send params with

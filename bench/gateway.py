@@ -1,0 +1,120 @@
+"""What the endpoint's gateway costs: the same deployment called through its endpoint (key,
+routing, one Unix-free TCP hop more) and directly on its own port, in one run.
+
+    make bench-gateway            (or: .venv/bin/python bench/gateway.py [--duration 8])
+
+A deployment made through the CLI as a user makes it (`mlflow-deploy online-endpoint create`,
+`online-deployment create -f` with WORKER_COUNT=2 and max_concurrent_requests_per_instance raised
+to 64, so no 429 caps the load; Azure's default is 1), on the peers' regressor model
+($BENCH_ROOT/models/regressor, from ../shared/bench/peers/setup.sh) in its own env. wrk (the
+peers' post.lua) drives 1-row and 1000-row bodies at concurrency 1, 8 and 32, alternating direct
+and endpoint runs. Printed per case: requests/s, p50/p99 latency, and the gateway's own CPU per
+request (its /proc utime+stime over the run): the targets are at most 0.2 ms of CPU and 0.5 ms
+of p50 added per request, and at least 90 % (1000 rows) / 85 % (1 row) of direct throughput.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS_DIR = Path(os.environ.get("PEERS_DIR") or ROOT.parent / "shared" / "bench" / "peers")
+BENCH_ROOT = Path(os.environ.get("BENCH_ROOT") or Path.home() / ".cache" / "mlflow-deploy-peers")
+CLI = str(Path(sys.executable).parent / "mlflow-deploy")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cli(*args):
+    done = subprocess.run([CLI, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def body_file(folder, rows):
+    sys.path.insert(0, str(PEERS_DIR))
+    from bench import make_split
+
+    path = Path(folder) / f"body-{rows}.json"
+    path.write_text(json.dumps({"input_data": make_split(rows)}))
+    return str(path)
+
+
+def wrk(url, body, conc, duration, headers=()):
+    command = ["wrk", "-t1", f"-c{conc}", f"-d{duration}s", "--timeout=30s",
+               "-s", str(PEERS_DIR / "post.lua")]
+    for header in headers:
+        command += ["-H", header]
+    env = dict(os.environ, WRK_BODY=body, WRK_MAX_REQ="200000")
+    out = subprocess.run(command + [url], env=env, capture_output=True, text=True)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON "))
+    result = json.loads(line[len("WRKJSON "):])
+    result["errors"] = sum(v for k, v in result.items() if k.startswith("err_"))
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--model", default=str(BENCH_ROOT / "models" / "regressor"))
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    os.environ["MLFLOW_DEPLOY_HOME"] = str(work / "home")
+    (work / "deployment.yml").write_text(textwrap.dedent(f"""\
+        name: bench
+        endpoint_name: bench-ep
+        model: {{path: {args.model}}}
+        request_settings: {{request_timeout_ms: 30000, max_concurrent_requests_per_instance: 64}}
+        environment_variables: {{WORKER_COUNT: 2}}
+    """))
+    cli("online-endpoint", "create", "--name", "bench-ep")
+    try:
+        deployment = cli("online-deployment", "create", "-f", str(work / "deployment.yml"),
+                         "--all-traffic")
+        endpoint = cli("online-endpoint", "show", "--name", "bench-ep")
+        key = cli("online-endpoint", "get-credentials", "--name", "bench-ep")["primaryKey"]
+        sys.path.insert(0, str(ROOT))
+        from mlflow_deploy.store import Store
+
+        gateway_pid = Store().get_endpoint("bench-ep").pid
+        direct_url = deployment["scoring_uri"]
+        endpoint_url = endpoint["scoring_uri"]
+        auth = ["Authorization: Bearer " + key]
+        print(f"{time.strftime('%Y-%m-%d %H:%M')} UTC  regressor, WORKER_COUNT=2, "
+              f"{args.duration} s per case, {os.cpu_count()} cores")
+        print(f"{'rows':>5} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | "
+              f"{'endpoint rps':>12} {'p50':>7} {'p99':>7} | {'ratio':>5} {'+p50 ms':>7} "
+              f"{'gw CPU ms/req':>13} {'errors':>6}")
+        for rows in (1, 1000):
+            body = body_file(work, rows)
+            wrk(direct_url, body, 8, 2)  # warm every worker
+            wrk(endpoint_url, body, 8, 2, auth)
+            for conc in (1, 8, 32):
+                direct = wrk(direct_url, body, conc, args.duration)
+                cpu0 = cpu_seconds(gateway_pid)
+                through = wrk(endpoint_url, body, conc, args.duration, auth)
+                gateway_ms = 1000 * (cpu_seconds(gateway_pid) - cpu0) / max(through["requests"], 1)
+                rps = [r["requests"] / (r["duration_us"] / 1e6) for r in (direct, through)]
+                p50 = [r["lat_p50_us"] / 1000 for r in (direct, through)]
+                p99 = [r["lat_p99_us"] / 1000 for r in (direct, through)]
+                print(f"{rows:>5} {conc:>4} | {rps[0]:>10.1f} {p50[0]:>7.2f} {p99[0]:>7.2f} | "
+                      f"{rps[1]:>12.1f} {p50[1]:>7.2f} {p99[1]:>7.2f} | {rps[1] / rps[0]:>5.2f} "
+                      f"{p50[1] - p50[0]:>7.2f} {gateway_ms:>13.3f} "
+                      f"{direct['errors'] + through['errors']:>6}", flush=True)
+    finally:
+        subprocess.run([CLI, "online-endpoint", "delete", "--name", "bench-ep", "--yes"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""``mlflow-deploy online-deployment ...``: ``az ml online-deployment`` on this machine, from the
+same ``managedOnlineDeployment`` YAML (``model``, ``code_configuration``, ``environment``,
+``request_settings``, ``environment_variables``, ...), with the same verbs and flags.
+
+A new deployment of an existing endpoint takes no traffic unless ``--all-traffic`` (Azure's
+rule); an endpoint that does not exist yet is created with the deployment and gives it all.
+"""
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from mlflow_deploy.errors import InvalidParameter, NotFound
+
+from .common import say
+from .online_endpoint import FILE, LOCAL, SET, print_json
+
+__all__ = ["online_deployment_group"]
+
+NAME = click.option("-n", "--name", default=None, help="The deployment's name.")
+ENDPOINT = click.option("-e", "--endpoint-name", default=None, help="The endpoint's name.")
+
+
+@click.group("online-deployment")
+def online_deployment_group():
+    """Deployments of a model behind an online endpoint."""
+
+
+def _spec_and_config(file, name, endpoint_name, set_values):
+    from mlflow_deploy.online.settings import config_from_spec
+    from mlflow_deploy.specs import load_deployment_spec
+
+    spec = load_deployment_spec(file, name=name, endpoint_name=endpoint_name,
+                                set_values=set_values)
+    for warning in spec.warnings:
+        say(warning)
+    return spec, config_from_spec(spec)
+
+
+@online_deployment_group.command("create")
+@FILE
+@NAME
+@ENDPOINT
+@SET
+@click.option("--all-traffic", is_flag=True, help="Give the new deployment all the endpoint's "
+              "traffic once it is ready.")
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def create(file, name, endpoint_name, set_values, all_traffic, local, no_wait):
+    """Build the model's environment, start the deployment, self-test it; print it."""
+    from mlflow_deploy import online
+
+    spec, config = _spec_and_config(file, name, endpoint_name, set_values)
+    if not spec.model:
+        raise InvalidParameter("key 'model' is missing: give the model in the file or with "
+                               "--set model=...")
+    config["all_traffic"] = all_traffic
+    print_json(online.create_deployment(spec.name, spec.model, config=config,
+                                        endpoint=spec.endpoint_name))
+
+
+@online_deployment_group.command("update")
+@FILE
+@NAME
+@ENDPOINT
+@SET
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def update(file, name, endpoint_name, set_values, local, no_wait):
+    """Serve a new model or settings with no failed request; on failure the running revision
+    keeps serving."""
+    from mlflow_deploy import online
+
+    spec, config = _spec_and_config(file, name, endpoint_name, set_values)
+    print_json(online.update_deployment(spec.name, model_uri=spec.model, config=config,
+                                        endpoint=spec.endpoint_name))
+
+
+@online_deployment_group.command("show")
+@click.option("-n", "--name", required=True, help="The deployment's name.")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+def show(name: str, endpoint_name: str):
+    """Print the deployment, with its state from a live probe."""
+    from mlflow_deploy import online
+
+    print_json(online.get_deployment(name, endpoint=endpoint_name))
+
+
+@online_deployment_group.command("list")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+def list_(endpoint_name: str):
+    """Print the endpoint's deployments."""
+    from mlflow_deploy import online
+
+    print_json(online.list_deployments(endpoint=endpoint_name))
+
+
+@online_deployment_group.command("delete")
+@click.option("-n", "--name", required=True, help="The deployment's name.")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
+    """Delete a deployment that takes no traffic (move its traffic first)."""
+    from mlflow_deploy import online
+    from mlflow_deploy.store import Store
+
+    store = Store()
+    deployment = store.find_deployment(name)
+    if deployment is None or deployment.endpoint != endpoint_name:
+        raise NotFound("The endpoint has no deployment with this name (--name, --endpoint-name).")
+    online.delete_deployment(name, endpoint=endpoint_name, store=store)
+    say("deleted deployment " + name)
+
+
+@online_deployment_group.command("get-logs")
+@click.option("-n", "--name", required=True, help="The deployment's name.")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+@click.option("-l", "--lines", type=click.IntRange(min=1), default=None,
+              help="Only the last N lines.")
+def get_logs(name: str, endpoint_name: str, lines: Optional[int]):
+    """Print the deployment's server log."""
+    from mlflow_deploy import online
+
+    log_path = Path(online.get_deployment(name, endpoint=endpoint_name)["log_path"])
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    tail = text.splitlines()[-lines:] if lines else text.splitlines()
+    click.echo("\n".join(tail))

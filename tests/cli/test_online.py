@@ -1,0 +1,126 @@
+"""`mlflow-deploy online-endpoint` and `online-deployment` as an `az ml` user drives them: the
+same YAML files and flags, through the real console script, against real gateways and servers."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import requests
+
+from tests.online.fixtures import private_home, server_pids_under
+
+pytestmark = pytest.mark.slow
+
+SPLIT = {"input_data": {"columns": ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"],
+                        "data": [[0.038, 0.05, 0.061, 0.021, -0.044, -0.034, -0.043, -0.002,
+                                  0.019, -0.017]]}}
+
+
+@pytest.fixture
+def deploy_home(tmp_path, monkeypatch):
+    yield from private_home(tmp_path, monkeypatch)
+
+
+def cli(*args, check=True):
+    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "mlflow-deploy"),
+                           *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dirs, tmp_path):
+    model = example_model_dirs["diabetes"]
+    (tmp_path / "endpoint.yml").write_text(textwrap.dedent("""\
+        $schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json
+        name: diab-ep
+        auth_mode: key
+        description: diabetes
+        tags: {team: ml}
+    """))
+    (tmp_path / "blue.yml").write_text(textwrap.dedent(f"""\
+        $schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json
+        name: blue
+        endpoint_name: diab-ep
+        model:
+          path: {os.path.relpath(model, tmp_path)}
+        instance_type: Standard_DS3_v2
+        instance_count: 1
+        request_settings:
+          request_timeout_ms: 3000
+          max_concurrent_requests_per_instance: 4
+        environment_variables:
+          WORKER_COUNT: 2
+        app_insights_enabled: true
+    """))
+    created = json.loads(cli("online-endpoint", "create", "-f", str(tmp_path / "endpoint.yml"),
+                             "--local").stdout)
+    assert created["name"] == "diab-ep" and created["auth_mode"] == "key"
+    made = cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"), "--all-traffic")
+    blue = json.loads(made.stdout)
+    assert blue["traffic"] == 100 and blue["worker_count"] == 2
+    assert blue["config"]["request_timeout_ms"] == 3000
+    assert "app_insights_enabled" in made.stderr and "instance_type" in made.stderr
+    green = json.loads(cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"),
+                           "--set", "name=green", "--set",
+                           "request_settings.request_timeout_ms=4000").stdout)
+    assert green["traffic"] == 0 and green["config"]["request_timeout_ms"] == 4000
+
+    keys = json.loads(cli("online-endpoint", "get-credentials", "-n", "diab-ep").stdout)
+    assert set(keys) == {"primaryKey", "secondaryKey"}
+    shown = json.loads(cli("online-endpoint", "show", "-n", "diab-ep").stdout)
+    assert keys["primaryKey"] not in json.dumps(shown)
+    answer = requests.post(shown["scoring_uri"], json=SPLIT, timeout=30,
+                           headers={"Authorization": "Bearer " + keys["secondaryKey"]})
+    assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == "blue"
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(SPLIT))
+    invoked = json.loads(cli("online-endpoint", "invoke", "-n", "diab-ep", "--request-file",
+                             str(request), "--deployment-name", "green").stdout)
+    assert invoked == answer.json()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"input_data": {"columns": ["age"], "data": [[1.0]]}}')
+    failed = cli("online-endpoint", "invoke", "-n", "diab-ep", "-r", str(bad), check=False)
+    assert failed.returncode != 0 and failed.stderr.count("\n") == 1
+    assert failed.stderr.startswith("Error: 424 (the deployment answered 400): ")
+
+    updated = json.loads(cli("online-endpoint", "update", "-n", "diab-ep", "--traffic",
+                             "blue=90 green=10").stdout)
+    assert updated["traffic"] == {"blue": 90, "green": 10} and updated["auth_mode"] == "key"
+    refused = cli("online-endpoint", "update", "-n", "diab-ep", "--traffic", "blue=90 green=10",
+                  "--mirror-traffic", "green=10", check=False)
+    assert refused.returncode == 2 and "also has live traffic" in refused.stderr
+    listed = json.loads(cli("online-deployment", "list", "-e", "diab-ep").stdout)
+    assert sorted(d["name"] for d in listed) == ["blue", "green"]
+    logs = cli("online-deployment", "get-logs", "-n", "blue", "-e", "diab-ep", "--lines", "3")
+    assert 0 < len(logs.stdout.splitlines()) <= 3
+
+    still = cli("online-deployment", "delete", "-n", "green", "-e", "diab-ep", "--yes",
+                check=False)
+    assert still.returncode != 0 and "traffic" in still.stderr
+    cli("online-endpoint", "update", "-n", "diab-ep", "--traffic", "blue=100 green=0")
+    cli("online-endpoint", "regenerate-keys", "-n", "diab-ep", "--key-type", "secondary")
+    assert requests.post(shown["scoring_uri"], json=SPLIT, timeout=30, headers={
+        "Authorization": "Bearer " + keys["secondaryKey"]}).status_code == 401
+    cli("online-deployment", "delete", "-n", "green", "-e", "diab-ep", "--yes")
+    assert [e["state"] for e in json.loads(cli("online-endpoint", "list").stdout)] == ["Running"]
+    cli("online-endpoint", "delete", "-n", "diab-ep", "--yes")
+    assert server_pids_under(deploy_home.home) == []
+
+
+def test_yaml_errors_are_one_line_naming_file_and_line(deploy_home, tmp_path):
+    bad = tmp_path / "endpoint.yml"
+    bad.write_text("name: diab-ep\nauth_mode: key\ncolour: SECRET-VALUE\n")
+    failed = cli("online-endpoint", "create", "-f", str(bad), check=False)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+    assert "endpoint.yml:3" in failed.stderr and "colour" in failed.stderr
+    assert "SECRET-VALUE" not in failed.stderr
+    deployment = tmp_path / "blue.yml"
+    deployment.write_text("name: blue\nendpoint_name: diab-ep\nmodel: {path: ./m}\n"
+                          "instance_count: 3\n")
+    failed = cli("online-deployment", "create", "-f", str(deployment), check=False)
+    assert failed.returncode == 2 and "instance_count" in failed.stderr
+    assert json.loads(cli("online-endpoint", "list").stdout) == []
