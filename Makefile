@@ -19,7 +19,7 @@ RESOLVED_AS_OF := 2026-11-25T00:00:00Z
 UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
-.PHONY: setup demo test test-flavors example-models bench bench-envs clean
+.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ test-flavors: setup
 
 bench: setup
 	bash bench/run.sh
+
+# the endpoint's gateway against calling its deployment directly (wrk, the peers' model)
+bench-gateway: setup
+	$(PY) bench/gateway.py
 
 # environments against `mlflow models prepare-env` / `mlflow models serve` (issue 3)
 bench-envs: setup

@@ -46,7 +46,7 @@ from mlflow_deploy.online.revision import (
     stage_revision,
 )
 from mlflow_deploy.online.selftest import run_self_test
-from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
+from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
 
@@ -175,7 +175,7 @@ def create_deployment(
     endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
     flavor = check_flavor(flavor)
     config = dict(config or {})
-    all_traffic = _all_traffic(config.pop("all_traffic", False))
+    all_traffic = boolean("all_traffic")(config.pop("all_traffic", False))
     settings = parse_settings(config)
     with store.lock_row(DEPLOYMENTS, name):
         _check_new(store, name, settings)  # before a build: the same checks as under the lock
@@ -225,17 +225,6 @@ def create_deployment(
                 _forget(deployment_dir, deployment)
             raise
     return describe(deployment, store)
-
-
-def _all_traffic(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise InvalidParameter("Config 'all_traffic' must be true or false.")
 
 
 def _record(store: Store, deployment: Deployment, all_traffic: bool = False) -> None:
@@ -452,8 +441,7 @@ def predict(
     if deployment_name is None and endpoint is None:
         raise InvalidParameter("Name a deployment (--name) or an endpoint (--endpoint).")
     if deployment_name is not None:
-        deployment = _get_in_endpoint(store, deployment_name, endpoint)
-        endpoint = deployment.endpoint
+        endpoint = _get_in_endpoint(store, deployment_name, endpoint).endpoint
     elif not any(share > 0 for share in store.get_endpoint(endpoint).traffic.values()):
         raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
     uri, headers, timeout_s = endpoint_request(store, endpoint, deployment_name)

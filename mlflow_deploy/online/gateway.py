@@ -189,8 +189,9 @@ class Gateway:
             return _json_answer(429, "Too many requests in flight for this deployment: raise "
                                      "request_settings.max_concurrent_requests_per_instance "
                                      "or instance_count.")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         request_id = request.headers.get(REQUEST_ID) or str(uuid.uuid4())
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in _NOT_FORWARDED and k.lower() != REQUEST_ID}
         headers[REQUEST_ID] = request_id
         live = None
         if not transparent and not named and config.mirror_traffic:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
-           "config_from_spec"]
+           "config_from_spec", "boolean"]
 
 MAX_REQUEST_TIMEOUT_MS = 180_000
 WORKER_COUNT = "WORKER_COUNT"
@@ -136,7 +136,7 @@ def _environment_variables(value: Any) -> Dict[str, str]:
     return variables
 
 
-def _boolean(key: str) -> Callable[[Any], bool]:
+def boolean(key: str) -> Callable[[Any], bool]:
     def parse(value: Any) -> bool:
         if isinstance(value, bool):
             return value
@@ -243,7 +243,7 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,
-    "error_details": _boolean("error_details"),
+    "error_details": boolean("error_details"),
     "port": _integer("port", 1024, 65535),
     "max_concurrent_requests_per_instance": _integer(
         "max_concurrent_requests_per_instance", 1, 1000),

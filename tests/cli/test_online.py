@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import requests
 
+from mlflow_deploy import processes
 from tests.online.fixtures import private_home, server_pids_under
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,8 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     made = cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"), "--all-traffic")
     blue = json.loads(made.stdout)
     assert blue["traffic"] == 100 and blue["worker_count"] == 2
+    workers = [p for p in processes.pids() if processes.stat_field(p, processes.PPID) == blue["pid"]]
+    assert len(workers) == 2  # WORKER_COUNT, as azmlinfsrv reads it
     assert blue["config"]["request_timeout_ms"] == 3000
     assert "app_insights_enabled" in made.stderr and "instance_type" in made.stderr
     green = json.loads(cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"),
