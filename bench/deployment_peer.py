@@ -11,7 +11,7 @@ from the env's fork server, or exec'd) and outlives the command that created it.
 1. removes what a killed earlier run left in DIR (deployments still recorded there are deleted
    with `mlflow deployments delete`, any process still running from DIR is stopped, DIR goes),
 2. runs `mlflow deployments create -t azureml-local --name bench -m M -C port=P
-   -C instance_count=N [-C ...]` with MLFLOW_DEPLOY_HOME=DIR/home and the fork servers' folder
+   -C environment_variables='{"WORKER_COUNT": "N"}' [-C ...]` with MLFLOW_DEPLOY_HOME=DIR/home and the fork servers' folder
    MLFLOW_DEPLOY_RUN_DIR=DIR/run (fresh each time: the model env comes from
    $MLFLOW_DEPLOY_ENV_CACHE, built before the bench by bench/run.sh),
 3. stays in the foreground until SIGTERM/SIGINT/SIGHUP (or until the server dies: exit 1, so the
@@ -166,7 +166,7 @@ def serve(args, state: Path) -> int:
     cleanup(state)
     (state / "run").mkdir(mode=0o700, parents=True)  # fork servers want a private folder
     cmd = [MLFLOW, "deployments", "create", "-t", TARGET, "--name", args.name, "-m", args.model,
-           "-C", "port={}".format(args.port), "-C", "instance_count={}".format(args.workers)]
+           "-C", "port={}".format(args.port), "-C", 'environment_variables={{"WORKER_COUNT": "{}"}}'.format(args.workers)]
     for item in args.config:
         cmd += ["-C", item]
     try:

@@ -7,10 +7,10 @@ Layout::
       lock                          flock'ed while the state changes (one writer at a time)
       locks/<table>/<name>          flock'ed while a command works on that row (Store.lock_row)
       logs/
-      endpoints/<name>/             owner-only (0700); the gateway's admin socket is in the
-                                    run folder (online.forkserver.run_dir: short paths)
+      endpoints/<name>/             owner-only (0700)
         keys.json                   the endpoint's two keys (0600)
         gateway.json                the gateway's routing table (online.routes.GatewayConfig)
+        admin.sock                  the gateway's admin socket (reload, mirror report)
       deployments/<name>/
         server.json                 the scoring server's ServerConfig (re-read on a USR2 re-exec)
         model/<revision>/           the model files each revision serves
@@ -108,6 +108,8 @@ class Deployment:
     environment: Dict[str, Any] = field(default_factory=dict)
     # the request the current revision was tried with before it took traffic: kind, status
     self_test: Dict[str, Any] = field(default_factory=dict)
+    # instances after the first (whose port and pid are the fields above): {"port", "pid"}
+    instances: List[Dict[str, Any]] = field(default_factory=list)
     created: float = 0.0
     updated: float = 0.0
 
@@ -277,10 +279,26 @@ def _to_version_3(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE endpoints ADD COLUMN host TEXT NOT NULL DEFAULT '127.0.0.1'")
 
 
+def _to_version_4(conn: sqlite3.Connection) -> None:
+    """``instance_count`` becomes Azure's: independent server instances, each with the workers
+    of ``environment_variables.WORKER_COUNT``. A stored deployment's instance_count counted its
+    workers: it becomes its WORKER_COUNT, and it has one instance."""
+    conn.execute("ALTER TABLE deployments ADD COLUMN instances TEXT NOT NULL DEFAULT '[]'")
+    for name, text in conn.execute("SELECT name, config FROM deployments").fetchall():
+        config = json.loads(text)
+        workers = config.pop("instance_count", None)
+        if workers is not None:
+            variables = dict(config.get("environment_variables") or {})
+            variables.setdefault("WORKER_COUNT", str(workers))
+            config["environment_variables"] = variables
+        config["instance_count"] = 1
+        conn.execute("UPDATE deployments SET config=? WHERE name=?", (json.dumps(config), name))
+
+
 #: MIGRATIONS[n] brings a store at schema version n to n + 1, inside the transaction that then
 #: sets the new version. Append only: stores out there were made by the released ones.
 MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_version_1, _to_version_2, _to_version_3)
+    _to_version_1, _to_version_2, _to_version_3, _to_version_4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -234,7 +234,9 @@ def write_unversioned_store(home, with_environment=True):
             ("ep", "none", "old", json.dumps({"blue": 100}), 1, 1.0, 2.0),
         )
         columns = ["name", "endpoint", "model_uri", "flavor", "config"]
-        values = ["blue", "ep", "models:/m/1", "python_function", json.dumps({"port": None})]
+        # instance_count counted workers then
+        values = ["blue", "ep", "models:/m/1", "python_function",
+                  json.dumps({"port": None, "instance_count": 3})]
         if with_environment:
             columns.append("environment")
             values.append(json.dumps({"key": "abc", "python": "/env/bin/python"}))
@@ -261,8 +263,12 @@ def test_a_store_written_before_versions_is_read_and_migrated(tmp_path, with_env
     assert (endpoint.traffic, endpoint.auto_created, endpoint.description) == (
         {"blue": 100}, True, "old")
     blue = store.get_deployment("blue")
-    assert (blue.port, blue.pid, blue.revision, blue.state, blue.config) == (
-        5555, 123, 3, "Succeeded", {"port": None})
+    # its workers became WORKER_COUNT, in one instance; the endpoint keeps no auth, no gateway yet
+    assert (blue.port, blue.pid, blue.revision, blue.state, blue.config, blue.instances) == (
+        5555, 123, 3, "Succeeded",
+        {"port": None, "instance_count": 1, "environment_variables": {"WORKER_COUNT": "3"}}, [])
+    assert (endpoint.auth_mode, endpoint.port, endpoint.pid, endpoint.mirror_traffic) == (
+        "none", None, None, {})
     expected = {"key": "abc", "python": "/env/bin/python"} if with_environment else {}
     assert blue.environment == expected
     conn = sqlite3.connect(store.path)

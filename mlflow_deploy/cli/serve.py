@@ -25,7 +25,8 @@ def serve_command(model_uri: str, port: Optional[int], workers: int, validation:
     """Serve MODEL_URI in the foreground (Ctrl-C stops it)."""
     from mlflow_deploy.online.foreground import serve as serve_foreground
 
-    config = {"instance_count": workers, "validation": validation, "env_manager": env_manager}
+    config = {"environment_variables": {"WORKER_COUNT": workers}, "validation": validation,
+              "env_manager": env_manager}
     if port is not None:
         config["port"] = port
     serve_foreground(model_uri, config=config)

@@ -23,7 +23,7 @@ from mlflow_deploy.errors import (
     ServerFailed,
 )
 from mlflow_deploy.model import PYFUNC
-from mlflow_deploy.online import supervisor
+from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
     endpoint_or_create,
@@ -45,7 +45,6 @@ from mlflow_deploy.online.revision import (
     remove_revisions_except,
     stage_revision,
 )
-from mlflow_deploy.online.selftest import run_self_test
 from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
@@ -96,39 +95,34 @@ def server_config_for(
     )
 
 
-def _pick_port(
-    store: Store, settings: DeploymentSettings, exclude_deployment: Optional[str] = None
-) -> int:
-    taken = [d.port for d in store.list_deployments() if d.name != exclude_deployment]
-    if settings.port is None:
-        return supervisor.free_port(exclude=taken)
-    if settings.port in taken or not supervisor.port_is_free(settings.port):
-        raise InvalidState("The port given in config 'port' is already in use.")
-    return settings.port
+def _taken_ports(store: Store, exclude_deployment: Optional[str] = None) -> List[int]:
+    taken = [e.port for e in store.list_endpoints() if e.port]
+    for deployment in store.list_deployments():
+        if deployment.name != exclude_deployment:
+            taken += [i.port for i in instances.instances_of(deployment)]
+    return taken
 
 
-def _start(config: ServerConfig, deployment_dir: Path, log_path: Path) -> Tuple[int, Dict]:
-    """Start a fresh master for ``config``, wait until it serves and passes its self-test;
-    return its pid and the self-test's record. On failure nothing runs."""
-    config_path = deployment_dir / "server.json"
-    config.write(str(config_path))
-    Path(config.ready_file).unlink(missing_ok=True)
-    supervisor.clear_stale_pidfile(config.pidfile, config_path)
-    offset = supervisor.log_size(log_path)
-    pid = supervisor.start_server(config_path, log_path, python=config.python)
-    try:
-        ready = supervisor.wait_ready(config, log_path, supervisor.started_alive(pid), offset)
-        return ready, run_self_test(config, log_path)
-    except BaseException:
-        supervisor.stop(pid, grace=5)
-        raise
+def _pick_ports(store: Store, settings: DeploymentSettings, count: int,
+                taken: Optional[List[int]] = None) -> List[int]:
+    """Ports for ``count`` new instances: config 'port' (the first instance's) if given and
+    free, else free ones no other deployment or endpoint holds."""
+    taken = list(_taken_ports(store) if taken is None else taken)
+    ports: List[int] = []
+    if settings.port is not None and count:
+        if settings.port in taken or not supervisor.port_is_free(settings.port):
+            raise InvalidState("The port given in config 'port' is already in use.")
+        ports.append(settings.port)
+    while len(ports) < count:
+        ports.append(supervisor.free_port(exclude=taken + ports))
+    return ports
 
 
-def _check_new(store: Store, name: str, settings: DeploymentSettings) -> int:
-    """The port for a new deployment ``name``, which must not exist."""
+def _check_new(store: Store, name: str, settings: DeploymentSettings) -> List[int]:
+    """The ports for a new deployment ``name``, which must not exist."""
     if store.find_deployment(name) is not None:
         raise AlreadyExists("A deployment with this name already exists (--name).")
-    return _pick_port(store, settings)
+    return _pick_ports(store, settings, settings.instance_count)
 
 
 #: how many times a revision is staged again when `env prune` removed its environment meanwhile
@@ -191,32 +185,39 @@ def create_deployment(
                 lambda: stage_revision(deployment_dir, 1, model_uri, settings),
                 lambda: remove_revision(deployment_dir, 1),
             ) as (files, env):
-                port = _check_new(store, name, settings)
-                server_config = server_config_for(
-                    name, files, model_uri, settings, port, 1, deployment_dir, env.python
-                )
+                ports = _check_new(store, name, settings)
                 deployment = Deployment(
                     name=name,
                     endpoint=endpoint_name,
                     model_uri=model_uri,
                     flavor=flavor,
                     config=settings.to_dict(),
-                    port=port,
+                    port=ports[0],
                     dir=str(deployment_dir),
                     log_path=str(log_path),
-                    pidfile=server_config.pidfile,
+                    pidfile=str(deployment_dir / "gunicorn.pid"),
                     state="Creating",
                     revision=1,
                     environment=environment_record(env),
                 )
+                started: List[instances.Instance] = []
                 try:
-                    deployment.pid, deployment.self_test = _start(
-                        server_config, deployment_dir, log_path)
+                    for index, port in enumerate(ports):
+                        instance = instances.Instance(
+                            index, instances.instance_dir(deployment_dir, index), port)
+                        instance.pid, self_test = instances.start(server_config_for(
+                            name, files, model_uri, settings, port, 1, instance.dir,
+                            env.python), instance)
+                        started.append(instance)
+                        deployment.self_test = deployment.self_test or self_test
                 except ServerFailed as exc:
+                    for instance in started:
+                        instances.stop(instance, grace=5)
                     deployment.state, deployment.error = "Failed", exc.message
                     _record(store, deployment)
                     recorded = True
                     raise
+                instances.record(deployment, started)
                 deployment.state = "Succeeded"
                 _record(store, deployment, all_traffic)
                 recorded = True
@@ -244,8 +245,9 @@ def _record(store: Store, deployment: Deployment, all_traffic: bool = False) -> 
 
 def _forget(deployment_dir: Path, deployment: Optional[Deployment]) -> None:
     """Undo a create that failed before its server was judged: no process, row or folder."""
-    if deployment is not None and deployment.pid is not None:
-        supervisor.stop(deployment.pid, grace=5, config_path=deployment_dir / "server.json")
+    if deployment is not None:
+        for instance in instances.instances_of(deployment):
+            instances.stop(instance, grace=5)
     shutil.rmtree(deployment_dir, ignore_errors=True)
 
 
@@ -257,10 +259,12 @@ def update_deployment(
     endpoint: Optional[str] = None,
     store: Optional[Store] = None,
 ) -> Dict[str, Any]:
-    """Serve a new model and/or settings with no failed request: gunicorn re-execs a new master on
-    the same socket (USR2), we wait until it has loaded the model, then drain the old one. A dead
-    deployment is started afresh (this is how one restarts it). On failure the old server keeps
-    serving with its old config."""
+    """Serve a new model and/or settings with no failed request, one instance at a time: each
+    running master re-execs a new one on the same socket (gunicorn's USR2), which must load the
+    model and pass the self-test; a dead instance is started afresh (this is how one restarts
+    it). Only once every instance serves the new revision are the old masters drained; added
+    instances start then, and surplus ones leave the endpoint's routing before they stop. On
+    failure every instance keeps serving the old revision with its old config."""
     store = store or Store()
     check_flavor(flavor)
     _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
@@ -273,38 +277,49 @@ def update_deployment(
             )
         settings = replace(settings, port=deployment.config.get("port"))
         deployment_dir = Path(deployment.dir)
-        config_path = deployment.server_config_path
-        old_config = ServerConfig.from_dict(_read_json(config_path))
-        old_ready = _read_text(deployment.ready_file)
-        old_pid = deployment.pid
+        running = instances.instances_of(deployment)
+        kept, surplus = running[:settings.instance_count], running[settings.instance_count:]
+        saved = {i.index: (_read_text(i.config_path), _read_text(i.ready_file)) for i in kept}
+        old_config = ServerConfig.from_dict(_read_json(deployment.server_config_path))
         revision = deployment.revision + 1
         remove_revision(deployment_dir, revision)
-        started = False
+        handed: List[Tuple[instances.Instance, Optional[int], int]] = []  # (it, old, new pid)
+        added: List[instances.Instance] = []
+        committed = False
         try:
             with _staged_then_locked(
                 store,
                 lambda: stage_revision(deployment_dir, revision, model_uri, settings, old_config),
                 lambda: remove_revision(deployment_dir, revision),
             ) as (files, env):
-                new_config = server_config_for(
-                    name,
-                    files,
-                    model_uri or deployment.model_uri,
-                    settings,
-                    deployment.port,
-                    revision,
-                    deployment_dir,
-                    env.python,
-                )
-                if supervisor.is_alive(deployment.pid, config_path):
-                    new_pid, self_test = _hand_over(deployment, new_config, config_path)
-                else:
-                    new_pid, self_test = _restart(store, deployment, new_config)
-                started = True
-                deployment.pid = new_pid
+
+                def config_for(instance: instances.Instance) -> ServerConfig:
+                    return server_config_for(name, files, model_uri or deployment.model_uri,
+                                             settings, instance.port, revision, instance.dir,
+                                             env.python)
+
+                self_test: Dict[str, Any] = {}
+                for instance in kept:
+                    if supervisor.is_alive(instance.pid, instance.config_path):
+                        new_pid, tested = instances.hand_over(instance, config_for(instance))
+                        handed.append((instance, instance.pid, new_pid))
+                    else:
+                        new_pid, tested = instances.restart(instance, config_for(instance))
+                        handed.append((instance, None, new_pid))
+                    self_test = self_test or tested
+                more = settings.instance_count - len(kept)
+                for index, port in enumerate(_pick_ports(store, replace(settings, port=None),
+                                                         more), len(kept)):
+                    instance = instances.Instance(
+                        index, instances.instance_dir(deployment_dir, index), port)
+                    instance.pid, _ = instances.start(config_for(instance), instance)
+                    added.append(instance)
+                instances.record(deployment, [
+                    instances.Instance(i.index, i.dir, i.port, new) for i, _, new in handed
+                ] + added)
                 deployment.self_test = self_test
                 deployment.revision = revision
-                deployment.model_uri = new_config.model_uri
+                deployment.model_uri = model_uri or deployment.model_uri
                 deployment.config = settings.to_dict()
                 deployment.environment = environment_record(env)
                 deployment.state, deployment.error = "Succeeded", None
@@ -312,56 +327,42 @@ def update_deployment(
                     store.save_deployment(deployment)
                     # a Failed first deployment of an implicit endpoint, fixed, takes its traffic
                     add_to_endpoint(store, deployment.endpoint, name)
+                committed = True
+                # routes the added instances, and drops the surplus once they have answered
                 sync_gateway(store, deployment.endpoint)
         except BaseException:
-            if not started:
-                old_config.write(str(config_path))
-                _restore_text(deployment.ready_file, old_ready)
+            if not committed:
+                _roll_back(kept, handed, added, saved)
                 remove_revision(deployment_dir, revision)
             raise
-        # the old master drains its requests: no state changes, so the store's lock is free
-        if old_pid != new_pid and supervisor.is_alive(old_pid, config_path):
-            supervisor.stop(old_pid, config_path=config_path, group=False)  # graceful drain
-            supervisor.wait_promoted(deployment.pidfile, new_pid)
-        kept = ("model", "code", "environment") if model_uri else ("code", "environment")
-        remove_revisions_except(deployment_dir, revision, kept)
+        # the old masters drain their requests: no state changes, so the store's lock is free
+        for instance, old_pid, new_pid in handed:
+            if old_pid and old_pid != new_pid and supervisor.is_alive(old_pid,
+                                                                      instance.config_path):
+                supervisor.stop(old_pid, config_path=instance.config_path, group=False)
+                supervisor.wait_promoted(instance.pidfile, new_pid)
+        for instance in surplus:
+            instances.stop(instance)
+            shutil.rmtree(instance.dir, ignore_errors=True)
+        kept_folders = ("model", "code", "environment") if model_uri else ("code", "environment")
+        remove_revisions_except(deployment_dir, revision, kept_folders)
     return describe(deployment, store)
 
 
-def _hand_over(
-    deployment: Deployment, new_config: ServerConfig, config_path: Path
-) -> Tuple[int, Dict]:
-    """USR2 the running master; return the new master's pid (and its self-test) once it serves
-    the new revision and passed the self-test. On failure the old master keeps serving."""
-    log_path = Path(deployment.log_path)
-    offset = supervisor.log_size(log_path)
-    new_config.write(str(config_path))
-    old_pid = deployment.pid
-    # a master re-exec'd by the previous update ignores USR2 until gunicorn promotes it
-    supervisor.wait_promoted(deployment.pidfile, old_pid)
-    supervisor.reexec(old_pid)
-    try:
-        ready = supervisor.wait_ready(new_config, log_path, supervisor.reexec_alive(old_pid),
-                                      offset)
-        return ready, run_self_test(new_config, log_path)
-    except BaseException:
-        child = supervisor.reexec_child(old_pid)
-        if child is not None:
-            supervisor.stop(child, grace=5, group=False)
-        raise
-
-
-def _restart(store: Store, deployment: Deployment, new_config: ServerConfig) -> Tuple[int, Dict]:
-    """Start a dead deployment's server again on its port."""
-    deployment_dir = Path(deployment.dir)
-    # anything left of the old process group (a worker orphaned by a killed master) goes first
-    for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
-        supervisor.stop(pid, grace=5, config_path=deployment.server_config_path)
-    if not supervisor.wait_port_free(deployment.port):
-        raise InvalidState(
-            "The deployment's port is taken by another program; delete and recreate the deployment."
-        )
-    return _start(new_config, deployment_dir, Path(deployment.log_path))
+def _roll_back(kept, handed, added, saved) -> None:
+    """Undo an update that failed part way: the instances it added stop, the new masters of
+    those it handed over stop (their old masters never stopped serving: they serve alone
+    again), one it restarted from dead stops again, and every config file is as it was."""
+    for instance in added:
+        instances.stop(instance, grace=5)
+        shutil.rmtree(instance.dir, ignore_errors=True)
+    for instance, old_pid, new_pid in handed:
+        supervisor.stop(new_pid, grace=5, config_path=instance.config_path,
+                        group=old_pid is None)
+    for instance in kept:
+        config_text, ready_text = saved[instance.index]
+        _restore_text(instance.config_path, config_text)
+        _restore_text(instance.ready_file, ready_text)
 
 
 def delete_deployment(
@@ -395,9 +396,8 @@ def delete_deployment(
             deployment.state = "Deleting"
             store.save_deployment(deployment)
             sync_gateway(store, deployment.endpoint)  # no new request reaches it from now on
-        config_path = deployment.server_config_path
-        for pid in (deployment.pid, _read_pidfile(deployment.pidfile)):
-            supervisor.stop(pid, config_path=config_path)
+        for instance in instances.instances_of(deployment):
+            instances.stop(instance)
         shutil.rmtree(deployment.dir, ignore_errors=True)
         with store.lock():
             owner = store.find_endpoint(deployment.endpoint)
@@ -489,14 +489,14 @@ def environments_in_use(store: Optional[Store] = None) -> Dict[str, List[str]]:
 
 
 def runtime_state(deployment: Deployment) -> str:
-    """The truth about a deployment now: the stored state, unless its server died or hangs."""
+    """The truth about a deployment now: the stored state, unless its instances died or hang
+    (Dead: none runs; Unhealthy: some do not serve)."""
     if deployment.state != "Succeeded":
         return deployment.state
-    if not supervisor.is_alive(deployment.pid, deployment.server_config_path):
-        return "Dead"
-    if not supervisor.is_healthy(deployment.port, timeout=2.0):
-        return "Unhealthy"
-    return "Running"
+    states = {instances.state(i) for i in instances.instances_of(deployment)}
+    if states == {"Running"}:
+        return "Running"
+    return "Dead" if states == {"Dead"} else "Unhealthy"
 
 
 def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
@@ -513,6 +513,8 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "scoring_uri": scoring_uri_of(deployment),
         "instance_count": deployment.config.get("instance_count", 1),
         "worker_count": DeploymentSettings(**deployment.config).workers,
+        "instances": [{"index": i.index, "port": i.port, "pid": i.pid, "state": instances.state(i)}
+                      for i in instances.instances_of(deployment)],
         "traffic": (endpoint.traffic.get(deployment.name, 0) if endpoint else 0),
         "port": deployment.port,
         "pid": deployment.pid if state in ("Running", "Unhealthy") else None,
@@ -560,12 +562,3 @@ def _restore_text(path: Path, text: Optional[str]) -> None:
     tmp = path.with_suffix(".restore")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-def _read_pidfile(pidfile: Optional[str]) -> Optional[int]:
-    if not pidfile:
-        return None
-    try:
-        return int(Path(pidfile).read_text().strip())
-    except (OSError, ValueError):
-        return None

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidState, ServerFailed
 from mlflow_deploy.online import supervisor
+from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.online.deployments import check_flavor, server_config_for
 from mlflow_deploy.online.revision import stage_revision
 from mlflow_deploy.online.settings import parse_settings
@@ -28,6 +29,9 @@ def serve(
     """Run the model's scoring server on 127.0.0.1 until Ctrl-C; raise if it fails."""
     check_flavor(flavor)
     settings = parse_settings(config)
+    if settings.instance_count != 1:
+        raise InvalidParameter("A foreground server is one instance: give it more workers with "
+                               "WORKER_COUNT in environment_variables, not instance_count.")
     port = settings.port or DEFAULT_PORT
     if not supervisor.port_is_free(port):
         raise InvalidState("The port is already in use (--port / config 'port').")

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from multidict import CIMultiDict
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, UnixConnector, web
+from aiohttp import (
+    ClientConnectorError,
+    ClientError,
+    ClientSession,
+    ClientTimeout,
+    TCPConnector,
+    UnixConnector,
+    web,
+)
 
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
@@ -52,6 +60,8 @@ log = logging.getLogger("mlflow_deploy.gateway")
 # counted), so a slow mirror never grows the gateway's memory
 MIRROR_QUEUE = 64
 REQUEST_ID = "x-request-id"
+# how long an instance that refused a connection is passed over while others can serve
+DOWN_S = 1.0
 # how long a reload waits for the requests in flight at instances it dropped (the longest
 # request timeout Azure allows, 180 s, plus a margin)
 DRAIN_LIMIT_S = 190.0
@@ -79,6 +89,7 @@ class Instance:
     def __init__(self, address: str):
         self.address = address
         self.outstanding = 0
+        self.down_until = 0.0  # refused a connection: others are preferred until then
         # sync workers close every connection after one answer: never keep one for reuse
         if address.startswith("unix:"):
             connector = UnixConnector(path=address[len("unix:"):], force_close=True)
@@ -100,9 +111,14 @@ class Backend:
         self.name, self.route, self.instances = name, route, instances
         self.in_flight = 0
 
-    def least_busy(self) -> Instance:
-        fewest = min(i.outstanding for i in self.instances)
-        return random.choice([i for i in self.instances if i.outstanding == fewest])
+    def least_busy(self, tried: Set[Instance]) -> Instance:
+        """The instance with the fewest outstanding requests, among those not tried for this
+        request, preferring those that did not just refuse a connection."""
+        now = time.monotonic()
+        left = [i for i in self.instances if i not in tried]
+        pool = [i for i in left if i.down_until <= now] or left
+        fewest = min(i.outstanding for i in pool)
+        return random.choice([i for i in pool if i.outstanding == fewest])
 
 
 class Gateway:
@@ -225,22 +241,32 @@ class Gateway:
                        body: bytes, timeout_ms: Optional[int]
                        ) -> Tuple[Optional[int], Any, bytes]:
         """(status, headers, body) of the instance's answer, or (None, reason, b"") with reason
-        "timeout" or "unreachable"."""
-        instance = backend.least_busy()
-        instance.outstanding += 1
-        try:
-            call = self._call(instance, method, path, headers, body)
-            if timeout_ms is None:
-                return await call
-            return await asyncio.wait_for(call, timeout_ms / 1000.0)
-        except asyncio.TimeoutError:
-            return None, "timeout", b""
-        except (ClientError, OSError) as exc:
-            log.warning("%s: instance %s did not answer (%s)", backend.name, instance.address,
-                        type(exc).__name__)
-            return None, "unreachable", b""
-        finally:
-            instance.outstanding -= 1
+        "timeout" or "unreachable". An instance that refuses the connection (it died, or is
+        restarting) never saw the request: the next instance gets it."""
+        tried: Set[Instance] = set()
+        while True:
+            instance = backend.least_busy(tried)
+            instance.outstanding += 1
+            try:
+                call = self._call(instance, method, path, headers, body)
+                if timeout_ms is None:
+                    return await call
+                return await asyncio.wait_for(call, timeout_ms / 1000.0)
+            except asyncio.TimeoutError:
+                return None, "timeout", b""
+            except ClientConnectorError:
+                instance.down_until = time.monotonic() + DOWN_S
+                tried.add(instance)
+                log.warning("%s: instance %s refused the connection", backend.name,
+                            instance.address)
+                if len(tried) == len(backend.instances):
+                    return None, "unreachable", b""
+            except (ClientError, OSError) as exc:
+                log.warning("%s: instance %s did not answer (%s)", backend.name,
+                            instance.address, type(exc).__name__)
+                return None, "unreachable", b""
+            finally:
+                instance.outstanding -= 1
 
     @staticmethod
     async def _call(instance: Instance, method: str, path: str, headers: Dict[str, str],
@@ -351,10 +377,14 @@ async def serve(config_path: str) -> None:
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await public_runner.setup()
     await admin_runner.setup()
-    Path(config.admin_socket).unlink(missing_ok=True)
+    # bound by its name in its folder: the full path may exceed a Unix socket address's 107
+    # bytes (the control plane connects the same way, through the folder)
+    os.chdir(os.path.dirname(config.admin_socket))
+    admin_name = os.path.basename(config.admin_socket)
+    Path(admin_name).unlink(missing_ok=True)
     await web.TCPSite(public_runner, config.host, config.port, reuse_address=True).start()
-    await web.UnixSite(admin_runner, config.admin_socket).start()
-    os.chmod(config.admin_socket, 0o600)
+    await web.UnixSite(admin_runner, admin_name).start()
+    os.chmod(admin_name, 0o600)
     log.info("gateway of endpoint %s listening on %s:%d", config.endpoint, config.host,
              config.port)
     stopping = asyncio.Event()

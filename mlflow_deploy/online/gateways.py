@@ -29,7 +29,9 @@ START_TIMEOUT_S = 30.0
 
 class _UnixConnection(http.client.HTTPConnection):
     """http.client over a Unix socket: the one thing the standard library lacks for talking to
-    the admin socket, and small enough not to need a dependency."""
+    the admin socket, and small enough not to need a dependency. The socket is reached through
+    its open folder (``/proc/self/fd/N/admin.sock``): its own path may be longer than the 107
+    bytes a Unix socket address holds (a home deep in a tree)."""
 
     def __init__(self, path: str, timeout: float):
         super().__init__("localhost", timeout=timeout)
@@ -38,7 +40,12 @@ class _UnixConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
+        folder = os.open(os.path.dirname(self.unix_path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.sock.connect("/proc/self/fd/{}/{}".format(
+                folder, os.path.basename(self.unix_path)))
+        finally:
+            os.close(folder)
 
 
 def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0

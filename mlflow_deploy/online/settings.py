@@ -22,12 +22,13 @@ __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SET
 
 MAX_REQUEST_TIMEOUT_MS = 180_000
 WORKER_COUNT = "WORKER_COUNT"
+MAX_INSTANCES = 20
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Azure's maximum request_settings.request_timeout_ms
 
 
 @dataclass(frozen=True)
 class DeploymentSettings:
-    instance_count: int = DEFAULTS.workers  # gunicorn worker processes
+    instance_count: int = 1  # independent server instances (Azure's); workers: WORKER_COUNT
     env_manager: str = "uv"  # how the model's own environment is built (envs/)
     python_version_policy: str = "exact"  # or "nearest": the closest Python, with a warning
     package: Optional[str] = None  # a `mlflow-deploy package` folder: build offline from it
@@ -46,7 +47,7 @@ class DeploymentSettings:
     # requests in flight per instance (Azure's default 1, kept: set it for loaded endpoints)
     max_concurrent_requests_per_instance: int = 1
     # set in the server before it loads the model; WORKER_COUNT (azmlinfsrv's knob) is the number
-    # of workers, over instance_count
+    # of workers per instance
     environment_variables: Dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -54,7 +55,7 @@ class DeploymentSettings:
 
     @property
     def workers(self) -> int:
-        return int(self.environment_variables.get(WORKER_COUNT, self.instance_count))
+        return int(self.environment_variables.get(WORKER_COUNT, DEFAULTS.workers))
 
     @property
     def scoring_options(self) -> ScoringOptions:
@@ -62,7 +63,9 @@ class DeploymentSettings:
 
 
 SETTING_HELP = {
-    "instance_count": f"number of worker processes (1-64, default {DEFAULTS.workers})",
+    "instance_count": "number of server instances, each its own process tree behind the "
+    f"endpoint (1-{MAX_INSTANCES}, default 1); workers per instance: WORKER_COUNT in "
+    f"environment_variables (1-64, default {DEFAULTS.workers})",
     "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "
     "local (the current Python environment) or conda",
     "python_version_policy": "exact (default: the model's Python minor version) or nearest",
@@ -232,7 +235,7 @@ def _validation(value: Any) -> str:
 
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
-    "instance_count": _integer("instance_count", 1, 64),
+    "instance_count": _integer("instance_count", 1, MAX_INSTANCES),
     "env_manager": _choice("env_manager", MANAGERS),
     "python_version_policy": _choice("python_version_policy", POLICIES),
     "package": _existing("package", "folder"),
@@ -276,11 +279,8 @@ def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
     """The ``-C`` config an ``az ml`` deployment YAML (specs.DeploymentSpec) asks for: its
     request settings, environment variables and scoring script, then the local settings given as
     ``mlflow-deploy/<setting>`` tags (checked by ``parse_settings`` like any other)."""
-    if spec.instance_count > 1:
-        raise InvalidParameter(
-            "instance_count above 1 is not supported yet (one server instance per deployment); "
-            "give it more workers with environment_variables.WORKER_COUNT.")
     config: Dict[str, Any] = {
+        "instance_count": spec.instance_count,
         "request_timeout_ms": spec.request_settings.request_timeout_ms,
         "max_concurrent_requests_per_instance":
             spec.request_settings.max_concurrent_requests_per_instance,

@@ -9,13 +9,12 @@ the gateway's routing table and waits until the gateway applies it, starting the
 if it is not running.
 """
 
-import hashlib
 import secrets
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidParameter, InvalidState
-from mlflow_deploy.online import forkserver, gateways, supervisor
+from mlflow_deploy.online import gateways, instances, supervisor
 from mlflow_deploy.online.routes import GatewayConfig, Keys, Route
 from mlflow_deploy.online.settings import DeploymentSettings
 from mlflow_deploy.store import Deployment, Endpoint, Store
@@ -147,7 +146,7 @@ def gateway_paths(store: Store, endpoint_name: str):
 
 def _route(deployment: Deployment) -> Route:
     settings = DeploymentSettings(**deployment.config)
-    return Route(upstreams=(f"http://{supervisor.HOST}:{deployment.port}",),
+    return Route(upstreams=tuple(i.address for i in instances.instances_of(deployment)),
                  request_timeout_ms=settings.request_timeout_ms,
                  max_concurrent_requests_per_instance=(
                      settings.max_concurrent_requests_per_instance))
@@ -173,11 +172,9 @@ def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:
 
 
 def admin_socket(config_path: Path) -> str:
-    """In the run folder (owner-only, short): a Unix socket path may not exceed 107 bytes, which
-    a home deep in a tree would; named by the config's path, so each endpoint of each home has
-    its own."""
-    digest = hashlib.sha256(str(config_path).encode()).hexdigest()[:16]
-    return str(forkserver.run_dir() / f"gateway-{digest}.sock")
+    """Beside the config, in the endpoint's owner-only folder (``gateways`` reaches it through a
+    short path, as a Unix socket's may not exceed 107 bytes)."""
+    return str(config_path.parent / "admin.sock")
 
 
 def gateway_alive(store: Store, endpoint: Endpoint) -> bool:
@@ -194,8 +191,12 @@ def sync_gateway(store: Store, endpoint_name: str) -> None:
         return
     config_path, log_path = gateway_paths(store, endpoint.name)
     if gateway_alive(store, endpoint):
-        gateways.reload(gateway_config(store, endpoint), config_path)
-        return
+        try:
+            gateways.reload(gateway_config(store, endpoint), config_path)
+            return
+        except OSError:  # its admin socket is gone: a fresh gateway, on the same port
+            stop_gateway(store, endpoint)
+            supervisor.wait_port_free(endpoint.port)
     if endpoint.port is None:
         taken = [d.port for d in store.list_deployments()] + [
             e.port for e in store.list_endpoints() if e.port]

@@ -123,7 +123,7 @@ def test_yaml_errors_are_one_line_naming_file_and_line(deploy_home, tmp_path):
     assert "SECRET-VALUE" not in failed.stderr
     deployment = tmp_path / "blue.yml"
     deployment.write_text("name: blue\nendpoint_name: diab-ep\nmodel: {path: ./m}\n"
-                          "instance_count: 3\n")
+                          "instance_count: 30\n")
     failed = cli("online-deployment", "create", "-f", str(deployment), check=False)
     assert failed.returncode == 2 and "instance_count" in failed.stderr
     assert json.loads(cli("online-endpoint", "list").stdout) == []

@@ -11,7 +11,7 @@ from mlflow_deploy import online
 from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
 from mlflow_deploy.online import endpoints
 from mlflow_deploy.online.endpoints import parse_traffic
-from mlflow_deploy.store import SCHEMA_VERSION, Store
+from mlflow_deploy.store import MIGRATIONS, SCHEMA_VERSION, Store
 from tests.online.fixtures import server_pids_under
 
 
@@ -110,13 +110,10 @@ def test_a_store_from_before_gateways_migrates(tmp_path, monkeypatch):
     """An endpoint recorded at schema version 2 had no key and no gateway: it keeps auth none,
     and its gateway starts on a free port the first time it is needed."""
     home = tmp_path / "home"
-    store = Store(home)
-    with sqlite3.connect(store.path) as conn:  # rewind to version 2, as that release left it
-        conn.execute("DROP TABLE endpoints")
-        conn.execute("""CREATE TABLE endpoints (
-            name TEXT PRIMARY KEY, auth_mode TEXT NOT NULL DEFAULT 'none', description TEXT,
-            traffic TEXT NOT NULL DEFAULT '{}', auto_created INTEGER NOT NULL DEFAULT 0,
-            created REAL NOT NULL, updated REAL NOT NULL)""")
+    home.mkdir()
+    with sqlite3.connect(home / "state.db") as conn:  # as the release at version 2 left it
+        for migrate in MIGRATIONS[:2]:
+            migrate(conn)
         conn.execute("INSERT INTO endpoints VALUES ('old', 'none', 'from v2', ?, 0, 1.0, 1.0)",
                      (json.dumps({}),))
         conn.execute("PRAGMA user_version = 2")

@@ -41,7 +41,7 @@ def test_openmp_model_answers_from_forked_workers(deploy_home, hgb_model, monkey
     if not fork_servers:
         monkeypatch.setenv(forkserver.IDLE_ENV, "0")
     path, rows, expected = hgb_model
-    created = online.create_deployment("hgb", str(path), config={"instance_count": workers})
+    created = online.create_deployment("hgb", str(path), config={"environment_variables": {"WORKER_COUNT": workers}})
     assert created["provisioning_state"] == "Succeeded"
     for _ in range(2 * workers):  # every worker answers, none is stuck in its thread pool
         answer = requests.post(created["scoring_uri"], json={"input_data": rows.tolist()},

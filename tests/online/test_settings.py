@@ -23,6 +23,7 @@ def test_defaults():
         "error_details": True,
         "port": None,
         "max_concurrent_requests_per_instance": 1,
+        "environment_variables": {},
     }
 
 
