@@ -4,7 +4,6 @@ request under load, a killed server reported dead and restarted, failures that l
 import os
 import shutil
 import signal
-import threading
 import time
 
 import pandas as pd
@@ -23,6 +22,7 @@ from mlflow_deploy.errors import (
 )
 from mlflow_deploy.online import supervisor
 from tests.online.fixtures import server_pids_under
+from tests.online.load import SteadyLoad
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +33,6 @@ SPLIT = {"input_data": {"columns": COLUMNS, "index": [0, 1], "data": [ROW, ROW]}
 
 def version(deployment):
     return requests.get(deployment["scoring_uri"].replace("/score", "/version"), timeout=10).json()
-
-
-def wait_until(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def assert_untouched(store, names=()):
@@ -128,40 +121,13 @@ def test_shared_endpoint_traffic_rules(deploy_home, example_models, example_mode
 
 def test_update_under_load_has_no_failed_request(deploy_home, example_models, example_model_dirs):
     created = online.create_deployment("blue", example_models["diabetes"])
-    uri = created["scoring_uri"]
-    stop, results, lock = threading.Event(), {"ok": 0, "failed": []}, threading.Lock()
-
-    def load():
-        with requests.Session() as session:
-            deadline = time.monotonic() + 120
-            while not stop.is_set() and time.monotonic() < deadline and results["ok"] < 4000:
-                try:
-                    answer = session.post(uri, json=SPLIT, timeout=30)
-                    outcome = answer.status_code
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                with lock:
-                    if outcome == 200:
-                        results["ok"] += 1
-                    else:
-                        results["failed"].append(outcome)
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(lambda: results["ok"] >= 20)  # the load is on
+    with SteadyLoad(created["scoring_uri"], SPLIT) as load:
+        load.served_more()  # the load is on
         updated = online.update_deployment(
             "blue", model_uri=str(example_model_dirs["diabetes"]), config={"instance_count": "2"}
         )
-        after = results["ok"]
-        # and the new master answers it (unless the load reached its cap during the update)
-        wait_until(lambda: results["ok"] >= min(after + 20, 4000))
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert results["failed"] == [] and results["ok"] > 0
+        load.served_more()  # and the new masters answer it
+    assert load.failed == [] and load.ok > 0
     assert updated["revision"] == 2 and updated["instance_count"] == 2
     assert updated["model_uri"] == str(example_model_dirs["diabetes"])
     assert updated["port"] == created["port"] and updated["pid"] != created["pid"]

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +17,7 @@ from example_models.build import shared_requirements
 from mlflow_deploy import online
 from mlflow_deploy.online import endpoints as _endpoints
 from mlflow_deploy.errors import InvalidState, PredictionFailed
+from tests.online.load import SteadyLoad
 
 pytestmark = pytest.mark.slow
 
@@ -254,52 +254,21 @@ def test_lifecycle_changes_under_load_fail_no_request(deploy_home, models):
     uri = created["scoring_uri"]
     online.create_deployment("blue", models["right"], endpoint="ept",
                              config={**LOADED, "all_traffic": "true"})
-    stop, results, lock = threading.Event(), {"ok": 0, "failed": []}, threading.Lock()
-
-    def load():
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    answer = session.post(uri, json=body(2.0), timeout=30)
-                    outcome = 200 if answer.json() == [4.0] else (
-                        answer.status_code, answer.text[:200])
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                with lock:
-                    if outcome == 200:
-                        results["ok"] += 1
-                    else:
-                        results["failed"].append(outcome)
-
-    def served_more(count=20):
-        target = results["ok"] + count
-        deadline = time.monotonic() + 60
-        while results["ok"] < target and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert results["ok"] >= target
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        served_more()
+    with SteadyLoad(uri, body(2.0), expect=[4.0]) as load:
+        load.served_more()
         online.create_deployment("green", models["right"], endpoint="ept", config=LOADED)
-        served_more()
+        load.served_more()
         online.update_endpoint("ept", config={"traffic": "blue=50 green=50"})
-        served_more()
+        load.served_more()
         online.update_deployment("green", config={"request_timeout_ms": "4000"})
-        served_more()
+        load.served_more()
         online.update_endpoint("ept", config={"traffic": "green=100"})
-        served_more()
+        load.served_more()
         with pytest.raises(InvalidState, match="traffic"):
             online.delete_deployment("green", endpoint="ept")
         online.delete_deployment("blue", endpoint="ept")
-        served_more()
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-    assert results["failed"] == [] and results["ok"] > 100
+        load.served_more()
+    assert load.failed == [] and load.ok > 100
 
 
 def test_slow_clients_never_hold_a_worker(deploy_home, models):
@@ -378,41 +347,13 @@ def test_instances_serve_apart_and_one_killed_fails_no_request(deploy_home, mode
         seen.add(direct.status_code)
     assert seen == {200}
 
-    stop, results, lock = threading.Event(), {"ok": 0, "failed": []}, threading.Lock()
-
-    def load():
-        with requests.Session() as session:
-            while not stop.is_set():
-                try:
-                    answer = session.post(uri, json=body(2.0), timeout=30)
-                    outcome = answer.status_code
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                with lock:
-                    if outcome == 200:
-                        results["ok"] += 1
-                    else:
-                        results["failed"].append(outcome)
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while results["ok"] < 30 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with SteadyLoad(uri, body(2.0), threads=3) as load:
+        load.served_more(30)
         # between two requests of its own, so none in flight there is lost with it
         os.killpg(os.getpgid(second["pid"]), signal.SIGKILL)
-        target = results["ok"] + 100
-        while results["ok"] < target and time.monotonic() < deadline + 30:
-            time.sleep(0.01)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        load.served_more(100)
     # a request in flight at the killed instance may be lost; none sent after it
-    assert len(results["failed"]) <= 3 and all(f == 502 for f in results["failed"]), results
-    assert results["ok"] >= 130
+    assert len(load.failed) <= 3 and all(f[0] == 502 for f in load.failed), load.failed
     deadline = time.monotonic() + 10
     while online.get_deployment("blue")["state"] != "Unhealthy" and time.monotonic() < deadline:
         time.sleep(0.05)
