@@ -71,6 +71,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     os.environ["MLFLOW_DEPLOY_HOME"] = str(work / "home")
+    # the model's env from the cache `make bench` and the suite keep, and fork servers of our own
+    os.environ.setdefault("MLFLOW_DEPLOY_ENV_CACHE", str(ROOT / ".mlflow-deploy" / "envs"))
+    os.environ["MLFLOW_DEPLOY_RUN_DIR"] = str(work / "run")
+    (work / "run").mkdir(mode=0o700)
     (work / "deployment.yml").write_text(textwrap.dedent(f"""\
         name: bench
         endpoint_name: bench-ep
@@ -114,6 +118,9 @@ def main(argv=None):
                       f"{direct['errors'] + through['errors']:>6}", flush=True)
     finally:
         subprocess.run([CLI, "online-endpoint", "delete", "--name", "bench-ep", "--yes"])
+        from mlflow_deploy.online import forkserver
+
+        forkserver.stop_all(work / "run")
 
 
 if __name__ == "__main__":

@@ -31,16 +31,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from multidict import CIMultiDict
-from aiohttp import (
-    ClientConnectorError,
-    ClientError,
-    ClientSession,
-    ClientTimeout,
-    TCPConnector,
-    UnixConnector,
-    web,
-)
+from aiohttp import web
 
+from mlflow_deploy.online import upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
@@ -55,6 +48,7 @@ from mlflow_deploy.online.routes import (
 )
 
 log = logging.getLogger("mlflow_deploy.gateway")
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 # copies to mirrored deployments waiting for an answer, at most: past this a copy is dropped (and
 # counted), so a slow mirror never grows the gateway's memory
@@ -74,7 +68,6 @@ _NOT_FORWARDED = frozenset({
 })
 _NOT_RETURNED = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
-    "content-encoding",  # the client session decoded the body: it goes back as it is now
 })
 
 
@@ -90,18 +83,6 @@ class Instance:
         self.address = address
         self.outstanding = 0
         self.down_until = 0.0  # refused a connection: others are preferred until then
-        # sync workers close every connection after one answer: never keep one for reuse
-        if address.startswith("unix:"):
-            connector = UnixConnector(path=address[len("unix:"):], force_close=True)
-            self.base = "http://localhost"
-        else:
-            connector = TCPConnector(force_close=True, limit=0)
-            self.base = address.rstrip("/")
-        self.session = ClientSession(connector=connector, auto_decompress=False,
-                                     timeout=ClientTimeout(total=None))
-
-    async def close(self) -> None:
-        await self.session.close()
 
 
 class Backend:
@@ -156,17 +137,9 @@ class Gateway:
         self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
         for name in config.mirror_traffic:
             self.mirrors.setdefault(name, MirrorReport())
-        for instance in retired:
-            asyncio.ensure_future(self._close_when_idle(instance))
         log.info("routing table loaded: %d deployment(s), traffic %s, mirror %s",
                  len(backends), config.traffic, config.mirror_traffic)
         return retired
-
-    @staticmethod
-    async def _close_when_idle(instance: Instance) -> None:
-        while instance.outstanding:
-            await asyncio.sleep(0.05)
-        await instance.close()
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -225,8 +198,7 @@ class Gateway:
                 live.set_result((status, answer, (time.perf_counter() - started) * 1000))
         if status is None:  # no answer: the reason is in answer_headers' place
             return self._no_answer(answer_headers, backend, request_id, transparent)
-        out = CIMultiDict((k, v) for k, v in answer_headers.items()
-                          if k.lower() not in _NOT_RETURNED)
+        out = CIMultiDict((k, v) for k, v in answer_headers if k.lower() not in _NOT_RETURNED)
         out.setdefault(REQUEST_ID, request_id)
         if not transparent:
             out[DEPLOYMENT_HEADER] = backend.name
@@ -248,32 +220,28 @@ class Gateway:
             instance = backend.least_busy(tried)
             instance.outstanding += 1
             try:
-                call = self._call(instance, method, path, headers, body)
+                call = upstream.exchange(instance.address, method, path, headers, body)
                 if timeout_ms is None:
                     return await call
-                return await asyncio.wait_for(call, timeout_ms / 1000.0)
+                if _timeout is None:
+                    return await asyncio.wait_for(call, timeout_ms / 1000.0)
+                async with _timeout(timeout_ms / 1000.0):  # no task per request, as wait_for's
+                    return await call
             except asyncio.TimeoutError:
                 return None, "timeout", b""
-            except ClientConnectorError:
+            except upstream.Unreachable:
                 instance.down_until = time.monotonic() + DOWN_S
                 tried.add(instance)
                 log.warning("%s: instance %s refused the connection", backend.name,
                             instance.address)
                 if len(tried) == len(backend.instances):
                     return None, "unreachable", b""
-            except (ClientError, OSError) as exc:
+            except (ConnectionError, OSError, ValueError) as exc:
                 log.warning("%s: instance %s did not answer (%s)", backend.name,
                             instance.address, type(exc).__name__)
                 return None, "unreachable", b""
             finally:
                 instance.outstanding -= 1
-
-    @staticmethod
-    async def _call(instance: Instance, method: str, path: str, headers: Dict[str, str],
-                    body: bytes) -> Tuple[int, Any, bytes]:
-        async with instance.session.request(method, instance.base + path, headers=headers,
-                                            data=body or None) as answer:
-            return answer.status, answer.headers, await answer.read()
 
     def _no_answer(self, reason: str, backend: Backend, request_id: str,
                    transparent: bool) -> web.Response:
@@ -395,8 +363,6 @@ async def serve(config_path: str) -> None:
     log.info("stopping: finishing the requests in flight")
     await public_runner.cleanup()  # stops listening, then waits for the handlers in flight
     await admin_runner.cleanup()
-    for instance in gateway.instances.values():
-        await instance.close()
 
 
 def main(argv: Optional[List[str]] = None) -> None:
