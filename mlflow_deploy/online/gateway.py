@@ -117,7 +117,8 @@ class Gateway:
     async def reload(self) -> List[Instance]:
         """Read the config file and swap the routing table in one step (no await between the
         reads and the swap: a request sees the old table or the new one, never a mix). Returns
-        the instances no longer routed to (each closes once its last request is answered)."""
+        the instances no longer routed to. A deployment that stays keeps its Backend object:
+        the requests in flight there count down on it."""
         config = GatewayConfig.read(self.config_path)
         keys = Keys.read(config.keys_file) if config.auth_mode == "key" else None
         instances = {}
@@ -129,10 +130,12 @@ class Gateway:
                     Instance(address)
                 instances[address] = instance
                 members.append(instance)
-            backends[name] = Backend(name, route, members)
-            old = self.backends.get(name)
-            if old is not None:
-                backends[name].in_flight = old.in_flight
+            backend = self.backends.get(name)
+            if backend is None:
+                backend = Backend(name, route, members)
+            else:
+                backend.route, backend.instances = route, members
+            backends[name] = backend
         retired = [i for a, i in self.instances.items() if a not in instances]
         self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
         for name in config.mirror_traffic:

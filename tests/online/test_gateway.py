@@ -366,3 +366,22 @@ def test_instances_serve_apart_and_one_killed_fails_no_request(deploy_home, mode
     assert len(fewer["instances"]) == 1
     assert not os.path.exists(os.path.join(fewer["log_path"], "..", "instances", "1"))
     assert requests.post(uri, json=body(3.0), timeout=30).json() == [6.0]
+
+
+def test_reloads_while_requests_are_in_flight_leave_no_phantom_load(deploy_home, models):
+    """The 429 limit counts what is in flight: requests that were in flight across a reload of
+    the routing table count down when they finish, or the endpoint would soon refuse all."""
+    # 1 instance, 1 concurrent request: the limit is 2 in flight; 2 workers take both at once
+    online.create_deployment("blue", models["right"],
+                             config={"environment_variables": {"WORKER_COUNT": "2"}})
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(requests.post, uri, json=body(SLOW), timeout=30) for _ in range(2)]
+        for number in range(3):  # each a reload of the gateway's table
+            online.update_endpoint("blue", config={"description": str(number)})
+        assert [f.result().status_code for f in slow] == [200, 200]
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(lambda _: requests.post(uri, json=body(1.0), timeout=30)
+                                 .status_code, range(20)))
+    assert statuses == [200] * 20
