@@ -75,6 +75,10 @@ say "list"
 mlflow deployments list -t "$T"
 say "delete"
 for d in green blue iris tokens multi; do mlflow deployments delete -t "$T" --name "$d"; done
+# 'diabetes' is the user's own since its traffic was changed by hand (as on Azure): it stays
+# after its deployments until deleted
+mlflow-deploy online-endpoint delete --name diabetes
 mlflow deployments list -t "$T"
+mlflow-deploy online-endpoint list
 trap - EXIT
 say "demo finished"
