@@ -16,6 +16,7 @@ from mlflow_deploy.online.invoke import post
 from mlflow_deploy.online.names import check_name
 from mlflow_deploy.specs import parse_share_map
 from mlflow_deploy.online.routes import Keys
+from mlflow_deploy.online.settings import parse_settings
 from mlflow_deploy.online.traffic import (
     check_mirror_traffic,
     check_traffic,
@@ -76,15 +77,8 @@ def _host(value: Any, auth_mode: str) -> str:
 
 
 def _port(value: Any) -> Optional[int]:
-    if value is None or str(value).strip().lower() in ("", "auto"):
-        return None
-    try:
-        port = int(str(value).strip())
-    except ValueError:
-        raise InvalidParameter("Config 'port' must be an integer.") from None
-    if not 1024 <= port <= 65535:
-        raise InvalidParameter("Config 'port' must be between 1024 and 65535.")
-    return port
+    """The gateway's port, checked as a deployment's config 'port' is (None or "auto": free)."""
+    return parse_settings({"port": value}).port
 
 
 def parse_traffic(value: Any, key: str = "traffic") -> Dict[str, int]:
