@@ -69,6 +69,10 @@ def check_flavor(flavor: Optional[str]) -> str:
     raise InvalidParameter("Only the python_function flavor can be deployed (--flavor).")
 
 
+# how much later than the gateway a deployment's own server gives up on a request
+GATEWAY_GRACE_MS = 500
+
+
 def server_config_for(
     name: str,
     files: Mapping[str, Optional[str]],
@@ -79,12 +83,19 @@ def server_config_for(
     deployment_dir: Optional[Path],
     python: Optional[str] = None,
 ) -> ServerConfig:
-    """The scoring server's config for one revision of a deployment (or a foreground server);
-    ``files`` locate the model and any scoring script (revision.stage_revision)."""
+    """The scoring server's config for one revision of a deployment (or a foreground server,
+    ``deployment_dir`` None); ``files`` locate the model and any scoring script
+    (revision.stage_revision). A deployment's server, behind its endpoint's gateway, times a
+    request out ``GATEWAY_GRACE_MS`` after the gateway does: the caller gets Azure's 408 from
+    the gateway, never a race between it and the server's own 504, and the stuck worker is still
+    recycled. A foreground server's timeout is the caller's (its gateway has none)."""
+    options = settings.scoring_options.to_dict()
+    if deployment_dir is not None:
+        options["request_timeout_ms"] += GATEWAY_GRACE_MS
     return ServerConfig(
         **files,
         bind=f"{supervisor.HOST}:{port}",
-        **settings.scoring_options.to_dict(),
+        **options,
         model_uri=model_uri,
         deployment=name,
         revision=revision,
@@ -363,6 +374,29 @@ def _roll_back(kept, handed, added, saved) -> None:
         config_text, ready_text = saved[instance.index]
         _restore_text(instance.config_path, config_text)
         _restore_text(instance.ready_file, ready_text)
+
+
+def revive_instance(name: str, index: int, store: Optional[Store] = None) -> bool:
+    """Start one instance of a deployment again as it was (same revision, config and port) when
+    it is dead or does not answer: what the endpoint's gateway asks for when the instance fails
+    its liveness probe. Nothing happens when, once the deployment's lock is ours, the deployment
+    or the instance is gone or the instance answers again (an update or a delete got there
+    first). True when the instance serves."""
+    store = store or Store()
+    with store.lock_row(DEPLOYMENTS, name):
+        deployment = store.find_deployment(name)
+        members = instances.instances_of(deployment) if deployment else []
+        if deployment is None or deployment.state != "Succeeded" or index >= len(members):
+            return False
+        instance = members[index]
+        if instances.state(instance) == "Running":
+            return True
+        config = ServerConfig.from_dict(_read_json(instance.config_path))
+        with store.lock():
+            instance.pid, _ = instances.restart(instance, config)
+            instances.record(deployment, members)
+            store.save_deployment(deployment)
+    return True
 
 
 def delete_deployment(

@@ -1,23 +1,32 @@
 """A scoring server in the foreground: ``mlflow deployments run-local`` and ``mlflow-deploy serve``.
 
+The same two processes as an endpoint: the scoring server on an internal port, and in front of it,
+on the user's port, a gateway in transparent mode (no key, no 424 wrapping, every route and status
+passed through), so a slow or stalled client holds a coroutine of the gateway, never one of the
+server's synchronous workers. The user's port opens once the model is loaded.
+
 Nothing is recorded in the store; the model is fetched into a temporary directory that goes away
 with the server. Ctrl-C stops it.
 """
 
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
-from mlflow_deploy.errors import InvalidState, ServerFailed
-from mlflow_deploy.online import supervisor
-from mlflow_deploy.errors import InvalidParameter
+from mlflow_deploy.errors import InvalidParameter, InvalidState, ServerFailed
+from mlflow_deploy.online import gateways, supervisor
 from mlflow_deploy.online.deployments import check_flavor, server_config_for
 from mlflow_deploy.online.revision import stage_revision
-from mlflow_deploy.online.settings import parse_settings
+from mlflow_deploy.online.routes import TRANSPARENT, GatewayConfig, Route
+from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
 
 __all__ = ["serve", "DEFAULT_PORT"]
 
 DEFAULT_PORT = 5001  # azmlinfsrv's default
+_STOPPED = (0, -2, -15, 130)  # gunicorn and the gateway exit 0 on SIGINT/SIGTERM too
 
 
 def serve(
@@ -37,23 +46,64 @@ def serve(
         raise InvalidState("The port is already in use (--port / config 'port').")
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-serve-") as tmp:
         files, env = stage_revision(Path(tmp), 1, model_uri, settings)
+        internal = supervisor.free_port(exclude=[port])
         config_path = Path(tmp) / "server.json"
-        server_config = server_config_for(
-            name or "serve",
-            files,
-            model_uri,
-            settings,
-            port,
-            revision=1,
-            deployment_dir=None,
-            python=env.python,
-        )
-        server_config.write(str(config_path))
-        print(
-            f"Serving the model at http://{supervisor.HOST}:{port}/score (Ctrl-C stops it)",
-            flush=True,
-        )
-        code = supervisor.run_foreground(config_path, python=env.python)
-    # 0: stopped normally; gunicorn exits 0 on SIGINT/SIGTERM too
-    if code not in (0, -2, -15, 130):
+        server_config_for(name or "serve", files, model_uri, settings, internal, revision=1,
+                          deployment_dir=None, python=env.python).write(str(config_path))
+        front = _transparent_gateway(name or "serve", settings, port, internal, Path(tmp))
+        code = _run(config_path, env.python, front, Path(tmp) / "gateway.json", internal)
+    if code not in _STOPPED:
         raise ServerFailed(f"The scoring server exited with code {code}; see its output above.")
+
+
+def _transparent_gateway(name: str, settings: DeploymentSettings, port: int, internal: int,
+                         folder: Path) -> GatewayConfig:
+    return GatewayConfig(
+        endpoint=name, port=port, admin_socket=str(folder / "admin.sock"), mode=TRANSPARENT,
+        auth_mode="none", max_request_bytes=int(settings.max_request_mb * 1024 * 1024),
+        deployments={name: Route(upstreams=(f"http://{supervisor.HOST}:{internal}",))})
+
+
+def _run(config_path: Path, python: str, front: GatewayConfig, front_path: Path,
+         internal: int) -> int:
+    """Start the server, then (once it answers) its gateway; wait until either exits, then
+    stop the other. SIGTERM, SIGHUP and SIGINT sent to us alone (``timeout``, an IDE's stop
+    button, a container runtime) are passed on to both; Ctrl-C in a terminal reaches all three
+    processes at once. Returns the exit code of the one that exited first."""
+    children: List[subprocess.Popen] = []
+    stopping = []
+
+    def stop_all(signum=None, frame=None):
+        stopping.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop_all)
+                for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        server = supervisor.start_attached(config_path, python=python)
+        children.append(server)
+        while server.poll() is None and not stopping and not supervisor.is_healthy(internal, 1):
+            time.sleep(0.05)  # the model loads: nothing to wait on but its answer
+        if server.poll() is None and not stopping:
+            children.append(gateways.start_attached(front, front_path))
+            print(f"Serving the model at http://{supervisor.HOST}:{front.port}/score "
+                  "(Ctrl-C stops it)", flush=True)
+        return _first_to_exit(children).returncode
+    finally:
+        stop_all()
+        for child in children:
+            child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _first_to_exit(children: List[subprocess.Popen]) -> subprocess.Popen:
+    while True:
+        for child in children:
+            try:
+                child.wait(timeout=0.2)
+                return child
+            except subprocess.TimeoutExpired:
+                continue

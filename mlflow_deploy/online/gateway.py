@@ -6,7 +6,9 @@ deployment's synchronous workers; over the limit is the gateway's own 413), chec
 picks a deployment (the ``azureml-model-deployment`` header, else the traffic weights), picks
 the instance with the fewest outstanding requests, forwards, and answers as Azure's router does
 (``routes.py`` has the table). A copy of the mirrored share goes to the mirrored deployments,
-fire-and-forget, and their answers feed the comparison report (``mirror.py``).
+fire-and-forget, and their answers feed the comparison report (``mirror.py``). Each instance's
+liveness and readiness probes run here too (``probes.py``): the gateway is the one process that
+lives as long as the endpoint, so it is the one that notices an instance die and restarts it.
 
 The control plane talks to it over an owner-only Unix socket: ``POST /reload`` re-reads the
 config file and answers once the new routing table is in force (a request already forwarded
@@ -33,7 +35,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from multidict import CIMultiDict
 from aiohttp import web
 
-from mlflow_deploy.online import upstream
+from mlflow_deploy.online import probes, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
@@ -77,12 +79,31 @@ def _json_answer(status: int, message: str, **headers: str) -> web.Response:
 
 
 class Instance:
-    """One server instance of a deployment, and the requests it has not answered yet."""
+    """One server instance of a deployment, the requests it has not answered yet, and what its
+    probes say (``probes.py``). The control plane routes an instance only once it served and
+    passed its self-test, so it starts ready."""
 
     def __init__(self, address: str):
         self.address = address
         self.outstanding = 0
         self.down_until = 0.0  # refused a connection: others are preferred until then
+        self.ready = True
+        self.probed_as: Optional[Tuple[str, int, str]] = None  # (deployment, index, settings)
+        self.probes: List[asyncio.Task] = []
+
+    def watch(self, name: str, index: int, route: Route, store_home: Optional[str]) -> None:
+        """(Re)start its probes when it is new or its deployment's probe settings changed."""
+        settings = {"liveness": route.liveness, "readiness": route.readiness}
+        probed_as = (name, index, json.dumps(settings, sort_keys=True))
+        if probed_as != self.probed_as:
+            self.unwatch()
+            self.probed_as = probed_as
+            self.probes = probes.watch(self, name, index, settings, store_home)
+
+    def unwatch(self) -> None:
+        for task in self.probes:
+            task.cancel()
+        self.probes = []
 
 
 class Backend:
@@ -92,12 +113,18 @@ class Backend:
         self.name, self.route, self.instances = name, route, instances
         self.in_flight = 0
 
+    @property
+    def max_in_flight(self) -> int:
+        return self.route.max_in_flight(sum(1 for i in self.instances if i.ready))
+
     def least_busy(self, tried: Set[Instance]) -> Instance:
         """The instance with the fewest outstanding requests, among those not tried for this
-        request, preferring those that did not just refuse a connection."""
+        request, preferring ready ones that did not just refuse a connection (any one when none
+        is: its refusal is the answer)."""
         now = time.monotonic()
         left = [i for i in self.instances if i not in tried]
-        pool = [i for i in left if i.down_until <= now] or left
+        ready = [i for i in left if i.ready]
+        pool = [i for i in ready if i.down_until <= now] or ready or left
         fewest = min(i.outstanding for i in pool)
         return random.choice([i for i in pool if i.outstanding == fewest])
 
@@ -125,9 +152,11 @@ class Gateway:
         backends = {}
         for name, route in config.deployments.items():
             members = []
-            for address in route.upstreams:
+            for index, address in enumerate(route.upstreams):
                 instance = self.instances.get(address) or instances.get(address) or \
                     Instance(address)
+                if config.mode != TRANSPARENT:  # one server a command watches: no restarts
+                    instance.watch(name, index, route, config.store_home)
                 instances[address] = instance
                 members.append(instance)
             backend = self.backends.get(name)
@@ -137,6 +166,8 @@ class Gateway:
                 backend.route, backend.instances = route, members
             backends[name] = backend
         retired = [i for a, i in self.instances.items() if a not in instances]
+        for instance in retired:
+            instance.unwatch()
         self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
         for name in config.mirror_traffic:
             self.mirrors.setdefault(name, MirrorReport())
@@ -162,6 +193,9 @@ class Gateway:
         except web.HTTPRequestEntityTooLarge:
             return _json_answer(413, "The request body is larger than this endpoint accepts "
                                      "({} bytes).".format(config.max_request_bytes))
+        except ConnectionError:  # the client left before its body was complete: nobody to answer
+            return _json_answer(400, "The connection closed before the request body was "
+                                     "complete.")
         named = request.headers.get(DEPLOYMENT_HEADER)
         if transparent:
             backend = next(iter(self.backends.values()), None)
@@ -177,7 +211,7 @@ class Gateway:
                 return _json_answer(404, NO_POSITIVE_WEIGHT)
         if backend is None or not backend.instances:
             return _json_answer(503, "The deployment has no instance ready to serve.")
-        if not transparent and backend.in_flight >= backend.route.max_in_flight:
+        if not transparent and backend.in_flight >= backend.max_in_flight:
             return _json_answer(429, "Too many requests in flight for this deployment: raise "
                                      "request_settings.max_concurrent_requests_per_instance "
                                      "or instance_count.")
@@ -210,7 +244,13 @@ class Gateway:
                 out[MODEL_ERROR_STATUS] = str(status)
                 out["ms-azureml-model-error-reason"] = "model_error"
                 status = 424
-        return web.Response(status=status, body=answer, headers=out)
+        response = web.Response(status=status, body=answer, headers=out)
+        if transparent and any(k.lower() == "connection" and v.lower() == "close"
+                               for k, v in answer_headers):
+            # the client sees the server's own connection handling, as if it were reached
+            # directly: a sync worker closes after each answer
+            response.force_close()
+        return response
 
     async def _forward(self, backend: Backend, method: str, path: str, headers: Dict[str, str],
                        body: bytes, timeout_ms: Optional[int]

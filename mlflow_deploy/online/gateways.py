@@ -15,14 +15,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
 
-__all__ = ["start", "reload", "mirror_report", "is_alive", "stop", "START_TIMEOUT_S"]
+__all__ = ["start", "start_attached", "reload", "mirror_report", "is_alive", "stop", "START_TIMEOUT_S"]
 
 START_TIMEOUT_S = 30.0
 
@@ -64,33 +64,51 @@ def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
 
 
 def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
-    """Write the config, start the gateway and wait until it listens; its pid. On failure
-    nothing runs and the error points to the log."""
-    config.write(config_path)
-    env = dict(os.environ)
-    env[CONFIG_ENV] = str(config_path)
+    """Write the config, start the gateway detached and wait until it listens; its pid. On
+    failure nothing runs and the error points to the log."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow_deploy.online.gateway",
-                                 str(config_path)],
-                                env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, cwd=str(config_path.parent),
-                                start_new_session=True, close_fds=True)
+        proc = _spawn(config, config_path, stdin=subprocess.DEVNULL, stdout=log,
+                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     supervisor.adopt(proc)
+    _wait_listening(proc, config, "(log: {}).".format(log_path),
+                    lambda: supervisor.last_log_line(log_path) or "no output")
+    return proc.pid
+
+
+def start_attached(config: GatewayConfig, config_path: Path) -> subprocess.Popen:
+    """Start the gateway of a foreground server (``serve``, ``run-local``): its output goes to
+    the terminal, and it stops when the command that started it dies. Returns once it
+    listens."""
+    proc = _spawn(config, config_path, preexec_fn=supervisor.terminate_with_parent)
+    _wait_listening(proc, config, "(see its output above).", lambda: "")
+    return proc
+
+
+def _spawn(config: GatewayConfig, config_path: Path, **popen: Any) -> subprocess.Popen:
+    config.write(config_path)
+    env = dict(os.environ)
+    env[CONFIG_ENV] = str(config_path)  # what tells our gateway from a reused pid
+    return subprocess.Popen([sys.executable, "-m", "mlflow_deploy.online.gateway",
+                             str(config_path)], env=env, cwd=str(config_path.parent), **popen)
+
+
+def _wait_listening(proc: subprocess.Popen, config: GatewayConfig, see: str,
+                    last_words: Callable[[], str]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise ServerFailed("The endpoint's gateway exited at start: "
-                               + (supervisor.last_log_line(log_path) or "no output")
-                               + " (log: {}).".format(log_path))
+            why = last_words()
+            raise ServerFailed("The endpoint's gateway exited at start{} {}".format(
+                ": " + why if why else "", see))
         try:
             _admin(config, "GET", "/health", timeout=2.0)
-            return proc.pid
+            return
         except OSError:
             if time.monotonic() > deadline:
                 supervisor.stop(proc.pid, grace=2)
-                raise ServerFailed("The endpoint's gateway did not start in {:.0f} s (log: "
-                                   "{}).".format(START_TIMEOUT_S, log_path)) from None
+                raise ServerFailed("The endpoint's gateway did not start in {:.0f} s {}".format(
+                    START_TIMEOUT_S, see)) from None
             time.sleep(0.05)
 
 

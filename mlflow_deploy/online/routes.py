@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from mlflow_deploy.specs import LIVENESS, READINESS
+
 __all__ = [
     "ENDPOINT",
     "TRANSPARENT",
@@ -42,16 +44,19 @@ NO_POSITIVE_WEIGHT = "The endpoint doesn't have any valid deployment with positi
 
 @dataclass(frozen=True)
 class Route:
-    """One deployment behind the gateway: where its instances listen and how much it takes."""
+    """One deployment behind the gateway: where its instances listen, how much it takes, and how
+    the gateway probes them (``specs.ProbeSettings`` fields; the defaults are the local ones)."""
 
     upstreams: Tuple[str, ...]  # "http://127.0.0.1:PORT" or "unix:/path/to.sock", one per instance
     request_timeout_ms: int = 5000
     max_concurrent_requests_per_instance: int = 1
+    liveness: Dict[str, int] = field(default_factory=lambda: asdict(LIVENESS))
+    readiness: Dict[str, int] = field(default_factory=lambda: asdict(READINESS))
 
-    @property
-    def max_in_flight(self) -> int:
-        """Azure's router answers 429 past twice the concurrency the ready instances allow."""
-        return 2 * self.max_concurrent_requests_per_instance * len(self.upstreams)
+    def max_in_flight(self, ready_instances: int) -> int:
+        """Azure's router answers 429 past twice the concurrency the ready instances allow (one
+        instance's worth while none is ready, so a restarting deployment is not refused)."""
+        return 2 * self.max_concurrent_requests_per_instance * max(1, ready_instances)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,9 @@ class GatewayConfig:
     traffic: Dict[str, int] = field(default_factory=dict)
     mirror_traffic: Dict[str, int] = field(default_factory=dict)
     deployments: Dict[str, Route] = field(default_factory=dict)
+    # the control plane's store: the gateway restarts an instance that fails its liveness probe
+    # by running the control plane's `revive` on it (None: no restarts, as for `serve`)
+    store_home: Optional[str] = None
 
     def write(self, path: os.PathLike) -> None:
         """Atomically: a gateway re-reading the file never sees half of it."""

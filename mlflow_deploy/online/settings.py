@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
+from mlflow_deploy.specs import LIVENESS, READINESS, ProbeSettings
 
 if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
@@ -49,6 +50,10 @@ class DeploymentSettings:
     # set in the server before it loads the model; WORKER_COUNT (azmlinfsrv's knob) is the number
     # of workers per instance
     environment_variables: Dict[str, str] = field(default_factory=dict)
+    # Azure's probes, run by the endpoint's gateway: readiness decides whether an instance gets
+    # requests, liveness when it is restarted (fields of specs.ProbeSettings, in seconds)
+    liveness_probe: Dict[str, int] = field(default_factory=lambda: asdict(LIVENESS))
+    readiness_probe: Dict[str, int] = field(default_factory=lambda: asdict(READINESS))
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -86,6 +91,11 @@ SETTING_HELP = {
     "WORKER_COUNT sets the number of workers (as on Azure)",
     "max_concurrent_requests_per_instance": "requests one instance takes at once; the "
     "endpoint answers 429 past twice that (1-1000, default 1, as on Azure)",
+    "liveness_probe": "a JSON object of Azure's probe fields (initial_delay, period, timeout, "
+    "failure_threshold, success_threshold; seconds): an instance failing it is restarted "
+    f"(default {json.dumps(asdict(LIVENESS))})",
+    "readiness_probe": "the same fields: an instance failing it gets no requests until it passes "
+    f"again (default {json.dumps(asdict(READINESS))})",
 }
 
 
@@ -137,6 +147,32 @@ def _environment_variables(value: Any) -> Dict[str, str]:
     if WORKER_COUNT in variables:
         _integer(f"environment_variables.{WORKER_COUNT}", 1, 64)(variables[WORKER_COUNT])
     return variables
+
+
+def _probe(key: str, defaults: ProbeSettings) -> Callable[[Any], Dict[str, int]]:
+    """Azure's probe fields, a mapping or its JSON text, laid over the local defaults."""
+    limits = {"initial_delay": (0, 3600), "period": (1, 3600), "timeout": (1, 3600),
+              "failure_threshold": (1, 1000), "success_threshold": (1, 1000)}
+
+    def parse(value: Any) -> Dict[str, int]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise InvalidParameter(f"Config '{key}' is not a JSON object.") from None
+        if not isinstance(value, Mapping):
+            raise InvalidParameter(f"Config '{key}' must map probe fields to numbers.")
+        probe = asdict(defaults)
+        for name, number in value.items():
+            if name not in limits:
+                raise InvalidParameter(f"Config '{key}' takes only: " + ", ".join(limits) + ".")
+            probe[name] = _integer(f"{key}.{name}", *limits[name])(number)
+        if key == "liveness_probe" and probe["success_threshold"] != 1:
+            # as Kubernetes and Azure have it: one answer shows a process is alive
+            raise InvalidParameter("Config 'liveness_probe.success_threshold' must be 1.")
+        return probe
+
+    return parse
 
 
 def boolean(key: str) -> Callable[[Any], bool]:
@@ -251,6 +287,8 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "max_concurrent_requests_per_instance": _integer(
         "max_concurrent_requests_per_instance", 1, 1000),
     "environment_variables": _environment_variables,
+    "liveness_probe": _probe("liveness_probe", LIVENESS),
+    "readiness_probe": _probe("readiness_probe", READINESS),
 }
 assert set(_PARSERS) == {f.name for f in fields(DeploymentSettings)}
 
@@ -285,6 +323,8 @@ def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
         "max_concurrent_requests_per_instance":
             spec.request_settings.max_concurrent_requests_per_instance,
         "environment_variables": dict(spec.environment_variables),
+        "liveness_probe": asdict(spec.liveness_probe),
+        "readiness_probe": asdict(spec.readiness_probe),
     }
     if spec.code:
         config.update(code=spec.code, scoring_script=spec.scoring_script)

@@ -34,7 +34,8 @@ __all__ = [
     "wait_port_free",
     "start_server",
     "adopt",
-    "run_foreground",
+    "start_attached",
+    "terminate_with_parent",
     "wait_ready",
     "reexec",
     "is_alive",
@@ -149,36 +150,17 @@ def clear_stale_pidfile(pidfile: Optional[str], config_path: os.PathLike) -> Non
         Path(pidfile).unlink(missing_ok=True)
 
 
-def run_foreground(config_path: os.PathLike, python: Optional[str] = None) -> int:
-    """Run gunicorn attached to the terminal until it exits. Returns gunicorn's exit code.
-
-    Ctrl-C reaches gunicorn from the terminal; SIGTERM and SIGHUP, sent to us alone (``timeout``,
-    an IDE's stop button, a container runtime), are passed on to the master, which stops its
-    workers. Should we die without a word (SIGKILL), the kernel sends the master SIGTERM
+def start_attached(config_path: os.PathLike, python: Optional[str] = None) -> subprocess.Popen:
+    """Start gunicorn attached to the terminal (a foreground server): Ctrl-C reaches it from
+    the terminal, and should we die without a word (SIGKILL), the kernel sends it SIGTERM
     (``PR_SET_PDEATHSIG``), so a foreground server never outlives its command."""
-    proc = subprocess.Popen(gunicorn_command(python), env=server_env(config_path),
-                            preexec_fn=_terminate_with_parent)
-
-    def forward(signum, frame):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        while True:
-            try:
-                return proc.wait()
-            except KeyboardInterrupt:
-                # gunicorn got the same SIGINT from the terminal and is shutting down: wait for it.
-                continue
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    return subprocess.Popen(gunicorn_command(python), env=server_env(config_path),
+                            preexec_fn=terminate_with_parent)
 
 
-def _terminate_with_parent() -> None:
+def terminate_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux prctl; elsewhere, only the
-    forwarding handler of run_foreground)."""
+    foreground command's own signal handlers)."""
     try:
         import ctypes
 
@@ -409,6 +391,12 @@ def stop(
     pgid = processes.stat_field(pid, processes.PGRP) if group else None
     try:
         os.kill(pid, signal.SIGTERM)
+        # a stopped process (SIGSTOP, a debugger) acts on the SIGTERM only once continued, and
+        # a master waits for its workers, stopped with it
+        if group and pgid and pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGCONT)
+        else:
+            os.kill(pid, signal.SIGCONT)
     except ProcessLookupError:
         return
     if not wait_exit(pid, grace):

@@ -149,7 +149,8 @@ def _route(deployment: Deployment) -> Route:
     return Route(upstreams=tuple(i.address for i in instances.instances_of(deployment)),
                  request_timeout_ms=settings.request_timeout_ms,
                  max_concurrent_requests_per_instance=(
-                     settings.max_concurrent_requests_per_instance))
+                     settings.max_concurrent_requests_per_instance),
+                 liveness=settings.liveness_probe, readiness=settings.readiness_probe)
 
 
 def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:
@@ -168,6 +169,7 @@ def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:
         traffic={k: v for k, v in endpoint.traffic.items() if v > 0},
         mirror_traffic=dict(endpoint.mirror_traffic),
         deployments={d.name: _route(d) for d in deployments if d.state in SERVING},
+        store_home=str(store.home),
     )
 
 

@@ -54,6 +54,10 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
           max_concurrent_requests_per_instance: 4
         environment_variables:
           WORKER_COUNT: 2
+        liveness_probe:
+          period: 2
+        readiness_probe:
+          failure_threshold: 5
         app_insights_enabled: true
     """))
     created = json.loads(cli("online-endpoint", "create", "-f", str(tmp_path / "endpoint.yml"),
@@ -65,6 +69,12 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     workers = [p for p in processes.pids() if processes.stat_field(p, processes.PPID) == blue["pid"]]
     assert len(workers) == 2  # WORKER_COUNT, as azmlinfsrv reads it
     assert blue["config"]["request_timeout_ms"] == 3000
+    # the gateway probes by these (given fields over the local defaults)
+    assert blue["config"]["liveness_probe"]["period"] == 2
+    assert blue["config"]["readiness_probe"] == {"initial_delay": 0, "period": 1, "timeout": 2,
+                                                 "failure_threshold": 5, "success_threshold": 1}
+    gateway = json.loads((deploy_home.endpoint_dir("diab-ep") / "gateway.json").read_text())
+    assert gateway["deployments"]["blue"]["liveness"]["period"] == 2
     assert "app_insights_enabled" in made.stderr and "instance_type" in made.stderr
     green = json.loads(cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"),
                            "--set", "name=green", "--set",

@@ -32,8 +32,17 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
         "2",
     ]
     proc = serve_until_ready(command, port)
-    answer = requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=10)
+    # more clients trickling their bodies than there are workers: the gateway in front holds
+    # them, and the workers keep answering the others
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    for sock in stalled:
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+    answer = requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=5)
     assert answer.status_code == 200 and len(answer.json()) == 1
+    assert "azureml-model-deployment" not in answer.headers  # transparent: the server's answer
+    for sock in stalled:
+        sock.close()
     code, output = ctrl_c(proc, port)
     assert code == 0, output
     assert "Traceback" not in output and supervisor.port_is_free(port)

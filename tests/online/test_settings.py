@@ -24,6 +24,10 @@ def test_defaults():
         "port": None,
         "max_concurrent_requests_per_instance": 1,
         "environment_variables": {},
+        "liveness_probe": {"initial_delay": 0, "period": 1, "timeout": 2,
+                           "failure_threshold": 3, "success_threshold": 1},
+        "readiness_probe": {"initial_delay": 0, "period": 1, "timeout": 2,
+                            "failure_threshold": 30, "success_threshold": 1},
     }
 
 
@@ -92,6 +96,29 @@ def test_bad_values_name_the_key_not_the_value(key, value):
     assert f"'{key}'" in message
     if isinstance(value, str) and len(value) > 1:
         assert f"'{value}'" not in message
+
+
+def test_probes_lay_given_fields_over_the_local_defaults():
+    settings = parse_settings({"liveness_probe": '{"period": 5, "failure_threshold": 2}',
+                               "readiness_probe": {"initial_delay": 3}})
+    assert settings.liveness_probe == {"initial_delay": 0, "period": 5, "timeout": 2,
+                                       "failure_threshold": 2, "success_threshold": 1}
+    assert settings.readiness_probe["initial_delay"] == 3
+    assert settings.readiness_probe["failure_threshold"] == 30
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("liveness_probe", '{"period": 0}', "'liveness_probe.period'"),
+    ("liveness_probe", '{"success_threshold": 2}', "'liveness_probe.success_threshold'"),
+    ("readiness_probe", '{"perod": 1}', "'readiness_probe' takes only"),
+    ("readiness_probe", "[1]", "'readiness_probe' must map"),
+    ("readiness_probe", "{", "'readiness_probe' is not a JSON object"),
+    ("readiness_probe", {"timeout": "soon"}, "'readiness_probe.timeout'"),
+])
+def test_bad_probes_name_the_field(key, value, named):
+    with pytest.raises(InvalidParameter, match=named) as caught:
+        parse_settings({key: value})
+    assert "soon" not in str(caught.value) and "perod" not in str(caught.value)
 
 
 @pytest.mark.parametrize("manager", ["uv", "virtualenv", "local", "conda"])
