@@ -1,5 +1,5 @@
 """What the endpoint's gateway costs: the same deployment called through its endpoint (key,
-routing, one Unix-free TCP hop more) and directly on its own port, in one run.
+routing, one hop more, over the instance's Unix socket) and directly on its own port, in one run.
 
     make bench-gateway            (or: .venv/bin/python bench/gateway.py [--duration 8])
 

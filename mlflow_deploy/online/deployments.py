@@ -101,6 +101,7 @@ def server_config_for(
         revision=revision,
         pidfile=str(deployment_dir / "gunicorn.pid") if deployment_dir else None,
         ready_file=str(deployment_dir / "ready.json") if deployment_dir else None,
+        unix_socket=instances.SOCKET if deployment_dir else None,
         python=python,
         environment_variables=dict(settings.environment_variables),
     )

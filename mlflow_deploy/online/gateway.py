@@ -14,7 +14,8 @@ The control plane talks to it over an owner-only Unix socket: ``POST /reload`` r
 config file and answers once the new routing table is in force (a request already forwarded
 finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror reports, ``GET
 /health`` says it is up. In transparent mode (``serve``, ``run-local``) there is one deployment,
-no key, no 424 wrapping and no timeout of its own: every route and status passes through.
+no key, no 424 wrapping, no timeout and no probes of its own: every route and status passes
+through, and the connection closes when the server closes it.
 
 aiohttp, on uvloop where it is installed: one event loop keeps thousands of slow clients for the
 cost of their buffers, which a thread per connection would not.

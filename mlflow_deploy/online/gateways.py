@@ -22,7 +22,8 @@ from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
 
-__all__ = ["start", "start_attached", "reload", "mirror_report", "is_alive", "stop", "START_TIMEOUT_S"]
+__all__ = ["start", "start_attached", "reload", "mirror_report", "is_alive", "stop",
+           "START_TIMEOUT_S"]
 
 START_TIMEOUT_S = 30.0
 

@@ -4,8 +4,10 @@ crashed instance leaves the others serving and a rollout replaces them one at a 
 
 Instance 0 lives in the deployment's folder and its row's ``port``/``pid`` (as every deployment
 did before instances); instance k > 0 lives in ``instances/<k>/`` under it, with the same files
-(``server.json``, ``gunicorn.pid``, ``ready.json``, ``server.log``), and its port and pid in the
-row's ``instances`` list. ``instances_of`` and ``record`` are the one place that knows this.
+(``server.json``, ``gunicorn.pid``, ``ready.json``, ``server.log``, and the Unix socket
+``server.sock`` the gateway forwards to), and its port and pid in the row's ``instances`` list.
+``instances_of`` and ``record`` are the one place that knows this. The TCP port stays: the
+deployment's own scoring URI, and the control plane's health checks.
 """
 
 from dataclasses import dataclass
@@ -18,8 +20,11 @@ from mlflow_deploy.online.selftest import run_self_test
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import Deployment
 
-__all__ = ["Instance", "instances_of", "record", "start", "hand_over", "restart", "stop",
+__all__ = ["SOCKET", "Instance", "instances_of", "record", "start", "hand_over", "restart", "stop",
            "state", "read_pidfile"]
+
+
+SOCKET = "server.sock"  # in the instance's folder, which only its owner can enter
 
 
 @dataclass
@@ -47,6 +52,11 @@ class Instance:
 
     @property
     def address(self) -> str:
+        """Where the gateway reaches it: its Unix socket, or its port when it has none (a
+        server started before instances had one keeps its listeners across updates)."""
+        socket_path = self.dir / SOCKET
+        if socket_path.is_socket():
+            return f"unix:{socket_path}"
         return f"http://{supervisor.HOST}:{self.port}"
 
 
@@ -71,6 +81,7 @@ def start(config: ServerConfig, instance: Instance) -> Tuple[int, Dict]:
     """Start a fresh master for ``config``, wait until it serves and passes its self-test;
     return its pid and the self-test's record. On failure nothing runs."""
     instance.dir.mkdir(parents=True, exist_ok=True)
+    instance.dir.chmod(0o700)  # its socket takes no key: only its owner may reach it
     config.write(str(instance.config_path))
     instance.ready_file.unlink(missing_ok=True)
     supervisor.clear_stale_pidfile(str(instance.pidfile), instance.config_path)

@@ -10,11 +10,13 @@ still honoured (Content-Length, or chunked, which Flask uses for a streamed body
 """
 
 import asyncio
+import os
 from typing import Dict, List, Tuple
 
 __all__ = ["exchange", "Unreachable"]
 
 Headers = List[Tuple[str, str]]
+_SUN_PATH = 108  # bytes in a Unix socket address, its final NUL included (Linux)
 
 
 class Unreachable(ConnectionError):
@@ -28,7 +30,7 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
     refused, ConnectionError (or OSError) when it breaks before a complete answer."""
     try:
         if address.startswith("unix:"):
-            reader, writer = await asyncio.open_unix_connection(address[len("unix:"):])
+            reader, writer = await _open_unix(address[len("unix:"):])
         else:
             host, _, port = address[len("http://"):].rstrip("/").rpartition(":")
             reader, writer = await asyncio.open_connection(host, int(port))
@@ -44,6 +46,18 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
     finally:
         writer.close()
     return _parse(answer)
+
+
+async def _open_unix(path: str):
+    if len(path.encode()) < _SUN_PATH:
+        return await asyncio.open_unix_connection(path)
+    # a deep home makes a longer path than a Unix socket address holds: go through the folder
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    try:
+        return await asyncio.open_unix_connection(
+            "/proc/self/fd/{}/{}".format(folder, os.path.basename(path)))
+    finally:
+        os.close(folder)
 
 
 def _parse(answer: bytes) -> Tuple[int, Headers, bytes]:

@@ -17,6 +17,9 @@ CONFIG_ENV = "MLFLOW_DEPLOY_SERVER_CONFIG"
 class ServerConfig:
     model_dir: str  # a local directory holding MLmodel
     bind: str = "127.0.0.1:5001"  # host:port
+    # also listen on this Unix socket, a path relative to the server's folder (a deployment's):
+    # the endpoint's gateway forwards over it, sparing a TCP handshake per request
+    unix_socket: Optional[str] = None
     # how it scores (options.ScoringOptions, where the defaults are), flat in the file
     workers: int = DEFAULTS.workers
     validation: str = DEFAULTS.validation.value

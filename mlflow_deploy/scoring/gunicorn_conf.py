@@ -10,7 +10,8 @@ from mlflow_deploy.scoring.config import ServerConfig
 
 _config = ServerConfig.from_env()
 
-bind = [_config.bind]
+# a USR2 re-exec keeps the listening sockets it inherits (GUNICORN_FD) and binds nothing new
+bind = [_config.bind] + (["unix:" + _config.unix_socket] if _config.unix_socket else [])
 workers = max(1, int(_config.workers))
 worker_class = "sync"
 preload_app = True

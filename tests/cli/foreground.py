@@ -32,9 +32,9 @@ def serve_until_ready(command, port, timeout=180):
 def ctrl_c(proc, port):
     """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group, once the
     server is done with every request (a SIGINT mid-request logs its stack)."""
-    wait_until(lambda: not accepted(port), message="a request is still open on the server")
-    os.killpg(proc.pid, signal.SIGINT)
     try:
+        wait_until(lambda: not accepted(port), message="a request is still open on the server")
+        os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

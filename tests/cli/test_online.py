@@ -75,6 +75,9 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
                                                  "failure_threshold": 5, "success_threshold": 1}
     gateway = json.loads((deploy_home.endpoint_dir("diab-ep") / "gateway.json").read_text())
     assert gateway["deployments"]["blue"]["liveness"]["period"] == 2
+    # the gateway reaches the instance on its Unix socket, in a folder only its owner enters
+    socket_path = gateway["deployments"]["blue"]["upstreams"][0][len("unix:"):]
+    assert os.stat(os.path.dirname(socket_path)).st_mode & 0o777 == 0o700
     assert "app_insights_enabled" in made.stderr and "instance_type" in made.stderr
     green = json.loads(cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"),
                            "--set", "name=green", "--set",
