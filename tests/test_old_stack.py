@@ -11,7 +11,7 @@ from tests.old_stack import ROOT, old_stack_python
 
 
 @pytest.mark.slow
-def test_scoring_suite_passes_on_the_old_stack():
+def test_scoring_suite_passes_on_the_old_stack(tmp_path):
     python = old_stack_python()
     if python is None:
         pytest.skip("needs a Python 3.10 interpreter on this machine")
@@ -20,7 +20,10 @@ def test_scoring_suite_passes_on_the_old_stack():
          "mlflow.__version__, pandas.__version__, numpy.__version__)"],
         check=True, capture_output=True, text=True).stdout
     assert "(3, 10) 2.7.1 1.5.3 1.23.5" in versions
+    # its own basetemp: the inner pytest would otherwise prune the numbered folders under the
+    # user's shared temp root, which this run (or another) is still writing into
     run = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "--basetemp", str(tmp_path / "inner"),
                           os.path.join(ROOT, "tests", "scoring")],
                          cwd=ROOT, capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items()
