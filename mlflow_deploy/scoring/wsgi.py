@@ -30,6 +30,8 @@ from .watchdog import Watchdog
 
 # gunicorn halts the master when a worker exits with this; Azure's server exits with 3 as well
 WORKER_BOOT_ERROR = 3
+# gunicorn's own exit status for an application that does not load
+APP_LOAD_ERROR = 4
 
 _config: Optional[ServerConfig] = None
 _scorer: Optional[Scorer] = None
@@ -58,12 +60,15 @@ def load_in_master(config: ServerConfig) -> Scorer:
     global _prepared
     try:
         scorer = load_scorer(config)
-    except StartupError as exc:
-        write_ready(config, ok=False, error=str(exc))
-        raise
     except Exception as exc:
-        write_ready(config, ok=False, error="the model could not be loaded: " + one_line(exc))
-        raise
+        # the traceback reaches the log before the ready file: the control plane stops the
+        # server as soon as it reads the file, and the log must already say why
+        traceback.print_exc()
+        sys.stderr.flush()
+        error = str(exc) if isinstance(exc, StartupError) else \
+            "the model could not be loaded: " + one_line(exc)
+        write_ready(config, ok=False, error=error)
+        sys.exit(APP_LOAD_ERROR)  # printed already: gunicorn need not print it again
     _prepared = multiprocessing.Value("i", 0)
     return scorer
 
