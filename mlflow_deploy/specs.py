@@ -1,5 +1,7 @@
 """Azure ML CLI v2 YAML specs (``az ml online-endpoint create -f``, ``az ml online-deployment
-create -f``) read into frozen dataclasses, so a file written for Azure deploys here unchanged.
+create -f``, and their batch counterparts ``az ml batch-endpoint create -f``, ``az ml
+batch-deployment create -f``) read into frozen dataclasses, so a file written for Azure deploys
+here unchanged.
 
 Each schema is one table of its keys, in three classes: keys implemented locally (a parser each);
 Azure keys that mean nothing on one machine (recorded and ignored, with one warning each, so the
@@ -24,7 +26,9 @@ from yaml.constructor import SafeConstructor
 from mlflow_deploy.errors import InvalidParameter
 
 __all__ = ["SpecError", "RequestSettings", "ProbeSettings", "EndpointSpec", "DeploymentSpec",
-           "load_endpoint_spec", "load_deployment_spec", "parse_share_map"]
+           "RetrySettings", "BatchSettings", "BatchEndpointSpec", "BatchDeploymentSpec",
+           "load_endpoint_spec", "load_deployment_spec", "load_batch_endpoint_spec",
+           "load_batch_deployment_spec", "parse_share_map"]
 
 
 class SpecError(InvalidParameter):
@@ -94,6 +98,62 @@ class DeploymentSpec:
     def worker_count(self) -> int:
         """Server worker processes per instance: ``WORKER_COUNT``, else 1 as in Azure."""
         return int(self.environment_variables.get("WORKER_COUNT", 1))
+
+
+@dataclass(frozen=True)
+class BatchEndpointSpec:
+    """``default_deployment`` is Azure's ``defaults.deployment_name``: the deployment an
+    invocation that names none runs."""
+    name: str
+    description: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    default_deployment: Optional[str] = None
+    warnings: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """Azure's defaults: a failed mini-batch is tried 3 more times, each ``run()`` given 30 s."""
+    max_retries: int = 3
+    timeout: int = 30
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How a batch job runs the scoring script, with Azure's defaults. ``mini_batch_size``
+    counts files; ``error_threshold`` counts failed files, -1 for no limit;
+    ``output_file_name`` is where ``append_row`` gathers what every ``run()`` returned."""
+    mini_batch_size: int = 10
+    max_concurrency_per_instance: int = 1
+    output_action: str = "append_row"
+    output_file_name: str = "predictions.csv"
+    retry_settings: RetrySettings = field(default_factory=RetrySettings)
+    error_threshold: int = -1
+    logging_level: str = "info"
+    environment_variables: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchDeploymentSpec:
+    """A ``modelBatchDeployment`` (or the older ``batchDeployment``). Paths are absolute as in
+    ``DeploymentSpec``; ``compute`` is the compute's bare name, resolved by the caller;
+    ``batch_settings`` is Azure's ``settings`` block (or the same keys at the top level), while
+    ``settings``, as in ``DeploymentSpec``, are the local extensions given as
+    ``mlflow-deploy/<setting>`` tags, unchecked here."""
+    name: str
+    endpoint_name: str
+    model: Optional[str] = None
+    code: Optional[str] = None
+    scoring_script: Optional[str] = None
+    conda_file: Optional[str] = None
+    image: Optional[str] = None
+    compute: Optional[str] = None
+    instance_count: int = 1
+    batch_settings: BatchSettings = field(default_factory=BatchSettings)
+    description: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    warnings: Tuple[str, ...] = ()
 
 
 # ---- documents that remember where each key came from ----------------------------------------
@@ -431,6 +491,101 @@ DEPLOYMENT = _Schema(
     silent=frozenset({"$schema"}))
 
 
+def _spelled(forms: Dict[str, str], *shown: str) -> Parser:
+    """A choice taken in any letter case and in any of its spellings (``forms``, lower case),
+    kept in the one form it maps to."""
+    def parse(doc: _Document, path: Path, value: Any) -> str:
+        form = forms.get(value.lower()) if isinstance(value, str) else None
+        if form is None:
+            doc.fail(path, f"key '{_dotted(path)}' must be one of: {', '.join(shown)}")
+        return form
+    return parse
+
+
+# older files spell the actions as the REST API does (AppendRow, SummaryOnly)
+_output_action = _spelled({"append_row": "append_row", "appendrow": "append_row",
+                           "summary_only": "summary_only", "summaryonly": "summary_only"},
+                          "append_row", "summary_only")
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_logging_level = _spelled({level: level for level in _LEVELS}, *_LEVELS)
+# the bare name the caller looks up: no ':' or '/' (an ARM id or a versioned asset names no
+# compute), and no dots, so that it is safe as a file name too
+_COMPUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _compute(doc: _Document, path: Path, value: Any) -> str:
+    """``azureml:NAME`` or a bare ``NAME``, kept as ``NAME``: the caller looks the compute up."""
+    name = _text(doc, path, value)
+    if name.startswith("azureml:"):
+        name = name[len("azureml:"):]
+    if not _COMPUTE.fullmatch(name):
+        doc.fail(path, f"key '{_dotted(path)}' must be azureml:NAME or NAME, the name letters, "
+                       "digits, hyphens or underscores")
+    return name
+
+
+def _file_name(doc: _Document, path: Path, value: Any) -> str:
+    """A file name inside the job's output folder, never a path that leaves it."""
+    name = _text(doc, path, value)
+    if name in ("", ".", "..") or any(char in name for char in "/\\\0"):
+        doc.fail(path, f"key '{_dotted(path)}' must be a plain file name, with no folder")
+    return name
+
+
+_ONLY_MODELS = "only model deployments are supported"
+_RETRY = _Schema({"max_retries": _integer(0), "timeout": _integer(1)})
+# a modelBatchDeployment has these under `settings:`, the older batchDeployment at the top level
+_BATCH_SETTINGS = {
+    "mini_batch_size": _integer(1), "max_concurrency_per_instance": _integer(1),
+    "output_action": _output_action, "output_file_name": _file_name,
+    "retry_settings": _nested(_RETRY, RetrySettings), "error_threshold": _integer(-1),
+    "logging_level": _logging_level, "environment_variables": _environment_variables}
+# Azure takes settings.instance_count as another spelling of resources.instance_count
+_SETTINGS_BLOCK = _Schema({**_BATCH_SETTINGS, "instance_count": _integer(1)})
+_RESOURCES = _Schema({"instance_count": _integer(1)},
+                     ignored=frozenset({"instance_type", "properties", "shm_size", "docker_args",
+                                        "locations", "max_instance_count"}))
+
+BATCH_ENDPOINT = _Schema(
+    {"name": _name("endpoint"), "description": _text, "tags": _tags,
+     "defaults": _nested(_Schema({"deployment_name": _name("deployment")})),
+     # aad_token is Azure's only mode for a batch endpoint: Entra ID tokens mean nothing here
+     "auth_mode": _choice("aad_token")},
+    ignored=frozenset({"identity", "properties"}),
+    notes={"auth_mode": "is recorded and ignored locally"},
+    silent=frozenset({"$schema"}))
+
+BATCH_DEPLOYMENT = _Schema(
+    {"name": _name("deployment"), "endpoint_name": _name("endpoint"),
+     "type": _check(lambda v: v == "model",
+                    "must be model: pipeline component deployments are not supported locally"),
+     "model": _model, "code_configuration": _nested(_CODE), "environment": _environment,
+     "compute": _compute, "resources": _nested(_RESOURCES), "settings": _nested(_SETTINGS_BLOCK),
+     "description": _text, "tags": _tags, **_BATCH_SETTINGS,
+     "component": _refuse(_ONLY_MODELS), "job_definition": _refuse(_ONLY_MODELS)},
+    ignored=frozenset({"properties"}),
+    silent=frozenset({"$schema"}))
+
+
+def _flatten_assets(fields: Dict[str, Any]) -> None:
+    """A deployment's ``code_configuration`` and ``environment`` become fields of its spec."""
+    fields.update(fields.pop("code_configuration", {}))
+    environment = fields.pop("environment", {})
+    fields.update(conda_file=environment.get("conda_file"), image=environment.get("image"))
+
+
+def _local_settings(doc: _Document, fields: Dict[str, Any]) -> Dict[str, Any]:
+    """The local extensions, given as ``mlflow-deploy/<setting>`` tags so that the same file
+    still passes ``az ml``."""
+    settings = {}
+    for tag, value in fields.get("tags", {}).items():
+        if tag.startswith(SETTING_TAG):
+            if tag == SETTING_TAG:
+                doc.fail(("tags", tag), f"key 'tags.{tag}' names no setting")
+            settings[tag[len(SETTING_TAG):]] = value
+    return settings
+
+
 # ---- the public functions -----------------------------------------------------------------------
 
 def parse_share_map(value: str, key: str) -> Dict[str, int]:
@@ -494,13 +649,53 @@ def load_deployment_spec(path: Optional[str] = None, *, name: Optional[str] = No
     fields = _fields(doc, DEPLOYMENT, (), doc.values)
     _require(doc, fields, "name", "--name")
     _require(doc, fields, "endpoint_name", "--endpoint-name")
-    fields.update(fields.pop("code_configuration", {}))
-    environment = fields.pop("environment", {})
-    fields.update(conda_file=environment.get("conda_file"), image=environment.get("image"))
-    settings = {}
-    for tag, value in fields.get("tags", {}).items():
-        if tag.startswith(SETTING_TAG):
-            if tag == SETTING_TAG:
-                doc.fail(("tags", tag), f"key 'tags.{tag}' names no setting")
-            settings[tag[len(SETTING_TAG):]] = value
-    return DeploymentSpec(**fields, settings=settings, warnings=tuple(doc.warnings))
+    _flatten_assets(fields)
+    return DeploymentSpec(**fields, settings=_local_settings(doc, fields),
+                          warnings=tuple(doc.warnings))
+
+
+def load_batch_endpoint_spec(path: Optional[str] = None, *, name: Optional[str] = None,
+                             set_values: Sequence[str] = ()) -> BatchEndpointSpec:
+    """A batch endpoint from its YAML, then ``--set`` items, then ``--name``."""
+    doc = _document(path, "batchEndpoint", set_values)
+    _flag(doc, "name", name, "--name")
+    fields = _fields(doc, BATCH_ENDPOINT, (), doc.values)
+    _require(doc, fields, "name", "--name")
+    fields.pop("auth_mode", None)
+    default = fields.pop("defaults", {}).get("deployment_name")
+    return BatchEndpointSpec(**fields, default_deployment=default, warnings=tuple(doc.warnings))
+
+
+def load_batch_deployment_spec(path: Optional[str] = None, *, name: Optional[str] = None,
+                               endpoint_name: Optional[str] = None,
+                               set_values: Sequence[str] = ()) -> BatchDeploymentSpec:
+    """A batch deployment from its YAML, then ``--set`` items, then the flags. Its settings
+    are read from a ``settings:`` block and from the top level alike; a setting given in both
+    places is an error, as is an instance count given both as ``resources.instance_count`` and
+    as ``settings.instance_count``."""
+    doc = _document(path, "modelBatchDeployment", set_values)
+    _flag(doc, "name", name, "--name")
+    _flag(doc, "endpoint_name", endpoint_name, "--endpoint-name")
+    fields = _fields(doc, BATCH_DEPLOYMENT, (), doc.values)
+    _require(doc, fields, "name", "--name")
+    _require(doc, fields, "endpoint_name", "--endpoint-name")
+    fields.pop("type", None)
+    block = fields.pop("settings", {})
+    for key in _BATCH_SETTINGS:
+        if key in fields:
+            if key in block:
+                doc.fail(("settings", key), f"key 'settings.{key}' is also given at the top "
+                                            f"level as key '{key}': give it in one place")
+            block[key] = fields.pop(key)
+    resources = fields.pop("resources", {})
+    if "instance_count" in block:
+        if "instance_count" in resources:
+            doc.fail(("settings", "instance_count"), "key 'settings.instance_count' is also "
+                     "given as key 'resources.instance_count': give it in one place")
+        resources["instance_count"] = block.pop("instance_count")
+    fields.update(resources)
+    _flatten_assets(fields)
+    return BatchDeploymentSpec(**fields, batch_settings=BatchSettings(**block),
+                               settings=_local_settings(doc, fields),
+                               warnings=tuple(doc.warnings))
+

@@ -1,20 +1,28 @@
-"""Azure ML CLI v2 YAML specs: Azure's own examples parse, each class of key (implemented,
-recorded and ignored, unknown) behaves as documented, ``--set`` and the flags override the file,
-and every error names the file and line (or the flag) of the key at fault, never its value."""
+"""Azure ML CLI v2 YAML specs, online and batch: Azure's own examples parse, each class of key
+(implemented, recorded and ignored, unknown) behaves as documented, ``--set`` and the flags
+override the file, and every error names the file and line (or the flag) of the key at fault,
+never its value."""
 import dataclasses
 import os
 import pathlib
+import shutil
 import textwrap
 
 import pytest
 
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.specs import (
+    BatchDeploymentSpec,
+    BatchEndpointSpec,
+    BatchSettings,
     DeploymentSpec,
     EndpointSpec,
     ProbeSettings,
     RequestSettings,
+    RetrySettings,
     SpecError,
+    load_batch_deployment_spec,
+    load_batch_endpoint_spec,
     load_deployment_spec,
     load_endpoint_spec,
     parse_share_map,
@@ -628,3 +636,490 @@ def test_the_name_rule_is_the_control_planes():
         except SpecError:
             parsed = False
         assert accepted == parsed, name
+
+
+# ---- batch: Azure's examples ------------------------------------------------------------------
+
+BATCH = DATA / "batch"
+IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest"
+# endpoint.yml, deployment-torch.yml and deployment-keras.yml are the YAML examples of Azure ML's
+# article "Deploy models for scoring in batch endpoints", copied verbatim. The others are written
+# in their shape: an MLflow model deployed with no code (an `azureml:` model, its settings in a
+# `settings:` block), and the older `batchDeployment` schema, its settings at the top level.
+SEED_BATCH = ["endpoint.yml", "deployment-torch.yml", "deployment-keras.yml"]
+
+
+@pytest.fixture
+def batch_copy(tmp_path):
+    """The batch examples copied into the test's folder, next to the folders they point at."""
+    root = tmp_path / "batch"
+    shutil.copytree(BATCH, root)
+    for folder in ["model", "code", "environment", "mnist/model", "mnist/code",
+                   "mnist/environment"]:
+        (root / folder).mkdir(parents=True)
+    (root / "environment" / "conda.yaml").write_text("name: mnist-env\n", encoding="utf-8")
+    (root / "mnist" / "environment" / "conda.yml").write_text("name: mnist-env\n",
+                                                              encoding="utf-8")
+    return root
+
+
+def batch_examples(root):
+    """Each example file: what it parses into (before its warnings), and its warnings as
+    (line, key, what) triples."""
+    ignored = "is recorded and ignored locally"
+    no_docker = f"{ignored}: no Docker here, the environment is built from environment.conda_file"
+    mnist = dict(endpoint_name="mnist-batch", model=str(root / "model"), code=str(root / "code"),
+                 scoring_script="batch_driver.py",
+                 conda_file=str(root / "environment" / "conda.yaml"), image=IMAGE,
+                 compute="batch-cluster", instance_count=1,
+                 batch_settings=BatchSettings(max_concurrency_per_instance=2))
+    return {
+        "endpoint.yml": (BatchEndpointSpec(
+            name="mnist-batch", tags={"type": "deep-learning"},
+            description="A batch endpoint for scoring images from the MNIST dataset."), []),
+        "endpoint-defaults.yml": (BatchEndpointSpec(
+            name="heart-classifier-batch", default_deployment="classifier-xgboost-mlflow",
+            description="A heart condition classifier for batch inference"),
+            [(4, "auth_mode", ignored)]),
+        "deployment-torch.yml": (BatchDeploymentSpec(
+            name="mnist-torch-dpl", **mnist,
+            description="A deployment using Torch to solve the MNIST classification dataset."),
+            [(13, "environment.name", ignored), (14, "environment.image", no_docker)]),
+        "deployment-keras.yml": (BatchDeploymentSpec(
+            name="mnist-keras-dpl", **mnist, description="A deployment using Keras with "
+            "TensorFlow to solve the MNIST classification dataset."),
+            [(13, "environment.name", ignored), (14, "environment.image", no_docker)]),
+        "deployment-mlflow-settings.yml": (BatchDeploymentSpec(
+            name="classifier-xgboost-mlflow", endpoint_name="heart-classifier-batch",
+            model="azureml:heart-classifier:1", compute="batch-cluster", instance_count=2,
+            batch_settings=BatchSettings(
+                mini_batch_size=2, max_concurrency_per_instance=2, output_action="append_row",
+                output_file_name="predictions.csv", retry_settings=RetrySettings(3, 300),
+                error_threshold=-1, logging_level="info",
+                environment_variables={"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}),
+            tags={"mlflow-deploy/env_manager": "uv"}, settings={"env_manager": "uv"},
+            description="A heart condition classifier based on XGBoost"), []),
+        "deployment-top-level-settings.yml": (BatchDeploymentSpec(
+            name="nonmlflowdp", endpoint_name="mnist-batch",
+            model=str(root / "mnist" / "model"), code=str(root / "mnist" / "code"),
+            scoring_script="digit_identification.py",
+            conda_file=str(root / "mnist" / "environment" / "conda.yml"),
+            image="mcr.microsoft.com/azureml/openmpi3.1.2-ubuntu18.04:latest",
+            compute="cpu-cluster", instance_count=2,
+            batch_settings=BatchSettings(
+                mini_batch_size=5, max_concurrency_per_instance=4,
+                output_action="summary_only", output_file_name="scores.csv",
+                retry_settings=RetrySettings(2, 60), error_threshold=10,
+                logging_level="warning", environment_variables={"LABELS": "digits"}),
+            description="A deployment in the older batchDeployment schema, its settings at the "
+                        "top level."),
+            [(12, "environment.image", no_docker)]),
+    }
+
+
+def test_every_batch_example_file_is_tested():
+    names = sorted(p.name for p in BATCH.glob("*.yml"))
+    assert names == sorted(batch_examples(BATCH)) and set(SEED_BATCH) <= set(names)
+
+
+@pytest.mark.parametrize("name", sorted(batch_examples(BATCH)))
+def test_azure_batch_examples_parse(batch_copy, name):
+    expected, warnings = batch_examples(batch_copy)[name]
+    path = str(batch_copy / name)
+    load = load_batch_endpoint_spec if name.startswith("endpoint") else load_batch_deployment_spec
+    spec = load(path)
+    assert spec == dataclasses.replace(expected, warnings=tuple(
+        f"{path}:{line}: key '{key}' {what}" for line, key, what in warnings))
+    # relative paths resolve from the YAML file's folder, here to the folders the test made
+    for local in [getattr(spec, key, None) for key in ("model", "code", "conda_file")]:
+        assert local is None or local.startswith("azureml:") or os.path.exists(local), local
+
+
+# ---- batch endpoints --------------------------------------------------------------------------
+
+def test_a_batch_endpoint_from_flags_alone():
+    spec = load_batch_endpoint_spec(name="mnist-batch")
+    assert spec == BatchEndpointSpec(name="mnist-batch", description=None, tags={},
+                                     default_deployment=None, warnings=())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.name = "other"  # type: ignore[misc]
+    assert error_of(load_batch_endpoint_spec) == "--name: required when no YAML file is given"
+    assert error_of(load_batch_endpoint_spec, set_values=["description=x"]).startswith("--name:")
+
+
+def test_a_batch_endpoint_name_and_default_deployment_from_set_and_flags(batch_copy):
+    path = str(batch_copy / "endpoint.yml")
+    spec = load_batch_endpoint_spec(path, name="other-batch", set_values=[
+        "defaults.deployment_name=mnist-torch-dpl", "name=ignored-by-the-flag"])
+    assert (spec.name, spec.default_deployment) == ("other-batch", "mnist-torch-dpl")
+    path = str(batch_copy / "endpoint-defaults.yml")
+    assert load_batch_endpoint_spec(path, set_values=[
+        "defaults.deployment_name=mnist-keras-dpl"]).default_deployment == "mnist-keras-dpl"
+    assert load_batch_endpoint_spec(path, set_values=["defaults="]).default_deployment is None
+
+
+def test_batch_endpoint_keys_azure_has_and_we_ignore_warn_once_each(write):
+    path = write(f"""
+        $schema: https://azuremlschemas.azureedge.net/latest/batchEndpoint.schema.json
+        name: mnist-batch
+        auth_mode: aad_token
+        identity:
+          type: user_assigned
+          user_assigned_identities: [{SECRET}]
+        properties: {{a: b}}
+        tags: {{team: vision, gpu: true}}
+        """)
+    spec = load_batch_endpoint_spec(path)
+    assert spec.warnings == tuple(f"{path}:{line}: key '{key}' is recorded and ignored locally"
+                                  for line, key in [(3, "auth_mode"), (4, "identity"),
+                                                    (7, "properties")])
+    assert spec.tags == {"team": "vision", "gpu": "true"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("auth_mode: key\n", ":2: key 'auth_mode' must be one of: aad_token"),
+    (f"auth_mode: {SECRET}\n", ":2: key 'auth_mode' must be one of: aad_token"),
+    (f"defaults:\n  deployment_name: {SECRET}_\n",
+     ":3: key 'defaults.deployment_name' is not a valid deployment name: use 3-32 letters"),
+    (f"defaults: {SECRET}\n", ":2: key 'defaults' must be a mapping"),
+    (f"defaults:\n  deployment: {SECRET}\n",
+     ":3: unknown key 'defaults.deployment' for a batchEndpoint"),
+    (f"traffic:\n  blue: {SECRET}\n", ":2: unknown key 'traffic' for a batchEndpoint"),
+    ("description: [a]\n", ":2: key 'description' must be a string"),
+])
+def test_batch_endpoint_errors_name_the_key_and_line(write, text, message):
+    path = write("name: mnist-batch\n" + text)
+    assert error_of(load_batch_endpoint_spec, path).startswith(path + message)
+
+
+# ---- batch deployments ------------------------------------------------------------------------
+
+HEAD = "name: blue\nendpoint_name: my-endpoint\n"
+
+
+def nested_yaml(key, value, head=HEAD):
+    """``head`` then one dotted ``key`` written as nested YAML mappings; and its line."""
+    *parents, leaf = key.split(".")
+    text = head + "".join(f"{'  ' * depth}{part}:\n" for depth, part in enumerate(parents)) + (
+        f"{'  ' * len(parents)}{leaf}: {value}\n")
+    return text, len(text.splitlines())
+
+
+def test_a_batch_deployment_from_flags_alone_has_azures_defaults():
+    spec = load_batch_deployment_spec(name="blue", endpoint_name="my-endpoint")
+    assert spec == BatchDeploymentSpec(name="blue", endpoint_name="my-endpoint")
+    assert (spec.model, spec.code, spec.conda_file, spec.compute, spec.instance_count) == (
+        None, None, None, None, 1)
+    assert (spec.settings, spec.tags, spec.warnings) == ({}, {}, ())
+    assert spec.batch_settings == BatchSettings(
+        mini_batch_size=10, max_concurrency_per_instance=1, output_action="append_row",
+        output_file_name="predictions.csv",
+        retry_settings=RetrySettings(max_retries=3, timeout=30), error_threshold=-1,
+        logging_level="info", environment_variables={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.batch_settings.mini_batch_size = 1  # type: ignore[misc]
+    assert error_of(load_batch_deployment_spec, name="blue") == (
+        "--endpoint-name: required when no YAML file is given")
+    assert error_of(load_batch_deployment_spec, endpoint_name="my-endpoint") == (
+        "--name: required when no YAML file is given")
+
+
+def test_a_setting_given_in_part_keeps_azures_defaults_for_the_rest(write):
+    path = write(HEAD + "settings:\n  retry_settings:\n    timeout: 60\n  logging_level:\n")
+    assert load_batch_deployment_spec(path).batch_settings == BatchSettings(
+        retry_settings=RetrySettings(max_retries=3, timeout=60))
+
+
+SETTINGS = """\
+mini_batch_size: 5
+max_concurrency_per_instance: 3
+output_action: summary_only
+output_file_name: scores.csv
+retry_settings:
+  max_retries: 0
+  timeout: 120
+error_threshold: 0
+logging_level: debug
+environment_variables:
+  A: 1
+"""
+ALL_SET = BatchSettings(5, 3, "summary_only", "scores.csv", RetrySettings(0, 120), 0, "debug",
+                        {"A": "1"})
+
+
+def test_settings_in_a_settings_block_or_at_the_top_level(write):
+    block = load_batch_deployment_spec(write(HEAD + "type: model\nsettings:\n"
+                                             + textwrap.indent(SETTINGS, "  ")))
+    top = load_batch_deployment_spec(write(HEAD + SETTINGS))
+    assert block.batch_settings == top.batch_settings == ALL_SET
+    assert block.warnings == top.warnings == ()
+    # some here, some there
+    lines = SETTINGS.splitlines(keepends=True)
+    mixed = write(HEAD + "".join(lines[:4]) + "settings:\n" + textwrap.indent("".join(lines[4:]),
+                                                                             "  "))
+    assert load_batch_deployment_spec(mixed).batch_settings == ALL_SET
+
+
+def test_a_setting_in_both_places_is_an_error_naming_it(write):
+    path = write(HEAD + "mini_batch_size: 5\nsettings:\n  mini_batch_size: 6\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:5: key 'settings.mini_batch_size' is also given at the top level as key "
+        "'mini_batch_size': give it in one place")
+    path = write(HEAD + "retry_settings:\n  timeout: 60\nsettings:\n  retry_settings:\n"
+                 "    max_retries: 1\n")
+    assert error_of(load_batch_deployment_spec, path).startswith(
+        f"{path}:6: key 'settings.retry_settings' is also given at the top level")
+
+
+def test_settings_instance_count_is_azures_other_spelling_of_resources_instance_count(write):
+    path = write(HEAD + "settings:\n  instance_count: 3\n")
+    assert load_batch_deployment_spec(path).instance_count == 3
+    path = write(HEAD + "resources:\n  instance_count: 2\nsettings:\n  instance_count: 3\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:6: key 'settings.instance_count' is also given as key "
+        "'resources.instance_count': give it in one place")
+
+
+def test_set_overrides_batch_settings_where_the_file_has_them(batch_copy):
+    torch = str(batch_copy / "deployment-torch.yml")
+    spec = load_batch_deployment_spec(torch, set_values=[
+        "settings.mini_batch_size=5", "settings.retry_settings.timeout=60",
+        "resources.instance_count=3", "compute=azureml:gpu-cluster",
+        "settings.environment_variables.A=1"])
+    assert spec.batch_settings == BatchSettings(
+        mini_batch_size=5, max_concurrency_per_instance=2,
+        retry_settings=RetrySettings(max_retries=3, timeout=60), environment_variables={"A": "1"})
+    assert (spec.instance_count, spec.compute) == (3, "gpu-cluster")
+    old = str(batch_copy / "deployment-top-level-settings.yml")
+    spec = load_batch_deployment_spec(old, set_values=[
+        "retry_settings.timeout=90", "mini_batch_size=1", "output_action=AppendRow"])
+    assert (spec.batch_settings.retry_settings, spec.batch_settings.mini_batch_size,
+            spec.batch_settings.output_action) == (RetrySettings(2, 90), 1, "append_row")
+    # --set takes the path it is given: a top-level key next to the file's settings block
+    assert error_of(load_batch_deployment_spec, torch, set_values=[
+        "retry_settings.timeout=60"]) == (
+        f"{torch}:24: key 'settings.retry_settings' is also given at the top level as key "
+        "'retry_settings': give it in one place")
+    assert error_of(load_batch_deployment_spec, torch, set_values=[
+        f"settings.mini_batch_size={SECRET}"]) == (
+        "--set: key 'settings.mini_batch_size' must be a whole number of at least 1")
+    # without a file, either place
+    spec = load_batch_deployment_spec(name="blue", endpoint_name="my-endpoint", set_values=[
+        "settings.mini_batch_size=5", "retry_settings.timeout=60"])
+    assert spec.batch_settings == BatchSettings(mini_batch_size=5,
+                                                retry_settings=RetrySettings(3, 60))
+
+
+@pytest.mark.parametrize("value, action", [
+    ("append_row", "append_row"), ("AppendRow", "append_row"), ("APPEND_ROW", "append_row"),
+    ("summary_only", "summary_only"), ("SummaryOnly", "summary_only")])
+def test_output_action_takes_both_spellings_and_keeps_snake_case(write, value, action):
+    spec = load_batch_deployment_spec(write(HEAD + f"settings:\n  output_action: {value}\n"))
+    assert spec.batch_settings.output_action == action
+
+
+@pytest.mark.parametrize("value, level", [
+    ("DEBUG", "debug"), ("Info", "info"), ("WARNING", "warning"), ("error", "error"),
+    ("Critical", "critical")])
+def test_logging_level_in_any_case(write, value, level):
+    spec = load_batch_deployment_spec(write(HEAD + f"logging_level: {value}\n"))
+    assert spec.batch_settings.logging_level == level
+
+
+@pytest.mark.parametrize("text, compute", [
+    ("compute: azureml:batch-cluster\n", "batch-cluster"),
+    ("compute: batch-cluster\n", "batch-cluster"),
+    ("compute: cpu_cluster2\n", "cpu_cluster2"),
+    ("compute:\n", None),
+    ("", None),
+])
+def test_compute_forms(write, text, compute):
+    assert load_batch_deployment_spec(write(HEAD + text)).compute == compute
+
+
+def test_type_model_is_accepted_and_pipeline_deployments_refused(write):
+    assert load_batch_deployment_spec(write(HEAD + "type: model\n")).warnings == ()
+    path = write(HEAD + "type: pipeline\ncomponent: azureml:hello-batch@latest\n"
+                 "settings:\n  default_compute: batch-cluster\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:3: key 'type' must be model: pipeline component deployments are not "
+        "supported locally")
+    path = write(HEAD + f"component: azureml:{SECRET}@latest\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:3: key 'component' cannot be used locally: only model deployments are "
+        "supported")
+
+
+def test_output_file_name_is_a_plain_file_name(write):
+    assert load_batch_deployment_spec(write(HEAD + "output_file_name: out.v2.csv\n")) \
+        .batch_settings.output_file_name == "out.v2.csv"
+    path = write(HEAD + f"settings:\n  output_file_name: results/{SECRET}.csv\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:4: key 'settings.output_file_name' must be a plain file name, with no folder")
+
+
+SETTING_ERRORS = [
+    ("mini_batch_size", "0", "must be a whole number of at least 1"),
+    ("mini_batch_size", "2.5", "must be a whole number of at least 1"),
+    ("mini_batch_size", "true", "must be a whole number of at least 1"),
+    ("mini_batch_size", SECRET, "must be a whole number of at least 1"),
+    ("max_concurrency_per_instance", "0", "must be a whole number of at least 1"),
+    ("output_action", SECRET, "must be one of: append_row, summary_only"),
+    ("output_action", "append-row", "must be one of: append_row, summary_only"),
+    ("output_action", "1", "must be one of: append_row, summary_only"),
+    ("output_file_name", f"out/{SECRET}.csv", "must be a plain file name, with no folder"),
+    ("output_file_name", f"'..\\{SECRET}'", "must be a plain file name, with no folder"),
+    ("output_file_name", "''", "must be a plain file name, with no folder"),
+    ("output_file_name", "..", "must be a plain file name, with no folder"),
+    ("output_file_name", "12", "must be a string"),
+    ("retry_settings", SECRET, "must be a mapping"),
+    ("retry_settings.max_retries", "-1", "must be a whole number of at least 0"),
+    ("retry_settings.max_retries", f"'{SECRET}'", "must be a whole number of at least 0"),
+    ("retry_settings.timeout", "0", "must be a whole number of at least 1"),
+    ("retry_settings.timeout", "30.5", "must be a whole number of at least 1"),
+    ("error_threshold", "-2", "must be a whole number of at least -1"),
+    ("error_threshold", "1.0", "must be a whole number of at least -1"),
+    ("logging_level", SECRET, "must be one of: debug, info, warning, error, critical"),
+    ("logging_level", "verbose", "must be one of: debug, info, warning, error, critical"),
+    ("environment_variables", SECRET, "must be a mapping"),
+    ("environment_variables.OTHER", f"[{SECRET}]", "must be a single value"),
+]
+
+
+@pytest.mark.parametrize("place", ["", "settings."])
+@pytest.mark.parametrize("key, value, must", SETTING_ERRORS)
+def test_bad_settings_name_the_key_and_line_in_either_place_and_in_set(
+        write, place, key, value, must):
+    text, line = nested_yaml(place + key, value)
+    path = write(text)
+    message = error_of(load_batch_deployment_spec, path)
+    assert message == f"{path}:{line}: key '{place + key}' {must}", message
+    message = error_of(load_batch_deployment_spec, name="blue", endpoint_name="my-endpoint",
+                       set_values=[f"{place + key}={value}"])
+    assert message == f"--set: key '{place + key}' {must}", message
+
+
+@pytest.mark.parametrize("key, value, must", [
+    ("type", "pipeline", "must be model: pipeline component deployments are not supported "
+                         "locally"),
+    ("type", SECRET, "must be model: pipeline component deployments are not supported locally"),
+    ("compute", f"azureml:/subscriptions/{SECRET}/computes/c",
+     "must be azureml:NAME or NAME, the name letters, digits, hyphens or underscores"),
+    ("compute", "'azureml:'",
+     "must be azureml:NAME or NAME, the name letters, digits, hyphens or underscores"),
+    ("compute", f"azureml:{SECRET}:1",
+     "must be azureml:NAME or NAME, the name letters, digits, hyphens or underscores"),
+    ("compute", f"{SECRET}.x",
+     "must be azureml:NAME or NAME, the name letters, digits, hyphens or underscores"),
+    ("compute", "12", "must be a string"),
+    ("compute", f"{{name: {SECRET}}}", "must be a string"),
+    ("resources", SECRET, "must be a mapping"),
+    ("resources.instance_count", "0", "must be a whole number of at least 1"),
+    ("resources.instance_count", "true", "must be a whole number of at least 1"),
+    ("resources.instance_count", SECRET, "must be a whole number of at least 1"),
+    ("settings", SECRET, "must be a mapping"),
+    ("settings.instance_count", "0", "must be a whole number of at least 1"),
+    ("job_definition", SECRET, "cannot be used locally: only model deployments are supported"),
+    ("model", "[a, b]", "must be a mapping"),
+    ("model.path", f"[{SECRET}]", "must be a string"),
+    ("code_configuration.code", f"azureml:{SECRET}:1",
+     "must be a local path: registered assets are not supported locally"),
+    ("description", "12", "must be a string"),
+    ("tags.owner", f"{{a: {SECRET}}}", "must be a single value"),
+    ("endpoint_name", f"{SECRET}_", "is not a valid endpoint name"),
+    ("name", "b", "is not a valid deployment name"),
+])
+def test_bad_batch_deployment_keys_name_the_key_and_line_in_the_file_and_in_set(
+        write, key, value, must):
+    flags = {k: v for k, v in (("name", "blue"), ("endpoint_name", "my-endpoint")) if k != key}
+    text, line = nested_yaml(key, value, "".join(f"{k}: {v}\n" for k, v in flags.items()))
+    path = write(text)
+    message = error_of(load_batch_deployment_spec, path)
+    assert message.startswith(f"{path}:{line}: key '{key}' {must}"), message
+    message = error_of(load_batch_deployment_spec, set_values=[f"{key}={value}"], **flags)
+    assert message.startswith(f"--set: key '{key}' {must}"), message
+
+
+def test_batch_deployment_keys_azure_has_and_we_ignore_warn_once_each(write):
+    path = write(f"""
+        name: blue
+        endpoint_name: my-endpoint
+        properties: {{a: b}}
+        resources:
+          instance_count: 2
+          instance_type: Standard_DS3_v2
+          properties: {{{SECRET}: x}}
+          shm_size: 2g
+          docker_args: --ipc=host
+          locations: [westeurope]
+          max_instance_count: 4
+        environment:
+          name: my-env
+          conda_file: conda.yml
+        """)
+    spec = load_batch_deployment_spec(path)
+    assert spec.warnings == tuple(f"{path}:{line}: key '{key}' is recorded and ignored locally"
+                                  for line, key in [
+                                      (3, "properties"), (6, "resources.instance_type"),
+                                      (7, "resources.properties"), (8, "resources.shm_size"),
+                                      (9, "resources.docker_args"), (10, "resources.locations"),
+                                      (11, "resources.max_instance_count"),
+                                      (13, "environment.name")])
+    assert spec.instance_count == 2
+
+
+@pytest.mark.parametrize("key", [
+    "instance_count", "app_insights_enabled", "request_settings", "settings.mini_batch_sizes",
+    "settings.retry_settings.timeout_ms", "retry_settings.retries", "resources.gpu_count"])
+def test_unknown_batch_deployment_keys_fail_at_their_line(write, key):
+    text, line = nested_yaml(key, SECRET)
+    path = write(text)
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:{line}: unknown key '{key}' for a modelBatchDeployment")
+
+
+def test_batch_models_and_environments_take_the_online_forms(write, tmp_path):
+    for model in ["azureml:heart-classifier:1", "azureml:heart-classifier@latest",
+                  "models:/heart/1", "runs:/0123abc/model"]:
+        assert load_batch_deployment_spec(write(HEAD + f"model: {model}\n")).model == model
+        assert load_batch_deployment_spec(
+            write(HEAD + f"model:\n  path: {model}\n")).model == model
+    (tmp_path / "specs").mkdir()
+    path = write(HEAD + "model:\n  path: ../model\n  type: mlflow_model\n", "specs/dep.yml")
+    assert load_batch_deployment_spec(path).model == str(tmp_path / "model")
+    path = write(HEAD + "model:\n  name: heart\n")
+    assert error_of(load_batch_deployment_spec, path) == f"{path}:3: key 'model.path' is missing"
+    path = write(HEAD + f"environment: azureml:{SECRET}:1\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:3: key 'environment' names a registered environment: registered environments "
+        "are not supported yet; give environment.conda_file")
+    path = write(HEAD + f"environment:\n  image: {SECRET}\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:4: key 'environment': no Docker here: give environment.conda_file")
+    path = write(HEAD + "code_configuration:\n  code: src\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:3: key 'code_configuration.scoring_script' is missing")
+
+
+def test_batch_settings_come_from_mlflow_deploy_tags(write):
+    path = write(HEAD + "tags:\n  owner: vision\n  mlflow-deploy/env_manager: local\n")
+    spec = load_batch_deployment_spec(path, set_values=["tags.mlflow-deploy/validation=strict"])
+    assert spec.settings == {"env_manager": "local", "validation": "strict"}
+    assert spec.tags == {"owner": "vision", "mlflow-deploy/env_manager": "local",
+                         "mlflow-deploy/validation": "strict"}
+    path = write(HEAD + "tags:\n  mlflow-deploy/: x\n")
+    assert error_of(load_batch_deployment_spec, path) == (
+        f"{path}:4: key 'tags.mlflow-deploy/' names no setting")
+
+
+def test_the_schema_comes_from_the_function_called(write):
+    path = write("$schema: https://azuremlschemas.azureedge.net/latest/modelBatchDeployment"
+                 ".schema.json\nname: blue\nendpoint_name: my-endpoint\nmini_batch_size: 3\n")
+    assert error_of(load_deployment_spec, path) == (
+        f"{path}:4: unknown key 'mini_batch_size' for a managedOnlineDeployment")
+    assert error_of(load_batch_endpoint_spec, path) == (
+        f"{path}:3: unknown key 'endpoint_name' for a batchEndpoint")
+    path = write("name: mnist-batch\ntraffic: {blue: 100}\n")
+    assert load_endpoint_spec(path).traffic == {"blue": 100}
+    assert error_of(load_batch_endpoint_spec, path) == (
+        f"{path}:2: unknown key 'traffic' for a batchEndpoint")
