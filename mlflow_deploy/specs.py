@@ -25,7 +25,7 @@ from yaml.constructor import SafeConstructor
 
 from mlflow_deploy.errors import InvalidParameter
 
-__all__ = ["SpecError", "RequestSettings", "ProbeSettings", "EndpointSpec", "DeploymentSpec",
+__all__ = ["SpecError", "RequestSettings", "ProbeSettings", "PROBE_LIMITS", "EndpointSpec", "DeploymentSpec",
            "RetrySettings", "BatchSettings", "BatchEndpointSpec", "BatchDeploymentSpec",
            "load_endpoint_spec", "load_deployment_spec", "load_batch_endpoint_spec",
            "load_batch_deployment_spec", "parse_share_map"]
@@ -58,6 +58,9 @@ class ProbeSettings:
 
 READINESS = ProbeSettings()
 LIVENESS = ProbeSettings(failure_threshold=3)
+# each probe field's lowest and highest value, for the YAML and for `-C` alike
+PROBE_LIMITS = {"initial_delay": (0, 3600), "period": (1, 3600), "timeout": (1, 3600),
+                "failure_threshold": (1, 1000), "success_threshold": (1, 1000)}
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,11 @@ class EndpointSpec:
 
 
 @dataclass(frozen=True)
-class DeploymentSpec:
-    """Paths (``model`` when local, ``code``, ``conda_file``) are absolute; ``scoring_script``
-    stays relative to ``code``; ``settings`` are the local extensions given as
-    ``mlflow-deploy/<setting>`` tags, unchecked here (the control plane knows them)."""
+class _ModelDeploymentSpec:
+    """What an online and a batch deployment have alike. Paths (``model`` when local, ``code``,
+    ``conda_file``) are absolute; ``scoring_script`` stays relative to ``code``; ``settings``
+    are the local extensions given as ``mlflow-deploy/<setting>`` tags, unchecked here (the
+    control plane knows them)."""
     name: str
     endpoint_name: str
     model: Optional[str] = None
@@ -83,16 +87,20 @@ class DeploymentSpec:
     scoring_script: Optional[str] = None
     conda_file: Optional[str] = None
     image: Optional[str] = None
-    instance_type: Optional[str] = None
     instance_count: int = 1
-    request_settings: RequestSettings = field(default_factory=RequestSettings)
-    liveness_probe: ProbeSettings = LIVENESS
-    readiness_probe: ProbeSettings = READINESS
-    environment_variables: Dict[str, str] = field(default_factory=dict)
     description: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
     settings: Dict[str, Any] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeploymentSpec(_ModelDeploymentSpec):
+    instance_type: Optional[str] = None
+    request_settings: RequestSettings = field(default_factory=RequestSettings)
+    liveness_probe: ProbeSettings = LIVENESS
+    readiness_probe: ProbeSettings = READINESS
+    environment_variables: Dict[str, str] = field(default_factory=dict)
 
     @property
     def worker_count(self) -> int:
@@ -134,26 +142,12 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
-class BatchDeploymentSpec:
-    """A ``modelBatchDeployment`` (or the older ``batchDeployment``). Paths are absolute as in
-    ``DeploymentSpec``; ``compute`` is the compute's bare name, resolved by the caller;
-    ``batch_settings`` is Azure's ``settings`` block (or the same keys at the top level), while
-    ``settings``, as in ``DeploymentSpec``, are the local extensions given as
-    ``mlflow-deploy/<setting>`` tags, unchecked here."""
-    name: str
-    endpoint_name: str
-    model: Optional[str] = None
-    code: Optional[str] = None
-    scoring_script: Optional[str] = None
-    conda_file: Optional[str] = None
-    image: Optional[str] = None
+class BatchDeploymentSpec(_ModelDeploymentSpec):
+    """A ``modelBatchDeployment`` (or the older ``batchDeployment``). ``compute`` is the
+    compute's bare name, resolved by the caller; ``batch_settings`` is Azure's ``settings``
+    block (or the same keys at the top level)."""
     compute: Optional[str] = None
-    instance_count: int = 1
     batch_settings: BatchSettings = field(default_factory=BatchSettings)
-    description: Optional[str] = None
-    tags: Dict[str, str] = field(default_factory=dict)
-    settings: Dict[str, Any] = field(default_factory=dict)
-    warnings: Tuple[str, ...] = ()
 
 
 # ---- documents that remember where each key came from ----------------------------------------
@@ -466,8 +460,7 @@ _CODE = _Schema({"code": _local_path, "scoring_script": _text},
 _REQUEST = _Schema({"request_timeout_ms": _integer(1, 180000),
                     "max_concurrent_requests_per_instance": _integer(1),
                     "max_queue_wait_ms": _integer(1)})
-_PROBE = _Schema({"initial_delay": _integer(0), "period": _integer(1), "timeout": _integer(1),
-                  "failure_threshold": _integer(1), "success_threshold": _integer(1)})
+_PROBE = _Schema({key: _integer(low, high) for key, (low, high) in PROBE_LIMITS.items()})
 
 
 ENDPOINT = _Schema(

@@ -89,17 +89,17 @@ class Instance:
         self.outstanding = 0
         self.down_until = 0.0  # refused a connection: others are preferred until then
         self.ready = True
-        self.probed_as: Optional[Tuple[str, int, str]] = None  # (deployment, index, settings)
+        self.probed_as: Optional[Tuple[str, int, Dict, Dict]] = None  # what probes run now
         self.probes: List[asyncio.Task] = []
 
     def watch(self, name: str, index: int, route: Route, store_home: Optional[str]) -> None:
         """(Re)start its probes when it is new or its deployment's probe settings changed."""
-        settings = {"liveness": route.liveness, "readiness": route.readiness}
-        probed_as = (name, index, json.dumps(settings, sort_keys=True))
+        probed_as = (name, index, route.liveness, route.readiness)
         if probed_as != self.probed_as:
             self.unwatch()
             self.probed_as = probed_as
-            self.probes = probes.watch(self, name, index, settings, store_home)
+            self.probes = probes.watch(self, name, index, route.liveness, route.readiness,
+                                       store_home)
 
     def unwatch(self) -> None:
         for task in self.probes:

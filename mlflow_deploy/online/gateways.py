@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
@@ -72,8 +72,7 @@ def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
         proc = _spawn(config, config_path, stdin=subprocess.DEVNULL, stdout=log,
                       stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
     supervisor.adopt(proc)
-    _wait_listening(proc, config, "(log: {}).".format(log_path),
-                    lambda: supervisor.last_log_line(log_path) or "no output")
+    _wait_listening(proc, config, log_path)
     return proc.pid
 
 
@@ -82,7 +81,7 @@ def start_attached(config: GatewayConfig, config_path: Path) -> subprocess.Popen
     the terminal, and it stops when the command that started it dies. Returns once it
     listens."""
     proc = _spawn(config, config_path, preexec_fn=supervisor.terminate_with_parent)
-    _wait_listening(proc, config, "(see its output above).", lambda: "")
+    _wait_listening(proc, config)
     return proc
 
 
@@ -94,12 +93,15 @@ def _spawn(config: GatewayConfig, config_path: Path, **popen: Any) -> subprocess
                              str(config_path)], env=env, cwd=str(config_path.parent), **popen)
 
 
-def _wait_listening(proc: subprocess.Popen, config: GatewayConfig, see: str,
-                    last_words: Callable[[], str]) -> None:
+def _wait_listening(proc: subprocess.Popen, config: GatewayConfig,
+                    log_path: Optional[Path] = None) -> None:
+    """Until the gateway answers on its admin socket; its log (or the terminal, for a
+    foreground one) says why when it does not."""
+    see = "(log: {}).".format(log_path) if log_path else "(see its output above)."
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            why = last_words()
+            why = (supervisor.last_log_line(log_path) or "no output") if log_path else None
             raise ServerFailed("The endpoint's gateway exited at start{} {}".format(
                 ": " + why if why else "", see))
         try:

@@ -107,12 +107,11 @@ async def _revive(store_home: str, name: str, index: int) -> bool:
     return code == 0
 
 
-def watch(instance: Probed, name: str, index: int, probes: Dict[str, Dict[str, int]],
-          store_home: Optional[str]) -> List[asyncio.Task]:
+def watch(instance: Probed, name: str, index: int, liveness: Dict[str, int],
+          readiness: Dict[str, int], store_home: Optional[str]) -> List[asyncio.Task]:
     """Start both probes of one instance (``name``'s instance ``index``); cancel the tasks
     returned when the instance leaves the routing table."""
     return [
-        asyncio.ensure_future(_readiness(instance, Probe(**probes["readiness"]), name)),
-        asyncio.ensure_future(_liveness(instance, Probe(**probes["liveness"]), name, index,
-                                        store_home)),
+        asyncio.ensure_future(_readiness(instance, Probe(**readiness), name)),
+        asyncio.ensure_future(_liveness(instance, Probe(**liveness), name, index, store_home)),
     ]

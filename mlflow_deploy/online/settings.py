@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
-from mlflow_deploy.specs import LIVENESS, READINESS, ProbeSettings
+from mlflow_deploy.specs import LIVENESS, PROBE_LIMITS, READINESS, ProbeSettings
 
 if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
@@ -126,15 +126,20 @@ def _max_request_mb(value: Any) -> float:
     return number
 
 
-def _environment_variables(value: Any) -> Dict[str, str]:
-    """A mapping, or its JSON text (what ``-C environment_variables='{...}'`` gives)."""
+def _json_object(key: str, value: Any, maps: str) -> Mapping[str, Any]:
+    """A mapping, or its JSON text (what ``-C key='{...}'`` gives)."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else {}
         except ValueError:
-            raise InvalidParameter("Config 'environment_variables' is not a JSON object.") from None
+            raise InvalidParameter(f"Config '{key}' is not a JSON object.") from None
     if not isinstance(value, Mapping):
-        raise InvalidParameter("Config 'environment_variables' must map names to values.")
+        raise InvalidParameter(f"Config '{key}' must map {maps}.")
+    return value
+
+
+def _environment_variables(value: Any) -> Dict[str, str]:
+    value = _json_object("environment_variables", value, "names to values")
     variables = {}
     for name, text in value.items():
         if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
@@ -150,23 +155,15 @@ def _environment_variables(value: Any) -> Dict[str, str]:
 
 
 def _probe(key: str, defaults: ProbeSettings) -> Callable[[Any], Dict[str, int]]:
-    """Azure's probe fields, a mapping or its JSON text, laid over the local defaults."""
-    limits = {"initial_delay": (0, 3600), "period": (1, 3600), "timeout": (1, 3600),
-              "failure_threshold": (1, 1000), "success_threshold": (1, 1000)}
+    """Azure's probe fields, laid over the local defaults."""
 
     def parse(value: Any) -> Dict[str, int]:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value) if value.strip() else {}
-            except ValueError:
-                raise InvalidParameter(f"Config '{key}' is not a JSON object.") from None
-        if not isinstance(value, Mapping):
-            raise InvalidParameter(f"Config '{key}' must map probe fields to numbers.")
         probe = asdict(defaults)
-        for name, number in value.items():
-            if name not in limits:
-                raise InvalidParameter(f"Config '{key}' takes only: " + ", ".join(limits) + ".")
-            probe[name] = _integer(f"{key}.{name}", *limits[name])(number)
+        for name, number in _json_object(key, value, "probe fields to numbers").items():
+            if name not in PROBE_LIMITS:
+                raise InvalidParameter(f"Config '{key}' takes only: "
+                                       + ", ".join(PROBE_LIMITS) + ".")
+            probe[name] = _integer(f"{key}.{name}", *PROBE_LIMITS[name])(number)
         if key == "liveness_probe" and probe["success_threshold"] != 1:
             # as Kubernetes and Azure have it: one answer shows a process is alive
             raise InvalidParameter("Config 'liveness_probe.success_threshold' must be 1.")
