@@ -11,6 +11,8 @@ Layout::
         keys.json                   the endpoint's two keys (0600)
         gateway.json                the gateway's routing table (online.routes.GatewayConfig)
         admin.sock                  the gateway's admin socket (reload, mirror report)
+      batch/<endpoint>/<deployment>/ a batch deployment's model/, code/, environment/ folders
+      jobs/<job>/                   a batch job's input list, parts, log and default outputs/
       deployments/<name>/
         server.json                 the scoring server's ServerConfig (re-read on a USR2 re-exec)
         model/<revision>/           the model files each revision serves
@@ -58,9 +60,17 @@ __all__ = [
     "home_dir",
     "Endpoint",
     "Deployment",
+    "Compute",
+    "BatchEndpoint",
+    "BatchDeployment",
+    "Job",
     "Table",
     "ENDPOINTS",
     "DEPLOYMENTS",
+    "COMPUTES",
+    "BATCH_ENDPOINTS",
+    "BATCH_DEPLOYMENTS",
+    "JOBS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Store",
@@ -123,6 +133,82 @@ class Deployment:
 
     def model_dir(self, revision: Optional[int] = None) -> Path:
         return Path(self.dir) / "model" / str(revision or self.revision)
+
+
+@dataclass
+class Compute:
+    """A named place batch jobs run (``compute: azureml:NAME``): this machine's processes, or
+    a Dask cluster (its scheduler's address; none starts a local cluster per job)."""
+    name: str
+    type: str  # local | dask
+    scheduler_address: Optional[str] = None
+    description: Optional[str] = None
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass
+class BatchEndpoint:
+    name: str
+    description: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    default_deployment: Optional[str] = None  # Azure's defaults.deployment_name
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass
+class BatchDeployment:
+    """Keyed by ``<endpoint>:<name>``: as on Azure, a deployment's name is unique within its
+    endpoint only (every tutorial's endpoint has a deployment of the same name)."""
+    key: str
+    name: str
+    endpoint: str
+    model_uri: Optional[str]
+    dir: str
+    # the validated settings: Azure's batch settings, compute, code, environment options
+    config: Dict[str, Any]
+    state: str  # Creating | Updating | Succeeded | Failed | Deleting
+    # where the current revision's files are: model_dir, code_dir, scoring_script,
+    # azureml_model_dir
+    files: Dict[str, Any] = field(default_factory=dict)
+    # the environment of the current revision: key, python, python_version, manager, root, lock
+    environment: Dict[str, Any] = field(default_factory=dict)
+    revision: int = 1
+    error: Optional[str] = None
+    description: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+
+    @staticmethod
+    def key_of(endpoint: str, name: str) -> str:
+        return f"{endpoint}:{name}"
+
+
+@dataclass
+class Job:
+    """One invocation of a batch endpoint. Its files live in ``dir`` (Store.job_dir): the list
+    of input files, one part per finished mini-batch, the log. ``settings`` are the effective
+    ones (the deployment's, then the job's overrides); ``counts`` what is done so far."""
+    name: str
+    endpoint: str
+    deployment: str
+    status: str  # Queued | Running | Completed | Failed | Canceled
+    input: str  # as given: a file, a folder or a glob
+    output_path: str  # the output folder
+    dir: str
+    log_path: str
+    settings: Dict[str, Any] = field(default_factory=dict)
+    # files, files_done, files_failed, mini_batches, mini_batches_done, mini_batches_failed,
+    # retries, rows
+    counts: Dict[str, int] = field(default_factory=dict)
+    pid: Optional[int] = None  # the process running it
+    error: Optional[str] = None
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    created: float = 0.0
+    updated: float = 0.0
 
 
 R = TypeVar("R")
@@ -218,6 +304,11 @@ def _base_type(hint: Any) -> Any:
 
 ENDPOINTS: Table[Endpoint] = Table("endpoints", Endpoint)
 DEPLOYMENTS: Table[Deployment] = Table("deployments", Deployment)
+COMPUTES: Table[Compute] = Table("computes", Compute)
+BATCH_ENDPOINTS: Table[BatchEndpoint] = Table("batch_endpoints", BatchEndpoint)
+BATCH_DEPLOYMENTS: Table[BatchDeployment] = Table("batch_deployments", BatchDeployment,
+                                                  key="key")
+JOBS: Table[Job] = Table("jobs", Job)
 
 
 # --- schema versions -------------------------------------------------------------------------
@@ -295,10 +386,71 @@ def _to_version_4(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE deployments SET config=? WHERE name=?", (json.dumps(config), name))
 
 
+_VERSION_5 = (
+    """CREATE TABLE computes (
+        name TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        scheduler_address TEXT,
+        description TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE batch_endpoints (
+        name TEXT PRIMARY KEY,
+        description TEXT,
+        tags TEXT NOT NULL DEFAULT '{}',
+        default_deployment TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE batch_deployments (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        endpoint TEXT NOT NULL REFERENCES batch_endpoints(name),
+        model_uri TEXT,
+        dir TEXT NOT NULL,
+        config TEXT NOT NULL,
+        state TEXT NOT NULL,
+        files TEXT NOT NULL DEFAULT '{}',
+        environment TEXT NOT NULL DEFAULT '{}',
+        revision INTEGER NOT NULL DEFAULT 1,
+        error TEXT,
+        description TEXT,
+        tags TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    """CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        status TEXT NOT NULL,
+        input TEXT NOT NULL,
+        output_path TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        settings TEXT NOT NULL DEFAULT '{}',
+        counts TEXT NOT NULL DEFAULT '{}',
+        pid INTEGER,
+        error TEXT,
+        started REAL,
+        finished REAL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    )""",
+)
+
+
+def _to_version_5(conn: sqlite3.Connection) -> None:
+    """Batch: computes, batch endpoints and their deployments, and jobs."""
+    for statement in _VERSION_5:
+        conn.execute(statement)
+
+
 #: MIGRATIONS[n] brings a store at schema version n to n + 1, inside the transaction that then
 #: sets the new version. Append only: stores out there were made by the released ones.
 MIGRATIONS: Tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_version_1, _to_version_2, _to_version_3, _to_version_4)
+    _to_version_1, _to_version_2, _to_version_3, _to_version_4, _to_version_5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -320,6 +472,13 @@ class Store:
 
     def deployment_dir(self, name: str) -> Path:
         return self.home / "deployments" / name
+
+    def batch_deployment_dir(self, endpoint: str, name: str) -> Path:
+        return self.home / "batch" / endpoint / name
+
+    def job_dir(self, name: str) -> Path:
+        """A job's input list, parts, log and (by default) outputs."""
+        return self.home / "jobs" / name
 
     def endpoint_dir(self, name: str) -> Path:
         """Owner-only: it holds the endpoint's keys and its gateway's admin socket."""
@@ -411,15 +570,15 @@ class Store:
                 yield
             finally:
                 try:
-                    gone = self._find(table, key) is None
+                    gone = self.find(table, key) is None
                 except sqlite3.Error:
                     gone = False
                 if gone:
                     path.unlink(missing_ok=True)
 
-    # rows of any table
+    # rows of any table: the batch layer uses these with its tables directly
 
-    def _add(self, table: Table[R], item: R, taken: str) -> R:
+    def add(self, table: Table[R], item: R, taken: str) -> R:
         item.created = item.updated = time.time()
         try:
             with self.transaction() as conn:
@@ -428,36 +587,36 @@ class Store:
             raise AlreadyExists(taken) from None
         return item
 
-    def _save(self, table: Table[R], item: R) -> R:
+    def save(self, table: Table[R], item: R) -> R:
         item.updated = time.time()
         with self.transaction() as conn:
             table.update(conn, item)
         return item
 
-    def _find(self, table: Table[R], key: str) -> Optional[R]:
+    def find(self, table: Table[R], key: str) -> Optional[R]:
         with self._reading() as conn:
             return table.get(conn, key)
 
-    def _list(self, table: Table[R], **equal: Any) -> List[R]:
+    def select(self, table: Table[R], **equal: Any) -> List[R]:
         with self._reading() as conn:
             return table.select(conn, order_by="created", **equal)
 
-    def _remove(self, table: Table[R], key: str) -> None:
+    def remove(self, table: Table[R], key: str) -> None:
         with self.transaction() as conn:
             table.delete(conn, key)
 
     # endpoints
 
     def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        return self._add(
+        return self.add(
             ENDPOINTS, endpoint, "An endpoint with this name already exists (--endpoint)."
         )
 
     def save_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        return self._save(ENDPOINTS, endpoint)
+        return self.save(ENDPOINTS, endpoint)
 
     def find_endpoint(self, name: str) -> Optional[Endpoint]:
-        return self._find(ENDPOINTS, name)
+        return self.find(ENDPOINTS, name)
 
     def get_endpoint(self, name: str) -> Endpoint:
         endpoint = self.find_endpoint(name)
@@ -466,23 +625,23 @@ class Store:
         return endpoint
 
     def list_endpoints(self) -> List[Endpoint]:
-        return self._list(ENDPOINTS)
+        return self.select(ENDPOINTS)
 
     def remove_endpoint(self, name: str) -> None:
-        self._remove(ENDPOINTS, name)
+        self.remove(ENDPOINTS, name)
 
     # deployments
 
     def add_deployment(self, deployment: Deployment) -> Deployment:
-        return self._add(
+        return self.add(
             DEPLOYMENTS, deployment, "A deployment with this name already exists (--name)."
         )
 
     def save_deployment(self, deployment: Deployment) -> Deployment:
-        return self._save(DEPLOYMENTS, deployment)
+        return self.save(DEPLOYMENTS, deployment)
 
     def find_deployment(self, name: str) -> Optional[Deployment]:
-        return self._find(DEPLOYMENTS, name)
+        return self.find(DEPLOYMENTS, name)
 
     def get_deployment(self, name: str) -> Deployment:
         deployment = self.find_deployment(name)
@@ -492,8 +651,8 @@ class Store:
 
     def list_deployments(self, endpoint: Optional[str] = None) -> List[Deployment]:
         if endpoint is None:
-            return self._list(DEPLOYMENTS)
-        return self._list(DEPLOYMENTS, endpoint=endpoint)
+            return self.select(DEPLOYMENTS)
+        return self.select(DEPLOYMENTS, endpoint=endpoint)
 
     def remove_deployment(self, name: str) -> None:
-        self._remove(DEPLOYMENTS, name)
+        self.remove(DEPLOYMENTS, name)

@@ -322,3 +322,30 @@ def test_row_lock_is_per_row_and_goes_with_its_row(tmp_path):
     with pytest.raises(ValueError):
         with store.lock_row(DEPLOYMENTS, "../x"):
             pass
+
+
+def test_batch_rows_survive_a_reopen_and_deployment_names_are_per_endpoint(tmp_path):
+    """Schema 5: the batch tables. Two batch endpoints may each have a deployment of the same
+    name, as on Azure; the row lock of such a deployment names one file."""
+    from mlflow_deploy.store import (BATCH_DEPLOYMENTS, BATCH_ENDPOINTS, COMPUTES, JOBS,
+                                     BatchDeployment, BatchEndpoint, Compute, Job)
+    store = Store(tmp_path)
+    store.add(COMPUTES, Compute(name="cluster", type="dask",
+                                scheduler_address="tcp://127.0.0.1:8786"), "taken")
+    for endpoint in ("one", "two"):
+        store.add(BATCH_ENDPOINTS, BatchEndpoint(name=endpoint, default_deployment="d"), "taken")
+        key = BatchDeployment.key_of(endpoint, "d")
+        with store.lock_row(BATCH_DEPLOYMENTS, key):
+            store.add(BATCH_DEPLOYMENTS, BatchDeployment(
+                key=key, name="d", endpoint=endpoint, model_uri="models:/m/1",
+                dir=str(store.batch_deployment_dir(endpoint, "d")),
+                config={"mini_batch_size": 2}, state="Succeeded"), "taken")
+    store.add(JOBS, Job(name="job-1", endpoint="one", deployment="d", status="Queued",
+                        input="/data", output_path="/out", dir=str(store.job_dir("job-1")),
+                        log_path="/log", counts={"files": 3}), "taken")
+    again = Store(tmp_path)
+    assert [d.endpoint for d in again.select(BATCH_DEPLOYMENTS, name="d")] == ["one", "two"]
+    assert again.find(COMPUTES, "cluster").scheduler_address == "tcp://127.0.0.1:8786"
+    assert again.find(JOBS, "job-1").counts == {"files": 3}
+    with pytest.raises(AlreadyExists):
+        again.add(BATCH_ENDPOINTS, BatchEndpoint(name="one"), "taken")
