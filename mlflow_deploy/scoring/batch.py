@@ -622,7 +622,7 @@ def number_lines(values: np.ndarray) -> bytes:
         return "\n".join(texts).encode("ascii")
     # orjson writes what Python writes except below 1e-4 (0.00001 for 1e-05) and for NaN and
     # infinity (null): those few values take str()
-    magnitude = np.abs(values)
+    magnitude = np.abs(values.astype(np.float64, copy=False))  # float32's own threshold too
     odd = np.flatnonzero(~np.isfinite(values) | ((magnitude < 1e-4) & (magnitude > 0))
                          | (magnitude >= 1e16))
     if not odd.size:
