@@ -5,6 +5,8 @@ import ast
 import io
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -69,6 +71,15 @@ def test_the_spec_travels_as_plain_data():
     assert outcome.messages() == ["Error processing input file 'b': File type '.x' is not "
                                   "supported"]
     assert MiniBatchOutcome(["a", "b"], error="run() failed: ValueError: no").failed == 2
+
+
+def test_the_client_imports_nothing_heavy():
+    """It runs inside Dask workers too: no mlflow, pandas, numpy or pyarrow at import."""
+    done = subprocess.run([sys.executable, "-c", "import sys, mlflow_deploy.batch.worker, "
+                           "mlflow_deploy.batch.output; print(sorted(m for m in sys.modules if "
+                           "m.split('.')[0] in ('mlflow', 'pandas', 'numpy', 'pyarrow')))"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
 def test_csv_and_parquet_files_score_and_bad_files_fail_alone(tmp_path, model_python,
