@@ -563,7 +563,7 @@ def azure_lines(name: str, predictions: Any) -> bytes:
         if not texts:
             return b""
         head = ("[" + repr(name) + ", '").encode("utf-8")
-        return head + texts.replace(b",", b"']\n" + head) + b"']\n"
+        return b"".join((head, texts.replace(b",", b"']\n" + head), b"']\n"))  # one copy
     return "".join(str([name, t]) + "\n" for t in texts).encode("utf-8")
 
 

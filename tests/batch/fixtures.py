@@ -4,13 +4,13 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def model_python(example_model_dirs, tmp_path_factory):
+def model_python(example_model_dirs, shared_env_cache):
     """The interpreter of the example models' environment (they share one lock), built or
-    reused through the same prepare_environment as a deployment."""
+    reused in the suite's shared env cache through the same prepare_environment as a
+    deployment: the worker runs the checkout's scoring/ as that env has it installed."""
     from mlflow_deploy.envs import prepare_environment
 
-    home = tmp_path_factory.mktemp("batch-env-home")
-    return prepare_environment(example_model_dirs["diabetes"], home=home).python
+    return prepare_environment(example_model_dirs["diabetes"]).python
 
 
 @pytest.fixture(scope="session")
