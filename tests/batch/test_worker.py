@@ -82,6 +82,16 @@ def test_the_client_imports_nothing_heavy():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
+def test_model_envs_get_the_batch_readers():
+    """pyarrow (CSV and Parquet) and Pillow (images) go into every model env, as Azure's MLflow
+    batch environment has them: a model that does not list them still reads every file type."""
+    from mlflow_deploy.envs.wheel import project_wheel
+
+    names = {r.split(";")[0].split(">")[0].split("=")[0].strip().lower()
+             for r in project_wheel().requires}
+    assert {"pyarrow", "pillow", "orjson"} <= names
+
+
 def test_csv_and_parquet_files_score_and_bad_files_fail_alone(tmp_path, model_python,
                                                              example_model_dirs, workers):
     """One worker, two mini-batches (the model loads once): typed CSV and Parquet scored, a
