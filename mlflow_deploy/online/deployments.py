@@ -26,6 +26,7 @@ from mlflow_deploy.model import PYFUNC
 from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
+    check_not_batch,
     endpoint_or_create,
     endpoint_uri,
     gateway_alive,
@@ -37,8 +38,8 @@ from mlflow_deploy.online.traffic import (
 )
 from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, Keys
 from mlflow_deploy.online.invoke import score, to_payload
-from mlflow_deploy.online.names import check_name
-from mlflow_deploy.online.revision import (
+from mlflow_deploy.names import check_name
+from mlflow_deploy.revisions import (
     Staged,
     environment_record,
     remove_revision,
@@ -183,6 +184,8 @@ def create_deployment(
     config = dict(config or {})
     all_traffic = boolean("all_traffic")(config.pop("all_traffic", False))
     settings = parse_settings(config)
+    if store.find_endpoint(endpoint_name) is None:
+        check_not_batch(store, endpoint_name)  # before a build; endpoint_or_create checks again
     with store.lock_row(DEPLOYMENTS, name):
         _check_new(store, name, settings)  # before a build: the same checks as under the lock
         deployment_dir = store.deployment_dir(name)

@@ -13,12 +13,13 @@ from mlflow_deploy.errors import InvalidParameter, InvalidState
 from mlflow_deploy.online import deployments as _deployments
 from mlflow_deploy.online import gateways
 from mlflow_deploy.online.invoke import post
-from mlflow_deploy.online.names import check_name
+from mlflow_deploy.names import check_name
 from mlflow_deploy.specs import parse_share_map
 from mlflow_deploy.online.routes import Keys
 from mlflow_deploy.online.settings import parse_settings
 from mlflow_deploy.online.traffic import (
     check_mirror_traffic,
+    check_not_batch,
     check_traffic,
     endpoint_uri,
     gateway_alive,
@@ -99,6 +100,7 @@ def create_endpoint(
     host = _host(config.get("host", "127.0.0.1"), auth_mode)
     port = _port(config.get("port"))
     with store.lock_row(ENDPOINTS, name), store.lock():
+        check_not_batch(store, name)
         store.add_endpoint(Endpoint(name=name, auth_mode=auth_mode, host=host, port=port,
                                     description=config.get("description")))
         try:
