@@ -13,6 +13,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mlflow_deploy"
 SCORING_THIRD_PARTY = {"numpy", "pandas", "mlflow", "flask", "werkzeug", "orjson"}
+# optional in a model env, imported inside the functions that need them (batch's readers and
+# writers): a scoring server or a script's env without them still starts
+SCORING_OPTIONAL = {"pyarrow", "PIL"}
 # what each layer may not import (its callers); batch/ is held to its rule once it exists
 FORBIDDEN = {
     "errors": {"model", "store", "envs", "online", "batch", "testing", "cli"},
@@ -65,6 +68,10 @@ def test_scoring_is_a_leaf(path):
             # gunicorn's settings, the fork server that runs gunicorn in a forked child, and the
             # build's smoke test that checks the env can import it
             assert path.name in ("gunicorn_conf.py", "forkserver.py", "smoke.py")
+        elif top in SCORING_OPTIONAL:
+            assert top not in module_level(path), \
+                "{} imports {} at module level: it is optional in model envs".format(
+                    path.name, top)
         else:
             assert top in SCORING_THIRD_PARTY or top in sys.stdlib_module_names, \
                 "{} imports {}: scoring/ runs inside model envs with few packages".format(
@@ -72,6 +79,17 @@ def test_scoring_is_a_leaf(path):
     if path.name not in ("app.py", "smoke.py"):
         assert not any(n.split(".")[0] in ("flask", "werkzeug") for n in imported(path)), \
             "only app.py may import flask"
+
+
+def module_level(path):
+    """Top-level packages a module imports when it is imported (not inside a function)."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
 
 
 def layer_of(path):

@@ -42,8 +42,10 @@ _BUILD_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in")
 _RUNTIME = ("mlflow_deploy/__init__.py", "mlflow_deploy/scoring")
 #: extras of pyproject.toml installed into every model env: optional for the scoring server (it
 #: works without them), but where a wheel exists they make it faster (orjson: a 1000-row request
-#: costs 40% more CPU with the json module)
-MODEL_ENV_EXTRAS = ("fast",)
+#: costs 40% more CPU with the json module) or let a batch job read what Azure's no-code MLflow
+#: batch reads (pyarrow: CSV and Parquet, read typed and single-threaded; Pillow: images); the same
+#: env serves a model online and in batch, so both get them
+MODEL_ENV_EXTRAS = ("fast", "batch")
 #: dependencies of the control plane that a model env never needs
 CONTROL_PLANE_ONLY = {"uv", "aiohttp", "uvloop"}
 _NOT_SOURCES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "build", "*.egg-info")

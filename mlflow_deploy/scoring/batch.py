@@ -1,11 +1,11 @@
-"""The batch worker: runs one mini-batch of input files through a batch driver and returns the
-rows Azure's `append_row` output action writes to predictions.csv.
+"""Batch scoring inside the model's environment: one mini-batch of input files through a batch
+driver, and its rows rendered in the job's output format.
 
 Two drivers, as Azure ML batch deployments have them:
 - `BatchDriver`: the user's scoring script (code_configuration): `init()` once, then
   `run(mini_batch)` with a list of file paths, returning a pandas DataFrame or a list.
-- `MlflowBatchDriver`: no script, an MLflow model scored file by file (CSV, Parquet, JSON) through
-  the same parse -> enforce -> predict path as the online server (scorer.ModelScorer).
+- `MlflowBatchDriver`: no script, an MLflow model scored file by file through the same
+  parse -> enforce -> predict path as the online server (scorer.ModelScorer.predict_parsed).
 
 The Azure behaviour matched, and where it is written down:
 - run()'s contract: "Author scoring scripts for batch deployments" (how-to-batch-scoring-script):
@@ -14,29 +14,46 @@ The Azure behaviour matched, and where it is written down:
   any other type is an error; init() runs once per process, before the first run().
 - append_row's file: one line per returned element, a DataFrame's values separated by single
   spaces, no header, no index (Azure's MNIST sample reads it with `sep=" ", header=None`).
-- the MLflow driver's rows: "Deploy MLflow models in batch deployments" (how-to-mlflow-batch):
-  one row per input row, columns row, prediction ("as-is") and file name, read back with
-  `pd.read_csv(path, names=["row", "prediction", "file"])`; supported files .csv, .parquet,
-  .pqt; errors read "Error processing input file: '<path>'...".
+- the driver Azure generates for an MLflow model ("Use MLflow models in batch deployments",
+  https://learn.microsoft.com/azure/machine-learning/how-to-mlflow-batch, its sections "Analyzing
+  the outputs" and "Considerations when deploying to batch inference"; the driver itself is
+  `mlflow_score_script`'s batch twin in Azure's public azureml-assets): it reads `.csv`,
+  `.parquet`, `.pqt` as DataFrames with the signature's column types, and `.png .jpg .jpeg .tiff
+  .bmp .gif` as numpy arrays reshaped to the signature's tensor (uint8 without a signature);
+  calls predict once per file; any other file fails with "File type '.x' is not supported". A
+  DataFrame or dict prediction is written as a DataFrame with the file's base name as its last
+  column; any other prediction as one `[file, str(prediction)]` list per element, which
+  append_row writes as its str(): `['heart-0.csv', '1']`. The docs read the file back with
+  `pd.DataFrame(literal_eval(f.read().replace('\\n', ',')), columns=['file', 'prediction'])` and
+  warn that it is not a regular CSV.
 - AZUREML_MODEL_DIR holds the registered file or folder under its own name (seed 004; the MNIST
   driver globs "$AZUREML_MODEL_DIR/*/*.pt"): the control plane lays it out
   (mlflow_deploy.model.place_model), as for online scripts; scoring/script.py sets the
   environment and imports the script for both.
 
+Where we differ on purpose: a file that cannot be read or scored fails alone (Azure fails the
+whole mini-batch), so the others' rows are kept and error_threshold counts files.
+
+Besides Azure's lines (`azure`), a job may ask for a real CSV with a header (`csv`) or Parquet
+(`parquet`): columns `file` (the input's base name), `row` (the row's position in its file, from 0;
+for a script's rows, their position in the mini-batch) and the prediction: `prediction` for one
+value per row, the model's own columns for a DataFrame or dict of columns, a list per row for a
+2-D array (JSON text in CSV). A script's DataFrame keeps its own columns (the script decides
+what a row holds); a script's list is one `prediction` column of each element's text.
+
 Nothing here raises for a failing mini-batch: the result carries a one-line message per problem,
-safe to show, and the script's traceback for the job log. mlflow is imported only by the MLflow
-driver (pipeline reaches it through the loaded model): a scoring script's environment need not
-have it.
+safe to show, and the script's or model's traceback for the job log. mlflow is imported only by
+the MLflow driver (pipeline reaches it through the loaded model); pyarrow and Pillow only when a
+file needs them, so a scoring script's environment needs neither.
 """
-import csv
+import base64
 import io
 import json
-import math
 import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -48,9 +65,21 @@ from .scorer import ModelScorer
 from .script import azure_environment, import_script
 
 Rows = Union[List[Any], pd.DataFrame]
-# what the MLflow driver reads: Azure's .csv/.parquet/.pqt, and JSON (a request body or records)
-TABULAR = {".csv": "CSV", ".parquet": "Parquet", ".pqt": "Parquet", ".json": "JSON",
-           ".jsonl": "JSON Lines"}
+#: what the MLflow driver reads, as Azure's generated driver does
+TABULAR = (".csv", ".parquet", ".pqt")
+IMAGES = (".png", ".jpg", ".jpeg", ".tiff", ".bmp", ".gif")
+#: output formats: Azure's append_row lines, a CSV with a header, Parquet; none (summary_only)
+FORMATS = ("azure", "csv", "parquet", "none")
+FILENAME_COLUMN = "_azureml_filename"  # the column Azure's driver adds to a DataFrame prediction
+
+
+@dataclass
+class FileRows:
+    """One input file's predictions (the MLflow driver), as the model returned them."""
+
+    name: str  # the file's base name, as Azure writes it
+    predictions: Any
+    rows: int
 
 
 @dataclass
@@ -61,7 +90,7 @@ class MiniBatchResult:
     retries such a mini-batch and then counts all its files as failed. `file_errors`: files the
     MLflow driver could not score, the others still scored. `missing`: run() returned fewer rows
     than it was given files; each returned row marks one input as done, so the rest count as
-    failed.
+    failed. The rows are a script's (`rows`) or the MLflow driver's per file (`scored`).
     """
 
     files: List[str]
@@ -70,6 +99,7 @@ class MiniBatchResult:
     file_errors: Dict[str, str] = field(default_factory=dict)
     missing: int = 0
     traceback: Optional[str] = None  # the script's or model's traceback: the job log only
+    scored: List[FileRows] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -82,15 +112,25 @@ class MiniBatchResult:
     def ok(self) -> bool:
         return self.failed == 0
 
+    @property
+    def count(self) -> int:
+        """Rows this mini-batch writes."""
+        if self.error is not None:
+            return 0
+        return sum(s.rows for s in self.scored) + count_rows(self.rows)
+
     def messages(self) -> List[str]:
         """One line per problem, for the job's log and summary."""
         lines = [] if self.error is None else [self.error]
         lines += ["Error processing input file '{}': {}".format(path, message)
                   for path, message in self.file_errors.items()]
         if self.missing:
-            lines.append("run() returned {} row(s) for {} input file(s): {} file(s) count as "
-                         "failed".format(count_rows(self.rows), len(self.files), self.missing))
+            lines.append(self.missing_message())
         return lines
+
+    def missing_message(self) -> str:
+        return ("run() returned {} row(s) for {} input file(s): {} file(s) count as "
+                "failed".format(count_rows(self.rows), len(self.files), self.missing))
 
 
 # ---- a user scoring script -------------------------------------------------------------------
@@ -131,7 +171,7 @@ class BatchDriver:
                     init()
                 except (Exception, SystemExit) as exc:
                     raise StartupError("the scoring script's init() failed: " + one_line(exc),
-                                      traceback.format_exc()) from None
+                                       traceback.format_exc()) from None
         except BaseException:
             undo()
             _forget(module)
@@ -203,10 +243,276 @@ def _type_words(value: Any) -> str:
     return "a value of type '{}'".format(type(value).__name__)
 
 
-# ---- predictions.csv ----------------------------------------------------------------------
+# ---- an MLflow model without a script ---------------------------------------------------------
+
+class BatchFileError(BadRequest):
+    """An input file the MLflow driver cannot read or score."""
+
+
+class MlflowBatchDriver:
+    """Azure's generated driver for MLflow models: each file read with the signature's types,
+    enforced and predicted on its own, so one bad file fails alone."""
+
+    def __init__(self, scorer: ModelScorer):
+        self.scorer = scorer
+
+    @classmethod
+    def load(cls, model_dir: str, *,
+             options: ScoringOptions = DEFAULTS) -> "MlflowBatchDriver":
+        try:  # imports mlflow: only this driver needs it
+            return cls(ModelScorer.load(model_dir, options, will_fork=False))
+        except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
+            raise StartupError("the MLflow model could not be loaded: " + one_line(exc),
+                               traceback.format_exc()) from None
+
+    def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
+        files = [str(f) for f in files]
+        result = MiniBatchResult(files)
+        tracebacks = []
+        for path in files:
+            try:
+                result.scored.append(self.score_file(path))
+            except ScoringError as exc:
+                result.file_errors[path] = exc.message
+                if exc.traceback:  # the model's own, when the model failed
+                    tracebacks.append("{}:\n{}".format(path, exc.traceback))
+            except Exception as exc:  # noqa: BLE001 - a reader or flavor we did not foresee
+                result.file_errors[path] = ("an unexpected {} while scoring the file; the job "
+                                            "log has the traceback".format(type(exc).__name__))
+                tracebacks.append("{}:\n{}".format(path, traceback.format_exc()))
+        result.traceback = "\n".join(tracebacks) or None
+        return result
+
+    def score_file(self, path: str) -> FileRows:
+        """One file read, enforced and predicted (predict once per file). Raises ScoringError."""
+        name = os.path.basename(path)
+        parsed = read_file(path, self.scorer.signature)
+        predictions, enforced = self.scorer.predict_parsed(parsed, request_id=name)
+        return FileRows(name, predictions, prediction_rows(predictions))
+
+    def close(self) -> None:
+        """Nothing to undo: the model stays loaded until the process ends."""
+
+    def __enter__(self) -> "MlflowBatchDriver":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def extension_of(path: str) -> str:
+    return os.path.splitext(path)[1].lower()
+
+
+def read_file(path: str, signature: Any) -> payload.ParsedInput:
+    """An input file as the online server's ParsedInput, as Azure's driver reads it. Raises
+    BatchFileError with one line that names the file's problem, never its data."""
+    extension = extension_of(path)
+    if extension in TABULAR:
+        return payload.ParsedInput(read_table(path, signature), "frame", may_have_bools=False)
+    if extension in IMAGES:
+        return read_image(path, signature)
+    # Azure's words (its driver adds the list of accepted types)
+    raise BatchFileError("File type '{}' is not supported".format(os.path.splitext(path)[1]))
+
+
+# ---- .csv, .parquet, .pqt ------------------------------------------------------------------
+
+#: the signature's column types as arrow and pandas read them; others are left to the reader
+#: (datetime and binary stay text: the signature's enforcement parses them as a JSON body's)
+_ARROW_TYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32",
+                "boolean": "bool_", "string": "string"}
+_PANDAS_TYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32",
+                 "boolean": "bool", "string": "object"}
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow  # noqa: F401  installed into model envs with mlflow-deploy; optional
+        import pyarrow.csv  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        return None
+    return sys.modules["pyarrow"]
+
+
+def read_table(path: str, signature: Any) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame, the signature's column types applied while reading
+    (a string column keeps "007" as text). pyarrow reads it, single-threaded (a batch worker is
+    one core's work); without pyarrow, pandas reads CSV. A value that does not parse as its
+    column's type is read untyped instead, so that enforcement names the column at fault."""
+    columns = {c.name: c.type for c in getattr(signature, "columns", ())}
+    csv = extension_of(path) == ".csv"
+    arrow = _pyarrow()
+    if arrow is None and not csv:
+        raise BatchFileError("reading Parquet needs pyarrow in the model's environment")
+    try:
+        if arrow is None:
+            return _pandas_csv(path, columns)
+        if csv:
+            return _arrow_csv(arrow, path, columns)
+        table = arrow.parquet.read_table(path, use_threads=False)
+        return table.to_pandas(use_threads=False)
+    except BatchFileError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise BatchFileError("the file is empty") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the readers' errors quote the file's text
+        raise BatchFileError("the file could not be read as {}: {}".format(
+            "CSV" if csv else "Parquet", _reader_words(exc))) from None
+
+
+def _arrow_csv(arrow: Any, path: str, columns: Mapping[str, str]) -> pd.DataFrame:
+    if os.path.getsize(path) == 0:
+        raise BatchFileError("the file is empty")
+    types = {name: getattr(arrow, _ARROW_TYPES[t])() for name, t in columns.items()
+             if t in _ARROW_TYPES}
+    read = arrow.csv.ReadOptions(use_threads=False)
+    try:
+        table = arrow.csv.read_csv(path, read_options=read,
+                                   convert_options=arrow.csv.ConvertOptions(column_types=types))
+    except arrow.ArrowInvalid:
+        if not types:
+            raise
+        table = arrow.csv.read_csv(path, read_options=read)
+    return table.to_pandas(use_threads=False)
+
+
+def _pandas_csv(path: str, columns: Mapping[str, str]) -> pd.DataFrame:
+    types = {name: _PANDAS_TYPES[t] for name, t in columns.items() if t in _PANDAS_TYPES}
+    try:
+        return pd.read_csv(path, dtype=types or None)
+    except (ValueError, TypeError) as exc:
+        if not types or isinstance(exc, pd.errors.ParserError):
+            raise
+        return pd.read_csv(path)
+
+
+def _reader_words(exc: BaseException) -> str:
+    """A reader's failure without its message: pyarrow's and pandas' quote the offending text."""
+    if isinstance(exc, pd.errors.ParserError):
+        return "malformed CSV (rows of different lengths or bad quoting)"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the text is not valid UTF-8"
+    return "not a valid file of its type ({})".format(type(exc).__name__)
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+def read_image(path: str, signature: Any) -> payload.ParsedInput:
+    """An image as Azure's driver passes it: the pixels as a numpy array (Pillow's mode kept: 2-D
+    for grayscale, 3-D with channels), cast and reshaped to the signature's (first) tensor; without
+    a signature, uint8 with a batch axis of 1; for a one-column binary signature, the file's bytes
+    in that column."""
+    kind = getattr(signature, "kind", "none")
+    if kind == "columns":
+        columns = signature.columns
+        if len(columns) != 1 or columns[0].type != "binary":
+            raise BatchFileError("an image file needs a model that takes a tensor, or one "
+                                 "binary column")
+        with open(path, "rb") as f:
+            encoded = base64.b64encode(f.read()).decode("ascii")
+        return payload.ParsedInput({"columns": [columns[0].name], "data": [[encoded]]}, "split",
+                                   may_have_bools=False)
+    pixels = _pixels(path)
+    if kind == "none":
+        return payload.ParsedInput(pixels.astype(np.uint8, copy=False)[np.newaxis], "tensor",
+                                   may_have_bools=False)
+    tensor = signature.tensors[0]
+    array = _shaped(pixels, tensor)
+    data = array if array.dtype == object else array.tolist()
+    if kind == "named":
+        if len(signature.tensors) != 1:
+            raise BatchFileError("an image file needs a model that takes one tensor")
+        return payload.ParsedInput({tensor.name: data}, "named", may_have_bools=False)
+    return payload.ParsedInput(data, "tensor", may_have_bools=False)
+
+
+def _pixels(path: str) -> np.ndarray:
+    try:
+        from PIL import Image  # installed into model envs with mlflow-deploy; optional
+    except ImportError:
+        raise BatchFileError("reading images needs Pillow in the model's environment") from None
+    try:
+        with Image.open(path) as image:
+            return np.array(image)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's errors may quote the file's bytes
+        raise BatchFileError("the file could not be read as an image ({})".format(
+            type(exc).__name__)) from None
+
+
+def _shaped(pixels: np.ndarray, tensor: Any) -> np.ndarray:
+    """Azure's `astype(dtype).reshape(shape)`; a shape of several -1 axes takes the image's own
+    sizes behind a batch axis of 1, and (-1,) a batch of one image of any size (an object array,
+    as Azure builds for images of different sizes)."""
+    shape = tuple(tensor.shape or ())
+    if shape == (-1,):
+        batch = np.empty(1, dtype=object)
+        batch[0] = pixels
+        return batch
+    array = pixels.astype(tensor.dtype)
+    if not shape:
+        return array
+    if shape.count(-1) > 1:
+        fits = len(shape) == pixels.ndim + 1 and all(
+            want in (-1, got) for want, got in zip(shape[1:], pixels.shape))
+        if fits:
+            return array[np.newaxis]
+    else:
+        try:
+            return array.reshape(shape)
+        except ValueError:
+            pass
+    raise BatchFileError("the image's pixels have shape {}, which does not fit the model's "
+                         "tensor {} (-1: any size)".format(_dims(pixels.shape), _dims(shape)))
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return str(tuple(int(d) for d in shape))
+
+
+def prediction_rows(predictions: Any) -> int:
+    """How many rows a file's predictions write (Azure: a DataFrame's rows, else its elements)."""
+    if isinstance(predictions, pd.DataFrame):
+        return len(predictions.index)
+    if isinstance(predictions, dict):
+        frame = _dict_frame(predictions)
+        return 1 if frame is None else len(frame.index)
+    if isinstance(predictions, np.ndarray):
+        return 1 if predictions.ndim == 0 else len(predictions)
+    if isinstance(predictions, (list, tuple, pd.Series)):
+        return len(predictions)
+    return 1
+
+
+# ---- rendering ------------------------------------------------------------------------------
+
+def render(result: MiniBatchResult, output_format: str) -> bytes:
+    """The mini-batch's rows in ``output_format`` (FORMATS); b"" when it has none. Vectorised: a
+    million rows of one number each render in a fraction of a second."""
+    if output_format == "none" or result.error is not None:
+        return b""
+    if output_format == "azure":
+        parts = [azure_lines(s.name, s.predictions) for s in result.scored]
+        if count_rows(result.rows):
+            parts.append(render_rows(result.rows).encode("utf-8"))
+        return b"".join(parts)
+    frame = output_frame(result)
+    if frame is None:
+        return b""
+    if output_format == "csv":
+        return csv_bytes(frame)
+    if output_format == "parquet":
+        return parquet_bytes(frame)
+    raise ValueError("output_format must be one of {}".format(", ".join(FORMATS)))
+
 
 def render_rows(rows: Rows) -> str:
-    """The text append_row adds to the output file for one mini-batch.
+    """The text append_row adds to the output file for a script's rows.
 
     A DataFrame: one line per row, values separated by single spaces, no header and no index. A
     list: one line per element, the element's str() (a numpy array as its list of values, never
@@ -230,162 +536,225 @@ def _element_text(element: Any) -> str:
 
 
 def write_predictions(rows: Rows, path: str) -> int:
-    """Append one mini-batch's rows to the output file (predictions.csv); returns the rows added.
-
-    Appends, as append_row merges every mini-batch into one file: that the output did not exist
-    before the job started is the job's check (Azure fails such a job before any work).
-    """
+    """Append a script's rows to an append_row file in Azure's lines; returns the rows added."""
     text = render_rows(rows)
     with open(path, "a", encoding="utf-8", newline="") as f:
         f.write(text)
     return count_rows(rows)
 
 
-# ---- an MLflow model without a script ---------------------------------------------------------
+def azure_lines(name: str, predictions: Any) -> bytes:
+    """One file's predictions as Azure's driver returns them and append_row writes them.
 
-class MlflowBatchDriver:
-    """Azure's generated driver for MLflow models: each file read, enforced against the signature
-    and predicted on its own, so one bad file fails alone. Rows are `row,prediction,file` lines."""
-
-    def __init__(self, scorer: ModelScorer):
-        self.scorer = scorer
-
-    @classmethod
-    def load(cls, model_dir: str, *,
-             options: ScoringOptions = DEFAULTS) -> "MlflowBatchDriver":
-        try:  # imports mlflow: only this driver needs it
-            return cls(ModelScorer.load(model_dir, options, will_fork=False))
-        except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
-            raise StartupError("the MLflow model could not be loaded: " + one_line(exc),
-                               traceback.format_exc()) from None
-
-    def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
-        files = [str(f) for f in files]
-        result = MiniBatchResult(files)
-        tracebacks = []
-        for path in files:
-            try:
-                result.rows.extend(self.score_file(path))
-            except ScoringError as exc:
-                result.file_errors[path] = exc.message
-                if exc.traceback:  # the model's own, when the model failed
-                    tracebacks.append("{}:\n{}".format(path, exc.traceback))
-            except Exception as exc:  # noqa: BLE001 - a reader or flavor we did not foresee
-                result.file_errors[path] = ("an unexpected {} while scoring the file; the job "
-                                            "log has the traceback".format(type(exc).__name__))
-                tracebacks.append("{}:\n{}".format(path, traceback.format_exc()))
-        result.traceback = "\n".join(tracebacks) or None
-        return result
-
-    def score_file(self, path: str) -> List[str]:
-        """One file's rows: `row,prediction,file` per input row. Raises ScoringError."""
-        name = os.path.basename(path)
-        parsed = read_tabular(path)
-        predictions, enforced = self.scorer.predict_parsed(parsed, request_id=name)
-        values = per_row(predictions)
-        if len(values) != enforced.rows:
-            raise BatchFileError("the model returned {} prediction(s) for {} input row(s); "
-                                 "batch scoring needs one per row".format(len(values),
-                                                                          enforced.rows))
-        return [csv_line([i, _cell(value), name]) for i, value in enumerate(values)]
-
-    def close(self) -> None:
-        """Nothing to undo: the model stays loaded until the process ends."""
-
-    def __enter__(self) -> "MlflowBatchDriver":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    A DataFrame or dict: a DataFrame with the file name as its last column, written as append_row
+    writes a DataFrame (space-separated values). Anything else: `str([name, str(element)])` per
+    element, e.g. `['heart-0.csv', '1']`; numbers are formatted in one pass (orjson where the env
+    has it, the same shortest round-trip digits as Python's str()), never one call per row.
+    """
+    if isinstance(predictions, (pd.DataFrame, dict)):
+        frame = _dict_frame(predictions) if isinstance(predictions, dict) else \
+            predictions.copy(deep=False)
+        if frame is None:  # Azure: the prediction that is no table, as one element
+            return (str([name, str(predictions)]) + "\n").encode("utf-8")
+        frame[FILENAME_COLUMN] = name
+        return render_rows(frame).encode("utf-8")
+    texts = element_texts(predictions)
+    if isinstance(texts, bytes):  # numbers: text that never needs quoting or escaping
+        if not texts:
+            return b""
+        head = ("[" + repr(name) + ", '").encode("utf-8")
+        return head + texts.replace(b"\n", b"']\n" + head) + b"']\n"
+    return "".join(str([name, t]) + "\n" for t in texts).encode("utf-8")
 
 
-class BatchFileError(BadRequest):
-    """An input file the MLflow driver cannot read or score."""
-
-
-def read_tabular(path: str) -> payload.ParsedInput:
-    """An input file as the online server's ParsedInput: CSV and Parquet as a DataFrame (Azure's
-    supported types); JSON as a request body or its input_data, JSON Lines as records."""
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in TABULAR:
-        raise BatchFileError(
-            "file type '{}' is not supported: MLflow batch scoring reads {}; use a scoring "
-            "script for other files".format(extension.lstrip(".") or "(none)",
-                                            ", ".join(TABULAR)))
+def _dict_frame(predictions: Dict[str, Any]) -> Optional[pd.DataFrame]:
+    """Azure's format_output: a dict's arrays as lists, then a DataFrame (None if it is none)."""
+    values = {k: _nested_list(v) if isinstance(v, np.ndarray) else v
+              for k, v in predictions.items()}
     try:
-        if extension == ".csv":
-            return payload.ParsedInput(pd.read_csv(path), "frame")
-        if extension in (".parquet", ".pqt"):
-            return payload.ParsedInput(pd.read_parquet(path), "frame")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except ImportError:
-        raise BatchFileError("reading Parquet needs pyarrow or fastparquet in the model's "
-                             "environment") from None
-    except pd.errors.EmptyDataError:
-        raise BatchFileError("the file is empty") from None
-    except pd.errors.ParserError as exc:  # the tokenizer's text gives positions, not values
-        raise BatchFileError("the file could not be parsed as CSV: " + one_line(exc)) from None
-    except (OSError, ValueError) as exc:
-        raise BatchFileError("the file could not be read as {}: {}".format(
-            TABULAR[extension], type(exc).__name__)) from None
-    return _parse_json(raw, extension)
+        return pd.DataFrame(values)
+    except (ValueError, TypeError):
+        return None
 
 
-def _parse_json(raw: bytes, extension: str) -> payload.ParsedInput:
-    try:
-        if extension == ".jsonl":
-            records = [payload.loads(line) for line in raw.splitlines() if line.strip()]
-            if not all(isinstance(r, dict) for r in records):
-                raise BatchFileError("each line of a JSON Lines file must be a JSON object")
-            return payload.ParsedInput(records, "records")
-        data = payload.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
-        raise BatchFileError("the file is not valid JSON: " + reason) from None
-    if isinstance(data, dict) and "input_data" in data:  # an Azure request body, params included
-        return payload.from_azure_body(data, raw)
-    return payload.ParsedInput(data, payload.form_of(data))
+def _nested_list(array: np.ndarray) -> Any:
+    if array.dtype == object:
+        return [v.tolist() if isinstance(v, np.ndarray) else v for v in array]
+    return array.tolist()
 
 
-def per_row(predictions: Any) -> List[Any]:
-    """The model's output as one value per input row ("as-is": a DataFrame row as a dict, unless
-    it has a single column)."""
-    if isinstance(predictions, pd.DataFrame):
-        if len(predictions.columns) == 1:
-            return predictions.iloc[:, 0].tolist()
-        return predictions.to_dict(orient="records")
+def element_texts(predictions: Any) -> Union[bytes, List[str]]:
+    """str() of each element of the predictions, as Azure's `for p in output: str(p)` gives.
+
+    Numbers come back as one bytes text of lines (vectorised); anything else as a list of str.
+    pandas yields Python scalars when iterated (a float32 Series gives the float64 digits of each
+    value), numpy its own scalars (float32 digits).
+    """
     if isinstance(predictions, pd.Series):
-        return predictions.tolist()
+        values = predictions.values
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            return number_lines(values.astype(np.float64, copy=False))
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+            return number_lines(values)
+        return [str(v) for v in predictions]
     if isinstance(predictions, np.ndarray):
-        return [predictions.item()] if predictions.ndim == 0 else list(predictions)
+        if predictions.ndim == 0:
+            return [str(predictions)]
+        if predictions.ndim == 1 and predictions.dtype.kind in "iufb":
+            return number_lines(predictions)
+        return [str(v) for v in predictions]
     if isinstance(predictions, (list, tuple)):
-        return list(predictions)
-    if isinstance(predictions, dict):  # named outputs: one dict per row when the lengths agree
-        columns = {str(k): list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v]
-                   for k, v in predictions.items()}
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) != 1:
-            raise BatchFileError("the model returned named outputs of different lengths")
-        return [{k: v[i] for k, v in columns.items()} for i in range(lengths.pop())]
-    return [predictions]
+        return [str(v) for v in predictions]
+    return [str(predictions)]
 
 
-def _cell(value: Any) -> str:
-    """A prediction as a CSV cell: text as is, numbers plainly, anything nested as JSON."""
+def number_lines(values: np.ndarray) -> bytes:
+    """A 1-D numeric array as one line per value, each the value's str()."""
+    if values.dtype.kind == "b":
+        return b"\n".join(np.where(values, b"True", b"False").tolist())
+    if values.dtype.kind in "iu":
+        return _orjson_lines(values) or "\n".join(map(str, values.tolist())).encode("ascii")
+    lines = _orjson_lines(values)
+    if lines is None:
+        scalar = values.dtype.type  # str() of numpy's own scalars: float32 prints its own digits
+        texts = map(str, values.tolist()) if values.dtype == np.float64 else \
+            (str(scalar(v)) for v in values)
+        return "\n".join(texts).encode("ascii")
+    # orjson writes what Python writes except below 1e-4 (0.00001 for 1e-05) and for NaN and
+    # infinity (null): those few values take str()
+    magnitude = np.abs(values)
+    odd = np.flatnonzero(~np.isfinite(values) | ((magnitude < 1e-4) & (magnitude > 0))
+                         | (magnitude >= 1e16))
+    if not odd.size:
+        return lines
+    parts = lines.split(b"\n")
+    for i in odd.tolist():
+        parts[i] = str(values[i]).encode("ascii")
+    return b"\n".join(parts)
+
+
+def _orjson_lines(values: np.ndarray) -> Optional[bytes]:
+    if payload.orjson is None or values.dtype.kind not in "iuf" or values.dtype.itemsize < 4:
+        return None
+    try:
+        text = payload.orjson.dumps(np.ascontiguousarray(values),
+                                    option=payload.orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # an orjson without numpy support
+        return None
+    return text[1:-1].replace(b",", b"\n")
+
+
+def output_frame(result: MiniBatchResult) -> Optional[pd.DataFrame]:
+    """The mini-batch's rows as one table for `csv` and `parquet` (the module's docstring)."""
+    frames = [_file_frame(s) for s in result.scored]
+    if count_rows(result.rows):
+        rows = result.rows
+        if isinstance(rows, pd.DataFrame):
+            frame = rows.reset_index(drop=True)
+            frame.columns = [str(c) for c in frame.columns]
+        else:
+            frame = pd.DataFrame({"prediction": [_element_text(e) for e in rows]})
+        frames.append(frame)
+    frames = [f for f in frames if len(f.index)]
+    if not frames:
+        return None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _file_frame(scored: FileRows) -> pd.DataFrame:
+    predictions = scored.predictions
+    if isinstance(predictions, dict):
+        table = _dict_frame(predictions)
+        if table is None:
+            table = pd.DataFrame({"prediction": [json.dumps(_plain(predictions))]})
+    elif isinstance(predictions, pd.DataFrame):
+        table = predictions.reset_index(drop=True)
+        table.columns = [str(c) for c in table.columns]
+    elif isinstance(predictions, pd.Series):
+        table = pd.DataFrame({"prediction": predictions.reset_index(drop=True)})
+    elif isinstance(predictions, np.ndarray) and predictions.ndim == 1:
+        table = pd.DataFrame({"prediction": predictions})
+    elif isinstance(predictions, np.ndarray) and predictions.ndim == 0:
+        table = pd.DataFrame({"prediction": [predictions.item()]})
+    elif isinstance(predictions, np.ndarray):
+        table = pd.DataFrame({"prediction": [_plain(row) for row in predictions]})
+    elif isinstance(predictions, (list, tuple)):
+        table = pd.DataFrame({"prediction": pd.Series(list(predictions), dtype=object)})
+        table["prediction"] = table["prediction"].map(_plain)
+    else:
+        table = pd.DataFrame({"prediction": [_plain(predictions)]})
+    n = len(table.index)
+    head = pd.DataFrame({"file": np.full(n, scored.name, dtype=object),
+                         "row": np.arange(n, dtype=np.int64)})
+    return pd.concat([head, table], axis=1)
+
+
+def _plain(value: Any) -> Any:
+    """numpy values as Python's (lists for arrays), for Parquet list columns and JSON text."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
     if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, int, float)):
-        return json.dumps(value) if isinstance(value, bool) else repr(value)
-    return payload.dumps(value).decode("utf-8")
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def csv_line(cells: Sequence[Any]) -> str:
-    """One comma-separated line, quoted where a cell needs it (a JSON prediction has commas)."""
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(cells)
-    return out.getvalue()
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """A CSV with a header line; nested values (lists, dicts) as JSON text."""
+    frame = _nested_as_json(frame)
+    arrow = _pyarrow()
+    if arrow is not None:
+        try:
+            table = arrow.Table.from_pandas(frame, preserve_index=False)
+            sink = io.BytesIO()
+            arrow.csv.write_csv(table, sink, arrow.csv.WriteOptions(quoting_style="needed"))
+            return sink.getvalue()
+        except (arrow.ArrowInvalid, arrow.ArrowTypeError, arrow.ArrowNotImplementedError,
+                TypeError):
+            pass  # a type arrow does not write (mixed objects): pandas writes their text
+    return frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+
+
+def _nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    nested = [c for c in frame.columns if frame[c].dtype == object
+              and frame[c].map(lambda v: isinstance(v, (list, dict))).any()]
+    if not nested:
+        return frame
+    frame = frame.copy()
+    for c in nested:
+        frame[c] = frame[c].map(lambda v: json.dumps(_plain(v)) if isinstance(v, (list, dict))
+                                else v)
+    return frame
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    arrow = _pyarrow()
+    if arrow is None:
+        raise BatchFileError("writing Parquet needs pyarrow in the model's environment")
+    table = arrow.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    arrow.parquet.write_table(table, sink)
+    return sink.getvalue()
+
+
+def check_format(output_format: str) -> None:
+    """Raise StartupError when this environment cannot write ``output_format``."""
+    if output_format not in FORMATS:
+        raise StartupError("output_format must be one of {}".format(", ".join(FORMATS)))
+    if output_format == "parquet" and _pyarrow() is None:
+        raise StartupError("output_format parquet needs pyarrow in the model's environment")
+
+
+def render_result(result: MiniBatchResult, output_format: str) -> Tuple[bytes, MiniBatchResult]:
+    """render(), with a failure to render (a prediction Parquet cannot hold) as the mini-batch's
+    error rather than an exception."""
+    try:
+        return render(result, output_format), result
+    except Exception as exc:  # noqa: BLE001 - arrow and pandas may raise anything here
+        result.error = "the predictions could not be written as {}: {}".format(
+            output_format, type(exc).__name__)
+        result.traceback = traceback.format_exc()
+        return b"", result

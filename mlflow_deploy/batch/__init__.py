@@ -1,0 +1,1 @@
+"""Batch endpoints, deployments and jobs: Azure ML's batch scoring, run on this machine."""
