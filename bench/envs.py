@@ -465,7 +465,7 @@ class Bench:
         import mlflow_deploy.envs.lock as lock
         import mlflow_deploy.envs.prepare as prepare
         import mlflow_deploy.online.deployments as deployments
-        import mlflow_deploy.online.revision as revision
+        import mlflow_deploy.revisions as revision
         import mlflow_deploy.online.supervisor as supervisor
         from mlflow_deploy.envs.cache import EnvCache
 

@@ -154,9 +154,8 @@ class BatchDeploymentSpec(_ModelDeploymentSpec):
 
 Path = Tuple[str, ...]
 SETTING_TAG = "mlflow-deploy/"
-# Azure's rule for endpoint and deployment names (also mlflow_deploy.online.names'). Written here,
-# not imported: importing online/ would load the whole online control plane, which will itself
-# import this module, and the batch layer that reads its specs here must not depend on online/.
+# Azure's rule for endpoint and deployment names, the one mlflow_deploy.names checks the control
+# plane's names with (test_specs holds the two to the same answers).
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
 _NAME_RULE = ("use 3-32 letters, digits or hyphens, starting with a letter and not ending with a "
               "hyphen")

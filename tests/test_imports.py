@@ -20,9 +20,13 @@ SCORING_OPTIONAL = {"pyarrow", "PIL"}
 FORBIDDEN = {
     "errors": {"model", "store", "envs", "online", "batch", "testing", "cli"},
     "specs": {"model", "store", "envs", "online", "batch", "testing", "cli"},
+    "names": {"model", "store", "envs", "online", "batch", "testing", "cli"},
+    "settings": {"model", "store", "online", "batch", "testing", "cli"},
     "model": {"store", "online", "batch", "cli"},
     "store": {"online", "batch", "cli"},
     "envs": {"online", "batch", "cli"},
+    # what online and batch deployments share: it may reach neither
+    "revisions": {"online", "batch", "testing", "cli"},
     "testing": {"store", "online", "batch", "cli"},
     "online": {"batch", "cli"},
     "batch": {"online", "cli"},

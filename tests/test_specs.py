@@ -622,7 +622,7 @@ def test_keys_are_their_text_not_yaml_booleans(write):
 
 
 def test_the_name_rule_is_the_control_planes():
-    from mlflow_deploy.online.names import check_name
+    from mlflow_deploy.names import check_name
 
     for name in ["abc", "a-b", "ab-", "a", "ab", "Abc9", "9abc", "a" * 32, "a" * 33, "a_b",
                  "a--b", "-ab", "blue"]:

@@ -37,8 +37,8 @@ from mlflow_deploy.online.traffic import (
 )
 from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, Keys
 from mlflow_deploy.online.invoke import score, to_payload
-from mlflow_deploy.online.names import check_name
-from mlflow_deploy.online.revision import (
+from mlflow_deploy.names import check_name
+from mlflow_deploy.revisions import (
     Staged,
     environment_record,
     remove_revision,

@@ -13,7 +13,7 @@ from mlflow_deploy.errors import InvalidParameter, InvalidState
 from mlflow_deploy.online import deployments as _deployments
 from mlflow_deploy.online import gateways
 from mlflow_deploy.online.invoke import post
-from mlflow_deploy.online.names import check_name
+from mlflow_deploy.names import check_name
 from mlflow_deploy.specs import parse_share_map
 from mlflow_deploy.online.routes import Keys
 from mlflow_deploy.online.settings import parse_settings

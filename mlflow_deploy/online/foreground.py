@@ -19,7 +19,7 @@ from typing import Any, List, Mapping, Optional
 from mlflow_deploy.errors import InvalidParameter, InvalidState, ServerFailed
 from mlflow_deploy.online import gateways, supervisor
 from mlflow_deploy.online.deployments import check_flavor, server_config_for
-from mlflow_deploy.online.revision import stage_revision
+from mlflow_deploy.revisions import stage_revision
 from mlflow_deploy.online.routes import TRANSPARENT, GatewayConfig, Route
 from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
 

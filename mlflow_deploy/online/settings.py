@@ -5,14 +5,22 @@ checked on its own, and an error names the key (never its value).
 """
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
-from mlflow_deploy.envs import MANAGERS, POLICIES
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
+from mlflow_deploy.settings import (
+    ENVIRONMENT_HELP,
+    ENVIRONMENT_PARSERS,
+    SCRIPT_HELP,
+    SCRIPT_PARSERS,
+    boolean,
+    check_script_settings,
+)
+from mlflow_deploy.settings import environment_variables as _variables
+from mlflow_deploy.settings import integer as _integer
+from mlflow_deploy.settings import json_object as _json_object
 from mlflow_deploy.specs import LIVENESS, PROBE_LIMITS, READINESS, ProbeSettings
 
 if TYPE_CHECKING:
@@ -21,10 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
            "config_from_spec", "boolean"]
 
-MAX_REQUEST_TIMEOUT_MS = 180_000
+MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
 WORKER_COUNT = "WORKER_COUNT"
 MAX_INSTANCES = 20
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Azure's maximum request_settings.request_timeout_ms
 
 
 @dataclass(frozen=True)
@@ -71,16 +78,8 @@ SETTING_HELP = {
     "instance_count": "number of server instances, each its own process tree behind the "
     f"endpoint (1-{MAX_INSTANCES}, default 1); workers per instance: WORKER_COUNT in "
     f"environment_variables (1-64, default {DEFAULTS.workers})",
-    "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "
-    "local (the current Python environment) or conda",
-    "python_version_policy": "exact (default: the model's Python minor version) or nearest",
-    "package": "folder written by `mlflow-deploy package`: build the environment offline from it",
-    "exclude_newer": "a date (2026-11-01) or UTC time (2026-11-01T12:00:00Z): resolve the "
-    "environment as the package indexes were then, for the same lock months later",
-    "code": "folder holding a scoring script (Azure's code_configuration.code)",
-    "scoring_script": "the script in `code` whose init() and run(raw_data) serve requests",
-    "conda_file": "conda YAML of the scoring script's environment (else code/requirements.txt, "
-    "else the MLflow model's own environment)",
+    **ENVIRONMENT_HELP,
+    **SCRIPT_HELP,
     "validation": "compatible (default: coerce like Azure, report coercions) or strict",
     "request_timeout_ms": f"scoring timeout per request, 1-{MAX_REQUEST_TIMEOUT_MS} "
     f"(default {DEFAULTS.request_timeout_ms})",
@@ -99,21 +98,6 @@ SETTING_HELP = {
 }
 
 
-def _integer(key: str, low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise InvalidParameter(f"Config '{key}' must be an integer.")
-        try:
-            number = int(str(value).strip()) if not isinstance(value, int) else value
-        except ValueError:
-            raise InvalidParameter(f"Config '{key}' must be an integer.") from None
-        if not low <= number <= high:
-            raise InvalidParameter(f"Config '{key}' must be between {low} and {high}.")
-        return number
-
-    return parse
-
-
 def _max_request_mb(value: Any) -> float:
     try:
         number = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
@@ -126,29 +110,8 @@ def _max_request_mb(value: Any) -> float:
     return number
 
 
-def _json_object(key: str, value: Any, maps: str) -> Mapping[str, Any]:
-    """A mapping, or its JSON text (what ``-C key='{...}'`` gives)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except ValueError:
-            raise InvalidParameter(f"Config '{key}' is not a JSON object.") from None
-    if not isinstance(value, Mapping):
-        raise InvalidParameter(f"Config '{key}' must map {maps}.")
-    return value
-
-
 def _environment_variables(value: Any) -> Dict[str, str]:
-    value = _json_object("environment_variables", value, "names to values")
-    variables = {}
-    for name, text in value.items():
-        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
-            raise InvalidParameter("Config 'environment_variables': a name is not a valid "
-                                   "environment variable name.")
-        if isinstance(text, (dict, list)) or text is None:
-            raise InvalidParameter(f"Config 'environment_variables.{name}' must be a string "
-                                   "or a number.")
-        variables[name] = str(text).lower() if isinstance(text, bool) else str(text)
+    variables = _variables(value)
     if WORKER_COUNT in variables:
         _integer(f"environment_variables.{WORKER_COUNT}", 1, 64)(variables[WORKER_COUNT])
     return variables
@@ -172,94 +135,6 @@ def _probe(key: str, defaults: ProbeSettings) -> Callable[[Any], Dict[str, int]]
     return parse
 
 
-def boolean(key: str) -> Callable[[Any], bool]:
-    def parse(value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise InvalidParameter(f"Config '{key}' must be true or false.")
-
-    return parse
-
-
-def _choice(key: str, choices) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise InvalidParameter(f"Config '{key}' must be one of: " + ", ".join(choices) + ".")
-        return text
-
-    return parse
-
-
-def _existing(key: str, kind: str) -> Callable[[Any], Optional[str]]:
-    """An existing ``kind`` ("folder" or "file"), made absolute: servers run elsewhere."""
-    exists = Path.is_dir if kind == "folder" else Path.is_file
-
-    def parse(value: Any) -> Optional[str]:
-        text = str(value).strip() if value is not None else ""
-        if not text:
-            return None
-        path = Path(text).expanduser().resolve()
-        if not exists(path):
-            raise InvalidParameter(f"Config '{key}' must name an existing {kind}.")
-        return str(path)
-
-    return parse
-
-
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?")
-
-
-def _exclude_newer(value: Any) -> Optional[str]:
-    """A date or an RFC 3339 time, as uv's --exclude-newer takes it."""
-    text = str(value).strip() if value is not None else ""
-    if not text:
-        return None
-    if not _DATE.fullmatch(text):
-        raise InvalidParameter(
-            "Config 'exclude_newer' must be a date (YYYY-MM-DD) or a UTC time "
-            "(YYYY-MM-DDTHH:MM:SSZ).")
-    return text
-
-
-def _relative_file(key: str) -> Callable[[Any], Optional[str]]:
-    """A path inside the code folder: relative, and never climbing out of it."""
-
-    def parse(value: Any) -> Optional[str]:
-        text = str(value).strip() if value is not None else ""
-        if not text:
-            return None
-        path = Path(text)
-        if path.is_absolute() or ".." in path.parts or path.suffix != ".py":
-            raise InvalidParameter(
-                f"Config '{key}' must be a .py file path relative to the code folder."
-            )
-        return path.as_posix()
-
-    return parse
-
-
-def check_script_settings(settings: DeploymentSettings) -> None:
-    """The combinations Azure accepts: a script needs its code folder and the other way round;
-    an environment is given only with a script (an MLflow model alone brings its own)."""
-    if bool(settings.code) != bool(settings.scoring_script):
-        raise InvalidParameter("Config 'code' and 'scoring_script' go together: give both.")
-    if settings.scoring_script and not (Path(settings.code) / settings.scoring_script).is_file():
-        raise InvalidParameter("Config 'scoring_script' must name a file inside 'code'.")
-    if settings.conda_file and not settings.scoring_script:
-        raise InvalidParameter(
-            "Config 'conda_file' is the environment of a scoring script: give 'code' and "
-            "'scoring_script' too (an MLflow model alone brings its own environment)."
-        )
-    if settings.package and settings.scoring_script:
-        raise InvalidParameter("Config 'package' serves a packaged MLflow model without a script.")
-
-
 def _validation(value: Any) -> str:
     try:
         return Validation.parse(value).value
@@ -269,13 +144,8 @@ def _validation(value: Any) -> str:
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "instance_count": _integer("instance_count", 1, MAX_INSTANCES),
-    "env_manager": _choice("env_manager", MANAGERS),
-    "python_version_policy": _choice("python_version_policy", POLICIES),
-    "package": _existing("package", "folder"),
-    "exclude_newer": _exclude_newer,
-    "code": _existing("code", "folder"),
-    "scoring_script": _relative_file("scoring_script"),
-    "conda_file": _existing("conda_file", "file"),
+    **ENVIRONMENT_PARSERS,
+    **SCRIPT_PARSERS,
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,

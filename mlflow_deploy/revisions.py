@@ -1,5 +1,6 @@
-"""What one revision of a deployment serves: its files (the model, a scoring script's code) laid
-out under the deployment's folder, and the environment its server runs in.
+"""What one revision of a deployment serves or scores with, online or batch alike: its files
+(the model, a scoring script's code) laid out under the deployment's folder, and the environment
+its server or batch workers run in.
 
     <deployment>/model/<rev>/        an MLflow model (no script), or AZUREML_MODEL_DIR (a script)
     <deployment>/code/<rev>/         a copy of the script's code folder (edits need an update)
@@ -7,20 +8,22 @@ out under the deployment's folder, and the environment its server runs in.
 
 Everything of a revision lives in those three folders, so a failed update removes them and the
 previous revision is untouched.
+
+Online and batch deployments each have their own settings; this module reads only the fields of
+``RevisionSettings`` from them, so it depends on neither.
 """
 
 import shutil
 import sys
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 from mlflow_deploy.envs import Environment, prepare_environment
 from mlflow_deploy.model import is_mlflow_model, load_model, place_model
-from mlflow_deploy.online.settings import DeploymentSettings
-from mlflow_deploy.scoring.config import ServerConfig
 
 __all__ = [
+    "RevisionSettings",
+    "PreviousFiles",
     "Staged",
     "stage_revision",
     "build_environment",
@@ -34,17 +37,49 @@ REVISION_FOLDERS = ("model", "code", "environment")
 Staged = Tuple[Dict[str, Optional[str]], Environment]
 
 
+class RevisionSettings(Protocol):
+    """The settings a revision is staged by: how its environment is built, and a scoring
+    script's code folder, script and environment file (absolute paths, or None)."""
+
+    @property
+    def env_manager(self) -> str: ...
+    @property
+    def python_version_policy(self) -> str: ...
+    @property
+    def package(self) -> Optional[str]: ...
+    @property
+    def exclude_newer(self) -> Optional[str]: ...
+    @property
+    def code(self) -> Optional[str]: ...
+    @property
+    def scoring_script(self) -> Optional[str]: ...
+    @property
+    def conda_file(self) -> Optional[str]: ...
+
+
+class PreviousFiles(Protocol):
+    """Where the revision before keeps its model (a ServerConfig, or a batch deployment's
+    files): an update that brings no model serves it again."""
+
+    @property
+    def model_dir(self) -> Optional[str]: ...
+    @property
+    def azureml_model_dir(self) -> Optional[str]: ...
+
+
 def say(message: str) -> None:
     print(f"mlflow-deploy: {message}", file=sys.stderr, flush=True)
 
 
-def build_environment(source: Path, settings: DeploymentSettings) -> Environment:
+def build_environment(source: Path, settings: RevisionSettings,
+                      local: bool = False) -> Environment:
     """The environment built from the requirement files in ``source`` (envs.prepare_environment), reused from
-    the cache when it was built before. A build prints progress on stderr: it can take a minute."""
-    extra = {"package": settings.package} if settings.package else {}
+    the cache when it was built before. A build prints progress on stderr: it can take a minute.
+    ``local``: this Python (env_manager local), whatever the settings say."""
+    extra = {"package": settings.package} if settings.package and not local else {}
     return prepare_environment(
         source,
-        manager=settings.env_manager,
+        manager="local" if local else settings.env_manager,
         python_version_policy=settings.python_version_policy,
         progress=say,
         exclude_newer=settings.exclude_newer,
@@ -68,12 +103,13 @@ def stage_revision(
     root: Path,
     revision: int,
     model_uri: Optional[str],
-    settings: DeploymentSettings,
-    previous: Optional[ServerConfig] = None,
+    settings: RevisionSettings,
+    previous: Optional[PreviousFiles] = None,
 ) -> Staged:
     """Fetch what revision ``revision`` serves into ``root`` (the deployment's folder, or a
     temporary one) and build its environment. ``model_uri`` None keeps ``previous``'s model.
-    Returns the ServerConfig fields that locate the files, and the environment."""
+    Returns where the files are (model_dir, code_dir, scoring_script, azureml_model_dir: the
+    fields of a server's ServerConfig and of a batch deployment's files), and the environment."""
     model_root = root / "model" / str(revision)
     if not settings.scoring_script:
         if model_uri:
@@ -100,7 +136,7 @@ def stage_revision(
 
 
 def _script_environment(
-    settings: DeploymentSettings, model_path: Path, code_dir: Path, source: Path
+    settings: RevisionSettings, model_path: Path, code_dir: Path, source: Path
 ) -> Environment:
     """A script's environment, as Azure picks it: the given conda file, else the code folder's
     requirements.txt, else the MLflow model's own environment, else this Python (with a notice,
@@ -119,7 +155,7 @@ def _script_environment(
     say("the scoring script has no environment of its own (conda_file, code/requirements.txt) and "
         f"the model is no MLflow model: it runs in this Python ({sys.executable}, env_manager local)")
     (source / "requirements.txt").write_text("")
-    return build_environment(source, replace(settings, env_manager="local", package=None))
+    return build_environment(source, settings, local=True)
 
 
 def remove_revision(root: Path, revision: int) -> None:
