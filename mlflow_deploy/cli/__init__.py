@@ -19,6 +19,7 @@ from mlflow_deploy.errors import DeployError
 
 from .check import check_command
 from .env import env_group
+from .job import job_group
 from .online_deployment import online_deployment_group
 from .online_endpoint import online_endpoint_group
 from .package import package_command
@@ -28,7 +29,7 @@ from .validate import validate_command
 __all__ = ["main", "cli"]
 
 NOUNS = [online_endpoint_group, online_deployment_group, serve_command, validate_command,
-         check_command, env_group, package_command]
+         check_command, env_group, package_command, job_group]
 
 
 class OneLineErrors(click.Group):
