@@ -237,3 +237,50 @@ def test_mlflow_cli_end_to_end(deploy_home, example_models, tmp_path):
     assert "'name': 'epx'" in mlflow_cli("list-endpoints", *target).stdout
     mlflow_cli("delete-endpoint", *target, "--endpoint", "epx")
     assert "params" in mlflow_cli("help", *target).stdout
+
+
+def test_batch_endpoints_and_deployments_through_get_deploy_client(deploy_home, example_models):
+    """kind=batch makes a batch endpoint; the calls naming it reach the batch control plane."""
+    from mlflow.exceptions import MlflowException
+
+    client = get_deploy_client("azureml-local")
+    made = client.create_endpoint("scores", config={"kind": "batch", "description": "nightly",
+                                                    "tags": '{"team": "ml"}'})
+    assert (made["kind"], made["description"], made["tags"]) == ("batch", "nightly",
+                                                                 {"team": "ml"})
+    blue = client.create_deployment("blue", example_models["diabetes"], endpoint="scores",
+                                    config={"mini_batch_size": "5", "max_retries": "1"})
+    assert blue["is_default"] and blue["model"] == example_models["diabetes"]
+    assert blue["settings"]["mini_batch_size"] == 5
+    assert blue["settings"]["retry_settings"] == {"max_retries": 1, "timeout": 30}
+    assert (deploy_home.batch_deployment_dir("scores", "blue") / "model" / "1" /
+            "MLmodel").is_file()  # models:/ fetched into the deployment
+    green = client.create_deployment("green", example_models["diabetes"], endpoint="scores",
+                                     config={"set_default": "true"})
+    assert green["is_default"]
+    assert client.get_deployment("blue", endpoint="scores")["is_default"] is False
+    assert [d["name"] for d in client.list_deployments(endpoint="scores")] == ["blue", "green"]
+    assert [d["name"] for d in client.list_deployments()] == ["blue", "green"]
+    updated = client.update_deployment("blue", endpoint="scores",
+                                       config={"error_threshold": "3"})
+    assert updated["revision"] == 2 and updated["settings"]["error_threshold"] == 3
+    assert client.update_endpoint("scores", config={"default_deployment": "blue"})[
+        "defaults"] == {"deployment_name": "blue"}
+    assert client.get_endpoint("scores")["deployments"] == ["blue", "green"]
+    assert [e["name"] for e in client.list_endpoints()] == ["scores"]
+
+    with pytest.raises(InvalidParameter, match="batch-endpoint invoke") as caught:
+        client.predict(endpoint="scores", inputs=pd.DataFrame({"age": [1.0]}))
+    assert isinstance(caught.value, MlflowException)
+    with pytest.raises(InvalidParameter, match="Unknown config key 'workers'"):
+        client.create_deployment("red", example_models["diabetes"], endpoint="scores",
+                                 config={"workers": "2"})
+    with pytest.raises(InvalidParameter, match="Config 'kind' must be"):
+        client.create_endpoint("other", config={"kind": "stream"})
+    with pytest.raises(MlflowException, match="A batch endpoint has this name"):
+        client.create_endpoint("scores")  # an online one
+
+    client.delete_deployment("green", endpoint="scores")
+    client.delete_endpoint("scores")
+    assert client.list_endpoints() == [] and client.list_deployments() == []
+    assert "kind=batch" in mlflow_azureml_local.target_help()

@@ -17,7 +17,10 @@ import click
 from mlflow_deploy import __version__
 from mlflow_deploy.errors import DeployError
 
+from .batch_deployment import batch_deployment_group
+from .batch_endpoint import batch_endpoint_group
 from .check import check_command
+from .compute import compute_group
 from .env import env_group
 from .job import job_group
 from .online_deployment import online_deployment_group
@@ -28,8 +31,9 @@ from .validate import validate_command
 
 __all__ = ["main", "cli"]
 
-NOUNS = [online_endpoint_group, online_deployment_group, serve_command, validate_command,
-         check_command, env_group, package_command, job_group]
+NOUNS = [online_endpoint_group, online_deployment_group, batch_endpoint_group,
+         batch_deployment_group, compute_group, job_group, serve_command, validate_command,
+         check_command, env_group, package_command]
 
 
 class OneLineErrors(click.Group):

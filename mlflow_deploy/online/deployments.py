@@ -26,6 +26,7 @@ from mlflow_deploy.model import PYFUNC
 from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
+    check_not_batch,
     endpoint_or_create,
     endpoint_uri,
     gateway_alive,
@@ -183,6 +184,8 @@ def create_deployment(
     config = dict(config or {})
     all_traffic = boolean("all_traffic")(config.pop("all_traffic", False))
     settings = parse_settings(config)
+    if store.find_endpoint(endpoint_name) is None:
+        check_not_batch(store, endpoint_name)  # before a build; endpoint_or_create checks again
     with store.lock_row(DEPLOYMENTS, name):
         _check_new(store, name, settings)  # before a build: the same checks as under the lock
         deployment_dir = store.deployment_dir(name)

@@ -19,6 +19,7 @@ from mlflow_deploy.online.routes import Keys
 from mlflow_deploy.online.settings import parse_settings
 from mlflow_deploy.online.traffic import (
     check_mirror_traffic,
+    check_not_batch,
     check_traffic,
     endpoint_uri,
     gateway_alive,
@@ -99,6 +100,7 @@ def create_endpoint(
     host = _host(config.get("host", "127.0.0.1"), auth_mode)
     port = _port(config.get("port"))
     with store.lock_row(ENDPOINTS, name), store.lock():
+        check_not_batch(store, name)
         store.add_endpoint(Endpoint(name=name, auth_mode=auth_mode, host=host, port=port,
                                     description=config.get("description")))
         try:

@@ -13,17 +13,18 @@ import secrets
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
-from mlflow_deploy.errors import InvalidParameter, InvalidState
+from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState
 from mlflow_deploy.online import gateways, instances, supervisor
 from mlflow_deploy.online.routes import GatewayConfig, Keys, Route
 from mlflow_deploy.online.settings import DeploymentSettings
-from mlflow_deploy.store import Deployment, Endpoint, Store
+from mlflow_deploy.store import BATCH_ENDPOINTS, Deployment, Endpoint, Store
 
 __all__ = [
     "scoring_uri_of",
     "endpoint_uri",
     "traffic_target",
     "endpoint_or_create",
+    "check_not_batch",
     "add_to_endpoint",
     "remove_from_endpoint",
     "check_traffic",
@@ -59,11 +60,20 @@ def traffic_target(endpoint: Endpoint) -> Optional[str]:
     return max(held)[1] if held else None
 
 
+def check_not_batch(store: Store, name: str) -> None:
+    """Endpoint names are unique on this machine, online and batch alike, as Azure keeps them
+    unique per region."""
+    if store.find(BATCH_ENDPOINTS, name) is not None:
+        raise AlreadyExists("A batch endpoint has this name (--endpoint): endpoint names are "
+                            "unique on this machine, online and batch alike.")
+
+
 def endpoint_or_create(store: Store, name: str) -> bool:
     """Make sure the endpoint exists; True when it had to be created (it is then marked
     auto_created, and goes away with its last deployment)."""
     if store.find_endpoint(name) is not None:
         return False
+    check_not_batch(store, name)
     store.add_endpoint(Endpoint(name=name, auto_created=True))
     write_new_keys(store, name)
     return True

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 from mlflow_deploy.cli import cli, main
 from mlflow_deploy.errors import DeployError
 
-NOUNS = {"check", "env", "package", "serve", "validate", "online-endpoint", "online-deployment"}
+NOUNS = {"check", "env", "package", "serve", "validate", "online-endpoint", "online-deployment",
+         "batch-endpoint", "batch-deployment", "compute"}
 
 
 def test_every_noun_is_registered():

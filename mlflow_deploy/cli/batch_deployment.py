@@ -1,0 +1,150 @@
+"""``mlflow-deploy batch-deployment ...``: ``az ml batch-deployment`` on this machine, from the
+same ``modelBatchDeployment`` YAML (``model``, ``code_configuration``, ``environment``,
+``compute``, ``resources``, ``settings``), with the same verbs and flags.
+
+The first deployment of an endpoint without a default becomes its default, as on Azure;
+``--set-default`` makes a new or updated one the default. Local settings (``env_manager``,
+``python_version_policy``, ``exclude_newer``, ``package``) go in ``tags`` as
+``mlflow-deploy/<setting>`` or through ``--set``, so the same file still passes ``az ml``.
+"""
+from typing import Any, Dict, Optional, Sequence, Set
+
+import click
+
+from .common import say
+from .online_endpoint import FILE, LOCAL, SET, print_json
+
+__all__ = ["batch_deployment_group"]
+
+NAME = click.option("-n", "--name", default=None, help="The deployment's name.")
+ENDPOINT = click.option("-e", "--endpoint-name", default=None, help="The endpoint's name.")
+SET_DEFAULT = click.option("--set-default", is_flag=True,
+                           help="Make it the endpoint's default deployment.")
+# the YAML's keys that are no config key of their own: what a --set under them changes
+_SCRIPT_KEYS = {"code_configuration": ("code", "scoring_script"),
+                "environment": ("conda_file",)}
+
+
+@click.group("batch-deployment")
+def batch_deployment_group():
+    """Deployments of a model (or a scoring script) behind a batch endpoint."""
+
+
+def _spec(file, name, endpoint_name, set_values):
+    from mlflow_deploy.specs import load_batch_deployment_spec
+
+    spec = load_batch_deployment_spec(file, name=name, endpoint_name=endpoint_name,
+                                      set_values=set_values)
+    for warning in spec.warnings:
+        say(warning)
+    return spec
+
+
+def _touched(set_values: Sequence[str]) -> Set[str]:
+    """The config keys (and ``model``, ``description``, ``tags``) that ``--set`` items give."""
+    keys: Set[str] = set()
+    for item in set_values:
+        path = str(item).split("=", 1)[0].strip().split(".")
+        if path[0] == "settings" and len(path) > 1:
+            path = path[1:]
+        head = path[0]
+        if head == "retry_settings" and len(path) > 1:
+            keys.add(path[1])  # one field: max_retries or timeout, the other one kept
+        elif head == "resources" and len(path) > 1:
+            keys.add(path[1])
+        elif head in _SCRIPT_KEYS:
+            keys.update(_SCRIPT_KEYS[head])
+        elif head == "tags":
+            keys.add("tags")
+        else:
+            keys.add(head)
+    return keys
+
+
+def _update_arguments(spec, file: Optional[str], set_values: Sequence[str]) -> Dict[str, Any]:
+    """With a file, everything it says (as ``az ml`` replaces a deployment by its file); with
+    ``--set`` items alone, only what they change: the spec fills the rest with defaults."""
+    from mlflow_deploy.batch.deployments import config_from_spec
+
+    config = config_from_spec(spec)
+    if file:
+        return {"model_uri": spec.model, "config": config, "description": spec.description,
+                "tags": dict(spec.tags)}
+    touched = _touched(set_values)
+    kept = {key: value for key, value in config.items()
+            if key in touched or key in spec.settings}
+    for field in ("max_retries", "timeout"):
+        if field in touched and "retry_settings" not in touched:
+            kept[field] = config["retry_settings"][field]
+    return {"model_uri": spec.model, "config": kept, "description": spec.description,
+            "tags": dict(spec.tags) if "tags" in touched else None}
+
+
+@batch_deployment_group.command("create")
+@FILE
+@NAME
+@ENDPOINT
+@SET
+@SET_DEFAULT
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def create(file, name, endpoint_name, set_values, set_default, local, no_wait):
+    """Fetch the model, copy the code, build the environment; print the deployment."""
+    from mlflow_deploy.batch import deployments
+
+    spec = _spec(file, name, endpoint_name, set_values)
+    print_json(deployments.create_batch_deployment(spec, set_default=set_default))
+
+
+@batch_deployment_group.command("update")
+@FILE
+@NAME
+@ENDPOINT
+@SET
+@SET_DEFAULT
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def update(file, name, endpoint_name, set_values, set_default, local, no_wait):
+    """Build the next revision aside and switch to it once it is complete; on failure the
+    deployment is as it was."""
+    from mlflow_deploy.batch import deployments
+
+    spec = _spec(file, name, endpoint_name, set_values)
+    print_json(deployments.update_batch_deployment(
+        spec.name, spec.endpoint_name, set_default=set_default,
+        **_update_arguments(spec, file, set_values)))
+
+
+@batch_deployment_group.command("show")
+@click.option("-n", "--name", required=True, help="The deployment's name.")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+def show(name: str, endpoint_name: str):
+    """Print the deployment."""
+    from mlflow_deploy.batch import deployments
+
+    print_json(deployments.get_batch_deployment(name, endpoint_name))
+
+
+@batch_deployment_group.command("list")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+def list_(endpoint_name: str):
+    """Print the endpoint's deployments."""
+    from mlflow_deploy.batch import deployments
+
+    print_json(deployments.list_batch_deployments(endpoint_name))
+
+
+@batch_deployment_group.command("delete")
+@click.option("-n", "--name", required=True, help="The deployment's name.")
+@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
+@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
+    """Delete a deployment (not the endpoint's default while it has others)."""
+    from mlflow_deploy.batch import deployments
+    from mlflow_deploy.store import Store
+
+    store = Store()
+    deployments.get_batch_deployment(name, endpoint_name, store)  # NotFound names the flag
+    deployments.delete_batch_deployment(name, endpoint_name, store=store)
+    say("deleted batch deployment " + name)

@@ -1,0 +1,101 @@
+"""``mlflow-deploy batch-endpoint ...``: ``az ml batch-endpoint`` on this machine, with the same
+verbs, flags and YAML files (``-f endpoint.yml``, ``--set defaults.deployment_name=D``).
+
+Like ``az ml``, ``show``, ``list`` and the changes print JSON on stdout; warnings and progress go
+to stderr.
+"""
+from typing import Optional
+
+import click
+
+from mlflow_deploy.errors import NotFound
+
+from .common import say
+from .online_endpoint import FILE, LOCAL, SET, print_json
+
+__all__ = ["batch_endpoint_group"]
+
+NAME = click.option("-n", "--name", default=None, help="The endpoint's name.")
+
+
+@click.group("batch-endpoint")
+def batch_endpoint_group():
+    """Batch endpoints: a name and a default deployment that jobs run."""
+
+
+def _spec(file, name, set_values):
+    from mlflow_deploy.specs import load_batch_endpoint_spec
+
+    spec = load_batch_endpoint_spec(file, name=name, set_values=set_values)
+    for warning in spec.warnings:
+        say(warning)
+    return spec
+
+
+@batch_endpoint_group.command("create")
+@FILE
+@NAME
+@SET
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted; creates are quick here.")
+def create(file: Optional[str], name: Optional[str], set_values, local: bool, no_wait: bool):
+    """Create a batch endpoint; print it. ``defaults.deployment_name`` may name a deployment
+    still to be created; otherwise its first deployment becomes its default."""
+    from mlflow_deploy.batch import endpoints
+
+    spec = _spec(file, name, set_values)
+    print_json(endpoints.create_batch_endpoint(spec.name, spec.description, spec.tags,
+                                               spec.default_deployment))
+
+
+@batch_endpoint_group.command("update")
+@FILE
+@NAME
+@SET
+@LOCAL
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted; updates are quick here.")
+def update(file, name, set_values, local, no_wait):
+    """Change the description, the tags or the default deployment
+    (``--set defaults.deployment_name=D``: a deployment of the endpoint)."""
+    from mlflow_deploy.batch import endpoints
+
+    spec = _spec(file, name, set_values)
+    # the spec's tags default to none: replaced only when the file or a --set gives them
+    tags_given = file or any(v.split("=", 1)[0].strip().split(".")[0] == "tags"
+                             for v in set_values)
+    print_json(endpoints.update_batch_endpoint(
+        spec.name, description=spec.description, tags=spec.tags if tags_given else None,
+        default_deployment=spec.default_deployment))
+
+
+@batch_endpoint_group.command("show")
+@click.option("-n", "--name", required=True, help="The endpoint's name.")
+def show(name: str):
+    """Print the endpoint, with its default deployment."""
+    from mlflow_deploy.batch import endpoints
+
+    print_json(endpoints.get_batch_endpoint(name))
+
+
+@batch_endpoint_group.command("list")
+def list_():
+    """Print every batch endpoint."""
+    from mlflow_deploy.batch import endpoints
+
+    print_json(endpoints.list_batch_endpoints())
+
+
+@batch_endpoint_group.command("delete")
+@click.option("-n", "--name", required=True, help="The endpoint's name.")
+@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
+@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+def delete(name: str, yes: bool, no_wait: bool):
+    """Delete the endpoint and its deployments; its jobs stay listed."""
+    from mlflow_deploy.batch import endpoints
+    from mlflow_deploy.store import Store
+
+    store = Store()
+    if endpoints.find_batch_endpoint(store, name) is None:
+        raise NotFound("No batch endpoint with this name (--name).")
+    endpoints.delete_batch_endpoint(name, store=store)
+    say("deleted batch endpoint " + name)
