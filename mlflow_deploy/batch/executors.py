@@ -20,6 +20,7 @@ Another engine is a class here and a line in ``EXECUTORS``.
 """
 import concurrent.futures
 import json
+import logging
 import os
 import signal
 import threading
@@ -120,8 +121,12 @@ class _WorkerPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for worker in idle:
-            worker.close()
+        # each close waits for its process to end (a script's shutdown()): all at once
+        closing = [threading.Thread(target=worker.close) for worker in idle]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
 
 
 # ---- Dask ---------------------------------------------------------------------------------------
@@ -155,10 +160,14 @@ class DaskExecutor:
             self._client = distributed.Client(scheduler_address, timeout=30,
                                               set_as_default=False)
         else:
+            # bound to loopback only; Dask's own lines below errors stay out of the job log;
+            # the workers' scratch space is the job's folder
             self._cluster = distributed.LocalCluster(
                 processes=True, host="127.0.0.1", dashboard_address=None,
                 n_workers=instance_count, threads_per_worker=max_concurrency_per_instance,
-                silence_logs=True)
+                silence_logs=logging.ERROR,
+                local_directory=os.path.join(os.path.dirname(log_path), "dask")
+                if log_path else None)
             self._client = distributed.Client(self._cluster, set_as_default=False)
         # Dask forgets a task whose future nobody holds: keep each until it has ended
         self._running: Dict[Any, concurrent.futures.Future] = {}

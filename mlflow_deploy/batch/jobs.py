@@ -747,7 +747,21 @@ class _Run:
         return self.settings["instance_count"] * self.settings["max_concurrency_per_instance"]
 
     def _spec(self) -> WorkerSpec:
-        return WorkerSpec.from_dict(json.loads((self.folder / "worker.json").read_text("utf-8")))
+        """The revision the job was invoked with; if its files are gone (the deployment was
+        updated while the job's process was dead), the deployment's current one."""
+        spec = WorkerSpec.from_dict(json.loads((self.folder / "worker.json").read_text("utf-8")))
+        paths = [spec.python, spec.model_dir, spec.code_dir, spec.azureml_model_dir]
+        if all(path is None or os.path.exists(path) for path in paths):
+            return spec
+        from mlflow_deploy.batch.deployments import resolve_deployment
+
+        current = resolve_deployment(self.store, self.job.endpoint, self.job.deployment)
+        spec = _worker_spec(current, self.settings)
+        self.log.warning("the deployment's revision the job was invoked with is gone; the "
+                         "mini-batches left run with its current revision")
+        output.write_part(self.folder / "worker.json",
+                          json.dumps(spec.to_dict(), indent=2).encode("utf-8"))
+        return spec
 
     def _run_batches(self, pending: Deque[int]) -> Tuple[Optional[str], Optional[str]]:
         """Until every mini-batch has a done record; (status, error) when the job must end
