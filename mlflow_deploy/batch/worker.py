@@ -222,21 +222,22 @@ class BatchWorker:
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         fd = proc.stdout.fileno()
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        done = 0
-        while done < size:
+        chunks = []
+        left_to_read = size
+        while left_to_read:
             left = deadline - time.monotonic()
             ready = select.select([fd], [], [], max(0.0, left))[0] if left > 0 else []
             if not ready:
                 self._kill()
                 raise WorkerTimedOut("the mini-batch did not finish within its timeout of {:g} s; "
                                      "the worker process was killed".format(timeout))
-            count = os.readv(fd, [view[done:done + _CHUNK]])
-            if count == 0:
+            chunk = os.read(fd, min(left_to_read, _CHUNK))
+            if not chunk:
                 raise self._died()
-            done += count
-        return bytes(buffer)
+            chunks.append(chunk)
+            left_to_read -= len(chunk)
+        # one copy into the result (chunks of a pipe's size reuse the same memory)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _died(self) -> WorkerDied:
         proc = self._proc

@@ -563,7 +563,7 @@ def azure_lines(name: str, predictions: Any) -> bytes:
         if not texts:
             return b""
         head = ("[" + repr(name) + ", '").encode("utf-8")
-        return head + texts.replace(b"\n", b"']\n" + head) + b"']\n"
+        return b"".join((head, texts.replace(b",", b"']\n" + head), b"']\n"))  # one copy
     return "".join(str([name, t]) + "\n" for t in texts).encode("utf-8")
 
 
@@ -586,54 +586,55 @@ def _nested_list(array: np.ndarray) -> Any:
 def element_texts(predictions: Any) -> Union[bytes, List[str]]:
     """str() of each element of the predictions, as Azure's `for p in output: str(p)` gives.
 
-    Numbers come back as one bytes text of lines (vectorised); anything else as a list of str.
+    Numbers come back as one bytes text, comma-separated (vectorised); anything else as a list
+    of str.
     pandas yields Python scalars when iterated (a float32 Series gives the float64 digits of each
     value), numpy its own scalars (float32 digits).
     """
     if isinstance(predictions, pd.Series):
         values = predictions.values
         if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-            return number_lines(values.astype(np.float64, copy=False))
+            return number_texts(values.astype(np.float64, copy=False))
         if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
-            return number_lines(values)
+            return number_texts(values)
         return [str(v) for v in predictions]
     if isinstance(predictions, np.ndarray):
         if predictions.ndim == 0:
             return [str(predictions)]
         if predictions.ndim == 1 and predictions.dtype.kind in "iufb":
-            return number_lines(predictions)
+            return number_texts(predictions)
         return [str(v) for v in predictions]
     if isinstance(predictions, (list, tuple)):
         return [str(v) for v in predictions]
     return [str(predictions)]
 
 
-def number_lines(values: np.ndarray) -> bytes:
-    """A 1-D numeric array as one line per value, each the value's str()."""
+def number_texts(values: np.ndarray) -> bytes:
+    """A 1-D numeric array as each value's str(), comma-separated (no number has a comma)."""
     if values.dtype.kind == "b":
-        return b"\n".join(np.where(values, b"True", b"False").tolist())
+        return b",".join(np.where(values, b"True", b"False").tolist())
     if values.dtype.kind in "iu":
-        return _orjson_lines(values) or "\n".join(map(str, values.tolist())).encode("ascii")
-    lines = _orjson_lines(values)
+        return _orjson_texts(values) or ",".join(map(str, values.tolist())).encode("ascii")
+    lines = _orjson_texts(values)
     if lines is None:
         scalar = values.dtype.type  # str() of numpy's own scalars: float32 prints its own digits
         texts = map(str, values.tolist()) if values.dtype == np.float64 else \
             (str(scalar(v)) for v in values)
-        return "\n".join(texts).encode("ascii")
+        return ",".join(texts).encode("ascii")
     # orjson writes what Python writes except below 1e-4 (0.00001 for 1e-05) and for NaN and
     # infinity (null): those few values take str()
-    magnitude = np.abs(values)
+    magnitude = np.abs(values.astype(np.float64, copy=False))  # float32's own threshold too
     odd = np.flatnonzero(~np.isfinite(values) | ((magnitude < 1e-4) & (magnitude > 0))
                          | (magnitude >= 1e16))
     if not odd.size:
         return lines
-    parts = lines.split(b"\n")
+    parts = lines.split(b",")
     for i in odd.tolist():
         parts[i] = str(values[i]).encode("ascii")
-    return b"\n".join(parts)
+    return b",".join(parts)
 
 
-def _orjson_lines(values: np.ndarray) -> Optional[bytes]:
+def _orjson_texts(values: np.ndarray) -> Optional[bytes]:
     if payload.orjson is None or values.dtype.kind not in "iuf" or values.dtype.itemsize < 4:
         return None
     try:
@@ -641,7 +642,7 @@ def _orjson_lines(values: np.ndarray) -> Optional[bytes]:
                                     option=payload.orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:  # an orjson without numpy support
         return None
-    return text[1:-1].replace(b",", b"\n")
+    return text[1:-1]
 
 
 def output_frame(result: MiniBatchResult) -> Optional[pd.DataFrame]:

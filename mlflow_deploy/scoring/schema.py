@@ -342,7 +342,7 @@ def _frame_numeric(column: pd.Series, col: Column) -> Optional[np.ndarray]:
             lo, hi = INT_RANGE[col.type]
             if values.min() < lo or values.max() > hi:
                 return None
-    elif values.dtype.kind == "f" and np.isnan(values).any():
+    elif values.dtype.kind == "f" and values.size and np.isnan(values.min()):
         return None  # a required column's nulls, or an optional one's: the per-value path
     return values if values.dtype == target else values.astype(target)
 
