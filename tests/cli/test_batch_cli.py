@@ -100,13 +100,18 @@ def test_endpoints_and_deployments_from_azure_yaml(home, example_model_dirs, tmp
     # --set alone changes what it names, nothing else
     updated = run("batch-deployment", "update", "--name", "diabetes-dpl", "--endpoint-name",
                   "mnist-batch", "--set", "settings.mini_batch_size=3",
-                  "--set", "settings.retry_settings.timeout=9")
+                  "--set", "settings.retry_settings.timeout=9",
+                  "--set", "settings.environment_variables.MORE=1",
+                  "--set", "tags.mlflow-deploy/env_manager=uv")
     assert updated["revision"] == 2
     assert updated["settings"]["mini_batch_size"] == 3
     assert updated["settings"]["retry_settings"] == {"max_retries": 5, "timeout": 9}
     assert updated["settings"]["error_threshold"] == 2
     assert updated["config"]["compute"] == "batch-cluster"
-    assert updated["tags"] == {"mlflow-deploy/python_version_policy": "nearest"}
+    assert updated["settings"]["environment_variables"] == {"LABELS": "digits", "MORE": "1"}
+    assert updated["tags"] == {"mlflow-deploy/python_version_policy": "nearest",
+                               "mlflow-deploy/env_manager": "uv"}
+    assert updated["config"]["python_version_policy"] == "nearest"  # kept from revision 1
     shown = run("batch-deployment", "show", "-n", "diabetes-dpl", "-e", "mnist-batch")
     assert shown == {**updated, "is_default": False}
     # the file again: its settings whole
@@ -119,6 +124,8 @@ def test_endpoints_and_deployments_from_azure_yaml(home, example_model_dirs, tmp
     shown = run("batch-endpoint", "show", "--name", "mnist-batch")
     assert (shown["defaults"]["deployment_name"], shown["description"]) == ("second", "digits")
     assert shown["tags"] == {"type": "deep-learning"}  # not given: kept
+    tagged = run("batch-endpoint", "update", "--name", "mnist-batch", "--set", "tags.team=ml")
+    assert tagged["tags"] == {"type": "deep-learning", "team": "ml"}
     error = run("batch-endpoint", "update", "--name", "mnist-batch",
                 "--set", "defaults.deployment_name=absent", code=3)
     assert "defaults.deployment_name" in error
