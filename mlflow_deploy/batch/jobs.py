@@ -18,7 +18,10 @@ The job's folder (``Store.job_dir``) holds what makes it exactly-once:
     done/NNNNNN.json   its done record: counts, messages, whether it has a part
     job.log            one line per mini-batch started, done, retried or failed, and the
                        workers' stderr
+    run.lock           flock'ed by the job's process while it runs (one process per job)
     cancel             present once ``job cancel`` asked the job to stop
+    assembling         present once the output file is being written (a resumed job may then
+                       replace the file its killed process renamed into place)
     outputs/           the default output folder
 
 A mini-batch counts as done only once its part and then its done record are on disk (each
@@ -874,6 +877,12 @@ class _Run:
     def _assemble(self) -> str:
         target = _output_file(self.job)
         if target is not None:
+            # another job may have written the same file meanwhile; only a rename of our own,
+            # by a process of this job killed just after it, may be overwritten
+            marker = self.folder / "assembling"
+            if target.exists() and not marker.exists():
+                return self._end("Failed", str(_exists_error()))
+            output.write_part(marker, b"")
             parts = [self._part_path(i) for i in sorted(self.done) if self.done[i].part]
             try:
                 size = output.assemble(parts, target, self.settings["output_format"])

@@ -17,10 +17,10 @@ from tests.batch.job_fixtures import (ENDPOINT, jobs_home, wait_for, wait_job,  
 NAMES = ["f{}.csv".format(i) for i in range(6)]
 
 
-def invoke(store, folder, *items, **flags):
+def invoke(store, folder, *items, output_path=None, **flags):
     flags.setdefault("mini_batch_size", 1)
     return jobs.invoke(ENDPOINT, str(folder), deployment="script", store=store,
-                       overrides=jobs.parse_overrides(
+                       output_path=output_path, overrides=jobs.parse_overrides(
                            ["environment_variables.JOB_TEST_TAG=t1", *items], **flags))
 
 
@@ -31,13 +31,14 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean(jobs_home, folder):
-    """The output of an undisturbed run over the folder."""
-    done = wait_job(jobs_home, invoke(jobs_home, folder)["name"])
+    """The output of an undisturbed run over the folder, two mini-batches at once."""
+    done = wait_job(jobs_home, invoke(jobs_home, folder, "max_concurrency_per_instance=2")["name"])
     assert done["status"] == "Completed", done
     data = Path(done["output_file"]).read_bytes()
     lines = data.decode().splitlines()
     assert len(lines) == 18 and all(line.endswith(" t1") for line in lines)  # the job's TAG
     assert [line.split()[0] for line in lines] == [n for n in NAMES for _ in range(3)]
+    assert "executor local, 2 at once" in Path(done["log_path"]).read_text()
     return data
 
 
@@ -154,3 +155,13 @@ def test_cancel_stops_the_job_keeps_its_parts_and_resume_finishes_it(jobs_home, 
     done = wait_job(jobs_home, name)
     assert done["status"] == "Completed", done
     assert Path(done["output_file"]).read_bytes() == clean
+
+
+def test_an_output_file_that_appears_while_the_job_runs_is_never_overwritten(jobs_home, folder,
+                                                                               tmp_path):
+    job = invoke(jobs_home, folder, "environment_variables.JOB_TEST_DELAY=0.1",
+                 output_path=str(tmp_path))
+    (tmp_path / "predictions.csv").write_text("another job's results\n")
+    done = wait_job(jobs_home, job["name"])
+    assert done["status"] == "Failed" and "output file already exists" in done["error"]
+    assert (tmp_path / "predictions.csv").read_text() == "another job's results\n"
