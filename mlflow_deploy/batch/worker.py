@@ -24,7 +24,10 @@ from mlflow_deploy.scoring.batchworker import HEADER, write_frame
 __all__ = ["WorkerSpec", "MiniBatchOutcome", "WorkerFailed", "WorkerTimedOut", "WorkerDied",
            "WorkerStartFailed", "BatchWorker"]
 
-MODULE = "mlflow_deploy.scoring.batchworker"
+#: ``python -m mlflow_deploy.scoring.batchworker``, without ``-m``'s first sys.path entry (the
+#: working directory: the model's or the script's folder, whose files must not shadow packages)
+BOOT = ("import sys; del sys.path[0]; from mlflow_deploy.scoring.batchworker import main; "
+        "sys.exit(main())")
 #: a model load or init() that takes longer than this is taken as hung
 START_TIMEOUT_S = 600.0
 #: close(): how long a script's shutdown() may take before the process is killed
@@ -184,7 +187,7 @@ class BatchWorker:
         log = open(self.log_path, "ab") if self.log_path else None
         try:
             proc = subprocess.Popen(
-                [spec.python, "-m", MODULE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [spec.python, "-c", BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, env=env, cwd=cwd if cwd and os.path.isdir(cwd) else None,
                 start_new_session=True, close_fds=True)
         except OSError as exc:

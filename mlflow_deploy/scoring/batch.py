@@ -646,48 +646,55 @@ def _orjson_texts(values: np.ndarray) -> Optional[bytes]:
 
 
 def output_frame(result: MiniBatchResult) -> Optional[pd.DataFrame]:
-    """The mini-batch's rows as one table for `csv` and `parquet` (the module's docstring)."""
-    frames = [_file_frame(s) for s in result.scored]
-    if count_rows(result.rows):
+    """The mini-batch's rows as one table for `csv` and `parquet` (the module's docstring).
+
+    The file column is categorical (one string per file, not per row) and built once for the
+    mini-batch, as is the row column: a million rows cost no Python call per row."""
+    if count_rows(result.rows):  # a script's rows: the script decides the columns
         rows = result.rows
         if isinstance(rows, pd.DataFrame):
             frame = rows.reset_index(drop=True)
             frame.columns = [str(c) for c in frame.columns]
-        else:
-            frame = pd.DataFrame({"prediction": [_element_text(e) for e in rows]})
-        frames.append(frame)
-    frames = [f for f in frames if len(f.index)]
-    if not frames:
+            return frame
+        return pd.DataFrame({"prediction": [_element_text(e) for e in rows]})
+    tables = [(s.name, _prediction_table(s.predictions)) for s in result.scored]
+    tables = [(name, t) for name, t in tables if len(t.index)]
+    if not tables:
         return None
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    counts = np.array([len(t.index) for _, t in tables])
+    names = list(dict.fromkeys(name for name, _ in tables))
+    codes = np.repeat(np.array([names.index(name) for name, _ in tables]), counts)
+    body = tables[0][1] if len(tables) == 1 else pd.concat([t for _, t in tables],
+                                                           ignore_index=True)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    head = pd.DataFrame({"file": pd.Categorical.from_codes(codes, categories=names),
+                         "row": np.arange(int(counts.sum()), dtype=np.int64) - starts})
+    return pd.concat([head, body.reset_index(drop=True)], axis=1)
 
 
-def _file_frame(scored: FileRows) -> pd.DataFrame:
-    predictions = scored.predictions
+def _prediction_table(predictions: Any) -> pd.DataFrame:
+    """A file's predictions as columns: `prediction`, or the model's own."""
     if isinstance(predictions, dict):
         table = _dict_frame(predictions)
         if table is None:
             table = pd.DataFrame({"prediction": [json.dumps(_plain(predictions))]})
-    elif isinstance(predictions, pd.DataFrame):
+        return table
+    if isinstance(predictions, pd.DataFrame):
         table = predictions.reset_index(drop=True)
         table.columns = [str(c) for c in table.columns]
-    elif isinstance(predictions, pd.Series):
-        table = pd.DataFrame({"prediction": predictions.reset_index(drop=True)})
-    elif isinstance(predictions, np.ndarray) and predictions.ndim == 1:
-        table = pd.DataFrame({"prediction": predictions})
-    elif isinstance(predictions, np.ndarray) and predictions.ndim == 0:
-        table = pd.DataFrame({"prediction": [predictions.item()]})
-    elif isinstance(predictions, np.ndarray):
-        table = pd.DataFrame({"prediction": [_plain(row) for row in predictions]})
-    elif isinstance(predictions, (list, tuple)):
-        table = pd.DataFrame({"prediction": pd.Series(list(predictions), dtype=object)})
-        table["prediction"] = table["prediction"].map(_plain)
-    else:
-        table = pd.DataFrame({"prediction": [_plain(predictions)]})
-    n = len(table.index)
-    head = pd.DataFrame({"file": np.full(n, scored.name, dtype=object),
-                         "row": np.arange(n, dtype=np.int64)})
-    return pd.concat([head, table], axis=1)
+        return table
+    if isinstance(predictions, pd.Series):
+        return pd.DataFrame({"prediction": predictions.reset_index(drop=True)})
+    if isinstance(predictions, np.ndarray) and predictions.ndim == 1:
+        return pd.DataFrame({"prediction": predictions})
+    if isinstance(predictions, np.ndarray) and predictions.ndim == 0:
+        return pd.DataFrame({"prediction": [predictions.item()]})
+    if isinstance(predictions, np.ndarray):
+        return pd.DataFrame({"prediction": [_plain(row) for row in predictions]})
+    if isinstance(predictions, (list, tuple)):
+        return pd.DataFrame({"prediction": pd.Series([_plain(v) for v in predictions],
+                                                     dtype=object)})
+    return pd.DataFrame({"prediction": [_plain(predictions)]})
 
 
 def _plain(value: Any) -> Any:
@@ -710,6 +717,10 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
     if arrow is not None:
         try:
             table = arrow.Table.from_pandas(frame, preserve_index=False)
+            # the CSV writer takes plain columns: a categorical's values, decoded in C
+            table = table.cast(arrow.schema([
+                arrow.field(f.name, f.type.value_type)
+                if arrow.types.is_dictionary(f.type) else f for f in table.schema]))
             sink = io.BytesIO()
             arrow.csv.write_csv(table, sink, arrow.csv.WriteOptions(quoting_style="needed"))
             return sink.getvalue()
@@ -720,7 +731,10 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def _nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """Lists and dicts (a 2-D prediction's rows, a dict's values) as JSON text; a column of
+    text only is recognised in one pass in C, never a call per row."""
     nested = [c for c in frame.columns if frame[c].dtype == object
+              and pd.api.types.infer_dtype(frame[c], skipna=True) not in ("string", "empty")
               and frame[c].map(lambda v: isinstance(v, (list, dict))).any()]
     if not nested:
         return frame
