@@ -62,14 +62,12 @@ def test_summary_only_counts_as_a_clean_run_without_writing_predictions(jobs_hom
     assert " INFO " not in Path(done["log_path"]).read_text()
 
 
-def batch_workers(job_name):
-    """The job's batch worker processes (the model environment's)."""
-    found = []
-    for pid, argv in processes.scan(processes.cmdline):
-        if "mlflow_deploy.scoring.batchworker" in argv and processes.is_running(pid):
-            if (processes.environ(pid) or {}).get(jobs.JOB_ENV) == job_name:
-                found.append(pid)
-    return found
+def batch_workers(store, job_name):
+    """The job's batch worker processes: the local executor's are the job process's children."""
+    parent = store.find(jobs.JOBS, job_name).pid
+    return [pid for pid in processes.pids()
+            if processes.stat_field(pid, processes.PPID) == parent and processes.is_running(pid)
+            and (processes.environ(pid) or {}).get(jobs.JOB_ENV) == job_name]
 
 
 def test_a_hung_scorer_is_killed_at_its_timeout_retried_then_counted_failed(jobs_home, tmp_path):
@@ -97,7 +95,7 @@ def test_a_worker_killed_mid_mini_batch_is_retried_and_nothing_is_lost(jobs_home
     marker = tmp_path / "marker"
     job = invoke(jobs_home, data, "environment_variables.JOB_TEST_MARKER=" + str(marker))
     wait_for(marker.exists, 60, "the slow file's first try")
-    workers = wait_for(lambda: batch_workers(job["name"]), 10, "the job's worker")
+    workers = wait_for(lambda: batch_workers(jobs_home, job["name"]), 10, "the job's worker")
     os.kill(workers[0], signal.SIGKILL)
     done = wait_job(jobs_home, job["name"])
     assert done["status"] == "Completed", done
@@ -140,8 +138,8 @@ def test_cancel_stops_the_job_keeps_its_parts_and_resume_finishes_it(jobs_home, 
              "a mini-batch done")
     canceled = jobs.cancel_job(name, jobs_home)
     assert canceled["status"] == "Canceled", canceled
-    assert not batch_workers(name) and not processes.is_running(jobs_home.find(jobs.JOBS,
-                                                                               name).pid)
+    assert not batch_workers(jobs_home, name)
+    assert not processes.is_running(jobs_home.find(jobs.JOBS, name).pid)
     kept = canceled["counts"]["mini_batches_done"]
     assert 1 <= kept < len(NAMES)
     folder_of_job = Path(jobs_home.job_dir(name))

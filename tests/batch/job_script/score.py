@@ -5,8 +5,8 @@ tests need to make happen is asked for by file names and environment variables (
 environment_variables):
 
 - a file named hang-*: run() never returns (the try's timeout kills the worker);
-- a file whose name has "slow" in it, with JOB_TEST_MARKER set: the first time, the marker file is created and
-  run() waits for the test to kill the worker; the retry then scores it;
+- a file whose name has "slow" in it, with JOB_TEST_MARKER set: the first time, the marker file
+  is created and run() waits for the test to kill the worker; the retry then scores it;
 - JOB_TEST_DELAY: seconds to wait after each file (a job that lasts long enough to be killed or
   canceled in the middle);
 - JOB_TEST_TAG: written into every row (the job's environment variables reached the worker).
