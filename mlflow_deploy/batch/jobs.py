@@ -56,7 +56,7 @@ from mlflow_deploy import detached, processes
 from mlflow_deploy.batch import executors, output
 from mlflow_deploy.batch.worker import WorkerFailed, WorkerSpec, WorkerStartFailed
 from mlflow_deploy.errors import DeployError, InvalidParameter, InvalidState, NotFound
-from mlflow_deploy.settings import choice, environment_variables, integer
+from mlflow_deploy.settings import choice, environment_variables, integer, json_object
 from mlflow_deploy.store import BATCH_ENDPOINTS, JOBS, Job, Store
 
 __all__ = ["invoke", "parse_overrides", "list_jobs", "show_job", "cancel_job", "resume_job",
@@ -200,7 +200,8 @@ def _flattened(overrides: Mapping[str, Any]) -> List[Tuple[str, Any]]:
     items again: the mappings of retry_settings and environment_variables entry by entry."""
     items: List[Tuple[str, Any]] = []
     for key, value in dict(overrides).items():
-        if key in ("retry_settings", "environment_variables") and isinstance(value, Mapping):
+        if key in ("retry_settings", "environment_variables"):
+            value = json_object(key, value, "names to values")  # a mapping, or its JSON
             items += [("{}.{}".format(key, name), entry) for name, entry in value.items()]
         else:
             items.append((key, value))

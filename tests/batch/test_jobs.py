@@ -137,7 +137,7 @@ def test_inputs_and_deployments_are_checked_before_a_job_is_recorded(jobs_home, 
     assert jobs_home.select(JOBS) == before
 
 
-def test_overrides_are_checked_and_lie_over_the_deployment_settings(jobs_home):
+def test_overrides_are_checked_and_lie_over_the_deployment_settings(jobs_home, tmp_path):
     overrides = jobs.parse_overrides(
         ["output_file_name=out.csv", "environment_variables.TAG=007", "settings.error_threshold=5",
          "compute.instance_count=3", "retry_settings.timeout=7", "output_action=SummaryOnly",
@@ -165,6 +165,16 @@ def test_overrides_are_checked_and_lie_over_the_deployment_settings(jobs_home):
         with pytest.raises(InvalidParameter, match=key) as caught:
             jobs.parse_overrides([item])
         assert item.split("=", 1)[1] not in str(caught.value).replace(key, "")
+    # the mapping the Python API and the plugin's config give: values as text or JSON too
+    data = write_inputs(tmp_path / "data", ["a.csv"])
+    job = jobs.invoke(ENDPOINT, str(data / "a.csv"), deployment="script", store=jobs_home,
+                      overrides={"mini_batch_size": "3", "retry_settings": '{"timeout": 9}',
+                                 "environment_variables": {"N": 1},
+                                 "output_action": "summary_only"})
+    assert job["settings"]["mini_batch_size"] == 3
+    assert job["settings"]["retry_settings"] == {"max_retries": 3, "timeout": 9}
+    assert job["settings"]["environment_variables"] == {"N": "1"}
+    assert wait_job(jobs_home, job["name"])["counts"]["rows"] == 3
     with pytest.raises(InvalidParameter, match="unknown key 'colour'"):
         jobs.parse_overrides(["colour=blue"])
     with pytest.raises(InvalidParameter, match="goes with executor dask"):
