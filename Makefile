@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install -q --compile-bytecode --exclude-newer $(RESOLVED_AS_OF) -p $(PY) \
-		-e '.[dev]' \
+		-e '.[dev,dask]' \
 		-e plugins/mlflow-azureml-local
 	touch $@
 

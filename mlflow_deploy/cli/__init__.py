@@ -22,6 +22,7 @@ from .batch_endpoint import batch_endpoint_group
 from .check import check_command
 from .compute import compute_group
 from .env import env_group
+from .job import job_group
 from .online_deployment import online_deployment_group
 from .online_endpoint import online_endpoint_group
 from .package import package_command
@@ -31,8 +32,8 @@ from .validate import validate_command
 __all__ = ["main", "cli"]
 
 NOUNS = [online_endpoint_group, online_deployment_group, batch_endpoint_group,
-         batch_deployment_group, compute_group, serve_command, validate_command, check_command,
-         env_group, package_command]
+         batch_deployment_group, compute_group, job_group, serve_command, validate_command,
+         check_command, env_group, package_command]
 
 
 class OneLineErrors(click.Group):

@@ -101,3 +101,59 @@ def delete(name: str, yes: bool, no_wait: bool):
         raise NotFound("No batch endpoint with this name (--name).")
     endpoints.delete_batch_endpoint(name, store=store)
     say("deleted batch endpoint " + name)
+
+
+@batch_endpoint_group.command("invoke")
+@click.option("-n", "--name", required=True, help="The endpoint's name.")
+@click.option("--input", "input_", required=True, metavar="PATH",
+              help="A file, a folder (its files; nested folders are not explored) or a glob.")
+@click.option("--input-type", type=click.Choice(["uri_file", "uri_folder"]), default=None,
+              help="What --input must be, as az ml takes it.")
+@click.option("-d", "--deployment-name", default=None,
+              help="Run this deployment instead of the endpoint's default.")
+@click.option("--output-path", default=None, metavar="DIR",
+              help="The output folder (default: the job's own outputs/ folder).")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting for this job: output_file_name, output_action, "
+                   "output_format (azure, csv, parquet), logging_level, "
+                   "environment_variables.NAME, executor (local, dask), scheduler_address, "
+                   "...; repeatable.")
+@click.option("--mini-batch-size", type=int, default=None, help="Files per mini-batch.")
+@click.option("--instance-count", type=int, default=None, help="Instances the job runs on.")
+@click.option("--max-concurrency-per-instance", type=int, default=None,
+              help="Mini-batches each instance scores at once.")
+@click.option("--max-retries", type=int, default=None,
+              help="Tries of a failed mini-batch after the first.")
+@click.option("--timeout", type=int, default=None, help="Seconds each try of a mini-batch has.")
+@click.option("--error-threshold", type=int, default=None,
+              help="Failed files the job tolerates (-1: any number).")
+@click.option("--wait", is_flag=True,
+              help="Follow the job's log and progress until it ends; fail unless it completed.")
+def invoke(name, input_, input_type, deployment_name, output_path, set_values, mini_batch_size,
+           instance_count, max_concurrency_per_instance, max_retries, timeout, error_threshold,
+           wait):
+    """Start a batch scoring job over the input; print its name."""
+    from mlflow_deploy.batch import jobs
+
+    from .job import raise_unless_completed
+
+    overrides = jobs.parse_overrides(
+        set_values, mini_batch_size=mini_batch_size, instance_count=instance_count,
+        max_concurrency_per_instance=max_concurrency_per_instance, max_retries=max_retries,
+        timeout=timeout, error_threshold=error_threshold)
+    job = jobs.invoke(name, input_, deployment=deployment_name, input_type=input_type,
+                      output_path=output_path, overrides=overrides)
+    for warning in job.get("warnings", ()):
+        say(warning)
+    click.echo(job["name"])
+    if wait:
+        raise_unless_completed(jobs.stream_job(job["name"]))
+
+
+@batch_endpoint_group.command("list-jobs")
+@click.option("-n", "--name", required=True, help="The endpoint's name.")
+def list_jobs(name: str):
+    """Print the endpoint's jobs, oldest first."""
+    from mlflow_deploy.batch import jobs
+
+    print_json(jobs.list_jobs(endpoint=name))

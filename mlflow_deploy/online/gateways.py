@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+from mlflow_deploy import detached
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.routes import GatewayConfig
@@ -67,11 +68,8 @@ def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
 def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
     """Write the config, start the gateway detached and wait until it listens; its pid. On
     failure nothing runs and the error points to the log."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = _spawn(config, config_path, stdin=subprocess.DEVNULL, stdout=log,
-                      stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    supervisor.adopt(proc)
+    proc = detached.start(_command(config, config_path), log_path, env=_env(config_path),
+                          cwd=config_path.parent)
     _wait_listening(proc, config, log_path)
     return proc.pid
 
@@ -80,17 +78,23 @@ def start_attached(config: GatewayConfig, config_path: Path) -> subprocess.Popen
     """Start the gateway of a foreground server (``serve``, ``run-local``): its output goes to
     the terminal, and it stops when the command that started it dies. Returns once it
     listens."""
-    proc = _spawn(config, config_path, preexec_fn=supervisor.terminate_with_parent)
+    proc = subprocess.Popen(_command(config, config_path), env=_env(config_path),
+                            cwd=str(config_path.parent),
+                            preexec_fn=supervisor.terminate_with_parent)
     _wait_listening(proc, config)
     return proc
 
 
-def _spawn(config: GatewayConfig, config_path: Path, **popen: Any) -> subprocess.Popen:
+def _command(config: GatewayConfig, config_path: Path) -> List[str]:
+    """Writes the config the gateway reads at start."""
     config.write(config_path)
+    return [sys.executable, "-m", "mlflow_deploy.online.gateway", str(config_path)]
+
+
+def _env(config_path: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env[CONFIG_ENV] = str(config_path)  # what tells our gateway from a reused pid
-    return subprocess.Popen([sys.executable, "-m", "mlflow_deploy.online.gateway",
-                             str(config_path)], env=env, cwd=str(config_path.parent), **popen)
+    return env
 
 
 def _wait_listening(proc: subprocess.Popen, config: GatewayConfig,

@@ -21,7 +21,10 @@ from typing import Callable, Dict, List, Optional
 
 import requests
 
-from mlflow_deploy import processes
+from mlflow_deploy import detached, processes
+from mlflow_deploy.detached import adopt
+from mlflow_deploy.detached import children as _children
+from mlflow_deploy.detached import reap as _reap
 from mlflow_deploy.errors import InvalidState, ServerFailed
 from mlflow_deploy.online import forkserver
 from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
@@ -48,11 +51,6 @@ __all__ = [
 HOST = "127.0.0.1"
 START_TIMEOUT_S = float(os.environ.get("MLFLOW_DEPLOY_START_TIMEOUT", "180"))
 STOP_GRACE_S = 30.0
-
-# Popen objects of the servers this process started: kept so they are reaped (no zombies, no
-# "still running" warnings) and so early death is seen at once.
-_children: Dict[int, subprocess.Popen] = {}
-
 
 def gunicorn_command(python: Optional[str] = None) -> List[str]:
     """Run the environment's ``gunicorn`` script with its Python, not ``python -m gunicorn``: a
@@ -116,24 +114,7 @@ def start_server(
         pid = forkserver.spawn(python, command[1:], env, Path(config_path).parent, log_path)
         if pid is not None:
             return pid
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=str(Path(config_path).parent),
-            start_new_session=True,
-            close_fds=True,
-        )
-    adopt(proc)
-    return proc.pid
-
-
-def adopt(proc: subprocess.Popen) -> None:
-    """Keep a detached child this process started (a server, a gateway) so it is reaped."""
-    _children[proc.pid] = proc
+    return detached.start(command, log_path, env=env, cwd=Path(config_path).parent).pid
 
 
 def clear_stale_pidfile(pidfile: Optional[str], config_path: os.PathLike) -> None:
@@ -188,18 +169,6 @@ def read_ready(ready_file: os.PathLike) -> Optional[dict]:
     except (OSError, ValueError):
         return None  # not written yet, or caught half-written
     return data if isinstance(data, dict) else None
-
-
-def _reap(pid: int) -> None:
-    for child, proc in list(_children.items()):  # every exited child of ours, not only pid
-        if proc.poll() is not None:
-            _children.pop(child, None)
-    if pid in _children:
-        return
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: its parent (or init) reaps it
 
 
 def is_alive(pid: Optional[int], config_path: Optional[os.PathLike] = None) -> bool:

@@ -10,7 +10,7 @@ from mlflow_deploy.cli import cli, main
 from mlflow_deploy.errors import DeployError
 
 NOUNS = {"check", "env", "package", "serve", "validate", "online-endpoint", "online-deployment",
-         "batch-endpoint", "batch-deployment", "compute"}
+         "batch-endpoint", "batch-deployment", "compute", "job"}
 
 
 def test_every_noun_is_registered():

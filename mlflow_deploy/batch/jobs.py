@@ -1,0 +1,958 @@
+"""Batch jobs: one invocation of a batch endpoint, run by a detached process of its own
+(``python -m mlflow_deploy.batch.runjob JOB``), as Azure ML runs a batch scoring job.
+
+``invoke`` checks everything it can before any work (the deployment, the input, the settings,
+the output file's absence), records the job ``Queued`` and starts its process. The process
+(``run_job``) splits the input files (sorted by path) into mini-batches of ``mini_batch_size``
+files and has an executor (executors.py: local processes, or Dask) run
+``instance_count x max_concurrency_per_instance`` of them at once; each mini-batch is tried up
+to ``1 + retry_settings.max_retries`` times, each try given ``retry_settings.timeout`` seconds.
+Files that still fail count against ``error_threshold`` (-1: no limit; otherwise the job fails as
+soon as more files than that have failed).
+
+The job's folder (``Store.job_dir``) holds what makes it exactly-once:
+
+    inputs.json        the input files, sorted by path (the mini-batches are cut from it)
+    worker.json        the WorkerSpec the job scores with (the deployment's revision at invoke)
+    parts/NNNNNN.part  a finished mini-batch's rows, in the output format (append_row)
+    done/NNNNNN.json   its done record: counts, messages, whether it has a part
+    job.log            one line per mini-batch started, done, retried or failed, and the
+                       workers' stderr
+    run.lock           flock'ed by the job's process while it runs (one process per job)
+    cancel             present once ``job cancel`` asked the job to stop
+    assembling         present once the output file is being written (a resumed job may then
+                       replace the file its killed process renamed into place)
+    outputs/           the default output folder
+
+A mini-batch counts as done only once its part and then its done record are on disk (each
+written to a temporary file, fsync'ed and renamed), so a job process killed at any point loses
+at most the mini-batches in flight, and ``resume_job`` runs exactly the mini-batches without a
+done record again, into the same part files. The output file is assembled from the parts in
+mini-batch order (files sorted by path, then rows) into a temporary file renamed into place: a
+reader never sees a torn file, and every input row is there exactly once.
+
+The job's row (store.JOBS) is written by the job's process while it runs (status, counts,
+timings), and by the commands around it (invoke, cancel, resume) each in one transaction that
+reads and writes it, so that neither loses the other's change.
+"""
+
+import concurrent.futures
+import glob
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+from mlflow_deploy import detached, processes
+from mlflow_deploy.batch import executors, output
+from mlflow_deploy.batch.worker import WorkerFailed, WorkerSpec, WorkerStartFailed
+from mlflow_deploy.errors import DeployError, InvalidParameter, InvalidState, NotFound
+from mlflow_deploy.settings import choice, environment_variables, integer, json_object
+from mlflow_deploy.store import BATCH_ENDPOINTS, JOBS, Job, Store
+
+__all__ = ["invoke", "parse_overrides", "list_jobs", "show_job", "cancel_job", "resume_job",
+           "stream_job", "run_job", "describe_job", "collect_inputs", "JOB_ENV", "TERMINAL",
+           "OVERRIDE_KEYS"]
+
+#: set in the job process's environment (and so its workers'): tells ours from a reused pid
+JOB_ENV = "MLFLOW_DEPLOY_JOB"
+TERMINAL = ("Completed", "Failed", "Canceled")
+#: a job recorded Queued whose process has not been recorded yet is taken as starting this long
+START_GRACE_S = 60.0
+#: how long `job cancel` waits for the job's process to stop its workers and end
+CANCEL_GRACE_S = 60.0
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_GLOB = re.compile(r"[*?\[]")
+_LARGE = 2 ** 31 - 1
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_ACTIONS = ("append_row", "summary_only")
+_ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:[0-9]{1,5}$")
+_DIED = ("The job's process ended before the job did; `mlflow-deploy job resume --name {}` "
+         "finishes it.")
+
+# Azure's defaults, for a setting the deployment's config lacks
+_DEFAULTS: Dict[str, Any] = {
+    "mini_batch_size": 10, "instance_count": 1, "max_concurrency_per_instance": 1,
+    "output_action": "append_row", "output_file_name": "predictions.csv",
+    "output_format": "azure", "retry_settings": {"max_retries": 3, "timeout": 30},
+    "error_threshold": -1, "logging_level": "info", "environment_variables": {},
+    "compute": None, "executor": None, "scheduler_address": None,
+}
+
+
+# ---- overrides ----------------------------------------------------------------------------------
+
+def _action(value: Any) -> str:
+    text = str(value).strip().lower().replace("_", "")
+    for action in _ACTIONS:
+        if text == action.replace("_", ""):
+            return action
+    raise InvalidParameter("Config 'output_action' must be one of: " + ", ".join(_ACTIONS) + ".")
+
+
+def _file_name(value: Any) -> str:
+    text = str(value).strip() if value is not None else ""
+    if text in ("", ".", "..") or any(char in text for char in "/\\\0"):
+        raise InvalidParameter("Config 'output_file_name' must be a plain file name, with no "
+                               "folder.")
+    return text
+
+
+def _executor(value: Any) -> str:
+    return choice("executor", tuple(executors.EXECUTORS))(value)
+
+
+def _address(value: Any) -> Optional[str]:
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    if not _ADDRESS.match(text):
+        raise InvalidParameter("Config 'scheduler_address' must be tcp://HOST:PORT (or tls://).")
+    return text
+
+
+def _compute(value: Any) -> Optional[str]:
+    text = str(value).strip() if value is not None else ""
+    if text.startswith("azureml:"):
+        text = text[len("azureml:"):]
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", text):
+        raise InvalidParameter("Config 'compute' must be azureml:NAME or NAME.")
+    return text or None
+
+
+_PARSERS: Dict[str, Callable[[Any], Any]] = {
+    "mini_batch_size": integer("mini_batch_size", 1, _LARGE),
+    "instance_count": integer("instance_count", 1, 1000),
+    "max_concurrency_per_instance": integer("max_concurrency_per_instance", 1, 1000),
+    "error_threshold": integer("error_threshold", -1, _LARGE),
+    "output_action": _action,
+    "output_file_name": _file_name,
+    "output_format": choice("output_format", output.FORMATS),
+    "logging_level": choice("logging_level", _LEVELS),
+    "executor": _executor,
+    "scheduler_address": _address,
+    "compute": _compute,
+}
+_RETRY = {"max_retries": integer("retry_settings.max_retries", 0, _LARGE),
+          "timeout": integer("retry_settings.timeout", 1, _LARGE)}
+# other spellings: Azure's SDK overrides compute.instance_count, the YAML has settings.* and
+# resources.instance_count
+_ALIASES = {"compute.instance_count": "instance_count",
+            "resources.instance_count": "instance_count",
+            **{"settings." + key: key for key in _PARSERS},
+            **{"settings.retry_settings." + key: "retry_settings." + key for key in _RETRY},
+            **{key: "retry_settings." + key for key in _RETRY}}
+#: what a job may override (``--set KEY=VALUE``), besides ``environment_variables.NAME``
+OVERRIDE_KEYS = tuple(_PARSERS) + tuple("retry_settings." + key for key in _RETRY) + (
+    "environment_variables",)
+
+
+def parse_overrides(set_values: Sequence[str] = (), **flags: Any) -> Dict[str, Any]:
+    """``--set KEY=VALUE`` items, then the named flags (``mini_batch_size=20``, ``timeout=5``,
+    ``max_retries=0``...; None = not given), checked, as the job's overrides: ``retry_settings``
+    and ``environment_variables`` hold only the entries they change."""
+    items: List[Tuple[str, Any]] = []
+    for number, item in enumerate(set_values, 1):
+        key, equals, value = str(item).partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise InvalidParameter(f"--set item {number}: expected KEY=VALUE.")
+        items.append((key, value))
+    items += [(key, value) for key, value in flags.items() if value is not None]
+    return _parse_items(items)
+
+
+def _parse_items(items: Sequence[Tuple[str, Any]]) -> Dict[str, Any]:
+    overrides: Dict[str, Any] = {}
+    for key, value in items:
+        key = _ALIASES.get(key, key)
+        if key.startswith("retry_settings."):
+            name = key[len("retry_settings."):]
+            if name not in _RETRY:
+                raise _unknown(key)
+            overrides.setdefault("retry_settings", {})[name] = _RETRY[name](value)
+        elif key == "retry_settings":
+            raise InvalidParameter("Config 'retry_settings': set retry_settings.max_retries or "
+                                   "retry_settings.timeout.")
+        elif key == "environment_variables" or key.startswith("environment_variables."):
+            name = key[len("environment_variables."):] if "." in key else None
+            given = environment_variables({name: value} if name else value,
+                                          "environment_variables")
+            overrides.setdefault("environment_variables", {}).update(given)
+        elif key in _PARSERS:
+            overrides[key] = _PARSERS[key](value)
+        else:
+            raise _unknown(key)
+    return overrides
+
+
+def _flattened(overrides: Mapping[str, Any]) -> List[Tuple[str, Any]]:
+    """Overrides as parse_overrides returns them (or as the plugin's config gives them) as
+    items again: the mappings of retry_settings and environment_variables entry by entry."""
+    items: List[Tuple[str, Any]] = []
+    for key, value in dict(overrides).items():
+        if key in ("retry_settings", "environment_variables"):
+            value = json_object(key, value, "names to values")  # a mapping, or its JSON
+            items += [("{}.{}".format(key, name), entry) for name, entry in value.items()]
+        else:
+            items.append((key, value))
+    return items
+
+
+def _unknown(key: str) -> InvalidParameter:
+    return InvalidParameter(f"--set: unknown key '{key}'. A job can override: "
+                            + ", ".join(OVERRIDE_KEYS) + ", environment_variables.NAME.")
+
+
+def effective_settings(config: Mapping[str, Any], overrides: Mapping[str, Any],
+                       store: Store) -> Dict[str, Any]:
+    """The deployment's settings, then the job's overrides; the executor and scheduler from
+    the overrides, else from the compute (a registered compute of type dask), else local."""
+    settings = {key: config.get(key, default) for key, default in _DEFAULTS.items()}
+    settings["retry_settings"] = {**_DEFAULTS["retry_settings"],
+                                  **(config.get("retry_settings") or {})}
+    settings["environment_variables"] = dict(config.get("environment_variables") or {})
+    for key, value in overrides.items():
+        if key in ("retry_settings", "environment_variables"):
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+    compute = None
+    if settings.get("compute"):
+        from mlflow_deploy.batch.computes import get_compute
+
+        compute = get_compute(store, settings["compute"], "compute")
+    executor = overrides.get("executor")
+    address = overrides.get("scheduler_address")
+    if executor is None:
+        if address:
+            executor = "dask"
+        elif compute is not None:
+            executor = compute.type if compute.type in executors.EXECUTORS else "local"
+        else:
+            executor = "local"
+    if executor == "dask" and not address and compute is not None and compute.type == "dask":
+        address = compute.scheduler_address
+    if address and executor != "dask":
+        raise InvalidParameter("Config 'scheduler_address' goes with executor dask.")
+    settings["executor"], settings["scheduler_address"] = executor, address or None
+    return settings
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+
+def collect_inputs(input: str, input_type: Optional[str] = None) -> Tuple[List[str], int]:
+    """The files of ``input`` (a file, a folder or a glob), absolute and sorted by path, and the
+    count of files in nested folders, which are not explored (as on Azure)."""
+    if input_type not in (None, "uri_file", "uri_folder"):
+        raise InvalidParameter("--input-type must be uri_file or uri_folder.")
+    text = str(input).strip()
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", text) or text.startswith("azureml:"):
+        raise InvalidParameter("--input must be a local file, folder or glob: remote data and "
+                               "registered data assets are not supported locally.")
+    path = Path(text).expanduser()
+    if path.exists():
+        if input_type == "uri_file" and not path.is_file():
+            raise InvalidParameter("--input must be a file with --input-type uri_file.")
+        if input_type == "uri_folder" and not path.is_dir():
+            raise InvalidParameter("--input must be a folder with --input-type uri_folder.")
+        entries = sorted(path.iterdir()) if path.is_dir() else [path]
+    elif _GLOB.search(text):
+        entries = [Path(match) for match in glob.glob(os.path.expanduser(text))]
+    else:
+        raise NotFound("The input does not exist (--input).")
+    files, skipped = [], 0
+    for entry in entries:
+        if entry.is_dir():
+            skipped += sum(len(names) for _, _, names in os.walk(entry))
+        elif entry.is_file():
+            files.append(str(entry.resolve()))
+    if not files:
+        raise InvalidParameter("The input has no files to score (--input); nested folders are "
+                               "not explored.")
+    return sorted(files), skipped
+
+
+def _batches(files: Sequence[str], size: int) -> List[List[str]]:
+    return [list(files[i:i + size]) for i in range(0, len(files), size)]
+
+
+# ---- the job's row ------------------------------------------------------------------------------
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise NotFound("No job with this name (--name).")
+    return name
+
+
+def _get(store: Store, name: str) -> Job:
+    job = store.find(JOBS, _check_name(name))
+    if job is None:
+        raise NotFound("No job with this name (--name).")
+    return job
+
+
+def _update(store: Store, name: str, change: Callable[[Job], Any]) -> Job:
+    """Read the row, ``change`` it and write it in one transaction: the job's process and the
+    commands around it never lose each other's writes. ``change`` returning False writes
+    nothing."""
+    with store.transaction():
+        job = _get(store, name)
+        if change(job) is not False:
+            store.save(JOBS, job)
+    return job
+
+
+def _alive(job: Job) -> bool:
+    """The job's process runs (not a zombie, and is ours: a pid reused by another program is
+    not)."""
+    if not job.pid:
+        return False
+    detached.reap(job.pid)
+    if not processes.is_running(job.pid):
+        return False
+    env = processes.environ(job.pid)
+    return env is None or env.get(JOB_ENV) == job.name
+
+
+def _starting(job: Job) -> bool:
+    return job.status == "Queued" and job.pid is None and time.time() - job.updated < START_GRACE_S
+
+
+def _checked(store: Store, job: Job) -> Job:
+    """The row, with a job whose process died before it ended recorded as Failed (resumable)."""
+    if job.status in TERMINAL or _alive(job) or _starting(job):
+        return job
+
+    def died(current: Job) -> bool:
+        if current.status in TERMINAL or current.pid != job.pid:
+            return False  # it ended, or was resumed, meanwhile
+        current.status, current.error = "Failed", _DIED.format(current.name)
+        current.finished = time.time()
+        return True
+
+    return _update(store, job.name, died)
+
+
+def _iso(when: Optional[float]) -> Optional[str]:
+    if when is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def describe_job(job: Job) -> Dict[str, Any]:
+    """What ``job show`` prints: status, counts, where the output is, timings, the error."""
+    settings = job.settings
+    output_file = (str(Path(job.output_path) / settings["output_file_name"])
+                   if settings.get("output_action") == "append_row" else None)
+    end = job.finished or (time.time() if job.started and job.status not in TERMINAL else None)
+    return {
+        "name": job.name,
+        "type": "batch",
+        "endpoint_name": job.endpoint,
+        "deployment_name": job.deployment,
+        "status": job.status,
+        "input": job.input,
+        "output_path": job.output_path,
+        "output_file": output_file,
+        "counts": dict(job.counts),
+        "error": job.error,
+        "settings": dict(settings),
+        "log_path": job.log_path,
+        "created": _iso(job.created),
+        "started": _iso(job.started),
+        "finished": _iso(job.finished),
+        "duration_s": round(end - job.started, 3) if end and job.started else None,
+    }
+
+
+# ---- the commands -------------------------------------------------------------------------------
+
+def _worker_spec(deployment, settings: Mapping[str, Any]) -> WorkerSpec:
+    files, environment = deployment.files, deployment.environment
+    python = environment.get("python")
+    if not python:
+        raise InvalidState("The deployment has no environment to score in.")
+    return WorkerSpec(
+        python=python,
+        model_dir=files.get("model_dir"),
+        code_dir=files.get("code_dir"),
+        scoring_script=files.get("scoring_script"),
+        azureml_model_dir=files.get("azureml_model_dir"),
+        output_format=(settings["output_format"] if settings["output_action"] == "append_row"
+                       else "none"),
+        environment_variables=dict(settings["environment_variables"]),
+        logging_level=settings["logging_level"])
+
+
+def _output_file(job: Job) -> Optional[Path]:
+    if job.settings.get("output_action") != "append_row":
+        return None
+    return Path(job.output_path) / job.settings["output_file_name"]
+
+
+def _exists_error() -> InvalidState:
+    return InvalidState("The output file already exists: give another --output-path or "
+                        "--set output_file_name (a job never overwrites an output).")
+
+
+def _append_log(path: Path, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as log:
+        log.write("{} WARNING {}\n".format(_iso(time.time()), line))
+
+
+def invoke(endpoint: str, input: str, *, deployment: Optional[str] = None,
+           input_type: Optional[str] = None, output_path: Optional[str] = None,
+           overrides: Mapping[str, Any] = (), store: Optional[Store] = None) -> Dict[str, Any]:
+    """Start a job of the endpoint's deployment (``deployment``, else its default) over
+    ``input``: everything is checked first (the deployment, the input's files, the overrides,
+    that the output file does not exist yet), then the job is recorded Queued and its process
+    started. Returns describe_job, with ``warnings`` (nested folders skipped) when any."""
+    from mlflow_deploy.batch.deployments import resolve_deployment
+
+    store = store or Store()
+    overrides = _parse_items(_flattened(overrides or {}))
+    target = resolve_deployment(store, endpoint, deployment)
+    settings = effective_settings(target.config, overrides, store)
+    executors.require_engine(settings["executor"])
+    spec = _worker_spec(target, settings)
+    files, skipped = collect_inputs(input, input_type)
+    name = "batchjob-" + str(uuid.uuid4())
+    folder = store.job_dir(name)
+    out = Path(output_path).expanduser().resolve() if output_path else folder / "outputs"
+    if out.exists() and not out.is_dir():
+        raise InvalidParameter("--output-path must be a folder.")
+    if settings["output_action"] == "append_row" and (out / settings["output_file_name"]).exists():
+        raise _exists_error()
+    warnings = []
+    if skipped:
+        warnings.append("{} file{} in nested folders of the input {} skipped: nested folders "
+                        "are not explored".format(skipped, "" if skipped == 1 else "s",
+                                                  "was" if skipped == 1 else "were"))
+    folder.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    output.write_part(folder / "inputs.json", json.dumps(files, indent=0).encode("utf-8"))
+    output.write_part(folder / "worker.json", json.dumps(spec.to_dict(), indent=2).encode())
+    log_path = folder / "job.log"
+    for warning in warnings:
+        _append_log(log_path, warning)
+    batches = len(_batches(files, settings["mini_batch_size"]))
+    job = Job(name=name, endpoint=target.endpoint, deployment=target.name, status="Queued",
+              input=str(input), output_path=str(out), dir=str(folder), log_path=str(log_path),
+              settings=settings, counts=_zero_counts(len(files), batches))
+    store.add(JOBS, job, "A job with this name already exists.")
+    job = _start_process(store, job)
+    described = describe_job(job)
+    if warnings:
+        described["warnings"] = warnings
+    return described
+
+
+def _zero_counts(files: int, batches: int) -> Dict[str, int]:
+    return {"files": files, "files_done": 0, "files_failed": 0, "mini_batches": batches,
+            "mini_batches_done": 0, "mini_batches_failed": 0, "retries": 0, "rows": 0}
+
+
+def _start_process(store: Store, job: Job) -> Job:
+    env = dict(os.environ)
+    env[JOB_ENV] = job.name
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    command = [sys.executable, "-m", "mlflow_deploy.batch.runjob", job.name,
+               "--home", str(store.home)]
+    try:
+        proc = detached.start(command, job.log_path, env=env, cwd=job.dir)
+    except OSError as exc:
+        _update(store, job.name, lambda j: _finish(j, "Failed", "The job's process could not "
+                                                   "start ({}).".format(type(exc).__name__)))
+        raise InvalidState("The job's process could not start.") from None
+
+    def started(current: Job) -> bool:
+        if current.pid is not None and current.pid != proc.pid:
+            return False
+        current.pid = proc.pid
+        return True
+
+    return _update(store, job.name, started)
+
+
+def _finish(job: Job, status: str, error: Optional[str] = None) -> None:
+    job.status, job.error, job.finished = status, error, time.time()
+
+
+def list_jobs(endpoint: Optional[str] = None, store: Optional[Store] = None
+              ) -> List[Dict[str, Any]]:
+    """Every job (of ``endpoint``'s deployments when given), oldest first."""
+    store = store or Store()
+    if endpoint is not None:
+        if not isinstance(endpoint, str) or store.find(BATCH_ENDPOINTS, endpoint) is None:
+            raise NotFound("No batch endpoint with this name (--name).")
+        rows = store.select(JOBS, endpoint=endpoint)
+    else:
+        rows = store.select(JOBS)
+    return [describe_job(_checked(store, job)) for job in rows]
+
+
+def show_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
+    store = store or Store()
+    return describe_job(_checked(store, _get(store, name)))
+
+
+def cancel_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
+    """Stop the job: its process ends its workers (the mini-batches in flight are lost, the
+    finished ones and their parts stay) and records it Canceled. A job whose process is gone is
+    recorded Canceled at once."""
+    store = store or Store()
+    job = _get(store, name)
+    with store.lock_row(JOBS, job.name):
+        job = _get(store, name)
+        if job.status in TERMINAL:
+            raise InvalidState("The job has ended already (status {}).".format(job.status))
+        # a process that has not installed its handler yet reads this before any work
+        (Path(job.dir) / "cancel").touch()
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while _starting(job) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = _get(store, name)
+        if _alive(job):
+            try:
+                os.kill(job.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            while _alive(job) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(job):
+                try:
+                    os.killpg(job.pid, signal.SIGKILL)  # its own session: pgid == pid
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+        def canceled(current: Job) -> bool:
+            if current.status in TERMINAL:
+                return False
+            _finish(current, "Canceled", "Canceled by `job cancel`.")
+            return True
+
+        job = _update(store, name, canceled)
+    return describe_job(job)
+
+
+def resume_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
+    """Start a job whose process ended before it did (killed, canceled, the machine
+    restarted) again: the mini-batches with a done record are kept, the others run."""
+    store = store or Store()
+    job = _get(store, name)
+    with store.lock_row(JOBS, job.name):
+        job = _get(store, name)
+        if job.status == "Completed":
+            raise InvalidState("The job has completed: there is nothing to resume.")
+        if _alive(job) or _starting(job):
+            raise InvalidState("The job is still running.")
+        (Path(job.dir) / "cancel").unlink(missing_ok=True)
+
+        def queued(current: Job) -> None:
+            current.status, current.error, current.finished, current.pid = (
+                "Queued", None, None, None)
+
+        job = _start_process(store, _update(store, name, queued))
+    return describe_job(job)
+
+
+def _progress(job: Job, now: float) -> str:
+    counts = job.counts
+    total = counts.get("mini_batches", 0)
+    ended = counts.get("mini_batches_done", 0) + counts.get("mini_batches_failed", 0)
+    rows = counts.get("rows", 0)
+    elapsed = max(now - job.started, 1e-6) if job.started else None
+    rate = rows / elapsed if elapsed else 0.0
+    eta = "-"
+    if elapsed and 0 < ended < total:
+        eta = _clock(elapsed / ended * (total - ended))
+    elif total and ended >= total:
+        eta = _clock(0)
+    width = 20
+    filled = int(width * ended / total) if total else width
+    return ("[{}{}] {}/{} mini-batches, files {}/{} ({} failed), {} rows, {:.0f} rows/s, "
+            "ETA {}".format("#" * filled, "." * (width - filled), ended, total,
+                            counts.get("files_done", 0), counts.get("files", 0),
+                            counts.get("files_failed", 0), rows, rate, eta))
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return "{}:{:02d}:{:02d}".format(seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def stream_job(name: str, store: Optional[Store] = None, out: Optional[TextIO] = None,
+               poll: float = 0.2) -> Dict[str, Any]:
+    """Print the job's log lines as they come and a progress line (rows/s, ETA) until the job
+    ends; returns describe_job then. On a terminal the progress line is redrawn in place;
+    elsewhere a plain line is printed whenever the counts change."""
+    store = store or Store()
+    out = out if out is not None else sys.stderr
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    job = _get(store, name)
+    offset, pending, drawn, last = 0, b"", False, None
+    while True:
+        job = _checked(store, _get(store, job.name))
+        ended = job.status in TERMINAL
+        try:
+            with open(job.log_path, "rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+        except OSError:
+            chunk = b""
+        offset += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        if ended and pending:
+            lines, pending = lines + [pending], b""
+        if lines and drawn:
+            out.write("\r\033[K")
+            drawn = False
+        for line in lines:
+            out.write(line.decode("utf-8", "replace") + "\n")
+        progress = _progress(job, time.time())
+        if tty:
+            out.write("\r\033[K" + progress)
+            drawn = True
+        elif (job.status, job.counts) != last:
+            out.write(progress + "\n")
+        last = (job.status, dict(job.counts))
+        if ended:
+            out.write(("\n" if drawn else "") + "job {}: {}{}\n".format(
+                job.name, job.status, ": " + job.error if job.error else ""))
+            out.flush()
+            return describe_job(job)
+        out.flush()
+        time.sleep(poll)
+
+
+# ---- the run (in the job's own process) --------------------------------------------------------
+
+@dataclass
+class _Done:
+    """A finished mini-batch, as its done record has it."""
+    index: int
+    files: int
+    files_failed: int
+    rows: int
+    tries: int
+    failed: bool  # failed as a whole, after every try
+    part: bool
+    messages: List[str]
+
+    @classmethod
+    def read(cls, path: Path) -> Optional["_Done"]:
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None  # never written whole: write_part renames it into place
+
+
+class _Run:
+    """One run of a job by its process: from the mini-batches without a done record to the
+    assembled output."""
+
+    def __init__(self, store: Store, job: Job, log: logging.Logger, stop: threading.Event):
+        self.store, self.job, self.log, self.stop = store, job, log, stop
+        self.folder = Path(job.dir)
+        settings = self.settings = job.settings
+        self.files: List[str] = json.loads((self.folder / "inputs.json").read_text("utf-8"))
+        self.batches = _batches(self.files, settings["mini_batch_size"])
+        self.retry = settings["retry_settings"]
+        self.threshold = settings["error_threshold"]
+        self.append = settings["output_action"] == "append_row"
+        self.done: Dict[int, _Done] = {}
+        for index in range(len(self.batches)):
+            record = _Done.read(self._done_path(index))
+            if record is not None:
+                self.done[index] = record
+        self.tries: Dict[int, int] = {}
+        self.retries = sum(record.tries - 1 for record in self.done.values())
+
+    def _done_path(self, index: int) -> Path:
+        return self.folder / "done" / "{:06d}.json".format(index)
+
+    def _part_path(self, index: int) -> Path:
+        return self.folder / "parts" / "{:06d}.part".format(index)
+
+    def counts(self) -> Dict[str, int]:
+        records = self.done.values()
+        files_failed = sum(r.files_failed for r in records)
+        return {"files": len(self.files),
+                "files_done": sum(r.files for r in records) - files_failed,
+                "files_failed": files_failed,
+                "mini_batches": len(self.batches),
+                "mini_batches_done": sum(1 for r in records if not r.failed),
+                "mini_batches_failed": sum(1 for r in records if r.failed),
+                "retries": self.retries,
+                "rows": sum(r.rows for r in records)}
+
+    def _save_counts(self) -> None:
+        counts = self.counts()
+
+        def change(job: Job) -> None:
+            job.counts = counts
+
+        self.job = _update(self.store, self.job.name, change)
+
+    def _over_threshold(self) -> bool:
+        return self.threshold >= 0 and self.counts()["files_failed"] > self.threshold
+
+    def _threshold_error(self) -> str:
+        return ("More input files failed than error_threshold allows ({} failed); the job "
+                "stopped. The job log names each file and why.".format(
+                    self.counts()["files_failed"]))
+
+    # the run
+
+    def run(self) -> str:
+        """Run what is left; returns the status the job ended with."""
+        job = self.job
+        first = job.started is None
+        now = time.time()
+
+        def running(current: Job) -> None:
+            current.status, current.pid, current.error = "Running", os.getpid(), None
+            current.started = current.started or now
+            current.finished = None
+            current.counts = self.counts()
+
+        self.job = _update(self.store, job.name, running)
+        target = _output_file(self.job)
+        if first and target is not None and target.exists():
+            return self._end("Failed", str(_exists_error()))
+        if (self.folder / "cancel").exists():
+            return self._end("Canceled", "Canceled by `job cancel`.")
+        left = [i for i in range(len(self.batches)) if i not in self.done]
+        self.log.info("job %s %s: %d files in %d mini-batches of up to %d, %d to run; "
+                      "executor %s, %d at once", job.name, "started" if first else "resumed",
+                      len(self.files), len(self.batches), self.settings["mini_batch_size"],
+                      len(left), self.settings["executor"], self._slots())
+        if self._over_threshold():
+            return self._end("Failed", self._threshold_error())
+        if left:
+            status, error = self._run_batches(deque(left))
+            if status is not None:
+                return self._end(status, error)
+        return self._assemble()
+
+    def _slots(self) -> int:
+        return self.settings["instance_count"] * self.settings["max_concurrency_per_instance"]
+
+    def _spec(self) -> WorkerSpec:
+        """The revision the job was invoked with; if its files are gone (the deployment was
+        updated while the job's process was dead), the deployment's current one."""
+        spec = WorkerSpec.from_dict(json.loads((self.folder / "worker.json").read_text("utf-8")))
+        paths = [spec.python, spec.model_dir, spec.code_dir, spec.azureml_model_dir]
+        if all(path is None or os.path.exists(path) for path in paths):
+            return spec
+        from mlflow_deploy.batch.deployments import resolve_deployment
+
+        current = resolve_deployment(self.store, self.job.endpoint, self.job.deployment)
+        spec = _worker_spec(current, self.settings)
+        self.log.warning("the deployment's revision the job was invoked with is gone; the "
+                         "mini-batches left run with its current revision")
+        output.write_part(self.folder / "worker.json",
+                          json.dumps(spec.to_dict(), indent=2).encode("utf-8"))
+        return spec
+
+    def _run_batches(self, pending: Deque[int]) -> Tuple[Optional[str], Optional[str]]:
+        """Until every mini-batch has a done record; (status, error) when the job must end
+        before (Failed, Canceled), else (None, None)."""
+        try:
+            executor = executors.open_executor(self._spec(), self.settings,
+                                               str(self.folder / "job.log"))
+        except DeployError as exc:
+            return "Failed", exc.message
+        except Exception as exc:  # a Dask scheduler that cannot be reached, ...
+            self.log.exception("the executor did not start")
+            return "Failed", "The {} executor did not start ({}).".format(
+                self.settings["executor"], type(exc).__name__)
+        running: Dict[concurrent.futures.Future, int] = {}
+        ending: Tuple[Optional[str], Optional[str]] = (None, None)
+        try:
+            while pending or running:
+                if self.stop.is_set():
+                    ending = ("Canceled", "Canceled by `job cancel`.")
+                    break
+                while pending and len(running) < executor.slots:
+                    index = pending.popleft()
+                    self.tries[index] = self.tries.get(index, 0) + 1
+                    self.log.info("mini-batch %d/%d started (%d files, try %d)", index + 1,
+                                  len(self.batches), len(self.batches[index]),
+                                  self.tries[index])
+                    self.log.debug("mini-batch %d files: %s", index + 1,
+                                   ", ".join(self.batches[index]))
+                    running[executor.submit(self.batches[index],
+                                            self.retry["timeout"])] = index
+                finished, _ = concurrent.futures.wait(
+                    list(running), timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    ending = self._settle(running.pop(future), future, pending)
+                    if ending[0] is not None:
+                        break
+                if ending[0] is not None:
+                    break
+        finally:
+            stopping = ending[0] is not None or bool(running) or bool(pending)
+            executor.close(abort=stopping)
+            # tries that ended well before the workers were stopped are kept: no work lost
+            for future, index in running.items():
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    outcome = future.result()
+                    if outcome.error is None:
+                        self._record(index, outcome)
+        return ending
+
+    def _settle(self, index: int, future: concurrent.futures.Future, pending: Deque[int]
+                ) -> Tuple[Optional[str], Optional[str]]:
+        number, tries = index + 1, self.tries[index]
+        try:
+            outcome = future.result()
+        except WorkerStartFailed as exc:
+            self.log.error("mini-batch %d: the batch worker did not start: %s%s", number,
+                           exc.message, "\n" + exc.traceback if exc.traceback else "")
+            return "Failed", "The batch worker did not start: {}".format(exc.message)
+        except WorkerFailed as exc:
+            failure, trace = exc.message, exc.traceback
+            outcome = None
+        except concurrent.futures.CancelledError:
+            failure, trace, outcome = "the try was cancelled", None, None
+        except Exception as exc:  # an executor's own failure (a Dask worker lost, ...)
+            failure, trace, outcome = "the executor failed ({})".format(type(exc).__name__), \
+                None, None
+        else:
+            failure, trace = outcome.error, outcome.traceback
+        if failure is not None:
+            if trace:
+                self.log.debug("mini-batch %d: %s", number, trace.rstrip())
+            if tries <= self.retry["max_retries"]:
+                self.retries += 1
+                self.log.warning("mini-batch %d/%d failed (%s); retry %d of %d", number,
+                                 len(self.batches), failure, tries, self.retry["max_retries"])
+                pending.appendleft(index)
+                self._save_counts()
+                return None, None
+            self.log.error("mini-batch %d/%d failed after %d tr%s: %s; its %d files count as "
+                           "failed", number, len(self.batches), tries,
+                           "y" if tries == 1 else "ies", failure, len(self.batches[index]))
+            self._write_done(_Done(index, len(self.batches[index]), len(self.batches[index]),
+                                   0, tries, True, False, [failure]))
+        else:
+            self._record(index, outcome)
+        self._save_counts()
+        if self._over_threshold():
+            return "Failed", self._threshold_error()
+        return None, None
+
+    def _record(self, index: int, outcome) -> None:
+        """The part first, then the done record: a mini-batch counts as done only once both are
+        on disk."""
+        part = self.append and bool(outcome.data)
+        if part:
+            output.write_part(self._part_path(index), outcome.data)
+        messages = outcome.messages()
+        self._write_done(_Done(index, len(outcome.files), outcome.failed, outcome.rows,
+                               self.tries.get(index, 1), False, part, messages))
+        for message in messages:
+            self.log.warning("mini-batch %d: %s", index + 1, message)
+        self.log.info("mini-batch %d/%d done: %d rows, %d of %d files failed", index + 1,
+                      len(self.batches), outcome.rows, outcome.failed, len(outcome.files))
+
+    def _write_done(self, record: _Done) -> None:
+        output.write_part(self._done_path(record.index),
+                          json.dumps(record.__dict__).encode("utf-8"))
+        self.done[record.index] = record
+
+    def _assemble(self) -> str:
+        target = _output_file(self.job)
+        if target is not None:
+            # another job may have written the same file meanwhile; only a rename of our own,
+            # by a process of this job killed just after it, may be overwritten
+            marker = self.folder / "assembling"
+            if target.exists() and not marker.exists():
+                return self._end("Failed", str(_exists_error()))
+            output.write_part(marker, b"")
+            parts = [self._part_path(i) for i in sorted(self.done) if self.done[i].part]
+            try:
+                size = output.assemble(parts, target, self.settings["output_format"])
+            except (ValueError, RuntimeError, OSError) as exc:
+                self.log.exception("the output could not be assembled")
+                return self._end("Failed", "The output could not be assembled: {}".format(
+                    exc if isinstance(exc, (ValueError, RuntimeError)) else type(exc).__name__))
+            self.log.info("output written: %s (%d bytes)", target, size)
+        return self._end("Completed", None)
+
+    def _end(self, status: str, error: Optional[str]) -> str:
+        counts = self.counts()
+
+        def ended(job: Job) -> None:
+            job.counts = counts
+            _finish(job, status, error)
+
+        self.job = _update(self.store, self.job.name, ended)
+        log = self.log.info if status == "Completed" else self.log.error
+        log("job %s: %s%s", self.job.name, status, ": " + error if error else "")
+        return status
+
+
+def _logger(job: Job) -> logging.Logger:
+    log = logging.getLogger("mlflow_deploy.batch.job." + job.name)
+    log.setLevel(getattr(logging, str(job.settings.get("logging_level", "info")).upper(),
+                         logging.INFO))
+    log.propagate = False
+    handler = logging.FileHandler(job.log_path, encoding="utf-8")
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                  "%Y-%m-%dT%H:%M:%SZ")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    log.handlers[:] = [handler]
+    return log
+
+
+def run_job(name: str, store: Optional[Store] = None, *,
+            install_signals: bool = False) -> Optional[str]:
+    """Run the job in this process (the job's own, started by invoke or resume); returns the
+    status it ended with, or None when another process runs it already. With
+    ``install_signals``, SIGTERM and SIGINT stop it: it ends its workers and ends Canceled."""
+    import fcntl
+
+    store = store or Store()
+    job = _get(store, name)
+    # one process per job, however it was started: the lock goes with the process, even killed
+    lock = open(Path(job.dir) / "run.lock", "a")
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None
+    try:
+        job = _get(store, name)  # as it is now that no other process runs it
+        if job.status in TERMINAL:
+            return None  # canceled before its process started
+        stop = threading.Event()
+        if install_signals:
+            signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+            signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        log = _logger(job)
+        try:
+            return _Run(store, job, log, stop).run()
+        except Exception as exc:
+            log.exception("the job's process failed")
+            error = ("The job's process failed ({}); the job log has the traceback.".format(
+                type(exc).__name__))
+            _update(store, name, lambda current: _finish(current, "Failed", error))
+            return "Failed"
+    finally:
+        lock.close()

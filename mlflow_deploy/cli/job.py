@@ -1,0 +1,81 @@
+"""``mlflow-deploy job ...``: the batch jobs ``batch-endpoint invoke`` starts, as ``az ml job``
+shows them (``show``, ``list``, ``stream``, ``cancel``), plus ``resume`` for a job whose process
+ended before it did.
+
+``show``, ``list``, ``cancel`` and ``resume`` print JSON on stdout; ``stream`` prints the job's
+log and its progress on stderr, and exits non-zero unless the job completed.
+"""
+from typing import Optional
+
+import click
+
+from mlflow_deploy.errors import DeployError
+
+from .online_endpoint import print_json
+
+__all__ = ["job_group", "JOB_NAME", "raise_unless_completed"]
+
+JOB_NAME = click.option("-n", "--name", required=True, help="The job's name (batchjob-...).")
+
+
+def raise_unless_completed(job) -> None:
+    """A job that did not complete ends the command that waited for it with an error."""
+    if job["status"] != "Completed":
+        raise DeployError("The job {} ended {}{}".format(
+            job["name"], job["status"], ": " + job["error"] if job.get("error") else "."))
+
+
+@click.group("job")
+def job_group():
+    """Batch jobs: their status, counts and output, their log, cancel and resume."""
+
+
+@job_group.command("show")
+@JOB_NAME
+def show(name: str):
+    """Print the job: status, counts of files, mini-batches and rows, output, timings."""
+    from mlflow_deploy.batch import jobs
+
+    print_json(jobs.show_job(name))
+
+
+@job_group.command("list")
+@click.option("--endpoint-name", default=None, help="Only the jobs of this batch endpoint.")
+def list_(endpoint_name: Optional[str]):
+    """Print every job, oldest first."""
+    from mlflow_deploy.batch import jobs
+
+    print_json(jobs.list_jobs(endpoint=endpoint_name))
+
+
+@job_group.command("stream")
+@JOB_NAME
+def stream(name: str):
+    """Follow the job's log and progress (rows/s, ETA) until it ends."""
+    from mlflow_deploy.batch import jobs
+
+    raise_unless_completed(jobs.stream_job(name))
+
+
+@job_group.command("cancel")
+@JOB_NAME
+def cancel(name: str):
+    """Stop the job: its workers end, the mini-batches already done stay done."""
+    from mlflow_deploy.batch import jobs
+
+    print_json(jobs.cancel_job(name))
+
+
+@job_group.command("resume")
+@JOB_NAME
+@click.option("--wait", is_flag=True, help="Follow it until it ends (as `job stream`).")
+def resume(name: str, wait: bool):
+    """Run a job whose process ended before it did (killed, canceled, a reboot) again: the
+    mini-batches done are kept, the others run; every input row reaches the output once."""
+    from mlflow_deploy.batch import jobs
+
+    job = jobs.resume_job(name)
+    if wait:
+        raise_unless_completed(jobs.stream_job(job["name"]))
+    else:
+        print_json(job)
