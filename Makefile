@@ -19,7 +19,7 @@ RESOLVED_AS_OF := 2026-11-25T00:00:00Z
 UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
-.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway clean
+.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway bench-batch clean
 
 setup: $(VENV)/.installed
 
@@ -67,6 +67,11 @@ bench-gateway: setup
 	$(PY) bench/gateway.py
 
 # environments against `mlflow models prepare-env` / `mlflow models serve` (issue 3)
+# a batch job of ours beside `mlflow models predict` and a one-process floor (bench/batch.py);
+# 10,000,000 rows in 100 files by default: ROWS=... FILES=... for a smaller run
+bench-batch: example-models
+	$(PY) bench/batch.py --rows $${ROWS:-10000000} --files $${FILES:-100}
+
 bench-envs: setup
 	$(PY) bench/envs.py --runs 3
 

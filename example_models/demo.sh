@@ -4,7 +4,8 @@
 # own locked environment (the examples share one lock, so one env is built and then reused),
 # scores them over HTTP through each endpoint's gateway (with its key) with Azure's three payload
 # forms, shows a bad payload's 424 carrying the deployment's 400, mirrors traffic to a second
-# deployment and reads the agreement report, lists and cleans up.
+# deployment and reads the agreement report, runs a batch job over a folder of CSV files, lists
+# and cleans up.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 P="$HERE/payloads"
@@ -12,6 +13,7 @@ T=azureml-local
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 cleanup() {
   mlflow-deploy online-endpoint delete --name diabetes >/dev/null 2>&1 || true
+  mlflow-deploy batch-endpoint delete --name diabetes-batch >/dev/null 2>&1 || true
   for d in blue green iris tokens multi; do
     mlflow deployments delete -t "$T" --name "$d" >/dev/null 2>&1 || true
   done
@@ -71,6 +73,17 @@ curl -sS -w '  -> HTTP %{http_code}\n' -H "Authorization: Bearer $(key multi)" \
   -d '{"model_id": "model_Z", "data": [[1, 2, 3]]}' "$MULTI"
 say "mlflow deployments predict (the same payload file through the MLflow CLI)"
 mlflow deployments predict -t "$T" --endpoint diabetes --input-path "$P/diabetes-split.json"
+say "batch: an az ml batch endpoint and deployment (YAML), then a job over a folder of CSV files"
+mlflow-deploy batch-endpoint create -f "$HERE/batch/endpoint.yml" >/dev/null
+mlflow-deploy batch-deployment create -f "$HERE/batch/deployment.yml" >/dev/null
+BATCH_OUT="$(mktemp -d)"
+mlflow-deploy batch-endpoint invoke --name diabetes-batch --input "$HERE/batch/diabetes" \
+  --output-path "$BATCH_OUT" --wait
+say "the first lines of predictions.csv ([file, prediction], as Azure's MLflow batch driver writes)"
+head -5 "$BATCH_OUT/predictions.csv"
+[ "$(wc -l < "$BATCH_OUT/predictions.csv")" = 442 ]  # every row of the 4 files, once
+rm -rf "$BATCH_OUT"
+mlflow-deploy batch-endpoint delete --name diabetes-batch
 say "list"
 mlflow deployments list -t "$T"
 say "delete"

@@ -203,9 +203,11 @@ def _current_wheel_hash() -> Optional[str]:
 # --- what uses an env ---------------------------------------------------------------------------
 
 def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
-    """Env key -> deployment names: this home's (``store``, else $MLFLOW_DEPLOY_HOME's, read only
-    if it exists) and those of any other home whose deployment folders the cache recorded as
-    models (``<home>/deployments/<name>/model/<revision>``: a cache shared by several homes)."""
+    """Env key -> deployment names, online and batch (``endpoint:name``): this home's
+    (``store``, else $MLFLOW_DEPLOY_HOME's, read only if it exists) and those of any other home
+    whose deployment folders the cache recorded as models
+    (``<home>/deployments/<name>/model/<revision>`` or
+    ``<home>/batch/<endpoint>/<name>/model/<revision>``: a cache shared by several homes)."""
     from mlflow_deploy.store import Store, home_dir
 
     homes = set()
@@ -214,18 +216,23 @@ def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
             parts = Path(model).parts
             if len(parts) >= 5 and parts[-2] == "model" and parts[-4] == "deployments":
                 homes.add(Path(*parts[:-4]))
+            elif len(parts) >= 6 and parts[-2] == "model" and parts[-5] == "batch":
+                homes.add(Path(*parts[:-5]))
     stores = [store] if store is not None else []
     homes.add(home_dir())
     homes.discard(store.home if store is not None else None)
     stores += [Store(home) for home in sorted(homes) if (home / "state.db").is_file()]
     if not stores:
         return {}
-    from mlflow_deploy.online import environments_in_use  # the control plane: only when needed
+    # the control plane: only when needed
+    from mlflow_deploy.batch.deployments import environments_in_use as batch_in_use
+    from mlflow_deploy.online import environments_in_use as online_in_use
 
     used: Dict[str, List[str]] = {}
     for each in stores:
-        for key, names in environments_in_use(each).items():
-            used.setdefault(key, []).extend(names)
+        for in_use in (online_in_use, batch_in_use):
+            for key, names in in_use(each).items():
+                used.setdefault(key, []).extend(names)
     return used
 
 

@@ -19,7 +19,8 @@ from mlflow_deploy.envs.cache import (BUILD_CACHE_ENV, CACHE_ENV, HOME_ENV, Buil
 from mlflow_deploy.envs.managers import find_conda
 from mlflow_deploy.envs.wheel import source_hash
 from mlflow_deploy.online import forkserver
-from mlflow_deploy.store import Deployment, Store
+from mlflow_deploy.store import (BATCH_DEPLOYMENTS, BATCH_ENDPOINTS, BatchDeployment,
+                                 BatchEndpoint, Deployment, Store)
 
 from tests.envs.conftest import link_env, run_cli, summary
 
@@ -43,6 +44,17 @@ def deploy(home, name, key, model_dir=None):
         port=5999, dir=str(directory), log_path=str(directory / "server.log"),
         pidfile=str(directory / "gunicorn.pid"), state="Succeeded",
         environment={"key": key, "python": str(home / "envs" / key / "bin" / "python")}))
+
+
+def deploy_batch(home, endpoint, name, key):
+    """A batch deployment row that records its environment, as create_batch_deployment does."""
+    store = Store(home)
+    store.add(BATCH_ENDPOINTS, BatchEndpoint(name=endpoint), "taken")
+    return store.add(BATCH_DEPLOYMENTS, BatchDeployment(
+        key=BatchDeployment.key_of(endpoint, name), name=name, endpoint=endpoint,
+        model_uri="models:/m/1", dir=str(store.batch_deployment_dir(endpoint, name)), config={},
+        state="Succeeded",
+        environment={"key": key, "python": str(home / "envs" / key / "bin" / "python")}), "taken")
 
 
 def age(home, key, days):
@@ -137,6 +149,11 @@ def test_prune_never_removes_an_env_in_use_and_honours_older_than(home):
     assert "freed 0 B (0 environments)" in invoke(["env", "prune", "--older-than", "20"],
                                                   home).stdout
     assert (envs / b).is_dir()
+
+    deploy_batch(home, "scores", "nightly", b)  # a batch deployment keeps its env just as well
+    assert "kept {}: in use by scores:nightly".format(b) in invoke(
+        ["env", "prune", "--older-than", "5", "--dry-run"], home).stdout
+    Store(home).remove(BATCH_DEPLOYMENTS, "scores:nightly")
 
     pruned = invoke(["env", "prune", "--older-than", "5"], home)
     assert "removed {} (last used ".format(b) in pruned.stdout

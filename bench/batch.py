@@ -1,0 +1,245 @@
+"""`make bench-batch`: a batch job of ours beside what MLflow alone offers and a one-process floor,
+on the same model and the same files, in one run.
+
+    python bench/batch.py [--rows 10000000] [--files 100] [--predict-files 3] [--only a,b]
+
+Data: --rows x 10 float columns (the example diabetes model's columns) in --files CSV files and
+the same as Parquet, generated once under $BENCH_DATA (default ~/.cache/mlflow-deploy-bench).
+
+Methods (each a whole command, timed from outside; rows/s counts every input row):
+- mlflow-predict-file   `mlflow models predict --env-manager local` once per file, what MLflow
+                        offers a user with a folder; run on --predict-files files and extrapolated
+                        to all of them (each call pays MLflow's start-up, about 5 s here)
+- mlflow-predict-concat the same on all files concatenated into one CSV
+- floor                 one Python process: read each file with pyarrow (use_threads=False),
+                        pyfunc predict, write the predictions, single-threaded
+- ours-1, ours-2        our job, created through the CLI (batch-endpoint, batch-deployment,
+                        invoke --wait), in the model's own env, local executor at 1 and 2 workers
+- ours-dask-2           the same on a Dask LocalCluster of 2 workers
+Everything runs single-threaded per worker (one BLAS/OpenMP thread) so that one worker is one
+core: rows per CPU-second is then comparable across methods. Job start-up (endpoint and job
+creation to the first finished mini-batch) is reported apart from the steady-state rate.
+CPU is the whole machine's busy time during the run (/proc/stat), so run it on a quiet machine.
+Peak memory per worker above its idle size is sampled from /proc every 0.1 s.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "ARROW_NUM_THREADS": "1"}
+COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+WORKER_MARK = "mlflow_deploy.scoring.batchworker"
+
+FLOOR = r"""
+import glob, os, sys, time
+import pyarrow as pa, pyarrow.csv as pacsv, pyarrow.parquet as pq
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+files = sorted(glob.glob(os.path.join(sys.argv[2], "*")))
+start = time.perf_counter()
+writer = None
+for path in files:
+    if path.endswith(".csv"):
+        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False))
+    else:
+        table = pq.read_table(path, use_threads=False)
+    rows = pa.table({"file": [os.path.basename(path)] * table.num_rows,
+                     "prediction": model.predict(table.to_pandas())})
+    writer = writer or pacsv.CSVWriter(sys.argv[3], rows.schema)
+    writer.write_table(rows)
+writer.close()
+print("STEADY %f" % (time.perf_counter() - start))
+"""
+
+
+def cpu_busy_s():
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class WorkerMemory(threading.Thread):
+    """The largest RSS each batch worker process reached above its first sample (its idle size
+    once the model is loaded is close to the first samples: the first mini-batch is read after)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.first, self.peak = {}, {}
+
+    def run(self):
+        while not self.stop.wait(0.1):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if WORKER_MARK.encode() not in f.read():
+                            continue
+                    with open(f"/proc/{pid}/status") as f:
+                        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+                except (OSError, StopIteration):
+                    continue
+                self.first.setdefault(pid, rss)
+                self.peak[pid] = max(self.peak.get(pid, 0), rss)
+
+    def above_idle_mb(self):
+        return max((self.peak[p] - self.first[p]) / 1024 for p in self.peak) if self.peak else None
+
+
+def make_data(root: Path, rows: int, files: int) -> Path:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = root / f"{rows}x{files}"
+    if (folder / "done").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "csv").mkdir(parents=True)
+    (folder / "parquet").mkdir()
+    rng = np.random.default_rng(1)
+    per_file = rows // files
+    for i in range(files):
+        frame = pd.DataFrame(rng.normal(0.0, 0.05, size=(per_file, len(COLUMNS))), columns=COLUMNS)
+        frame.to_csv(folder / "csv" / f"part-{i:04d}.csv", index=False, float_format="%.8f")
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False),
+                       folder / "parquet" / f"part-{i:04d}.parquet")
+    with open(folder / "concat.csv", "wb") as out:
+        for i in range(files):
+            with open(folder / "csv" / f"part-{i:04d}.csv", "rb") as f:
+                if i:
+                    f.readline()
+                shutil.copyfileobj(f, out)
+    (folder / "done").touch()
+    return folder
+
+
+def timed(name, argv, rows, env=None, sample_memory=False, scale=1.0):
+    memory = WorkerMemory() if sample_memory else None
+    if memory:
+        memory.start()
+    busy, start = cpu_busy_s(), time.monotonic()
+    proc = subprocess.run(argv, env={**os.environ, **SINGLE_THREAD, **(env or {})},
+                          capture_output=True, text=True)
+    wall, cpu = time.monotonic() - start, cpu_busy_s() - busy
+    if memory:
+        memory.stop.set()
+        memory.join()
+    result = {"method": name, "rows": rows, "wall_s": round(wall * scale, 2),
+              "rows_per_s": round(rows / (wall * scale)), "cpu_s": round(cpu * scale, 2),
+              "rows_per_cpu_s": round(rows / max(cpu * scale, 1e-9)), "rc": proc.returncode}
+    for line in proc.stdout.splitlines():
+        if line.startswith("STEADY "):
+            steady = float(line.split()[1])
+            result["steady_rows_per_s"] = round(rows / steady)
+            result["startup_s"] = round(wall - steady, 2)
+    if memory:
+        result["worker_peak_above_idle_mb"] = memory.above_idle_mb()
+    if proc.returncode:
+        result["error"] = (proc.stderr or proc.stdout)[-800:]
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def cli(*args, env):
+    return subprocess.run([str(VENV_BIN / "mlflow-deploy"), *args], env=env, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, workers: int):
+    """A job as a user runs it: endpoint, deployment (YAML), invoke --wait; timed from invoke."""
+    env = {**os.environ, "MLFLOW_DEPLOY_HOME": str(home)}
+    endpoint = "bench-" + name.replace("_", "-")
+    spec = home / f"{endpoint}.yml"
+    spec.write_text(
+        f"name: main\nendpoint_name: {endpoint}\nmodel: {model}\n"
+        f"settings:\n  mini_batch_size: 1\n  max_concurrency_per_instance: 1\n"
+        f"  retry_settings:\n    timeout: 600\n  environment_variables:\n" +
+        "".join(f"    {k}: '{v}'\n" for k, v in SINGLE_THREAD.items()))
+    cli("batch-endpoint", "create", "--name", endpoint, env=env)
+    cli("batch-deployment", "create", "-f", str(spec), "--set-default", env=env)
+    out = Path(tempfile.mkdtemp(prefix="bench-batch-out-"))
+    try:
+        result = timed(name, [str(VENV_BIN / "mlflow-deploy"), "batch-endpoint", "invoke",
+                              "--name", endpoint, "--input", str(folder), "--output-path",
+                              str(out), "--instance-count", str(workers), "--wait",
+                              "--set", f"executor={executor}"],
+                       rows, env={"MLFLOW_DEPLOY_HOME": str(home)}, sample_memory=True)
+        jobs = json.loads(cli("batch-endpoint", "list-jobs", "--name", endpoint, env=env))
+        if jobs:
+            job = jobs[-1]
+            result["job"] = {k: job.get(k) for k in ("status", "counts", "timings")}
+            print(json.dumps({"method": name, "job": result["job"]}), flush=True)
+        return result
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        cli("batch-endpoint", "delete", "--name", endpoint, env=env)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--predict-files", type=int, default=3)
+    parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    parser.add_argument("--model", default="models:/diabetes/1")
+    parser.add_argument("--only", default="")
+    parser.add_argument("--data", default=os.environ.get("BENCH_DATA") or str(
+        Path.home() / ".cache" / "mlflow-deploy-bench"))
+    args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    want = lambda name: not only or name in only  # noqa: E731
+    folder = make_data(Path(args.data), args.rows, args.files)
+    inputs = folder / args.format
+    per_file = args.rows // args.files
+    import mlflow.pyfunc
+    local_model = mlflow.artifacts.download_artifacts(args.model) if ":" in args.model \
+        else args.model
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    try:
+        if want("mlflow-predict-file"):
+            files = sorted(inputs.glob("*.csv"))[: args.predict_files]
+            argv = ["bash", "-c", " && ".join(
+                f"{VENV_BIN}/mlflow models predict -m {local_model} -i {f} -t csv "
+                f"-o {work}/p{i}.json --env-manager local" for i, f in enumerate(files))]
+            results.append(timed("mlflow-predict-file", argv, per_file * len(files)))
+            results[-1]["note"] = f"measured on {len(files)} files"
+        if want("mlflow-predict-concat") and args.format == "csv":
+            results.append(timed("mlflow-predict-concat", [
+                f"{VENV_BIN}/mlflow", "models", "predict", "-m", local_model, "-i",
+                str(folder / "concat.csv"), "-t", "csv", "-o", str(work / "concat.json"),
+                "--env-manager", "local"], args.rows))
+        if want("floor"):
+            results.append(timed("floor", [sys.executable, "-c", FLOOR, local_model, str(inputs),
+                                           str(work / "floor.csv")], args.rows))
+        home = work / "home"
+        for name, executor, workers in (("ours-1", "local", 1), ("ours-2", "local", 2),
+                                        ("ours-dask-2", "dask", 2)):
+            if want(name):
+                results.append(ours(name, inputs, args.model, args.rows, home, executor, workers))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| method | rows/s | steady rows/s | rows per CPU-s | wall s | worker peak above idle MB |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['method']} | {r['rows_per_s']:,} | {r.get('steady_rows_per_s', '')} | "
+              f"{r['rows_per_cpu_s']:,} | {r['wall_s']} | {r.get('worker_peak_above_idle_mb') or ''}"
+              f"{' (rc ' + str(r['rc']) + ')' if r['rc'] else ''} |")
+
+
+if __name__ == "__main__":
+    main()
