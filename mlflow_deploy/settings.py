@@ -17,7 +17,8 @@ from mlflow_deploy.errors import InvalidParameter
 
 __all__ = ["integer", "boolean", "choice", "existing", "exclude_newer", "relative_file",
            "json_object", "environment_variables", "check_script_settings", "ScriptSettings",
-           "ENVIRONMENT_PARSERS", "SCRIPT_PARSERS", "ENVIRONMENT_HELP", "SCRIPT_HELP"]
+           "ENVIRONMENT_PARSERS", "SCRIPT_PARSERS", "LOCAL_PARSERS", "ENVIRONMENT_HELP",
+           "SCRIPT_HELP"]
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -138,6 +139,9 @@ def environment_variables(value: Any, key: str = "environment_variables") -> Dic
 
 
 class ScriptSettings(Protocol):
+    """Where a scoring script comes from (its code folder, the script in it, its environment
+    file), or the package an MLflow model's environment is built from: paths, or None."""
+
     @property
     def code(self) -> Optional[str]: ...
     @property
@@ -178,6 +182,9 @@ SCRIPT_PARSERS: Dict[str, Callable[[Any], Any]] = {
     "scoring_script": relative_file("scoring_script"),
     "conda_file": existing("conda_file", "file"),
 }
+
+#: both, as every kind of deployment takes them
+LOCAL_PARSERS: Dict[str, Callable[[Any], Any]] = {**ENVIRONMENT_PARSERS, **SCRIPT_PARSERS}
 
 ENVIRONMENT_HELP = {
     "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "

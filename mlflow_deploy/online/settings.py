@@ -12,9 +12,8 @@ from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
 from mlflow_deploy.settings import (
     ENVIRONMENT_HELP,
-    ENVIRONMENT_PARSERS,
+    LOCAL_PARSERS,
     SCRIPT_HELP,
-    SCRIPT_PARSERS,
     boolean,
     check_script_settings,
 )
@@ -144,8 +143,7 @@ def _validation(value: Any) -> str:
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "instance_count": _integer("instance_count", 1, MAX_INSTANCES),
-    **ENVIRONMENT_PARSERS,
-    **SCRIPT_PARSERS,
+    **LOCAL_PARSERS,
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,
