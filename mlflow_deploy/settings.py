@@ -17,6 +17,7 @@ from mlflow_deploy.errors import InvalidParameter
 
 __all__ = ["integer", "boolean", "choice", "existing", "exclude_newer", "relative_file",
            "json_object", "environment_variables", "check_script_settings", "ScriptSettings",
+           "with_script_and_tags",
            "ENVIRONMENT_PARSERS", "SCRIPT_PARSERS", "LOCAL_PARSERS", "ENVIRONMENT_HELP",
            "SCRIPT_HELP"]
 
@@ -166,6 +167,18 @@ def check_script_settings(settings: ScriptSettings) -> None:
         )
     if settings.package and settings.scoring_script:
         raise InvalidParameter("Config 'package' serves a packaged MLflow model without a script.")
+
+
+def with_script_and_tags(config: Dict[str, Any], spec: Any) -> Dict[str, Any]:
+    """``config``, then what a deployment's YAML spec (online or batch) says besides its own
+    settings: its scoring script (code_configuration, environment.conda_file) and the local
+    settings its ``mlflow-deploy/<setting>`` tags give."""
+    if spec.code:
+        config.update(code=spec.code, scoring_script=spec.scoring_script)
+    if spec.conda_file:
+        config["conda_file"] = spec.conda_file
+    config.update(spec.settings)
+    return config
 
 
 #: how the model's environment is built, for every kind of deployment

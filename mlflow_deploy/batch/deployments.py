@@ -37,6 +37,7 @@ from mlflow_deploy.settings import (
     SCRIPT_HELP,
     boolean,
     check_script_settings,
+    with_script_and_tags,
     environment_variables,
     json_object,
 )
@@ -195,12 +196,7 @@ def config_from_spec(spec: BatchDeploymentSpec) -> Dict[str, Any]:
         "environment_variables": dict(batch.environment_variables),
         "compute": spec.compute,
     }
-    if spec.code:
-        config.update(code=spec.code, scoring_script=spec.scoring_script)
-    if spec.conda_file:
-        config["conda_file"] = spec.conda_file
-    config.update(spec.settings)
-    return config
+    return with_script_and_tags(config, spec)
 
 
 # ---- the revision a deployment's jobs score with ---------------------------------------------

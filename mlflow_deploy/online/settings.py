@@ -16,6 +16,7 @@ from mlflow_deploy.settings import (
     SCRIPT_HELP,
     boolean,
     check_script_settings,
+    with_script_and_tags,
 )
 from mlflow_deploy.settings import environment_variables as _variables
 from mlflow_deploy.settings import integer as _integer
@@ -191,9 +192,4 @@ def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
         "liveness_probe": asdict(spec.liveness_probe),
         "readiness_probe": asdict(spec.readiness_probe),
     }
-    if spec.code:
-        config.update(code=spec.code, scoring_script=spec.scoring_script)
-    if spec.conda_file:
-        config["conda_file"] = spec.conda_file
-    config.update(spec.settings)
-    return config
+    return with_script_and_tags(config, spec)
