@@ -13,19 +13,26 @@ Online and batch deployments each have their own settings; this module reads onl
 ``RevisionSettings`` from them, so it depends on neither.
 """
 
+import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 
 from mlflow_deploy.envs import Environment, prepare_environment
+from mlflow_deploy.errors import InvalidState
 from mlflow_deploy.model import is_mlflow_model, load_model, place_model
+from mlflow_deploy.settings import ScriptSettings
+from mlflow_deploy.store import Store
 
 __all__ = [
     "RevisionSettings",
     "PreviousFiles",
     "Staged",
     "stage_revision",
+    "staged_then_locked",
+    "STAGE_ATTEMPTS",
     "build_environment",
     "environment_record",
     "remove_revision",
@@ -37,24 +44,16 @@ REVISION_FOLDERS = ("model", "code", "environment")
 Staged = Tuple[Dict[str, Optional[str]], Environment]
 
 
-class RevisionSettings(Protocol):
-    """The settings a revision is staged by: how its environment is built, and a scoring
-    script's code folder, script and environment file (absolute paths, or None)."""
+class RevisionSettings(ScriptSettings, Protocol):
+    """The settings a revision is staged by: a scoring script's code folder, script and
+    environment file (absolute paths, or None) or a package, and how its environment is built."""
 
     @property
     def env_manager(self) -> str: ...
     @property
     def python_version_policy(self) -> str: ...
     @property
-    def package(self) -> Optional[str]: ...
-    @property
     def exclude_newer(self) -> Optional[str]: ...
-    @property
-    def code(self) -> Optional[str]: ...
-    @property
-    def scoring_script(self) -> Optional[str]: ...
-    @property
-    def conda_file(self) -> Optional[str]: ...
 
 
 class PreviousFiles(Protocol):
@@ -133,6 +132,31 @@ def stage_revision(
              "scoring_script": settings.scoring_script,
              "azureml_model_dir": str(azureml_model_dir)}
     return files, env
+
+
+#: how many times a revision is staged again when `env prune` removed its environment meanwhile
+STAGE_ATTEMPTS = 3
+
+
+@contextmanager
+def staged_then_locked(
+    store: Store, stage: Callable[[], Staged], unstage: Callable[[], None]
+) -> Iterator[Staged]:
+    """Stage a revision (fetch its files, build its environment: minutes for a first build)
+    without the store's lock, then hold the lock while the caller starts and records it.
+    `env prune` removes the environments no deployment records, under that lock: one built just
+    before may be gone once the lock is ours, and the revision is then staged again."""
+    for _ in range(STAGE_ATTEMPTS):
+        files, env = stage()
+        with store.lock():
+            if os.path.exists(env.python):
+                yield files, env
+                return
+        unstage()
+    raise InvalidState(
+        "The model's environment was removed (env prune) as soon as it was built; run the "
+        "command again."
+    )
 
 
 def _script_environment(

@@ -17,7 +17,9 @@ from mlflow_deploy.errors import InvalidParameter
 
 __all__ = ["integer", "boolean", "choice", "existing", "exclude_newer", "relative_file",
            "json_object", "environment_variables", "check_script_settings", "ScriptSettings",
-           "ENVIRONMENT_PARSERS", "SCRIPT_PARSERS", "ENVIRONMENT_HELP", "SCRIPT_HELP"]
+           "with_script_and_tags",
+           "ENVIRONMENT_PARSERS", "SCRIPT_PARSERS", "LOCAL_PARSERS", "ENVIRONMENT_HELP",
+           "SCRIPT_HELP"]
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -138,6 +140,9 @@ def environment_variables(value: Any, key: str = "environment_variables") -> Dic
 
 
 class ScriptSettings(Protocol):
+    """Where a scoring script comes from (its code folder, the script in it, its environment
+    file), or the package an MLflow model's environment is built from: paths, or None."""
+
     @property
     def code(self) -> Optional[str]: ...
     @property
@@ -164,6 +169,18 @@ def check_script_settings(settings: ScriptSettings) -> None:
         raise InvalidParameter("Config 'package' serves a packaged MLflow model without a script.")
 
 
+def with_script_and_tags(config: Dict[str, Any], spec: Any) -> Dict[str, Any]:
+    """``config``, then what a deployment's YAML spec (online or batch) says besides its own
+    settings: its scoring script (code_configuration, environment.conda_file) and the local
+    settings its ``mlflow-deploy/<setting>`` tags give."""
+    if spec.code:
+        config.update(code=spec.code, scoring_script=spec.scoring_script)
+    if spec.conda_file:
+        config["conda_file"] = spec.conda_file
+    config.update(spec.settings)
+    return config
+
+
 #: how the model's environment is built, for every kind of deployment
 ENVIRONMENT_PARSERS: Dict[str, Callable[[Any], Any]] = {
     "env_manager": choice("env_manager", MANAGERS),
@@ -178,6 +195,9 @@ SCRIPT_PARSERS: Dict[str, Callable[[Any], Any]] = {
     "scoring_script": relative_file("scoring_script"),
     "conda_file": existing("conda_file", "file"),
 }
+
+#: both, as every kind of deployment takes them
+LOCAL_PARSERS: Dict[str, Callable[[Any], Any]] = {**ENVIRONMENT_PARSERS, **SCRIPT_PARSERS}
 
 ENVIRONMENT_HELP = {
     "env_manager": "uv (default: the model's own locked, cached environment), virtualenv, "

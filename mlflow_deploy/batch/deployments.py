@@ -14,34 +14,31 @@ options; ``files`` locates the current revision's model and script; ``environmen
 environment's record.
 """
 
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from mlflow_deploy import processes
 from mlflow_deploy.batch.computes import get_compute
+from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_KEYS, RETRY_PARSERS
 from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
 from mlflow_deploy.names import check_name
 from mlflow_deploy.revisions import (
-    Staged,
     environment_record,
     remove_revision,
     remove_revisions_except,
     stage_revision,
+    staged_then_locked,
 )
 from mlflow_deploy.settings import (
     ENVIRONMENT_HELP,
-    ENVIRONMENT_PARSERS,
+    LOCAL_PARSERS,
     SCRIPT_HELP,
-    SCRIPT_PARSERS,
     boolean,
     check_script_settings,
-    choice,
+    with_script_and_tags,
     environment_variables,
-    integer,
     json_object,
 )
 from mlflow_deploy.specs import BatchDeploymentSpec
@@ -70,11 +67,6 @@ __all__ = [
     "environments_in_use",
     "key_of",
 ]
-
-_LARGE = 2 ** 31 - 1
-LEVELS = ("debug", "info", "warning", "error", "critical")
-OUTPUT_ACTIONS = ("append_row", "summary_only")
-RETRY_KEYS = ("max_retries", "timeout")
 
 
 def key_of(endpoint: str, name: str) -> str:
@@ -139,23 +131,6 @@ SETTING_HELP = {
 }
 
 
-def _output_action(value: Any) -> str:
-    text = str(value).strip().lower().replace("_", "")
-    for action in OUTPUT_ACTIONS:
-        if text == action.replace("_", ""):
-            return action
-    raise InvalidParameter("Config 'output_action' must be one of: "
-                           + ", ".join(OUTPUT_ACTIONS) + ".")
-
-
-def _file_name(value: Any) -> str:
-    text = str(value).strip() if value is not None else ""
-    if text in ("", ".", "..") or any(char in text for char in "/\\\0"):
-        raise InvalidParameter("Config 'output_file_name' must be a plain file name, with no "
-                               "folder.")
-    return text
-
-
 def _compute(value: Any) -> Optional[str]:
     from mlflow_deploy.batch.computes import check_compute_name
 
@@ -165,21 +140,11 @@ def _compute(value: Any) -> Optional[str]:
     return check_compute_name(text, "config 'compute'") if text else None
 
 
-_RETRY_PARSERS = {"max_retries": integer("retry_settings.max_retries", 0, _LARGE),
-                  "timeout": integer("retry_settings.timeout", 1, _LARGE)}
-
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
-    "mini_batch_size": integer("mini_batch_size", 1, _LARGE),
-    "max_concurrency_per_instance": integer("max_concurrency_per_instance", 1, 1000),
-    "instance_count": integer("instance_count", 1, 1000),
-    "output_action": _output_action,
-    "output_file_name": _file_name,
-    "error_threshold": integer("error_threshold", -1, _LARGE),
-    "logging_level": choice("logging_level", LEVELS),
+    **BATCH_PARSERS,
     "environment_variables": environment_variables,
     "compute": _compute,
-    **ENVIRONMENT_PARSERS,
-    **SCRIPT_PARSERS,
+    **LOCAL_PARSERS,
 }
 _KNOWN = tuple(_PARSERS) + ("retry_settings",) + RETRY_KEYS
 assert set(_PARSERS) | {"retry_settings"} == {f.name for f in fields(BatchDeploymentSettings)}
@@ -200,9 +165,9 @@ def parse_batch_settings(config: Optional[Mapping[str, Any]],
                 if name not in RETRY_KEYS:
                     raise InvalidParameter("Config 'retry_settings' takes only: "
                                            + ", ".join(RETRY_KEYS) + ".")
-                retry[name] = _RETRY_PARSERS[name](number)
+                retry[name] = RETRY_PARSERS[name](number)
         elif key in RETRY_KEYS:
-            retry[key] = _RETRY_PARSERS[key](value)
+            retry[key] = RETRY_PARSERS[key](value)
         elif key in _PARSERS:
             values[key] = _PARSERS[key](value)
         else:
@@ -231,12 +196,7 @@ def config_from_spec(spec: BatchDeploymentSpec) -> Dict[str, Any]:
         "environment_variables": dict(batch.environment_variables),
         "compute": spec.compute,
     }
-    if spec.code:
-        config.update(code=spec.code, scoring_script=spec.scoring_script)
-    if spec.conda_file:
-        config["conda_file"] = spec.conda_file
-    config.update(spec.settings)
-    return config
+    return with_script_and_tags(config, spec)
 
 
 # ---- the revision a deployment's jobs score with ---------------------------------------------
@@ -262,28 +222,6 @@ def _settings_of(deployment: BatchDeployment) -> BatchDeploymentSettings:
         conda_file=str(conda) if files.get("scoring_script") and conda.is_file() else None)
 
 
-#: how many times a revision is staged again when `env prune` removed its environment meanwhile
-STAGE_ATTEMPTS = 3
-
-
-@contextmanager
-def _staged_then_locked(store: Store, stage: Callable[[], Staged],
-                        unstage: Callable[[], None]) -> Iterator[Staged]:
-    """Stage a revision (fetch the model, build the environment: minutes for a first build)
-    without the store's lock, then hold the lock while the caller records it. `env prune`
-    removes environments no deployment records, under that lock: one built just before may be
-    gone once the lock is ours, and the revision is then staged again."""
-    for _ in range(STAGE_ATTEMPTS):
-        files, env = stage()
-        with store.lock():
-            if os.path.exists(env.python):
-                yield files, env
-                return
-        unstage()
-    raise InvalidState("The model's environment was removed (env prune) as soon as it was "
-                       "built; run the command again.")
-
-
 def _check_compute(store: Store, settings: BatchDeploymentSettings) -> None:
     if settings.compute is not None:
         get_compute(store, settings.compute, "compute")
@@ -296,30 +234,44 @@ def _endpoint(store: Store, endpoint: str) -> BatchEndpoint:
     return found
 
 
-def _split(spec_or_name: Union[BatchDeploymentSpec, str], endpoint: Optional[str],
-           model_uri: Optional[str], config: Optional[Mapping[str, Any]],
-           description: Optional[str], tags: Optional[Mapping[str, str]]):
-    """A spec's fields, or the arguments as they are."""
+class _Arguments(NamedTuple):
+    name: str
+    endpoint: str
+    model_uri: Optional[str]
+    config: Dict[str, Any]  # without set_default
+    set_default: bool
+    description: Optional[str]
+    tags: Optional[Mapping[str, str]]
+
+
+def _arguments(spec_or_name: Union[BatchDeploymentSpec, str], endpoint: Optional[str],
+               model_uri: Optional[str], config: Optional[Mapping[str, Any]], set_default: bool,
+               description: Optional[str], tags: Optional[Mapping[str, str]],
+               needs_model: bool) -> _Arguments:
+    """What a create or an update is asked, from a spec's fields (``config``, ``description``
+    and ``tags`` over them) or from the arguments as they are, with the names, the model (when
+    ``needs_model``), ``set_default`` (an argument, or a config key) and the text checked."""
     if isinstance(spec_or_name, BatchDeploymentSpec):
         spec = spec_or_name
         merged = config_from_spec(spec)
         merged.update(config or {})
-        return (spec.name, spec.endpoint_name, spec.model or model_uri, merged,
-                spec.description if description is None else description,
-                (dict(spec.tags) or None) if tags is None else tags)
-    return spec_or_name, endpoint, model_uri, dict(config or {}), description, tags
-
-
-def _pop_set_default(config: Dict[str, Any], set_default: bool) -> bool:
-    return boolean("set_default")(config.pop("set_default", False)) or bool(set_default)
-
-
-def _check_text(description: Any, tags: Any) -> None:
+        name, endpoint, model_uri, config = (spec.name, spec.endpoint_name,
+                                             spec.model or model_uri, merged)
+        description = spec.description if description is None else description
+        tags = (dict(spec.tags) or None) if tags is None else tags
+    else:
+        name, config = spec_or_name, dict(config or {})
+    check_name(name, "deployment name (--name)")
+    check_name(endpoint, "endpoint name (--endpoint-name)")
+    if needs_model and not model_uri:
+        raise InvalidParameter("A batch deployment needs a model (key 'model').")
+    set_default = boolean("set_default")(config.pop("set_default", False)) or bool(set_default)
     if description is not None and not isinstance(description, str):
         raise InvalidParameter("Config 'description' must be text.")
     if tags is not None and (not isinstance(tags, Mapping)
                              or not all(isinstance(k, str) for k in tags)):
         raise InvalidParameter("Config 'tags' must map names to text.")
+    return _Arguments(name, endpoint, model_uri, config, set_default, description, tags)
 
 
 def create_batch_deployment(
@@ -341,14 +293,9 @@ def create_batch_deployment(
     deployment of an endpoint without a default becomes it (as on Azure), and ``set_default``
     makes this one the default."""
     store = store or Store()
-    name, endpoint, model_uri, config, description, tags = _split(
-        spec_or_name, endpoint, model_uri, config, description, tags)
-    check_name(name, "deployment name (--name)")
-    check_name(endpoint, "endpoint name (--endpoint-name)")
-    if not model_uri:
-        raise InvalidParameter("A batch deployment needs a model (key 'model').")
-    set_default = _pop_set_default(config, set_default)
-    _check_text(description, tags)
+    name, endpoint, model_uri, config, set_default, description, tags = _arguments(
+        spec_or_name, endpoint, model_uri, config, set_default, description, tags,
+        needs_model=True)
     settings = parse_batch_settings(config)
     key = key_of(endpoint, name)
 
@@ -367,7 +314,7 @@ def create_batch_deployment(
         recorded = False
         try:
             root.mkdir(parents=True)
-            with _staged_then_locked(
+            with staged_then_locked(
                 store,
                 lambda: stage_revision(root, 1, model_uri, settings),
                 lambda: remove_revision(root, 1),
@@ -414,12 +361,9 @@ def update_batch_deployment(
     deployment to it only once it is complete: on failure the deployment is as it was. Jobs
     already running keep the revision they started with."""
     store = store or Store()
-    name, endpoint, model_uri, config, description, tags = _split(
-        spec_or_name, endpoint, model_uri, config, description, tags)
-    check_name(name, "deployment name (--name)")
-    check_name(endpoint, "endpoint name (--endpoint-name)")
-    set_default = _pop_set_default(config, set_default)
-    _check_text(description, tags)
+    name, endpoint, model_uri, config, set_default, description, tags = _arguments(
+        spec_or_name, endpoint, model_uri, config, set_default, description, tags,
+        needs_model=False)
     key = key_of(endpoint, name)
     _get(store, endpoint, name)  # a recorded name before its lock's file is named
     with store.lock_row(BATCH_DEPLOYMENTS, key):
@@ -433,7 +377,7 @@ def update_batch_deployment(
                              deployment.files.get("azureml_model_dir"))
         committed = False
         try:
-            with _staged_then_locked(
+            with staged_then_locked(
                 store,
                 lambda: stage_revision(root, revision, model_uri, settings, previous),
                 lambda: remove_revision(root, revision),

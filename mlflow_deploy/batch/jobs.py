@@ -54,9 +54,10 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 from mlflow_deploy import detached, processes
 from mlflow_deploy.batch import executors, output
+from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_PARSERS
 from mlflow_deploy.batch.worker import WorkerFailed, WorkerSpec, WorkerStartFailed
 from mlflow_deploy.errors import DeployError, InvalidParameter, InvalidState, NotFound
-from mlflow_deploy.settings import choice, environment_variables, integer, json_object
+from mlflow_deploy.settings import choice, environment_variables, json_object
 from mlflow_deploy.store import BATCH_ENDPOINTS, JOBS, Job, Store
 
 __all__ = ["invoke", "parse_overrides", "list_jobs", "show_job", "cancel_job", "resume_job",
@@ -72,9 +73,6 @@ START_GRACE_S = 60.0
 CANCEL_GRACE_S = 60.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _GLOB = re.compile(r"[*?\[]")
-_LARGE = 2 ** 31 - 1
-_LEVELS = ("debug", "info", "warning", "error", "critical")
-_ACTIONS = ("append_row", "summary_only")
 _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:[0-9]{1,5}$")
 _DIED = ("The job's process ended before the job did; `mlflow-deploy job resume --name {}` "
          "finishes it.")
@@ -90,22 +88,6 @@ _DEFAULTS: Dict[str, Any] = {
 
 
 # ---- overrides ----------------------------------------------------------------------------------
-
-def _action(value: Any) -> str:
-    text = str(value).strip().lower().replace("_", "")
-    for action in _ACTIONS:
-        if text == action.replace("_", ""):
-            return action
-    raise InvalidParameter("Config 'output_action' must be one of: " + ", ".join(_ACTIONS) + ".")
-
-
-def _file_name(value: Any) -> str:
-    text = str(value).strip() if value is not None else ""
-    if text in ("", ".", "..") or any(char in text for char in "/\\\0"):
-        raise InvalidParameter("Config 'output_file_name' must be a plain file name, with no "
-                               "folder.")
-    return text
-
 
 def _executor(value: Any) -> str:
     return choice("executor", tuple(executors.EXECUTORS))(value)
@@ -129,21 +111,18 @@ def _compute(value: Any) -> Optional[str]:
     return text or None
 
 
+# in the order the message of an unknown --set key lists them
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
-    "mini_batch_size": integer("mini_batch_size", 1, _LARGE),
-    "instance_count": integer("instance_count", 1, 1000),
-    "max_concurrency_per_instance": integer("max_concurrency_per_instance", 1, 1000),
-    "error_threshold": integer("error_threshold", -1, _LARGE),
-    "output_action": _action,
-    "output_file_name": _file_name,
+    **{key: BATCH_PARSERS[key] for key in ("mini_batch_size", "instance_count",
+                                           "max_concurrency_per_instance", "error_threshold",
+                                           "output_action", "output_file_name")},
     "output_format": choice("output_format", output.FORMATS),
-    "logging_level": choice("logging_level", _LEVELS),
+    "logging_level": BATCH_PARSERS["logging_level"],
     "executor": _executor,
     "scheduler_address": _address,
     "compute": _compute,
 }
-_RETRY = {"max_retries": integer("retry_settings.max_retries", 0, _LARGE),
-          "timeout": integer("retry_settings.timeout", 1, _LARGE)}
+_RETRY = RETRY_PARSERS
 # other spellings: Azure's SDK overrides compute.instance_count, the YAML has settings.* and
 # resources.instance_count
 _ALIASES = {"compute.instance_count": "instance_count",

@@ -11,8 +11,8 @@ from typing import Any, Dict, Optional, Sequence, Set
 
 import click
 
-from .common import say
-from .online_endpoint import FILE, LOCAL, SET, print_json
+from .common import add_show_list_delete, print_json, say_warnings, with_options
+from .online_endpoint import FILE, LOCAL, SET
 
 __all__ = ["batch_deployment_group"]
 
@@ -20,6 +20,9 @@ NAME = click.option("-n", "--name", default=None, help="The deployment's name.")
 ENDPOINT = click.option("-e", "--endpoint-name", default=None, help="The endpoint's name.")
 SET_DEFAULT = click.option("--set-default", is_flag=True,
                            help="Make it the endpoint's default deployment.")
+# create and update take the same file and flags
+SPEC_OPTIONS = with_options(FILE, NAME, ENDPOINT, SET, SET_DEFAULT, LOCAL,
+                            click.option("--no-wait", is_flag=True, hidden=True, help="Accepted."))
 # the YAML's keys that are no config key of their own: what a --set under them changes
 _SCRIPT_KEYS = {"code_configuration": ("code", "scoring_script"),
                 "environment": ("conda_file",)}
@@ -33,11 +36,8 @@ def batch_deployment_group():
 def _spec(file, name, endpoint_name, set_values):
     from mlflow_deploy.specs import load_batch_deployment_spec
 
-    spec = load_batch_deployment_spec(file, name=name, endpoint_name=endpoint_name,
-                                      set_values=set_values)
-    for warning in spec.warnings:
-        say(warning)
-    return spec
+    return say_warnings(load_batch_deployment_spec(file, name=name, endpoint_name=endpoint_name,
+                                                   set_values=set_values))
 
 
 def _touched(set_values: Sequence[str]) -> Set[str]:
@@ -88,13 +88,7 @@ def _update_arguments(spec, file: Optional[str], set_values: Sequence[str]) -> D
 
 
 @batch_deployment_group.command("create")
-@FILE
-@NAME
-@ENDPOINT
-@SET
-@SET_DEFAULT
-@LOCAL
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+@SPEC_OPTIONS
 def create(file, name, endpoint_name, set_values, set_default, local, no_wait):
     """Fetch the model, copy the code, build the environment; print the deployment."""
     from mlflow_deploy.batch import deployments
@@ -104,13 +98,7 @@ def create(file, name, endpoint_name, set_values, set_default, local, no_wait):
 
 
 @batch_deployment_group.command("update")
-@FILE
-@NAME
-@ENDPOINT
-@SET
-@SET_DEFAULT
-@LOCAL
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
+@SPEC_OPTIONS
 def update(file, name, endpoint_name, set_values, set_default, local, no_wait):
     """Build the next revision aside and switch to it once it is complete; on failure the
     deployment is as it was."""
@@ -122,31 +110,21 @@ def update(file, name, endpoint_name, set_values, set_default, local, no_wait):
         **_update_arguments(spec, file, set_values)))
 
 
-@batch_deployment_group.command("show")
-@click.option("-n", "--name", required=True, help="The deployment's name.")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-def show(name: str, endpoint_name: str):
+def _show(name: str, endpoint_name: str):
     """Print the deployment."""
     from mlflow_deploy.batch import deployments
 
-    print_json(deployments.get_batch_deployment(name, endpoint_name))
+    return deployments.get_batch_deployment(name, endpoint_name)
 
 
-@batch_deployment_group.command("list")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-def list_(endpoint_name: str):
+def _list(endpoint_name: str):
     """Print the endpoint's deployments."""
     from mlflow_deploy.batch import deployments
 
-    print_json(deployments.list_batch_deployments(endpoint_name))
+    return deployments.list_batch_deployments(endpoint_name)
 
 
-@batch_deployment_group.command("delete")
-@click.option("-n", "--name", required=True, help="The deployment's name.")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
-def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
+def _delete(name: str, endpoint_name: str):
     """Delete a deployment (not the endpoint's default while it has others)."""
     from mlflow_deploy.batch import deployments
     from mlflow_deploy.store import Store
@@ -154,4 +132,7 @@ def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
     store = Store()
     deployments.get_batch_deployment(name, endpoint_name, store)  # NotFound names the flag
     deployments.delete_batch_deployment(name, endpoint_name, store=store)
-    say("deleted batch deployment " + name)
+
+
+add_show_list_delete(batch_deployment_group, "deployment", "batch deployment", _show, _list,
+                     _delete, of_endpoint=True)

@@ -10,8 +10,8 @@ import click
 
 from mlflow_deploy.errors import NotFound
 
-from .common import say
-from .online_endpoint import FILE, LOCAL, SET, print_json
+from .common import add_show_list_delete, named_flag, print_json, say, say_warnings
+from .online_endpoint import CREATE_OPTIONS, FILE, LOCAL, SET
 
 __all__ = ["batch_endpoint_group"]
 
@@ -26,18 +26,11 @@ def batch_endpoint_group():
 def _spec(file, name, set_values):
     from mlflow_deploy.specs import load_batch_endpoint_spec
 
-    spec = load_batch_endpoint_spec(file, name=name, set_values=set_values)
-    for warning in spec.warnings:
-        say(warning)
-    return spec
+    return say_warnings(load_batch_endpoint_spec(file, name=name, set_values=set_values))
 
 
 @batch_endpoint_group.command("create")
-@FILE
-@NAME
-@SET
-@LOCAL
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted; creates are quick here.")
+@CREATE_OPTIONS
 def create(file: Optional[str], name: Optional[str], set_values, local: bool, no_wait: bool):
     """Create a batch endpoint; print it. ``defaults.deployment_name`` may name a deployment
     still to be created; otherwise its first deployment becomes its default."""
@@ -70,28 +63,21 @@ def update(file, name, set_values, local, no_wait):
         default_deployment=spec.default_deployment))
 
 
-@batch_endpoint_group.command("show")
-@click.option("-n", "--name", required=True, help="The endpoint's name.")
-def show(name: str):
+def _show(name: str):
     """Print the endpoint, with its default deployment."""
     from mlflow_deploy.batch import endpoints
 
-    print_json(endpoints.get_batch_endpoint(name))
+    return endpoints.get_batch_endpoint(name)
 
 
-@batch_endpoint_group.command("list")
-def list_():
+def _list():
     """Print every batch endpoint."""
     from mlflow_deploy.batch import endpoints
 
-    print_json(endpoints.list_batch_endpoints())
+    return endpoints.list_batch_endpoints()
 
 
-@batch_endpoint_group.command("delete")
-@click.option("-n", "--name", required=True, help="The endpoint's name.")
-@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
-def delete(name: str, yes: bool, no_wait: bool):
+def _delete(name: str):
     """Delete the endpoint and its deployments; its jobs stay listed."""
     from mlflow_deploy.batch import endpoints
     from mlflow_deploy.store import Store
@@ -100,7 +86,9 @@ def delete(name: str, yes: bool, no_wait: bool):
     if endpoints.find_batch_endpoint(store, name) is None:
         raise NotFound("No batch endpoint with this name (--name).")
     endpoints.delete_batch_endpoint(name, store=store)
-    say("deleted batch endpoint " + name)
+
+
+add_show_list_delete(batch_endpoint_group, "endpoint", "batch endpoint", _show, _list, _delete)
 
 
 @batch_endpoint_group.command("invoke")
@@ -137,10 +125,14 @@ def invoke(name, input_, input_type, deployment_name, output_path, set_values, m
 
     from .job import raise_unless_completed
 
-    overrides = jobs.parse_overrides(
-        set_values, mini_batch_size=mini_batch_size, instance_count=instance_count,
-        max_concurrency_per_instance=max_concurrency_per_instance, max_retries=max_retries,
-        timeout=timeout, error_threshold=error_threshold)
+    flags = dict(mini_batch_size=mini_batch_size, instance_count=instance_count,
+                 max_concurrency_per_instance=max_concurrency_per_instance,
+                 max_retries=max_retries, timeout=timeout, error_threshold=error_threshold)
+    for key, value in flags.items():
+        if value is not None:
+            with named_flag("--" + key.replace("_", "-")):
+                jobs.parse_overrides(**{key: value})
+    overrides = jobs.parse_overrides(set_values, **flags)
     job = jobs.invoke(name, input_, deployment=deployment_name, input_type=input_type,
                       output_path=output_path, overrides=overrides)
     for warning in job.get("warnings", ()):

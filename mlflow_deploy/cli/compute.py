@@ -6,8 +6,7 @@ from typing import Optional
 
 import click
 
-from .common import say
-from .online_endpoint import print_json
+from .common import add_show_list_delete, print_json
 
 __all__ = ["compute_group"]
 
@@ -32,29 +31,25 @@ def create(name: str, type_: str, scheduler_address: Optional[str], description:
     print_json(computes.create_compute(name, type_, scheduler_address, description))
 
 
-@compute_group.command("show")
-@click.option("-n", "--name", required=True, help="The compute's name.")
-def show(name: str):
+def _show(name: str):
     """Print the compute, with the batch deployments that use it."""
     from mlflow_deploy.batch import computes
 
-    print_json(computes.show_compute(name))
+    return computes.show_compute(name)
 
 
-@compute_group.command("list")
-def list_():
+def _list():
     """Print every compute."""
     from mlflow_deploy.batch import computes
 
-    print_json(computes.list_computes())
+    return computes.list_computes()
 
 
-@compute_group.command("delete")
-@click.option("-n", "--name", required=True, help="The compute's name.")
-@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
-def delete(name: str, yes: bool):
+def _delete(name: str):
     """Delete a compute no batch deployment uses."""
     from mlflow_deploy.batch import computes
 
     computes.delete_compute(name)
-    say("deleted compute " + name)
+
+
+add_show_list_delete(compute_group, "compute", "compute", _show, _list, _delete, no_wait=False)

@@ -11,7 +11,7 @@ import click
 
 from mlflow_deploy.errors import DeployError
 
-from .online_endpoint import print_json
+from .common import print_json
 
 __all__ = ["job_group", "JOB_NAME", "raise_unless_completed"]
 

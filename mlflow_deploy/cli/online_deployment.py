@@ -12,8 +12,8 @@ import click
 
 from mlflow_deploy.errors import InvalidParameter, NotFound
 
-from .common import say
-from .online_endpoint import FILE, LOCAL, SET, print_json
+from .common import add_show_list_delete, print_json, say, say_warnings
+from .online_endpoint import FILE, LOCAL, SET
 
 __all__ = ["online_deployment_group"]
 
@@ -30,10 +30,8 @@ def _spec_and_config(file, name, endpoint_name, set_values):
     from mlflow_deploy.online.settings import config_from_spec
     from mlflow_deploy.specs import load_deployment_spec
 
-    spec = load_deployment_spec(file, name=name, endpoint_name=endpoint_name,
-                                set_values=set_values)
-    for warning in spec.warnings:
-        say(warning)
+    spec = say_warnings(load_deployment_spec(file, name=name, endpoint_name=endpoint_name,
+                                             set_values=set_values))
     return spec, config_from_spec(spec)
 
 
@@ -76,31 +74,21 @@ def update(file, name, endpoint_name, set_values, local, no_wait):
                                         endpoint=spec.endpoint_name))
 
 
-@online_deployment_group.command("show")
-@click.option("-n", "--name", required=True, help="The deployment's name.")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-def show(name: str, endpoint_name: str):
+def _show(name: str, endpoint_name: str):
     """Print the deployment, with its state from a live probe."""
     from mlflow_deploy import online
 
-    print_json(online.get_deployment(name, endpoint=endpoint_name))
+    return online.get_deployment(name, endpoint=endpoint_name)
 
 
-@online_deployment_group.command("list")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-def list_(endpoint_name: str):
+def _list(endpoint_name: str):
     """Print the endpoint's deployments."""
     from mlflow_deploy import online
 
-    print_json(online.list_deployments(endpoint=endpoint_name))
+    return online.list_deployments(endpoint=endpoint_name)
 
 
-@online_deployment_group.command("delete")
-@click.option("-n", "--name", required=True, help="The deployment's name.")
-@click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
-@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
-def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
+def _delete(name: str, endpoint_name: str):
     """Delete a deployment that takes no traffic (move its traffic first)."""
     from mlflow_deploy import online
     from mlflow_deploy.store import Store
@@ -110,7 +98,10 @@ def delete(name: str, endpoint_name: str, yes: bool, no_wait: bool):
     if deployment is None or deployment.endpoint != endpoint_name:
         raise NotFound("The endpoint has no deployment with this name (--name, --endpoint-name).")
     online.delete_deployment(name, endpoint=endpoint_name, store=store)
-    say("deleted deployment " + name)
+
+
+add_show_list_delete(online_deployment_group, "deployment", "deployment", _show, _list, _delete,
+                     of_endpoint=True)
 
 
 @online_deployment_group.command("get-logs")

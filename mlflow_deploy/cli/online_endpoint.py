@@ -5,7 +5,6 @@ a reboot) and ``show-mirror`` (the agreement report of mirrored traffic, which A
 Like ``az ml``, ``show``, ``list``, ``get-credentials`` and the changes print JSON on stdout;
 warnings and progress go to stderr.
 """
-import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -13,14 +12,9 @@ import click
 
 from mlflow_deploy.errors import InvalidParameter
 
-from .common import say
+from .common import add_show_list_delete, print_json, say, say_warnings, with_options
 
-__all__ = ["online_endpoint_group", "print_json", "FILE", "SET", "LOCAL"]
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
-
+__all__ = ["online_endpoint_group", "print_json", "FILE", "SET", "LOCAL", "CREATE_OPTIONS"]
 
 FILE = click.option("-f", "--file", "file", default=None, metavar="YAML",
                     help="The Azure ML CLI v2 YAML file ($schema is ignored).")
@@ -30,6 +24,10 @@ SET = click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
 LOCAL = click.option("--local", is_flag=True, hidden=True,
                      help="Accepted and ignored: everything here is local.")
 NAME = click.option("-n", "--name", default=None, help="The endpoint's name.")
+#: what creating an endpoint, online or batch, takes
+CREATE_OPTIONS = with_options(
+    FILE, NAME, SET, LOCAL,
+    click.option("--no-wait", is_flag=True, hidden=True, help="Accepted; creates are quick here."))
 
 
 @click.group("online-endpoint")
@@ -38,17 +36,12 @@ def online_endpoint_group():
 
 
 def _endpoint_config(spec) -> Dict[str, Any]:
-    for warning in spec.warnings:
-        say(warning)
+    say_warnings(spec)
     return {"auth_mode": spec.auth_mode, "description": spec.description}
 
 
 @online_endpoint_group.command("create")
-@FILE
-@NAME
-@SET
-@LOCAL
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted; creates are quick here.")
+@CREATE_OPTIONS
 def create(file: Optional[str], name: Optional[str], set_values, local: bool, no_wait: bool):
     """Create an endpoint and start its gateway; print it."""
     from mlflow_deploy.online import endpoints
@@ -98,33 +91,28 @@ def update(file, name, set_values, traffic, mirror_traffic, local, no_wait):
     print_json(endpoints.update_endpoint(spec.name, config=config))
 
 
-@online_endpoint_group.command("show")
-@click.option("-n", "--name", required=True, help="The endpoint's name.")
-def show(name: str):
+def _show(name: str):
     """Print the endpoint (never its keys)."""
     from mlflow_deploy.online import endpoints
 
-    print_json(endpoints.get_endpoint(name))
+    return endpoints.get_endpoint(name)
 
 
-@online_endpoint_group.command("list")
-def list_():
+def _list():
     """Print every endpoint, with its state (Running or Stopped)."""
     from mlflow_deploy.online import endpoints
 
-    print_json(endpoints.list_endpoints())
+    return endpoints.list_endpoints()
 
 
-@online_endpoint_group.command("delete")
-@click.option("-n", "--name", required=True, help="The endpoint's name.")
-@click.option("-y", "--yes", is_flag=True, help="Accepted: deletes do not ask here.")
-@click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
-def delete(name: str, yes: bool, no_wait: bool):
+def _delete(name: str):
     """Delete the endpoint, its gateway and its deployments."""
     from mlflow_deploy.online import endpoints
 
     endpoints.delete_endpoint(name)
-    say("deleted endpoint " + name)
+
+
+add_show_list_delete(online_endpoint_group, "endpoint", "endpoint", _show, _list, _delete)
 
 
 @online_endpoint_group.command("get-credentials")

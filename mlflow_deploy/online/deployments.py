@@ -8,12 +8,10 @@ environment builds. Before the gateway exists an endpoint's scoring URI is the s
 deployment holding its traffic.
 """
 
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import (
     AlreadyExists,
@@ -40,12 +38,12 @@ from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, Keys
 from mlflow_deploy.online.invoke import score, to_payload
 from mlflow_deploy.names import check_name
 from mlflow_deploy.revisions import (
-    Staged,
     environment_record,
     remove_revision,
     remove_revisions_except,
     stage_revision,
 )
+from mlflow_deploy.revisions import staged_then_locked as _staged_then_locked
 from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
@@ -136,31 +134,6 @@ def _check_new(store: Store, name: str, settings: DeploymentSettings) -> List[in
     if store.find_deployment(name) is not None:
         raise AlreadyExists("A deployment with this name already exists (--name).")
     return _pick_ports(store, settings, settings.instance_count)
-
-
-#: how many times a revision is staged again when `env prune` removed its environment meanwhile
-STAGE_ATTEMPTS = 3
-
-
-@contextmanager
-def _staged_then_locked(
-    store: Store, stage: Callable[[], Staged], unstage: Callable[[], None]
-) -> Iterator[Staged]:
-    """Stage a revision (fetch its files, build its environment: minutes for a first build)
-    without the store's lock, then hold the lock while the caller starts and records it.
-    `env prune` removes the environments no deployment records, under that lock: one built just
-    before may be gone once the lock is ours, and the revision is then staged again."""
-    for _ in range(STAGE_ATTEMPTS):
-        files, env = stage()
-        with store.lock():
-            if os.path.exists(env.python):
-                yield files, env
-                return
-        unstage()
-    raise InvalidState(
-        "The model's environment was removed (env prune) as soon as it was built; run the "
-        "command again."
-    )
 
 
 def create_deployment(

@@ -12,11 +12,11 @@ from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
 from mlflow_deploy.settings import (
     ENVIRONMENT_HELP,
-    ENVIRONMENT_PARSERS,
+    LOCAL_PARSERS,
     SCRIPT_HELP,
-    SCRIPT_PARSERS,
     boolean,
     check_script_settings,
+    with_script_and_tags,
 )
 from mlflow_deploy.settings import environment_variables as _variables
 from mlflow_deploy.settings import integer as _integer
@@ -144,8 +144,7 @@ def _validation(value: Any) -> str:
 
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "instance_count": _integer("instance_count", 1, MAX_INSTANCES),
-    **ENVIRONMENT_PARSERS,
-    **SCRIPT_PARSERS,
+    **LOCAL_PARSERS,
     "validation": _validation,
     "request_timeout_ms": _integer("request_timeout_ms", 1, MAX_REQUEST_TIMEOUT_MS),
     "max_request_mb": _max_request_mb,
@@ -193,9 +192,4 @@ def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
         "liveness_probe": asdict(spec.liveness_probe),
         "readiness_probe": asdict(spec.readiness_probe),
     }
-    if spec.code:
-        config.update(code=spec.code, scoring_script=spec.scoring_script)
-    if spec.conda_file:
-        config["conda_file"] = spec.conda_file
-    config.update(spec.settings)
-    return config
+    return with_script_and_tags(config, spec)

@@ -141,7 +141,6 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
                                + _one_line(exc), "traceback": text})
         return 1
     write_json(proto_out, {"ready": True, "pid": os.getpid()})
-    log = logging.getLogger("mlflow_deploy.batch")
     try:
         while True:
             frame = read_frame(proto_in)
@@ -157,8 +156,7 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
                 # which files a short run() left out is unknown: the last ones count as failed
                 for path in files[len(files) - result.missing:]:
                     errors.setdefault(path, result.missing_message())
-            for line in result.messages():
-                log.warning("%s", line)
+            # the problems travel in the outcome: the job logs each once, as its own line
             write_json(proto_out, {"rows": result.count if result.error is None else 0,
                                    "file_errors": errors, "error": result.error,
                                    "traceback": result.traceback})

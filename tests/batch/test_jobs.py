@@ -4,6 +4,7 @@ the output file. Tiny folders; every wait is on the job's status, with a deadlin
 import ast
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def test_a_corrupt_file_counts_as_failed_and_the_rest_is_written(jobs_home, fold
     assert_same(rows, expected)
     log = Path(done["log_path"]).read_text()
     assert "corrupt-0.parquet" in log and " DEBUG mini-batch 1 files: " in log
+    # the failed file's warning once: the job's own line, not the worker's too
+    assert log.count("Error processing input file") == 1
+    assert re.search(r" WARNING mini-batch \d+: Error processing input file", log)
 
 
 def test_error_threshold_0_fails_the_job_at_the_first_failed_file(jobs_home, tmp_path):

@@ -85,6 +85,9 @@ def test_bad_arguments_are_one_line_errors(home, tmp_path):
         (["--set", "mini_batch_size=0"], 2, "mini_batch_size"),
         (["--set", "colour=red"], 2, "unknown key 'colour'"),
         (["--deployment-name", "absent"], 3, "--deployment-name"),
+        # a flag's error names the flag, not the config key it sets
+        (["--mini-batch-size", "0"], 2, "Error: --mini-batch-size must be between 1 and"),
+        (["--max-retries", "-1"], 2, "Error: --max-retries must be between 0 and"),
     ]:
         result = run("batch-endpoint", "invoke", "--name", ENDPOINT, "--input", data, *args,
                      code=code)
