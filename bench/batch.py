@@ -20,7 +20,8 @@ Everything runs single-threaded per worker (one BLAS/OpenMP thread) so that one 
 core: rows per CPU-second is then comparable across methods. Job start-up (endpoint and job
 creation to the first finished mini-batch) is reported apart from the steady-state rate.
 CPU is the whole machine's busy time during the run (/proc/stat), so run it on a quiet machine.
-Peak memory per worker above its idle size is sampled from /proc every 0.1 s.
+Peak memory of one worker above its idle size (model loaded) is measured on the largest file
+with a worker started directly, beside that file's size as a DataFrame.
 """
 import argparse
 import json
@@ -38,7 +39,6 @@ VENV_BIN = Path(sys.executable).parent
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                  "ARROW_NUM_THREADS": "1"}
 COLUMNS = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
-WORKER_MARK = "mlflow_deploy.scoring.batchworker"
 
 FLOOR = r"""
 import glob, os, sys, time
@@ -67,35 +67,6 @@ def cpu_busy_s():
         fields = [float(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-class WorkerMemory(threading.Thread):
-    """The largest RSS each batch worker process reached above its first sample (its idle size
-    once the model is loaded is close to the first samples: the first mini-batch is read after)."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.first, self.peak = {}, {}
-
-    def run(self):
-        while not self.stop.wait(0.1):
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        if WORKER_MARK.encode() not in f.read():
-                            continue
-                    with open(f"/proc/{pid}/status") as f:
-                        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-                except (OSError, StopIteration):
-                    continue
-                self.first.setdefault(pid, rss)
-                self.peak[pid] = max(self.peak.get(pid, 0), rss)
-
-    def above_idle_mb(self):
-        return max((self.peak[p] - self.first[p]) / 1024 for p in self.peak) if self.peak else None
 
 
 def make_data(root: Path, rows: int, files: int) -> Path:
@@ -127,17 +98,11 @@ def make_data(root: Path, rows: int, files: int) -> Path:
     return folder
 
 
-def timed(name, argv, rows, env=None, sample_memory=False, scale=1.0):
-    memory = WorkerMemory() if sample_memory else None
-    if memory:
-        memory.start()
+def timed(name, argv, rows, env=None, scale=1.0):
     busy, start = cpu_busy_s(), time.monotonic()
     proc = subprocess.run(argv, env={**os.environ, **SINGLE_THREAD, **(env or {})},
                           capture_output=True, text=True)
     wall, cpu = time.monotonic() - start, cpu_busy_s() - busy
-    if memory:
-        memory.stop.set()
-        memory.join()
     result = {"method": name, "rows": rows, "wall_s": round(wall * scale, 2),
               "rows_per_s": round(rows / (wall * scale)), "cpu_s": round(cpu * scale, 2),
               "rows_per_cpu_s": round(rows / max(cpu * scale, 1e-9)), "rc": proc.returncode}
@@ -146,12 +111,43 @@ def timed(name, argv, rows, env=None, sample_memory=False, scale=1.0):
             steady = float(line.split()[1])
             result["steady_rows_per_s"] = round(rows / steady)
             result["startup_s"] = round(wall - steady, 2)
-    if memory:
-        result["worker_peak_above_idle_mb"] = memory.above_idle_mb()
     if proc.returncode:
         result["error"] = (proc.stderr or proc.stdout)[-800:]
     print(json.dumps(result), flush=True)
     return result
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+def worker_memory(deployment: dict, largest: Path) -> dict:
+    """Peak RSS of one batch worker above its idle size (model loaded, nothing read), scoring the
+    largest input file, beside that file's in-memory size as a DataFrame."""
+    import pandas as pd
+
+    from mlflow_deploy.batch.worker import BatchWorker, WorkerSpec
+
+    worker = BatchWorker(WorkerSpec(python=deployment["environment"]["python"],
+                                    model_dir=deployment["files"]["model_dir"],
+                                    environment_variables=SINGLE_THREAD))
+    try:
+        worker.run([], timeout=600)  # starts it: the model is loaded
+        idle = peak = rss_kb(worker.pid)
+        done = threading.Event()
+        runner = threading.Thread(target=lambda: (worker.run([str(largest)], 600), done.set()))
+        runner.start()
+        while not done.wait(0.02):
+            peak = max(peak, rss_kb(worker.pid))
+        runner.join()
+    finally:
+        worker.close()
+    reader = pd.read_parquet if largest.suffix == ".parquet" else pd.read_csv
+    frame_mb = reader(largest).memory_usage(deep=True).sum() / 2 ** 20
+    return {"worker_idle_mb": round(idle / 1024), "worker_peak_above_idle_mb":
+            round((peak - idle) / 1024, 1), "largest_file_in_memory_mb": round(frame_mb, 1),
+            "ratio": round((peak - idle) / 1024 / frame_mb, 2)}
 
 
 def cli(*args, env):
@@ -163,6 +159,7 @@ def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, w
     """A job as a user runs it: endpoint, deployment (YAML), invoke --wait; timed from invoke."""
     env = {**os.environ, "MLFLOW_DEPLOY_HOME": str(home)}
     endpoint = "bench-" + name.replace("_", "-")
+    home.mkdir(parents=True, exist_ok=True)
     spec = home / f"{endpoint}.yml"
     spec.write_text(
         f"name: main\nendpoint_name: {endpoint}\nmodel: {model}\n"
@@ -172,17 +169,33 @@ def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, w
     cli("batch-endpoint", "create", "--name", endpoint, env=env)
     cli("batch-deployment", "create", "-f", str(spec), "--set-default", env=env)
     out = Path(tempfile.mkdtemp(prefix="bench-batch-out-"))
+    invoked = time.time()
     try:
         result = timed(name, [str(VENV_BIN / "mlflow-deploy"), "batch-endpoint", "invoke",
                               "--name", endpoint, "--input", str(folder), "--output-path",
                               str(out), "--instance-count", str(workers), "--wait",
                               "--set", f"executor={executor}"],
-                       rows, env={"MLFLOW_DEPLOY_HOME": str(home)}, sample_memory=True)
+                       rows, env={"MLFLOW_DEPLOY_HOME": str(home)})
         jobs = json.loads(cli("batch-endpoint", "list-jobs", "--name", endpoint, env=env))
         if jobs:
             job = jobs[-1]
-            result["job"] = {k: job.get(k) for k in ("status", "counts", "timings")}
-            print(json.dumps({"method": name, "job": result["job"]}), flush=True)
+            result["job"] = {k: job.get(k) for k in ("status", "counts", "duration_s")}
+            # steady state from the done records' times: after each worker's first mini-batch
+            # (model load and first read) until the last; the files are of equal size
+            done = sorted(p.stat().st_mtime for p in
+                          (Path(job["log_path"]).parent / "done").glob("*.json"))
+            if len(done) > workers:
+                steady = done[-1] - done[workers - 1]
+                result["steady_rows_per_s"] = round(
+                    rows * (len(done) - workers) / len(done) / steady)
+                result["startup_s"] = round(done[workers - 1] - invoked, 2)
+            print(json.dumps({"method": name, **result}), flush=True)
+        if workers == 1 and executor == "local":
+            deployment = json.loads(cli("batch-deployment", "show", "--name", "main",
+                                        "--endpoint-name", endpoint, env=env))
+            largest = max(folder.iterdir(), key=lambda p: p.stat().st_size)
+            result["memory"] = worker_memory(deployment, largest)
+            print(json.dumps({"method": name, "memory": result["memory"]}), flush=True)
         return result
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -233,12 +246,16 @@ def main():
                 results.append(ours(name, inputs, args.model, args.rows, home, executor, workers))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("\n| method | rows/s | steady rows/s | rows per CPU-s | wall s | worker peak above idle MB |")
+    print(f"\n{args.rows:,} rows in {args.files} {args.format} files\n")
+    print("| method | rows/s | steady rows/s | start-up s | rows per CPU-s | wall s |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['method']} | {r['rows_per_s']:,} | {r.get('steady_rows_per_s', '')} | "
-              f"{r['rows_per_cpu_s']:,} | {r['wall_s']} | {r.get('worker_peak_above_idle_mb') or ''}"
+              f"{r.get('startup_s', '')} | {r['rows_per_cpu_s']:,} | {r['wall_s']}"
               f"{' (rc ' + str(r['rc']) + ')' if r['rc'] else ''} |")
+    for r in results:
+        if "memory" in r:
+            print(f"\n{r['method']} worker memory: {json.dumps(r['memory'])}")
 
 
 if __name__ == "__main__":
