@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 from mlflow_deploy import processes
 from mlflow_deploy.batch.computes import get_compute
-from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_KEYS, RETRY_PARSERS
+from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_KEYS, RETRY_PARSERS, compute
 from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
 from mlflow_deploy.names import check_name
 from mlflow_deploy.revisions import (
@@ -41,7 +41,7 @@ from mlflow_deploy.settings import (
     environment_variables,
     json_object,
 )
-from mlflow_deploy.specs import BatchDeploymentSpec
+from mlflow_deploy.specs import BatchDeploymentSpec, BatchSettings
 from mlflow_deploy.store import (
     BATCH_DEPLOYMENTS,
     BATCH_ENDPOINTS,
@@ -73,20 +73,24 @@ def key_of(endpoint: str, name: str) -> str:
     return BatchDeployment.key_of(endpoint, name)
 
 
+#: Azure's defaults, as the YAML's specs define them
+_AZURE = BatchSettings()
+
+
 @dataclass(frozen=True)
 class BatchDeploymentSettings:
     """A batch deployment's settings, Azure's defaults. ``code``, ``scoring_script`` and
     ``conda_file`` say where a revision's script comes from: they are staged into the revision
     (``files``), not kept in ``config``."""
-    mini_batch_size: int = 10  # files per run() call
-    max_concurrency_per_instance: int = 1
+    mini_batch_size: int = _AZURE.mini_batch_size  # files per run() call
+    max_concurrency_per_instance: int = _AZURE.max_concurrency_per_instance
     instance_count: int = 1
-    output_action: str = "append_row"
-    output_file_name: str = "predictions.csv"
+    output_action: str = _AZURE.output_action
+    output_file_name: str = _AZURE.output_file_name
     retry_settings: Dict[str, int] = field(
-        default_factory=lambda: {"max_retries": 3, "timeout": 30})
-    error_threshold: int = -1  # failed files a job tolerates; -1: no limit
-    logging_level: str = "info"
+        default_factory=lambda: asdict(_AZURE.retry_settings))
+    error_threshold: int = _AZURE.error_threshold  # failed files a job tolerates; -1: no limit
+    logging_level: str = _AZURE.logging_level
     environment_variables: Dict[str, str] = field(default_factory=dict)
     compute: Optional[str] = None  # a registered compute; None: the local executor
     env_manager: str = "uv"
@@ -131,19 +135,10 @@ SETTING_HELP = {
 }
 
 
-def _compute(value: Any) -> Optional[str]:
-    from mlflow_deploy.batch.computes import check_compute_name
-
-    text = str(value).strip() if value is not None else ""
-    if text.startswith("azureml:"):
-        text = text[len("azureml:"):]
-    return check_compute_name(text, "config 'compute'") if text else None
-
-
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     **BATCH_PARSERS,
     "environment_variables": environment_variables,
-    "compute": _compute,
+    "compute": compute,
     **LOCAL_PARSERS,
 }
 _KNOWN = tuple(_PARSERS) + ("retry_settings",) + RETRY_KEYS

@@ -54,7 +54,9 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 
 from mlflow_deploy import detached, processes
 from mlflow_deploy.batch import executors, output
-from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_PARSERS
+from mlflow_deploy.batch.computes import get_compute
+from mlflow_deploy.batch.deployments import BatchDeploymentSettings, resolve_deployment
+from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_PARSERS, compute
 from mlflow_deploy.batch.worker import WorkerFailed, WorkerSpec, WorkerStartFailed
 from mlflow_deploy.errors import DeployError, InvalidParameter, InvalidState, NotFound
 from mlflow_deploy.settings import choice, environment_variables, json_object
@@ -77,13 +79,14 @@ _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:[0-9]{1,5}$")
 _DIED = ("The job's process ended before the job did; `mlflow-deploy job resume --name {}` "
          "finishes it.")
 
-# Azure's defaults, for a setting the deployment's config lacks
+# for a setting the deployment's config lacks: the deployment's own defaults (Azure's), and
+# the job's local ones
 _DEFAULTS: Dict[str, Any] = {
-    "mini_batch_size": 10, "instance_count": 1, "max_concurrency_per_instance": 1,
-    "output_action": "append_row", "output_file_name": "predictions.csv",
-    "output_format": "azure", "retry_settings": {"max_retries": 3, "timeout": 30},
-    "error_threshold": -1, "logging_level": "info", "environment_variables": {},
-    "compute": None, "executor": None, "scheduler_address": None,
+    **{key: value for key, value in BatchDeploymentSettings().to_config().items()
+       if key in ("mini_batch_size", "instance_count", "max_concurrency_per_instance",
+                  "output_action", "output_file_name", "retry_settings", "error_threshold",
+                  "logging_level", "environment_variables", "compute")},
+    "output_format": output.FORMATS[0], "executor": None, "scheduler_address": None,
 }
 
 
@@ -102,15 +105,6 @@ def _address(value: Any) -> Optional[str]:
     return text
 
 
-def _compute(value: Any) -> Optional[str]:
-    text = str(value).strip() if value is not None else ""
-    if text.startswith("azureml:"):
-        text = text[len("azureml:"):]
-    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", text):
-        raise InvalidParameter("Config 'compute' must be azureml:NAME or NAME.")
-    return text or None
-
-
 # in the order the message of an unknown --set key lists them
 _PARSERS: Dict[str, Callable[[Any], Any]] = {
     **{key: BATCH_PARSERS[key] for key in ("mini_batch_size", "instance_count",
@@ -120,7 +114,7 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "logging_level": BATCH_PARSERS["logging_level"],
     "executor": _executor,
     "scheduler_address": _address,
-    "compute": _compute,
+    "compute": compute,
 }
 _RETRY = RETRY_PARSERS
 # other spellings: Azure's SDK overrides compute.instance_count, the YAML has settings.* and
@@ -205,22 +199,21 @@ def effective_settings(config: Mapping[str, Any], overrides: Mapping[str, Any],
             settings[key] = {**settings[key], **value}
         else:
             settings[key] = value
-    compute = None
+    registered = None
     if settings.get("compute"):
-        from mlflow_deploy.batch.computes import get_compute
-
-        compute = get_compute(store, settings["compute"], "compute")
+        registered = get_compute(store, settings["compute"], "compute")
     executor = overrides.get("executor")
     address = overrides.get("scheduler_address")
     if executor is None:
         if address:
             executor = "dask"
-        elif compute is not None:
-            executor = compute.type if compute.type in executors.EXECUTORS else "local"
+        elif registered is not None:
+            executor = registered.type if registered.type in executors.EXECUTORS else "local"
         else:
             executor = "local"
-    if executor == "dask" and not address and compute is not None and compute.type == "dask":
-        address = compute.scheduler_address
+    if executor == "dask" and not address and registered is not None \
+            and registered.type == "dask":
+        address = registered.scheduler_address
     if address and executor != "dask":
         raise InvalidParameter("Config 'scheduler_address' goes with executor dask.")
     settings["executor"], settings["scheduler_address"] = executor, address or None
@@ -398,8 +391,6 @@ def invoke(endpoint: str, input: str, *, deployment: Optional[str] = None,
     ``input``: everything is checked first (the deployment, the input's files, the overrides,
     that the output file does not exist yet), then the job is recorded Queued and its process
     started. Returns describe_job, with ``warnings`` (nested folders skipped) when any."""
-    from mlflow_deploy.batch.deployments import resolve_deployment
-
     store = store or Store()
     overrides = _parse_items(_flattened(overrides or {}))
     target = resolve_deployment(store, endpoint, deployment)
@@ -736,8 +727,6 @@ class _Run:
         paths = [spec.python, spec.model_dir, spec.code_dir, spec.azureml_model_dir]
         if all(path is None or os.path.exists(path) for path in paths):
             return spec
-        from mlflow_deploy.batch.deployments import resolve_deployment
-
         current = resolve_deployment(self.store, self.job.endpoint, self.job.deployment)
         spec = _worker_spec(current, self.settings)
         self.log.warning("the deployment's revision the job was invoked with is gone; the "

@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["FORMATS", "write_part", "assemble"]
+from mlflow_deploy.scoring.batchworker import FORMATS
 
-FORMATS = ("azure", "csv", "parquet")
+__all__ = ["FORMATS", "write_part", "assemble"]
 
 
 def write_part(path: Path, data: bytes) -> None:

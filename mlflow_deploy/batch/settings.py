@@ -2,13 +2,14 @@
 that a value a deployment accepts is one a job accepts (and the other way round): each parser
 checks one key and names it, never its value, when it refuses."""
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
+from mlflow_deploy.batch.computes import check_compute_name
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.settings import choice, integer
 
 __all__ = ["LEVELS", "OUTPUT_ACTIONS", "RETRY_KEYS", "RETRY_PARSERS", "BATCH_PARSERS",
-           "output_action", "output_file_name"]
+           "output_action", "output_file_name", "compute"]
 
 LARGE = 2 ** 31 - 1
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -33,6 +34,15 @@ def output_file_name(value: Any) -> str:
         raise InvalidParameter("Config 'output_file_name' must be a plain file name, with no "
                                "folder.")
     return text
+
+
+def compute(value: Any) -> Optional[str]:
+    """A registered compute's name, given as NAME or azureml:NAME (the YAML's form); None for
+    this machine's processes."""
+    text = str(value).strip() if value is not None else ""
+    if text.startswith("azureml:"):
+        text = text[len("azureml:"):]
+    return check_compute_name(text, "config 'compute'") if text else None
 
 
 #: retry_settings' fields: tries after the first, and seconds per try

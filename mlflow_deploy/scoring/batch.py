@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from . import payload
+from . import batchworker, payload
 from .errors import BadRequest, ScoringError, StartupError, one_line
 from .options import DEFAULTS, ScoringOptions
 from .scorer import ModelScorer
@@ -68,8 +68,8 @@ Rows = Union[List[Any], pd.DataFrame]
 #: what the MLflow driver reads, as Azure's generated driver does
 TABULAR = (".csv", ".parquet", ".pqt")
 IMAGES = (".png", ".jpg", ".jpeg", ".tiff", ".bmp", ".gif")
-#: output formats: Azure's append_row lines, a CSV with a header, Parquet; none (summary_only)
-FORMATS = ("azure", "csv", "parquet", "none")
+#: the output formats a job asks for, and none (summary_only)
+FORMATS = batchworker.FORMATS + ("none",)
 FILENAME_COLUMN = "_azureml_filename"  # the column Azure's driver adds to a DataFrame prediction
 
 
@@ -287,7 +287,7 @@ class MlflowBatchDriver:
         """One file read, enforced and predicted (predict once per file). Raises ScoringError."""
         name = os.path.basename(path)
         parsed = read_file(path, self.scorer.signature)
-        predictions, enforced = self.scorer.predict_parsed(parsed, request_id=name)
+        predictions, _ = self.scorer.predict_parsed(parsed, request_id=name)
         return FileRows(name, predictions, prediction_rows(predictions))
 
     def close(self) -> None:
@@ -533,14 +533,6 @@ def _element_text(element: Any) -> str:
     if isinstance(element, np.generic):
         return str(element.item())
     return str(element)
-
-
-def write_predictions(rows: Rows, path: str) -> int:
-    """Append a script's rows to an append_row file in Azure's lines; returns the rows added."""
-    text = render_rows(rows)
-    with open(path, "a", encoding="utf-8", newline="") as f:
-        f.write(text)
-    return count_rows(rows)
 
 
 def azure_lines(name: str, predictions: Any) -> bytes:

@@ -17,8 +17,9 @@ A user's script may print, and libraries log to stdout: before anything else is 
 protocol takes private copies of fds 0 and 1, fd 1 becomes a copy of stderr (which the client
 appends to the job's log) and fd 0 reads /dev/null, so nothing but frames reaches the client.
 
-Only the standard library is imported at module level: the client imports the framing helpers
-from here without pandas or mlflow.
+Only the standard library and scoring/errors.py are imported at module level: the client imports
+the framing helpers from here without pandas or mlflow. The spec's environment variables are set
+by the client before this interpreter starts (thread pools read them at import).
 """
 import json
 import logging
@@ -28,7 +29,12 @@ import sys
 import traceback
 from typing import Any, Dict, Optional
 
+from .errors import StartupError, one_line
+
 HEADER = struct.Struct(">Q")
+#: the output formats of a job's rows: Azure's append_row lines, a CSV with a header, Parquet
+#: (the worker also takes "none": summary_only writes no rows)
+FORMATS = ("azure", "csv", "parquet")
 #: Azure's logging_level values
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 CHUNK = 1 << 20
@@ -116,7 +122,6 @@ def _load(spec: Dict[str, Any]) -> Any:
                                 spec.get("azureml_model_dir") or spec.get("model_dir"),
                                 environment_variables=spec.get("environment_variables") or {})
     if not spec.get("model_dir"):
-        from .errors import StartupError
 
         raise StartupError("the batch worker was given neither a model nor a scoring script")
     return MlflowBatchDriver.load(spec["model_dir"])
@@ -124,7 +129,6 @@ def _load(spec: Dict[str, Any]) -> Any:
 
 def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
     from .batch import MiniBatchResult, render_result
-    from .errors import StartupError
 
     output_format = spec.get("output_format") or "azure"
     try:
@@ -138,7 +142,7 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
         text = traceback.format_exc()
         print(text, file=sys.stderr, flush=True)
         write_json(proto_out, {"ready": False, "error": "the batch worker could not start: "
-                               + _one_line(exc), "traceback": text})
+                               + one_line(exc), "traceback": text})
         return 1
     write_json(proto_out, {"ready": True, "pid": os.getpid()})
     try:
@@ -165,19 +169,12 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
         driver.close()  # a script's shutdown(), at the end of input as on any way out
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return "{}: {}".format(type(exc).__name__, lines[0]) if lines else type(exc).__name__
-
-
 def main() -> int:
     proto_in, proto_out = _private_streams()
     frame = read_frame(proto_in)
     if frame is None:
         return 0
     spec = json.loads(frame.decode("utf-8"))
-    os.environ.update({str(k): str(v) for k, v in (spec.get("environment_variables")
-                                                   or {}).items()})
     level = LEVELS.get(str(spec.get("logging_level") or "info").lower(), logging.INFO)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
