@@ -643,12 +643,29 @@ class _Run:
         self.threshold = settings["error_threshold"]
         self.append = settings["output_action"] == "append_row"
         self.done: Dict[int, _Done] = {}
+        # the done records' sums, kept as records are added: a job of many small mini-batches
+        # must not add them all up again after each one
+        self.sums = {"files": 0, "files_failed": 0, "ok": 0, "failed": 0, "rows": 0}
+        self.retries = 0
         for index in range(len(self.batches)):
             record = _Done.read(self._done_path(index))
             if record is not None:
-                self.done[index] = record
+                self._add(record)
+                self.retries += record.tries - 1
         self.tries: Dict[int, int] = {}
-        self.retries = sum(record.tries - 1 for record in self.done.values())
+
+    def _add(self, record: _Done, sign: int = 1) -> None:
+        """Count ``record`` among the done ones (``sign`` -1: no longer)."""
+        if sign > 0:
+            if record.index in self.done:
+                self._add(self.done[record.index], -1)
+            self.done[record.index] = record
+        else:
+            del self.done[record.index]
+        for key, value in (("files", record.files), ("files_failed", record.files_failed),
+                           ("ok", not record.failed), ("failed", record.failed),
+                           ("rows", record.rows)):
+            self.sums[key] += sign * int(value)
 
     def _done_path(self, index: int) -> Path:
         return self.folder / "done" / "{:06d}.json".format(index)
@@ -657,16 +674,15 @@ class _Run:
         return self.folder / "parts" / "{:06d}.part".format(index)
 
     def counts(self) -> Dict[str, int]:
-        records = self.done.values()
-        files_failed = sum(r.files_failed for r in records)
+        sums = self.sums
         return {"files": len(self.files),
-                "files_done": sum(r.files for r in records) - files_failed,
-                "files_failed": files_failed,
+                "files_done": sums["files"] - sums["files_failed"],
+                "files_failed": sums["files_failed"],
                 "mini_batches": len(self.batches),
-                "mini_batches_done": sum(1 for r in records if not r.failed),
-                "mini_batches_failed": sum(1 for r in records if r.failed),
+                "mini_batches_done": sums["ok"],
+                "mini_batches_failed": sums["failed"],
                 "retries": self.retries,
-                "rows": sum(r.rows for r in records)}
+                "rows": sums["rows"]}
 
     def _save_counts(self) -> None:
         counts = self.counts()
@@ -677,12 +693,12 @@ class _Run:
         self.job = _update(self.store, self.job.name, change)
 
     def _over_threshold(self) -> bool:
-        return self.threshold >= 0 and self.counts()["files_failed"] > self.threshold
+        return self.threshold >= 0 and self.sums["files_failed"] > self.threshold
 
     def _threshold_error(self) -> str:
         return ("More input files failed than error_threshold allows ({} failed); the job "
                 "stopped. The job log names each file and why.".format(
-                    self.counts()["files_failed"]))
+                    self.sums["files_failed"]))
 
     # the run
 
@@ -841,7 +857,7 @@ class _Run:
     def _write_done(self, record: _Done) -> None:
         output.write_part(self._done_path(record.index),
                           json.dumps(record.__dict__).encode("utf-8"))
-        self.done[record.index] = record
+        self._add(record)
 
     def _assemble(self) -> str:
         target = _output_file(self.job)
