@@ -22,7 +22,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import signal
 import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set
 
@@ -110,12 +109,7 @@ class _WorkerPool:
             self._closed = True
             busy = list(self._busy)
         for worker in busy:
-            pid = worker.pid
-            if pid:
-                try:
-                    os.killpg(pid, signal.SIGKILL)  # its own session: pgid == pid
-                except (ProcessLookupError, PermissionError):
-                    pass
+            worker.abort()
 
     def close(self) -> None:
         with self._lock:

@@ -124,6 +124,13 @@ class BatchWorker:
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc is not None else None
 
+    def abort(self) -> None:
+        """Kill the process group now, from any thread: a run() in progress ends with
+        WorkerDied (its read sees the pipe's end), and the next run() starts a fresh process."""
+        proc = self._proc
+        if proc is not None:
+            _signal_group(proc.pid)
+
     def run(self, files: Sequence[str], timeout: float) -> MiniBatchOutcome:
         """Score one mini-batch within ``timeout`` seconds (the model's load, on first use, is not
         counted). Raises WorkerTimedOut (the process group was killed), WorkerDied or
@@ -260,11 +267,15 @@ class BatchWorker:
         self._kill()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _signal_group(pid: int) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: pgid == pid
+        os.killpg(pid, signal.SIGKILL)  # its own session: pgid == pid
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    _signal_group(proc.pid)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not refused
