@@ -9,7 +9,7 @@ quotes the caller's values. `compatible` mode does Azure's silent coercions and 
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Container, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -189,8 +189,7 @@ def _split_parts(data: Dict[str, Any]):
         raise SchemaError("input_data has no 'columns': name the column of each value")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise SchemaError("'columns' must be a list of column names (strings)")
-    if len(set(columns)) != len(columns):
-        raise SchemaError("'columns' names a column more than once")
+    _unique(columns)
     width = len(columns)
     for i, row in enumerate(rows):
         if len(row) != width:
@@ -202,6 +201,19 @@ def _split_parts(data: Dict[str, Any]):
         if any(isinstance(v, (list, dict)) for v in index):
             raise SchemaError("'index' entries must be numbers or strings")
     return columns, rows, index
+
+
+def _unique(columns: Sequence[str]) -> None:
+    if len(set(columns)) != len(columns):
+        raise SchemaError("'columns' names a column more than once")
+
+
+def _require(spec: Sequence[Column], present: Container[str]) -> None:
+    """The signature's required columns must all be among ``present``."""
+    missing = [c.name for c in spec if c.required and c.name not in present]
+    if missing:
+        raise SchemaError("missing required column{} {}".format(
+            "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
 
 
 def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -> pd.DataFrame:
@@ -231,10 +243,7 @@ def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -
     else:
         raise SchemaError("this model takes columns: send input_data in the split orientation "
                           "{'columns': [...], 'index': [...], 'data': [[...]]}")
-    missing = [c.name for c in spec if c.required and c.name not in values]
-    if missing:
-        raise SchemaError("missing required column{} {}".format(
-            "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
+    _require(spec, values)
     # arrays, not Series: a Series would be aligned on its own 0..n-1 index against `index`
     converted = {c.name: _as_array(_column(c, values[c.name], mode))
                  for c in spec if c.name in values}
@@ -299,13 +308,9 @@ def _enforce_frame(frame: pd.DataFrame, sig: Signature, mode: _Mode) -> Any:
         return frame
     spec = sig.columns
     names = [str(c) for c in frame.columns]
-    if len(set(names)) != len(names):  # the split path's own message
-        raise SchemaError("'columns' names a column more than once")
+    _unique(names)
     position = {name: i for i, name in enumerate(names)}
-    missing = [c.name for c in spec if c.required and c.name not in position]
-    if missing:
-        raise SchemaError("missing required column{} {}".format(
-            "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
+    _require(spec, position)
     present = [c for c in spec if c.name in position]
     arrays = [_frame_numeric(frame.iloc[:, position[c.name]], c) for c in present]
     if names == [c.name for c in present] and _default_index(frame.index) and all(
