@@ -669,7 +669,7 @@ def _prediction_table(predictions: Any) -> pd.DataFrame:
     if isinstance(predictions, dict):
         table = _dict_frame(predictions)
         if table is None:
-            table = pd.DataFrame({"prediction": [json.dumps(_plain(predictions))]})
+            table = pd.DataFrame({"prediction": [json.dumps(payload.plain(predictions))]})
         return table
     if isinstance(predictions, pd.DataFrame):
         table = predictions.reset_index(drop=True)
@@ -682,24 +682,11 @@ def _prediction_table(predictions: Any) -> pd.DataFrame:
     if isinstance(predictions, np.ndarray) and predictions.ndim == 0:
         return pd.DataFrame({"prediction": [predictions.item()]})
     if isinstance(predictions, np.ndarray):
-        return pd.DataFrame({"prediction": [_plain(row) for row in predictions]})
+        return pd.DataFrame({"prediction": [payload.plain(row) for row in predictions]})
     if isinstance(predictions, (list, tuple)):
-        return pd.DataFrame({"prediction": pd.Series([_plain(v) for v in predictions],
+        return pd.DataFrame({"prediction": pd.Series([payload.plain(v) for v in predictions],
                                                      dtype=object)})
-    return pd.DataFrame({"prediction": [_plain(predictions)]})
-
-
-def _plain(value: Any) -> Any:
-    """numpy values as Python's (lists for arrays), for Parquet list columns and JSON text."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return pd.DataFrame({"prediction": [payload.plain(predictions)]})
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -732,8 +719,8 @@ def _nested_as_json(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     frame = frame.copy()
     for c in nested:
-        frame[c] = frame[c].map(lambda v: json.dumps(_plain(v)) if isinstance(v, (list, dict))
-                                else v)
+        frame[c] = frame[c].map(
+            lambda v: json.dumps(payload.plain(v)) if isinstance(v, (list, dict)) else v)
     return frame
 
 

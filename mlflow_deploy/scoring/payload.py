@@ -250,22 +250,23 @@ if orjson is not None:
             return orjson.dumps(value, default=json_default, option=_ORJSON_OPTIONS)
         except TypeError:
             # e.g. non-contiguous or object arrays orjson rejects: take the generic route
-            return orjson.dumps(_finite(_plain(value)), default=json_default,
+            return orjson.dumps(_finite(plain(value)), default=json_default,
                                 option=orjson.OPT_NON_STR_KEYS)
 else:  # pragma: no cover - exercised on the old stack
     def dumps(value: Any) -> bytes:
-        return json.dumps(_finite(_plain(value)), default=json_default, allow_nan=False).encode()
+        return json.dumps(_finite(plain(value)), default=json_default, allow_nan=False).encode()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """numpy values as Python's (arrays as lists), for encoders that take only those."""
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
