@@ -42,8 +42,8 @@ from mlflow_deploy.revisions import (
     remove_revision,
     remove_revisions_except,
     stage_revision,
+    staged_then_locked,
 )
-from mlflow_deploy.revisions import staged_then_locked as _staged_then_locked
 from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
@@ -168,7 +168,7 @@ def create_deployment(
         recorded = False
         try:
             deployment_dir.mkdir(parents=True)
-            with _staged_then_locked(
+            with staged_then_locked(
                 store,
                 lambda: stage_revision(deployment_dir, 1, model_uri, settings),
                 lambda: remove_revision(deployment_dir, 1),
@@ -275,7 +275,7 @@ def update_deployment(
         added: List[instances.Instance] = []
         committed = False
         try:
-            with _staged_then_locked(
+            with staged_then_locked(
                 store,
                 lambda: stage_revision(deployment_dir, revision, model_uri, settings, old_config),
                 lambda: remove_revision(deployment_dir, revision),

@@ -14,7 +14,8 @@ from mlflow_deploy import online, processes
 from mlflow_deploy.envs import Environment
 from mlflow_deploy.envs.cache import CACHE_ENV, EnvCache, file_lock
 from mlflow_deploy.errors import AlreadyExists, InvalidState, NotFound
-from mlflow_deploy.online import deployments, forkserver
+from mlflow_deploy.online import forkserver
+from mlflow_deploy.revisions import staged_then_locked
 from tests.envs.conftest import make_sdist, save_model
 from tests.online.fixtures import server_pids_under, wait_no_servers
 
@@ -176,7 +177,7 @@ def test_an_environment_pruned_before_it_is_recorded_is_staged_again(deploy_home
                                manager="uv", python_version="3")
 
     unstaged = []
-    with deployments._staged_then_locked(deploy_home, stage, lambda: unstaged.append(1)) as (
+    with staged_then_locked(deploy_home, stage, lambda: unstaged.append(1)) as (
             _, env):
         assert env.python == str(python) and python.exists()
         with file_lock(deploy_home.home / "lock", blocking=False) as free:
@@ -187,7 +188,7 @@ def test_an_environment_pruned_before_it_is_recorded_is_staged_again(deploy_home
 
     python.unlink()
     with pytest.raises(InvalidState, match="env prune"):
-        with deployments._staged_then_locked(deploy_home, lambda: ({}, Environment(
+        with staged_then_locked(deploy_home, lambda: ({}, Environment(
                 python=str(python), key="k", root="", manager="uv", python_version="3")),
                 lambda: None):
             pass
