@@ -14,7 +14,11 @@ batch worker (worker.py) that loads the model once and is kept for the next trie
   Dask worker's process, one per WorkerSpec and thread (module-level, so the model loads once
   per Dask worker and spec, and a long-lived cluster keeps it across jobs of the same spec). Dask
   cannot stop a running task; it need not: the batch worker kills its own hung scorer when the
-  try's timeout passes, and the task then ends with WorkerTimedOut.
+  try's timeout passes, and the task then ends with WorkerTimedOut. On a cluster of its own
+  (``scheduler_address``) a worker may be another machine: the job scatters the revision's files
+  and its env's lock once (remote.py), every task names them (so Dask copies them to each worker
+  once, before its first task), and a worker that lacks the paths unpacks them and builds the env
+  from the lock before its first try.
 
 Another engine is a class here and a line in ``EXECUTORS``.
 """
@@ -26,6 +30,7 @@ import threading
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set
 
 from mlflow_deploy.errors import InvalidParameter
+from mlflow_deploy.batch import remote
 from mlflow_deploy.batch.worker import BatchWorker, MiniBatchOutcome, WorkerDied, WorkerSpec
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "open_executor",
@@ -150,9 +155,12 @@ class DaskExecutor:
         self._key = _spec_key(self._spec)
         self._log_path = log_path
         self._cluster = None
+        self._shipment = None
         if scheduler_address:
             self._client = distributed.Client(scheduler_address, timeout=30,
                                               set_as_default=False)
+            # held until close: Dask keeps scattered data while a future of it exists
+            self._shipment = self._client.scatter(remote.pack(spec), hash=False)
         else:
             # bound to loopback only; Dask's own lines below errors stay out of the job log;
             # the workers' scratch space is the job's folder
@@ -172,7 +180,7 @@ class DaskExecutor:
         result: concurrent.futures.Future = concurrent.futures.Future()
         result.set_running_or_notify_cancel()
         task = self._client.submit(_run_in_dask_worker, self._spec, list(files), timeout,
-                                   self._log_path, pure=False)
+                                   self._log_path, self._shipment, pure=False)
         with self._lock:
             self._running[task] = result
         task.add_done_callback(self._ended)
@@ -231,7 +239,8 @@ def _spec_key(spec: Mapping[str, Any]) -> str:
 
 
 def _run_in_dask_worker(spec: Dict[str, Any], files: List[str], timeout: float,
-                        log_path: Optional[str]) -> MiniBatchOutcome:
+                        log_path: Optional[str], shipment: Optional["remote.Shipment"]
+                        ) -> MiniBatchOutcome:
     key = _spec_key(spec)
     with _DASK_LOCK:
         pool = _DASK_POOLS.get(key)
@@ -239,7 +248,10 @@ def _run_in_dask_worker(spec: Dict[str, Any], files: List[str], timeout: float,
             # a Dask worker on another machine may not have the job's folder: no log there
             if log_path and not os.path.isdir(os.path.dirname(log_path)):
                 log_path = None
-            pool = _DASK_POOLS[key] = _WorkerPool(WorkerSpec.from_dict(spec), log_path)
+            local = WorkerSpec.from_dict(spec)
+            if shipment is not None:  # under the lock: the other threads need it too
+                local = remote.localize(local, shipment)
+            pool = _DASK_POOLS[key] = _WorkerPool(local, log_path)
         elif log_path and os.path.isdir(os.path.dirname(log_path)):
             pool.log_path = log_path  # a worker started from now on logs to this job's log
     return pool.run(files, timeout)

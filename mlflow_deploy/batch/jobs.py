@@ -365,7 +365,9 @@ def _worker_spec(deployment, settings: Mapping[str, Any]) -> WorkerSpec:
         output_format=(settings["output_format"] if settings["output_action"] == "append_row"
                        else "none"),
         environment_variables=dict(settings["environment_variables"]),
-        logging_level=settings["logging_level"])
+        logging_level=settings["logging_level"],
+        env_lock=environment.get("lock"), env_manager=environment.get("manager"),
+        python_version=environment.get("python_version"))
 
 
 def _output_file(job: Job) -> Optional[Path]:

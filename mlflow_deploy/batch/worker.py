@@ -48,6 +48,11 @@ class WorkerSpec:
     output_format: str = "azure"         # azure | csv | parquet | none (summary_only)
     environment_variables: Dict[str, str] = field(default_factory=dict)
     logging_level: str = "info"
+    # what a Dask worker on another machine rebuilds the env from (remote.py): the lock file's
+    # path here, the manager that built it, and the Python version it was locked for
+    env_lock: Optional[str] = None
+    env_manager: Optional[str] = None
+    python_version: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = asdict(self)

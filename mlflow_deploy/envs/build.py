@@ -21,16 +21,17 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from mlflow_deploy.envs.cache import EnvCache, atomic_write, build_aside, tree_size
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, build_aside, tree_size
 from mlflow_deploy.envs.environment import BuildContext, Environment, Request, venv_python
 from mlflow_deploy.envs.errors import BuildFailed, PythonNotFound
 from mlflow_deploy.envs.indexes import IndexOptions
 from mlflow_deploy.envs.lock import environment_key, lock_requirements
 from mlflow_deploy.envs.package import Package, check_model, read_package
-from mlflow_deploy.envs.pythons import Interpreter, choose_interpreter, find_interpreters
+from mlflow_deploy.envs.pythons import (Interpreter, choose_interpreter, find_interpreters,
+                                        parse_python_version)
 from mlflow_deploy.envs.requirements import ModelRequirements, read_model_requirements
 from mlflow_deploy.envs.runner import find_uv, readable_tail, run, run_unchecked
-from mlflow_deploy.envs.wheel import ProjectWheel, wheel_requirement
+from mlflow_deploy.envs.wheel import ProjectWheel, project_wheel, wheel_requirement
 
 __all__ = ["EnvBuilder", "UvManager", "VirtualenvManager", "build_env", "smoke_test",
            "venv_python", "python_version_of"]
@@ -124,6 +125,8 @@ class VenvManager(EnvBuilder):
     uv: Optional[str] = None  # the uv that resolved the lock (None: it came from a package)
 
     def plan(self, request: Request, hold: contextlib.ExitStack) -> BuildContext:
+        if request.lock is not None:
+            return self._plan_lock(request, hold)
         model = read_model_requirements(request.model_dir)
         if request.package is not None:
             return self._plan_package(request, model, read_package(request.package))
@@ -158,6 +161,24 @@ class VenvManager(EnvBuilder):
             wheel=wheel, indexes=IndexOptions.wheelhouse(package.wheelhouse),
             interpreter=interpreter, resolved=False, requirements=tuple(model.lines),
             metadata={"base_python": interpreter.path, "package": str(package.root)})
+
+    def _plan_lock(self, request: Request, hold: contextlib.ExitStack) -> BuildContext:
+        """A lock made elsewhere, for its Python minor version, with this machine's indexes and
+        project wheel: nothing resolved."""
+        assert request.lock is not None and request.python_version is not None
+        interpreter = choose_interpreter(
+            parse_python_version(request.python_version, "the lock's Python version"), "exact",
+            request.progress)
+        self.uv = request.uv or find_uv()
+        indexes = IndexOptions.wheelhouse(request.wheelhouse) if request.wheelhouse else \
+            IndexOptions.from_pip_config(request.exclude_newer)
+        wheel = project_wheel(BuildCache(), indexes, request.progress, uv=self.uv, hold=hold)
+        request.progress("installing a lock made elsewhere (nothing resolved)")
+        return BuildContext(
+            request=request, cache=EnvCache(request.home),
+            key=environment_key(request.lock, interpreter, wheel.source_hash),
+            lock_text=request.lock, wheel=wheel, indexes=indexes, interpreter=interpreter,
+            resolved=False, requirements=(), metadata={"base_python": interpreter.path})
 
     def build(self, root: Path, ctx: BuildContext) -> Optional[str]:
         say = ctx.request.progress

@@ -54,6 +54,8 @@ class Request:
     uv: Optional[str] = None
     package: Optional[os.PathLike] = None
     exclude_newer: Optional[str] = None
+    lock: Optional[str] = None  # a lock made elsewhere, installed as it is
+    python_version: Optional[str] = None  # the Python ``lock`` was made for
 
 
 @dataclass(frozen=True)

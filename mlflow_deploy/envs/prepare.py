@@ -11,6 +11,11 @@ file lock.
 From an offline package (``package=DIR``, see package.py) the lock, the interpreter's Python
 version and the project wheel come from the package instead, and the installer runs offline on
 its wheelhouse: no resolver, no wheel build, no network.
+
+From a lock made on another machine (``lock=TEXT, python_version=V``: a Dask worker rebuilding a
+batch deployment's env) nothing is resolved either: the lock is installed as it is, with the
+Python minor version it was made for and this machine's project wheel, so the same interpreter
+path and sources give the same key.
 """
 import os
 import time
@@ -46,6 +51,8 @@ def prepare_environment(
     package: Optional[os.PathLike] = None,
     model_ref: Optional[str] = None,
     exclude_newer: Optional[str] = None,
+    lock: Optional[str] = None,
+    python_version: Optional[str] = None,
 ) -> Environment:
     """Return the environment for the model in ``model_dir``, building it if needed.
 
@@ -58,18 +65,26 @@ def prepare_environment(
     ``model_ref``: what the env's metadata records as the model (default: the folder), e.g. the
     URI when ``model_dir`` is a temporary download.
     ``exclude_newer``: resolve as the indexes were on that date (indexes.IndexOptions).
+    ``lock``: the text of a lock file (with hashes) to install instead of resolving the model's
+    requirements, for Python ``python_version`` (``python_version_policy`` and ``refresh`` do not
+    apply).
     """
     started = time.monotonic()
     if manager not in _MANAGERS:
         raise ManagerUnavailable("env_manager must be one of {}, not '{}'".format(
             "|".join(MANAGERS), manager))
     chosen = _MANAGERS[manager]()
-    if package is not None and not chosen.installs_packages:
-        raise ManagerUnavailable("a package is installed with env_manager {}".format(
+    if (package is not None or lock is not None) and not chosen.installs_packages:
+        raise ManagerUnavailable("a {} is installed with env_manager {}".format(
+            "package" if package is not None else "lock",
             " or ".join(name for name, m in _MANAGERS.items() if m.installs_packages)))
+    if lock is not None and not python_version:
+        raise ManagerUnavailable("a lock is installed for the Python version it was made for: "
+                                 "give python_version")
     model_dir = Path(model_dir).resolve()
     return chosen.prepare(Request(
         model_dir=model_dir, model_ref=model_ref or str(model_dir),
         progress=progress or (lambda msg: None), started=started,
         python_version_policy=python_version_policy, refresh=refresh, home=home,
-        wheelhouse=wheelhouse, uv=uv, package=package, exclude_newer=exclude_newer))
+        wheelhouse=wheelhouse, uv=uv, package=package, exclude_newer=exclude_newer, lock=lock,
+        python_version=python_version))
