@@ -3,7 +3,10 @@
 The job (jobs.py) hands an executor one try of one mini-batch at a time and gets a
 ``concurrent.futures.Future`` back; it never learns which engine runs it. Retries, the error
 threshold and the output stay in the job: an executor only runs a try, within its timeout, in a
-batch worker (worker.py) that loads the model once and is kept for the next tries.
+batch worker (worker.py) that loads the model once and is kept for the next tries, and writes
+the try's rows to the part file the job names, where it runs (so the rows do not travel back
+through the job's process, and the writes of concurrent tries overlap); a Dask worker that cannot
+see the job's folder returns them instead, and the job writes them.
 
 - ``local`` (the default): threads of the job process, as many as the job runs mini-batches at
   once, each using one batch worker process at a time.
@@ -27,10 +30,11 @@ import json
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set
 
 from mlflow_deploy.errors import InvalidParameter
-from mlflow_deploy.batch import remote
+from mlflow_deploy.batch import output, remote
 from mlflow_deploy.batch.worker import BatchWorker, MiniBatchOutcome, WorkerDied, WorkerSpec
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "open_executor",
@@ -43,10 +47,11 @@ class Executor(Protocol):
     #: how many tries run at once (instance_count x max_concurrency_per_instance)
     slots: int
 
-    def submit(self, files: Sequence[str], timeout: float
+    def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
         """One try of one mini-batch. The future gives its outcome, or raises a WorkerFailed
-        (WorkerTimedOut, WorkerDied, WorkerStartFailed)."""
+        (WorkerTimedOut, WorkerDied, WorkerStartFailed). ``part``: where its rows go; the
+        outcome says whether they were ``written`` there or come back as its ``data``."""
 
     def close(self, abort: bool = False) -> None:
         """Release the workers. ``abort``: end the tries still running now (their futures raise
@@ -64,9 +69,10 @@ class LocalExecutor:
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=slots, thread_name_prefix="mini-batch")
 
-    def submit(self, files: Sequence[str], timeout: float
+    def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
-        return self._threads.submit(self._pool.run, list(files), timeout)
+        return self._threads.submit(
+            lambda: _write_part(self._pool.run(list(files), timeout), part))
 
     def close(self, abort: bool = False) -> None:
         if abort:
@@ -175,12 +181,12 @@ class DaskExecutor:
         self._running: Dict[Any, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
 
-    def submit(self, files: Sequence[str], timeout: float
+    def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
         result: concurrent.futures.Future = concurrent.futures.Future()
         result.set_running_or_notify_cancel()
         task = self._client.submit(_run_in_dask_worker, self._spec, list(files), timeout,
-                                   self._log_path, self._shipment, pure=False)
+                                   self._log_path, self._shipment, part, pure=False)
         with self._lock:
             self._running[task] = result
         task.add_done_callback(self._ended)
@@ -239,8 +245,8 @@ def _spec_key(spec: Mapping[str, Any]) -> str:
 
 
 def _run_in_dask_worker(spec: Dict[str, Any], files: List[str], timeout: float,
-                        log_path: Optional[str], shipment: Optional["remote.Shipment"]
-                        ) -> MiniBatchOutcome:
+                        log_path: Optional[str], shipment: Optional["remote.Shipment"],
+                        part: Optional[str]) -> MiniBatchOutcome:
     key = _spec_key(spec)
     with _DASK_LOCK:
         pool = _DASK_POOLS.get(key)
@@ -254,7 +260,15 @@ def _run_in_dask_worker(spec: Dict[str, Any], files: List[str], timeout: float,
             pool = _DASK_POOLS[key] = _WorkerPool(local, log_path)
         elif log_path and os.path.isdir(os.path.dirname(log_path)):
             pool.log_path = log_path  # a worker started from now on logs to this job's log
-    return pool.run(files, timeout)
+    return _write_part(pool.run(files, timeout), part)
+
+
+def _write_part(outcome: MiniBatchOutcome, part: Optional[str]) -> MiniBatchOutcome:
+    """The try's rows written to ``part`` where the job's folder is visible from here."""
+    if part and outcome.error is None and outcome.data and os.path.isdir(os.path.dirname(part)):
+        output.write_part(Path(part), outcome.data)
+        outcome.data, outcome.written = b"", True
+    return outcome
 
 
 def _kill_busy_in_dask_worker(key: str) -> None:

@@ -756,6 +756,8 @@ class _Run:
     def _run_batches(self, pending: Deque[int]) -> Tuple[Optional[str], Optional[str]]:
         """Until every mini-batch has a done record; (status, error) when the job must end
         before (Failed, Canceled), else (None, None)."""
+        if self.append:  # where the executors write the rows
+            self._part_path(0).parent.mkdir(exist_ok=True)
         try:
             executor = executors.open_executor(self._spec(), self.settings,
                                                str(self.folder / "job.log"))
@@ -780,8 +782,8 @@ class _Run:
                                   self.tries[index])
                     self.log.debug("mini-batch %d files: %s", index + 1,
                                    ", ".join(self.batches[index]))
-                    running[executor.submit(self.batches[index],
-                                            self.retry["timeout"])] = index
+                    running[executor.submit(self.batches[index], self.retry["timeout"],
+                                            str(self._part_path(index)))] = index
                 finished, _ = concurrent.futures.wait(
                     list(running), timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in finished:
@@ -845,8 +847,8 @@ class _Run:
     def _record(self, index: int, outcome) -> None:
         """The part first, then the done record: a mini-batch counts as done only once both are
         on disk."""
-        part = self.append and bool(outcome.data)
-        if part:
+        part = self.append and (outcome.written or bool(outcome.data))
+        if part and not outcome.written:  # the executor could not write it where it ran
             output.write_part(self._part_path(index), outcome.data)
         messages = outcome.messages()
         self._write_done(_Done(index, len(outcome.files), outcome.failed, outcome.rows,

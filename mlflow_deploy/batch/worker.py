@@ -76,6 +76,7 @@ class MiniBatchOutcome:
     file_errors: Dict[str, str] = field(default_factory=dict)  # path -> one-line reason
     error: Optional[str] = None          # failed as a whole (run() raised...): retry it
     traceback: Optional[str] = None      # for the job log only
+    written: bool = False                # the executor wrote ``data`` to the part file itself
 
     @property
     def failed(self) -> int:
