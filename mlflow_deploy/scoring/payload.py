@@ -33,12 +33,15 @@ class ParsedInput:
     dict of lists), "frame" (already a DataFrame: CSV or batch files).
     `may_have_bools` is False only when the JSON text has no true/false at all, which lets
     schema.py take numpy's vectorised path without checking each value for booleans.
+    `envelope` is "mlflow" for /invocations, whose own forms (records, a split dict without
+    'index') MLflow's server accepts where Azure's fails; "azure" for everything else.
     """
 
     data: Any
     form: str
     params: Optional[Dict[str, Any]] = None
     may_have_bools: bool = True
+    envelope: str = "azure"
 
 
 def is_json(content_type: Optional[str]) -> bool:
@@ -164,7 +167,7 @@ def parse_mlflow(raw: bytes, content_type: Optional[str]) -> ParsedInput:
             frame = pd.read_csv(io.BytesIO(raw))
         except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
             raise PayloadError("The CSV body could not be parsed.") from None
-        return ParsedInput(frame, "frame")
+        return ParsedInput(frame, "frame", envelope="mlflow")
     if kind not in JSON_TYPES:
         raise UnsupportedMediaType(
             "Content type must be one of application/json or text/csv for /invocations.")
@@ -187,7 +190,7 @@ def parse_mlflow(raw: bytes, content_type: Optional[str]) -> ParsedInput:
     else:
         form = "named" if isinstance(data, dict) else "tensor"
     bools = b"true" in raw or b"false" in raw
-    return ParsedInput(data, form, _params(body), bools)
+    return ParsedInput(data, form, _params(body), bools, envelope="mlflow")
 
 
 # ---- output -------------------------------------------------------------------------------

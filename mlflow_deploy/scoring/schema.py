@@ -3,11 +3,14 @@ precise 400 where Azure answers a bare 500).
 
 The signature is read once into a small `Signature` view so that each request only walks plain
 tuples. Every message names the column, tensor or param at fault in single quotes and never
-quotes the caller's values. `compatible` mode does Azure's silent coercions and lists each one;
-`strict` rejects them.
+quotes the caller's values; payload shapes are written as JSON. `compatible` mode does Azure's
+silent coercions and lists each one; `strict` rejects them. What both modes drop (columns or
+tensors the signature does not name) is listed with the coercions.
 """
 import base64
 import binascii
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Container, Dict, List, Optional, Sequence, Tuple
 
@@ -21,6 +24,14 @@ NUMERIC = {"double": np.float64, "float": np.float32, "long": np.int64, "integer
 INT_RANGE = {"long": (-(2 ** 63), 2 ** 63 - 1), "integer": (-(2 ** 31), 2 ** 31 - 1)}
 DTYPE_WORDS = {"f": "floating-point numbers", "i": "integers", "u": "integers", "b": "booleans",
                "U": "strings", "S": "bytes", "O": "values"}
+
+# payload shapes in messages are written as JSON, the language the client speaks
+SPLIT = '{"columns": [...], "index": [...], "data": [[...]]}'
+PARAMS_INSIDE = ("'params' is inside input_data; it belongs at the top level of the body, next "
+                 "to 'input_data'")
+# a name the client chose (an unknown param) is quoted only when it is this plain: anything
+# else could break the header the notes travel in, or smuggle the client's text into ours
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -121,9 +132,40 @@ class _Mode:
             raise SchemaError("{} {} (validation is strict)".format(what, why))
         self.coercions.append("{} {}".format(what, why))
 
+    def note(self, what: str, why: str) -> None:
+        """What both modes do alike (dropping what the signature does not name), reported with
+        the coercions so that the client learns of it."""
+        self.coercions.append("{} {}".format(what, why))
+
+    def dropped(self, names: Sequence[str], known: Container[str], kind: str) -> None:
+        """Report the payload's ``kind``s (columns, tensors) the signature does not name; they are
+        counted, never quoted: their names are the client's."""
+        extra = sum(1 for name in names if name not in known)
+        if extra:
+            self.note("input_data", "had {} {}{} the signature does not name, dropped".format(
+                extra, kind, "s" if extra > 1 else ""))
+
+
+def out_of_range(what: str, type_name: str) -> SchemaError:
+    return SchemaError("{} has values out of the {} range".format(what, type_name))
+
+
+def no_rows(what: str) -> SchemaError:
+    return SchemaError("{} has no rows: send at least one".format(what))
+
+
+def _overflowed(mode: _Mode, what: str, type_name: str) -> None:
+    """A finite number too large for a 32-bit (or smaller) float becomes infinity, as numpy's
+    cast (and Azure) makes it: a coercion, so that nobody takes the prediction for a real one."""
+    mode.coerce(what, "had values beyond the {} range, sent to the model as infinity".format(
+        type_name))
+
 
 def enforce(parsed: ParsedInput, sig: Signature, validation: str = "compatible") -> Enforced:
     mode = _Mode(validation)
+    if (parsed.envelope == "azure" and isinstance(parsed.data, dict) and "params" in parsed.data
+            and "params" not in {t.name for t in sig.tensors}):
+        raise SchemaError(PARAMS_INSIDE)
     if parsed.form == "frame":
         model_input = _enforce_frame(parsed.data, sig, mode)
     elif sig.kind == "columns":
@@ -149,15 +191,22 @@ def _rows(model_input: Any) -> int:
 # ---- no signature -----------------------------------------------------------------------
 
 def _unsigned(parsed: ParsedInput) -> Any:
-    """Azure's rules without a signature: list -> ndarray, split dict -> DataFrame, dict -> arrays."""
+    """Azure's rules without a signature: list -> ndarray, split dict (all three keys) ->
+    DataFrame, other dict -> arrays. A list of records and a split dict without 'index' fail
+    on Azure; MLflow's /invocations takes both."""
     data = parsed.data
+    azure = parsed.envelope == "azure"
     if parsed.form == "split":
-        columns, rows, index = _split_parts(data)
+        columns, rows, index = _split_parts(data, require_index=azure)
         return pd.DataFrame(rows, columns=columns, index=index)
     if parsed.form == "records":
+        if azure:
+            raise _wrong_form(parsed, "none", ())
         return pd.DataFrame.from_records(data)
     if isinstance(data, dict):
         return {str(k): _array(v, "tensor '{}'".format(k)) for k, v in data.items()}
+    if isinstance(data, list) and not data:
+        raise no_rows("input_data")
     return _array(data, "input_data")
 
 
@@ -165,35 +214,65 @@ def _array(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except ValueError:
-        raise SchemaError(what + " is ragged: every row must have the same length") from None
-    if arr.dtype == object and isinstance(value, list) and _ragged(value):
-        raise SchemaError(what + " is ragged: every row must have the same length")
+        arr = None
+    if arr is None or arr.dtype == object and isinstance(value, list):
+        where = _ragged_at(value) if isinstance(value, list) else None
+        if where is not None:
+            raise SchemaError("{} is ragged: every row must have the same length; {}".format(
+                what, where))
+        if arr is None:
+            raise SchemaError(what + " is ragged: every row must have the same length")
     return arr
 
 
-def _ragged(value: list) -> bool:
-    lengths = {len(v) if isinstance(v, list) else -1 for v in value}
-    return len(lengths) > 1
+def _ragged_at(value: list, path: Tuple[int, ...] = ()) -> Optional[str]:
+    """Where the first row of a different length is ("row 2 has 3 values but row 0 has 4";
+    deeper, "row 0 [1] has 2 values but row 0 [0] has 3"), or None when the nested lists are
+    all alike."""
+    def row(i: int) -> str:
+        where = path + (i,)
+        return "row {}{}".format(where[0], "".join("[{}]".format(j) for j in where[1:]))
+
+    lists = [isinstance(v, list) for v in value]
+    if not any(lists):
+        return None
+    if not all(lists):
+        i = lists.index(not lists[0])
+        kinds = ("a single value", "a list")
+        return "{} is {} but {} is {}".format(row(i), kinds[lists[i]], row(0), kinds[lists[0]])
+    width = len(value[0])
+    for i, item in enumerate(value):
+        if len(item) != width:
+            return "{} has {} values but {} has {}".format(row(i), len(item), row(0), width)
+    for i, item in enumerate(value):
+        found = _ragged_at(item, path + (i,))
+        if found:
+            return found
+    return None
 
 
 # ---- column signatures ------------------------------------------------------------------
 
-def _split_parts(data: Dict[str, Any]):
+def _split_parts(data: Dict[str, Any], require_index: bool = False):
+    """The split orientation's parts, checked. ``require_index``: where Azure's server takes
+    the dict for a split frame only with all three keys (no signature, named tensors)."""
     columns, rows, index = data.get("columns"), data.get("data"), data.get("index")
-    if rows is None:
-        raise SchemaError("input_data has no 'data': send the split orientation "
-                          "{'columns': [...], 'index': [...], 'data': [[...]]}")
+    for key, value in (("data", rows), ("columns", columns)) + (
+            (("index", index),) if require_index else ()):
+        if value is None:
+            raise SchemaError("input_data has no '{}': send the split orientation {}".format(
+                key, SPLIT))
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
         raise SchemaError("'data' must be a list of rows, each a list of values")
-    if columns is None:
-        raise SchemaError("input_data has no 'columns': name the column of each value")
+    if not rows:
+        raise no_rows("'data'")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise SchemaError("'columns' must be a list of column names (strings)")
     _unique(columns)
     width = len(columns)
     for i, row in enumerate(rows):
         if len(row) != width:
-            raise SchemaError("row {} of 'data' has {} values but 'columns' names {}".format(
+            raise SchemaError("row {} of 'data' has {} values; 'columns' names {}".format(
                 i, len(row), width))
     if index is not None:
         if not isinstance(index, list) or len(index) != len(rows):
@@ -217,10 +296,14 @@ def _require(spec: Sequence[Column], present: Container[str]) -> None:
 
 
 def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -> pd.DataFrame:
+    """The split orientation only: Azure fails a list of rows or of records for a column
+    signature (MLflow's /invocations takes records)."""
     data = parsed.data
     index = None
+    names = {c.name for c in spec}
     if parsed.form == "split":
         columns, rows, index = _split_parts(data)
+        mode.dropped(columns, names, "column")
         index = _index(index, len(rows))
         fast = _fast_numeric(columns, rows, spec, parsed.may_have_bools, index)
         if fast is not None:
@@ -228,26 +311,47 @@ def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -
         position = {name: i for i, name in enumerate(columns)}
         values = {c.name: [row[position[c.name]] for row in rows]
                   for c in spec if c.name in position}
-    elif parsed.form == "records":
+    elif parsed.form == "records" and parsed.envelope == "mlflow":
+        mode.dropped(sorted({k for r in data for k in r}), names, "column")
         values = {c.name: [r.get(c.name) for r in data] for c in spec
                   if any(c.name in r for r in data)}
-    elif parsed.form == "tensor" and isinstance(data, list):
-        # a list of rows for a column signature (the seed's "tensor input" to the heart model):
-        # values in the signature's column order
-        width = len(spec)
-        if not all(isinstance(r, list) and len(r) == width for r in data):
-            raise SchemaError("input_data is a list of rows, but each row must hold the model's "
-                              "{} columns in signature order; or send the split orientation "
-                              "{{'columns': [...], 'data': [[...]]}}".format(width))
-        values = {c.name: [row[i] for row in data] for i, c in enumerate(spec)}
     else:
-        raise SchemaError("this model takes columns: send input_data in the split orientation "
-                          "{'columns': [...], 'index': [...], 'data': [[...]]}")
+        raise _wrong_form(parsed, "columns", spec)
     _require(spec, values)
     # arrays, not Series: a Series would be aligned on its own 0..n-1 index against `index`
     converted = {c.name: _as_array(_column(c, values[c.name], mode))
                  for c in spec if c.name in values}
     return pd.DataFrame(converted, index=index)
+
+
+def _wrong_form(parsed: ParsedInput, kind: str, spec: Sequence[Any]) -> SchemaError:
+    """input_data in a form the signature does not take: what arrived, and what it takes."""
+    data = parsed.data
+    if parsed.form == "records":
+        got = "a list of records"
+    elif isinstance(data, list):
+        got = "a list of rows" if data and all(isinstance(r, list) for r in data) else "a list"
+    elif parsed.form == "split":
+        got = "the split orientation"
+    elif isinstance(data, dict):
+        got = "an object of named values"
+    else:
+        got = "a single value"
+    if kind == "columns":
+        takes = "a column signature takes the split orientation " + SPLIT
+    elif kind == "tensor":
+        takes = "a tensor signature takes a (nested) list"
+    elif kind == "named":
+        takes = "a named-tensor signature takes an object {} or the split orientation {} with " \
+                "one column per tensor".format(_named_shape(spec), SPLIT)
+    else:
+        takes = "a model without a signature takes a (nested) list, the split orientation {} " \
+                "or an object of named lists".format(SPLIT)
+    return SchemaError("input_data is {}; {}".format(got, takes))
+
+
+def _named_shape(spec: Sequence[Tensor]) -> str:
+    return "{" + ", ".join("{}: [...]".format(json.dumps(t.name)) for t in spec) + "}"
 
 
 def _as_array(column: Any) -> Any:
@@ -290,6 +394,8 @@ def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.Dat
             lo, hi = INT_RANGE[c.type]
             if col.size and (col.min() < lo or col.max() > hi):
                 return None
+        elif _beyond_float(col, NUMERIC[c.type]):
+            return None  # infinity for a too large value is a coercion: the per-value path's
         out[c.name] = col.astype(NUMERIC[c.type], copy=False)
     if all(c.type == "double" for c in spec):  # one float block: the cheapest frame to build
         return pd.DataFrame(np.column_stack([out[c.name] for c in spec]),
@@ -309,6 +415,7 @@ def _enforce_frame(frame: pd.DataFrame, sig: Signature, mode: _Mode) -> Any:
     spec = sig.columns
     names = [str(c) for c in frame.columns]
     _unique(names)
+    mode.dropped(names, {c.name for c in spec}, "column")
     position = {name: i for i, name in enumerate(names)}
     _require(spec, position)
     present = [c for c in spec if c.name in position]
@@ -349,6 +456,8 @@ def _frame_numeric(column: pd.Series, col: Column) -> Optional[np.ndarray]:
                 return None
     elif values.dtype.kind == "f" and values.size and np.isnan(values.min()):
         return None  # a required column's nulls, or an optional one's: the per-value path
+    elif _beyond_float(values, target):
+        return None  # the per-value path reports the infinity
     return values if values.dtype == target else values.astype(target)
 
 
@@ -422,13 +531,54 @@ def _numeric(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarr
         mode.coerce(what, "had numbers sent as strings, converted to {}".format(col.type))
     if truncated:
         mode.coerce(what, "had fractional values, truncated to {}".format(col.type))
-    if _nulls(col, out, what):
-        return np.array([np.nan if v is None else v for v in out], dtype=np.float64)
     if is_int:
         lo, hi = INT_RANGE[col.type]
-        if any(v < lo or v > hi for v in out):
-            raise SchemaError("{} has values out of the {} range".format(what, col.type))
-    return np.array(out, dtype=NUMERIC[col.type])
+        if any(v is not None and (v < lo or v > hi) for v in out):
+            raise out_of_range(what, col.type)
+    if _nulls(col, out, what):
+        return _floats([np.nan if v is None else v for v in out], what, col.type)
+    if is_int:
+        return np.array(out, dtype=NUMERIC[col.type])
+    exact = _floats(out, what, col.type)
+    converted = _cast(exact, NUMERIC[col.type])
+    if _became_infinite(exact, converted):
+        _overflowed(mode, what, col.type)
+    return converted
+
+
+def _floats(values: List[Any], what: str, type_name: str) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond any float (10**400)
+        raise out_of_range(what, type_name) from None
+
+
+def _cast(arr: np.ndarray, dtype: Any) -> np.ndarray:
+    """astype without numpy's overflow warning: the caller reports the infinities itself."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(dtype, copy=False)
+
+
+def _became_infinite(before: np.ndarray, after: np.ndarray) -> bool:
+    """A cast to a narrower float turned a finite value into infinity."""
+    if after.dtype.kind != "f" or not after.size:
+        return False
+    infinite = np.isinf(after)
+    if before.dtype.kind == "f":
+        infinite &= ~np.isinf(before)
+    return bool(infinite.any())
+
+
+def _beyond_float(values: np.ndarray, dtype: Any) -> bool:
+    """``values`` (numbers) hold a finite value too large for ``dtype``, a float type."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or values.dtype.kind not in "iuf" or not values.size:
+        return False
+    if values.dtype.kind == "f" and values.dtype.itemsize <= dtype.itemsize:
+        return False
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+    limit = float(np.finfo(dtype).max)
+    return bool(finite.size) and (float(finite.max()) > limit or float(finite.min()) < -limit)
 
 
 TRUE_WORDS = {"true": True, "false": False}
@@ -509,16 +659,22 @@ def _datetime(col: Column, values: List[Any], what: str) -> pd.Series:
 # ---- tensor signatures ------------------------------------------------------------------
 
 def _enforce_tensor(parsed: ParsedInput, spec: Tensor, mode: _Mode) -> np.ndarray:
-    if not isinstance(parsed.data, list):
-        raise SchemaError("this model takes a tensor: send input_data as a (nested) list")
+    if not isinstance(parsed.data, list) or parsed.form == "records":
+        raise _wrong_form(parsed, "tensor", (spec,))
+    if not parsed.data:
+        raise no_rows("input_data")
     return _tensor(parsed.data, spec, "input_data", mode, parsed.may_have_bools)
 
 
 def _enforce_named(parsed: ParsedInput, spec: Sequence[Tensor], mode: _Mode) -> Dict[str, Any]:
     data = parsed.data
-    if not isinstance(data, dict) or parsed.form == "split":
-        raise SchemaError("this model takes named tensors: send input_data as an object "
-                          "{" + ", ".join("'{}': [...]".format(t.name) for t in spec) + "}")
+    if not isinstance(data, dict):
+        raise _wrong_form(parsed, "named", spec)
+    names = {t.name for t in spec}
+    if parsed.form == "split" and not names <= set(data):
+        data = _split_tensors(data, spec, mode)  # a tensor named 'data' is not a split dict
+    else:
+        mode.dropped(list(data), names, "tensor")
     missing = [t.name for t in spec if t.name not in data]
     if missing:
         raise SchemaError("missing tensor{} {}".format(
@@ -526,6 +682,14 @@ def _enforce_named(parsed: ParsedInput, spec: Sequence[Tensor], mode: _Mode) -> 
     out = {t.name: _tensor(data[t.name], t, "tensor '{}'".format(t.name), mode,
                            parsed.may_have_bools) for t in spec}
     return _broadcast_rows(out, spec, mode)
+
+
+def _split_tensors(data: Dict[str, Any], spec: Sequence[Tensor], mode: _Mode) -> Dict[str, Any]:
+    """Azure reads the split orientation into a DataFrame and makes each column the tensor of
+    its name: row i of 'data' holds, per column, row i of that tensor."""
+    columns, rows, _ = _split_parts(data, require_index=True)
+    mode.dropped(columns, {t.name for t in spec}, "column")
+    return {name: [row[i] for row in rows] for i, name in enumerate(columns)}
 
 
 def _broadcast_rows(out: Dict[str, np.ndarray], spec: Sequence[Tensor], mode: _Mode):
@@ -539,8 +703,9 @@ def _broadcast_rows(out: Dict[str, np.ndarray], spec: Sequence[Tensor], mode: _M
         if n == most:
             continue
         if n != 1:
-            raise SchemaError("tensors {} have different numbers of rows".format(
-                ", ".join("'{}'".format(k) for k in rows)))
+            raise SchemaError("tensors {} have different numbers of rows ({})".format(
+                ", ".join("'{}'".format(k) for k in rows),
+                ", ".join(str(count) for count in rows.values())))
         mode.coerce("tensor '{}'".format(name), "had 1 row, repeated to match the others")
         out[name] = np.broadcast_to(out[name], (most,) + out[name].shape[1:]).copy()
     return out
@@ -552,8 +717,14 @@ def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bo
     arr = _array(value, what)
     want = spec.dtype.kind
     got = arr.dtype.kind
+    if got == "O" and want in "iuf" and _only_numbers(value):
+        # an integer no 64-bit type holds: out of any integer tensor's range, maybe in a float's
+        if want in "iu":
+            raise out_of_range(what, spec.dtype.name)
+        arr = _floats(value, what, spec.dtype.name)
+        got = "f"
     if got == "O":
-        raise SchemaError("{} has values that are not {} (or rows of different lengths)".format(
+        raise SchemaError("{} has values that are not {}".format(
             what, DTYPE_WORDS.get(want, "values")))
     if may_have_bools and want != "b" and got in "iuf" and _has_bool(value):
         raise SchemaError("{} expects {}, got booleans".format(what, DTYPE_WORDS.get(want)))
@@ -561,14 +732,19 @@ def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bo
         if got == "f":
             if not np.isfinite(arr).all():
                 raise SchemaError(what + " expects integers, got NaN or infinity")
+            if not _ints_fit(np.trunc(arr), spec.dtype):
+                raise out_of_range(what, spec.dtype.name)
             if not (arr == np.trunc(arr)).all():
                 mode.coerce(what, "had fractional values, truncated to integers")
-        elif got not in "iu":
+        elif got in "iu":
+            if not _ints_fit(arr, spec.dtype):
+                raise out_of_range(what, spec.dtype.name)
+        else:
             raise SchemaError("{} expects integers, got {}".format(what, DTYPE_WORDS.get(got)))
     elif want == "f":
         if got == "U":
             try:
-                arr = arr.astype(spec.dtype)
+                arr = arr.astype(np.float64)
             except ValueError:
                 raise SchemaError(what + " expects floating-point numbers, got text") from None
             mode.coerce(what, "had numbers sent as strings, converted")
@@ -581,9 +757,28 @@ def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bo
         raise SchemaError("{} expects strings, got {}".format(what, DTYPE_WORDS.get(got)))
     _check_shape(arr, spec, what)
     try:
-        return arr.astype(spec.dtype, copy=False)
+        converted = _cast(arr, spec.dtype)
     except (ValueError, OverflowError):
-        raise SchemaError("{} has values out of range for {}".format(what, spec.dtype.name)) from None
+        raise out_of_range(what, spec.dtype.name) from None
+    if want == "f" and _became_infinite(arr, converted):
+        _overflowed(mode, what, spec.dtype.name)
+    return converted
+
+
+def _only_numbers(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_only_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _ints_fit(arr: np.ndarray, dtype: np.dtype) -> bool:
+    """Every (integral) value of ``arr`` is within the integer ``dtype``: numpy's cast would
+    wrap the others silently. Python compares its ints and floats exactly."""
+    if not arr.size:
+        return True
+    info = np.iinfo(dtype)
+    lo, hi = arr.min().item(), arr.max().item()
+    return info.min <= lo and hi <= info.max
 
 
 def _has_bool(value: Any) -> bool:
@@ -624,7 +819,8 @@ def enforce_params(given: Optional[Dict[str, Any]], spec: Optional[Sequence[Para
     out = {}
     for name in sorted(given):
         if name not in known:
-            mode.coerce("param '{}'".format(name), "is not in the model's params schema, ignored")
+            shown = "param '{}'".format(name) if PLAIN_NAME.match(name) else "a param"
+            mode.coerce(shown, "is not in the model's params schema, ignored")
             continue
         value = given[name]
         if value is None:
@@ -669,5 +865,11 @@ def _param_value(p: Param, value: Any, what: str, mode: _Mode) -> Any:
             if value != int(value):
                 mode.coerce(what, "was fractional, truncated to {}".format(p.type))
             value = int(value)
+        lo, hi = INT_RANGE.get(p.type, (value, value))
+        if not lo <= value <= hi:
+            raise out_of_range(what, p.type)
         return value
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float (10**400)
+        raise out_of_range(what, p.type) from None

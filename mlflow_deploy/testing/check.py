@@ -466,14 +466,9 @@ def payload_forms(model: Any, sig: Any, example: Optional[Dict[str, Any]]) -> Li
     params = _example_params(sig, example)
     if sig.kind == "columns":
         split = _split_body(sig, example)
+        # the only form: Azure's server fails a list of rows or of records
         forms = [("split", "columns in any order, 'index' optional, extra columns dropped",
                   split)]
-        names = [c.name for c in sig.columns]
-        if set(names) <= set(split["columns"]):
-            where = {name: i for i, name in enumerate(split["columns"])}
-            rows = [[row[where[n]] for n in names] for row in split["data"]]
-            forms.append(("rows", "a list of rows, each holding the {} columns in signature "
-                                  "order".format(len(names)), rows))
     elif sig.kind == "tensor":
         data = example["input_data"][:CURL_ROWS] if example else _placeholder(sig.tensors[0])
         forms = [("tensor", "a nested list of shape {} (-1: any size)".format(

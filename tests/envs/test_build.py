@@ -66,7 +66,8 @@ def test_python_env_model_serves_with_its_pinned_scikit_learn(built, models, env
             assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
             time.sleep(0.2)
         answer = requests.post("http://127.0.0.1:{}/score".format(port), timeout=30,
-                               json={"input_data": {"columns": ["x"], "data": [[1], [2]]}})
+                               json={"input_data": {"columns": ["x"], "index": [0, 1],
+                                                     "data": [[1], [2]]}})
         assert answer.status_code == 200, answer.text
         assert answer.json() == ["1.5.2", "1.5.2"]
     finally:

@@ -14,7 +14,7 @@ from tests.online.fixtures import private_home
 
 pytestmark = pytest.mark.slow
 
-FRAME = {"input_data": {"columns": ["x"], "data": [[1], [2]]}}
+FRAME = {"input_data": {"columns": ["x"], "index": [0, 1], "data": [[1], [2]]}}
 
 
 @pytest.fixture

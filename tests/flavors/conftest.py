@@ -22,14 +22,13 @@ HEAVY_ENV = "MLFLOW_DEPLOY_TEST_FLAVORS"
 _TEXT_LIST_REJECTED = (
     "a column signature takes Azure's split orientation; the model's own input example is a list "
     "of strings (MLflow's /invocations 'inputs' form), which Azure's server rejects too, so the "
-    "start-up self-test gets 400 'input_data is a list of rows' and create_deployment fails, "
+    "start-up self-test gets 400 'input_data is a list; a column signature takes the split "
+    "orientation' and create_deployment fails, "
     "saying so: the deployment fails at create, never at its first request")
 #: name -> (the exception the test fails with, why), until the product changes.
 KNOWN_FAILURES = {
     "pyfunc-text": ("ServerFailed", _TEXT_LIST_REJECTED),
-    "transformers": ("ServerFailed", _TEXT_LIST_REJECTED + "; the rows form [[text], ...] "
-                     "reaches the pipeline as a column named None and fails with a 500 (mlflow: "
-                     "'Text Classification pipelines may only define dictionary inputs')"),
+    "transformers": ("ServerFailed", _TEXT_LIST_REJECTED),
 }
 #: A healthy matrix model is ready in a few seconds; a hung one never is: its test waits this long
 #: rather than the default start timeout (180 s).

@@ -92,6 +92,9 @@ def test_mlflow_bodies():
     assert payload.parse_mlflow(b'{"inputs": {"t": [[1]]}}', JSON).form == "named"
     frame = payload.parse_mlflow(b"a,b\n1,2\n", "text/csv")
     assert frame.form == "frame" and list(frame.data.columns) == ["a", "b"]
+    # MLflow's own forms (records, a split without index) stay MLflow's: schema.py knows them
+    assert {split.envelope, records.envelope, frame.envelope} == {"mlflow"}
+    assert payload.parse_azure(b'{"input_data": [{"a": 1}]}', JSON).envelope == "azure"
     with pytest.raises(PayloadError, match="exactly one of"):
         payload.parse_mlflow(b'{"input_data": [[1]]}', JSON)
     with pytest.raises(UnsupportedMediaType):

@@ -11,7 +11,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from mlflow_deploy.scoring import payload
 from mlflow_deploy.scoring.errors import SchemaError, ScoringError
-from mlflow_deploy.scoring.schema import Signature, enforce
+from mlflow_deploy.scoring.schema import SPLIT, Signature, enforce
 
 def optional(type_, name):
     """An optional column in whichever spelling this mlflow has (`required` from 2.10 on)."""
@@ -48,7 +48,16 @@ def rejected(sig, input_data, match, validation="compatible", params=None):
     assert err.value.status == 400
     assert match in err.value.message, err.value.message
     assert str(SECRET) not in err.value.message and "secret" not in err.value.message
+    assert "{'" not in err.value.message  # payload shapes are written as JSON
     return err.value.message
+
+
+def mlflow(sig, key, data, validation="compatible"):
+    """The same data through MLflow's /invocations envelope."""
+    raw = json.dumps({key: data}).encode()
+    return enforce(payload.parse_mlflow(raw, "application/json"), sig, validation)
+
+DROPPED = "input_data had 1 column the signature does not name, dropped"
 
 
 ROW = [1.5, 2, "x", True, 0.5]
@@ -62,7 +71,21 @@ def test_split_columns_in_any_order_with_index_and_extra_columns_dropped():
     assert list(frame.columns) == NAMES
     assert list(frame.index) == [7, 8]
     assert frame["age"].dtype == np.float64 and frame["count"].dtype == np.int64
-    assert frame["flag"].dtype == bool and out.coercions == [] and out.rows == 2
+    assert frame["flag"].dtype == bool and out.rows == 2
+
+
+@pytest.mark.parametrize("validation", ["compatible", "strict"])
+def test_dropped_extra_columns_are_reported_not_quoted(validation):
+    """Dropped in both modes, as Azure drops them, and reported where unknown params are; the
+    names are the client's, so they are counted."""
+    fast = run(DOUBLES, {"columns": ["a", "b", "c", "secret"], "data": [[1.0, 2.0, 3.0, 4.0]]},
+               validation)
+    assert fast.coercions == [DROPPED]
+    slow = run(COLS, {"columns": NAMES + ["secret", "x"], "data": [ROW + [1, 2]]}, validation)
+    assert slow.coercions == [DROPPED.replace("1 column", "2 columns")]
+    frame = pd.DataFrame([[1.0, 2.0, 3.0, 4.0]], columns=["a", "b", "c", "secret"])
+    framed = enforce(payload.ParsedInput(frame, "frame"), DOUBLES, validation)
+    assert framed.coercions == [DROPPED] and list(framed.model_input.columns) == ["a", "b", "c"]
 
 
 def test_index_is_optional_and_optional_columns_may_be_absent():
@@ -135,29 +158,45 @@ def test_optional_column_may_hold_nulls():
 @pytest.mark.parametrize("input_data, match", [
     ({"columns": NAMES}, "input_data has no 'data'"),
     ({"data": [ROW]}, "input_data has no 'columns'"),
-    ({"columns": NAMES, "data": [ROW[:3]]}, "row 0 of 'data' has 3 values but 'columns' names 5"),
+    ({"columns": NAMES, "data": [ROW, ROW, ROW, ROW[:3]]},
+     "row 3 of 'data' has 3 values; 'columns' names 5"),
+    ({"columns": NAMES, "data": []}, "'data' has no rows: send at least one"),
     ({"columns": NAMES, "data": "secret"}, "'data' must be a list of rows"),
     ({"columns": [1, 2], "data": [[1, 2]]}, "'columns' must be a list of column names"),
     ({"columns": ["age", "age"], "data": [[1, 2]]}, "names a column more than once"),
     ({"columns": NAMES, "index": [1, 2], "data": [ROW]}, "'index' must be a list with one entry"),
-    ({"tokens": [[1]]}, "this model takes columns: send input_data in the split orientation"),
-    ([[1, 2]], "each row must hold the model's 5 columns"),
-    ("secret", "this model takes columns"),
+    ({"tokens": [[1]]}, "input_data is an object of named values; a column signature takes "
+                        "the split orientation " + SPLIT),
+    ("secret", "input_data is a single value; a column signature takes the split orientation"),
 ])
 def test_malformed_split_payloads(input_data, match):
     rejected(COLS, input_data, match)
 
 
-def test_rows_without_names_follow_the_signature_order():
-    """The seed's "tensor input" to the heart model: rows of values in column order."""
-    out = run(COLS, [ROW, ROW])
-    assert list(out.model_input.columns) == NAMES and out.rows == 2
+def test_messages_write_payload_shapes_as_json():
+    assert json.loads(SPLIT.replace("[[...]]", "[[]]").replace("[...]", "[]")) == {
+        "columns": [], "index": [], "data": [[]]}
+    message = rejected(NAMED, "secret", "a named-tensor signature takes an object")
+    assert '{"tokens": [...], "mask": [...]}' in message
 
 
-def test_records_orientation():
-    out = run(COLS, [dict(zip(NAMES, ROW))])
-    assert out.model_input["label"].iloc[0] == "x"
-    rejected(COLS, [{"age": 1}], "missing required columns")
+@pytest.mark.parametrize("input_data, got", [
+    ([ROW, ROW], "a list of rows"),
+    ([dict(zip(NAMES, ROW))], "a list of records"),
+])
+def test_a_column_signature_takes_only_the_split_orientation(input_data, got):
+    """Azure's server fails both (500); MLflow's /invocations takes records."""
+    rejected(COLS, input_data, "input_data is {}; a column signature takes the split "
+                               "orientation {}".format(got, SPLIT))
+
+
+def test_records_through_mlflows_envelope():
+    out = mlflow(COLS, "dataframe_records", [dict(zip(NAMES, ROW), junk=1)])
+    assert out.model_input["label"].iloc[0] == "x" and out.coercions == [DROPPED]
+    with pytest.raises(SchemaError, match="missing required columns"):
+        mlflow(COLS, "dataframe_records", [{"age": 1}])
+    with pytest.raises(SchemaError, match="a list of rows; a column signature"):
+        mlflow(COLS, "instances", [ROW])
 
 
 def test_binary_and_datetime_columns():
@@ -196,10 +235,84 @@ def test_tensor_shape_with_wildcard():
     message = rejected(TENSOR, [[1, 2, 3]], "input_data has shape (1, 3) but the model expects (-1, 4)")
     assert "-1: any size" in message
     rejected(TENSOR, [1, 2, 3, 4], "has shape (4,)")
-    rejected(TENSOR, [[1, 2, 3, 4], [1, 2]], "ragged")
     rejected(TENSOR, [["secret", 2, 3, 4]], "expects floating-point numbers, got text")
     rejected(TENSOR, [[True, 2, 3, 4]], "expects floating-point numbers, got booleans")
-    rejected(TENSOR, {"columns": ["a"], "data": [[1]]}, "this model takes a tensor")
+    rejected(TENSOR, {"columns": ["a"], "data": [[1]]},
+             "input_data is the split orientation; a tensor signature takes a (nested) list")
+    rejected(TENSOR, [{"a": 1}], "input_data is a list of records; a tensor signature")
+    rejected(TENSOR, [], "input_data has no rows: send at least one")
+
+
+@pytest.mark.parametrize("input_data, where", [
+    ([[1, 2, 3, 4]] * 3 + [[1, 2]], "row 3 has 2 values but row 0 has 4"),
+    ([[1, 2, 3, 4], 5], "row 1 is a single value but row 0 is a list"),
+    ([[[1, 2], [3]]], "row 0[1] has 1 values but row 0[0] has 2"),
+])
+def test_ragged_tensors_say_which_row(input_data, where):
+    rejected(TENSOR, input_data, "input_data is ragged: every row must have the same length; "
+             + where)
+
+
+@pytest.mark.parametrize("sig, value, what", [
+    (NAMED, 10 ** 19, "int64"),  # numpy reads it as uint64; a cast wraps it silently
+    (NAMED, -(2 ** 64), "int64"),  # no 64-bit integer holds it: an object array
+    (NAMED, 2 ** 70, "int64"),
+    (NAMED, 1e19, "int64"),
+    (Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.int32), (-1, 3), "tokens"),
+                                   TensorSpec(np.dtype(np.int32), (-1, 3), "mask")])),
+     2 ** 31, "int32"),
+])
+def test_integer_tensors_are_range_checked_never_wrapped(sig, value, what):
+    rejected(sig, {"tokens": [[1, value, 3]], "mask": [[1, 1, 1]]},
+             "tensor 'tokens' has values out of the {} range".format(what))
+    rejected(sig, {"tokens": [[1, 2, 3], [-1, value, 3]], "mask": [[1, 1, 1]] * 2},
+             "tensor 'tokens' has values out of the {} range".format(what))
+    biggest = run(sig, {"tokens": [[np.iinfo(what).max, np.iinfo(what).min, 0]],
+                        "mask": [[1, 1, 1]]}, "strict")
+    assert biggest.model_input["tokens"][0].tolist() == [np.iinfo(what).max,
+                                                         np.iinfo(what).min, 0]
+
+
+FLOAT32 = Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.float32), (-1, 2))]))
+
+
+def test_float32_overflow_is_a_coercion():
+    """1e300 cannot be a float32: the model gets infinity (as on Azure), reported as such."""
+    note = "input_data had values beyond the float32 range, sent to the model as infinity"
+    out = run(FLOAT32, [[1e300, 1.0], [-1e300, 2.0]])
+    assert np.isinf(out.model_input[:, 0]).all() and out.coercions == [note]
+    assert run(FLOAT32, [[float(np.finfo(np.float32).max), 1]], "strict").coercions == []
+    rejected(FLOAT32, [[1e300, 1.0]], note + " (validation is strict)", validation="strict")
+    rejected(FLOAT32, [[10 ** 39, 1.0]], note, validation="strict")
+    rejected(FLOAT32, [[10 ** 400, 1.0]], "input_data has values out of the float32 range")
+    assert run(TENSOR, [[2 ** 70, 1, 2, 3]], "strict").model_input[0, 0] == 2.0 ** 70
+
+
+@pytest.mark.parametrize("value", [1e300, -1e300, 10 ** 39])
+def test_float32_column_overflow_is_a_coercion(value):
+    sig = Signature.from_mlflow(Schema([ColSpec("float", "f"), ColSpec("double", "d")]))
+    note = "column 'f' had values beyond the float range, sent to the model as infinity"
+    for raw in (False, True):  # the numeric fast path and the per-value path
+        data = [[value, 1.0], [1.0, 2.0 if not raw else "2"]]
+        out = run(sig, {"columns": ["f", "d"], "data": data})
+        assert np.isinf(out.model_input["f"].iloc[0]) and note in out.coercions
+        rejected(sig, {"columns": ["f", "d"], "data": data}, note, validation="strict")
+    frame = pd.DataFrame({"f": [float(value), 1.0], "d": [1.0, 2.0]})
+    assert enforce(payload.ParsedInput(frame, "frame"), sig).coercions == [note]
+
+
+def test_integers_beyond_any_float_are_out_of_range():
+    """Python's int -> float conversion raises OverflowError: a 400, not a 500."""
+    sig = Signature.from_mlflow(Schema([ColSpec("double", "d")]),
+                                ParamSchema([ParamSpec("scale", "double", 1.0),
+                                             ParamSpec("top_k", "long", 3)]))
+    rejected(sig, {"columns": ["d"], "data": [[10 ** 400]]}, "column 'd' has values out of the "
+                                                              "double range")
+    rejected(TENSOR, [[10 ** 400, 1, 2, 3]], "input_data has values out of the float64 range")
+    body = {"columns": ["d"], "data": [[1]]}
+    rejected(sig, body, "param 'scale' has values out of the double range",
+             params={"scale": 10 ** 400})
+    rejected(sig, body, "param 'top_k' has values out of the long range", params={"top_k": 2 ** 63})
 
 
 def test_tensor_numeric_strings_are_a_coercion():
@@ -217,9 +330,38 @@ def test_named_tensors():
              "tensor 'mask' has shape (1, 2) but the model expects (-1, 3)")
     rejected(NAMED, {"tokens": [[1.5, 2, 3]], "mask": [[1, 1, 0]]}, "tensor 'tokens' had fractional",
              validation="strict")
-    rejected(NAMED, [[1, 2, 3]], "this model takes named tensors")
+    rejected(NAMED, [[1, 2, 3]], "input_data is a list of rows; a named-tensor signature takes "
+                                 'an object {"tokens": [...], "mask": [...]}')
     rejected(NAMED, {"tokens": [[1, 2, 3]] * 3, "mask": [[1, 1, 0]] * 2},
-             "have different numbers of rows")
+             "tensors 'tokens', 'mask' have different numbers of rows (3, 2)")
+
+
+def test_named_tensors_in_the_split_orientation():
+    """Azure answers 200: each column becomes the tensor of its name, row by row."""
+    out = run(NAMED, {"columns": ["mask", "tokens", "junk"], "index": [0, 1],
+                      "data": [[[1, 1, 0], [1, 2, 3], 7], [[1, 0, 0], [4, 5, 6], 7]]}, "strict")
+    assert out.model_input["tokens"].tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert out.model_input["mask"].dtype == np.int64 and out.model_input["mask"].shape == (2, 3)
+    assert out.coercions == [DROPPED] and out.rows == 2
+    rejected(NAMED, {"columns": ["tokens"], "index": [0], "data": [[[1, 2, 3]]]},
+             "missing tensor 'mask'")
+    rejected(NAMED, {"columns": ["tokens", "mask"], "data": [[[1, 2, 3], [1, 1, 1]]]},
+             "input_data has no 'index': send the split orientation " + SPLIT)
+    rejected(NAMED, {"columns": ["tokens", "mask"], "index": [0], "data": [[[1, 2], [1, 1, 1]]]},
+             "tensor 'tokens' has shape (1, 2) but the model expects (-1, 3)")
+    rejected(NAMED, {"columns": ["tokens", "mask"], "index": [0], "data": [[[1, 2, 3]]]},
+             "row 0 of 'data' has 1 values; 'columns' names 2")
+    one_dim = Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.float64), (-1,), "a"),
+                                            TensorSpec(np.dtype(np.float64), (-1,), "b")]))
+    flat = run(one_dim, {"columns": ["a", "b"], "index": [0, 1], "data": [[1, 2], [3, 4]]})
+    assert flat.model_input["a"].tolist() == [1, 3] and flat.model_input["b"].tolist() == [2, 4]
+
+
+def test_a_tensor_named_like_a_split_key_is_a_named_tensor():
+    sig = Signature.from_mlflow(Schema([TensorSpec(np.dtype(np.int64), (-1,), "data"),
+                                        TensorSpec(np.dtype(np.int64), (-1,), "params")]))
+    out = run(sig, {"data": [1, 2], "params": [3, 4]}, "strict")
+    assert out.model_input["params"].tolist() == [3, 4] and out.coercions == []
 
 
 def test_named_tensor_rows_broadcast_like_azure():
@@ -239,6 +381,30 @@ def test_no_signature_forms():
     arrays = run(NONE, {"t": [[1, 2]], "u": [3]}).model_input
     assert arrays["t"].shape == (1, 2) and arrays["u"].tolist() == [3]
     rejected(NONE, [[1, 2], [3]], "ragged")
+    rejected(NONE, [], "input_data has no rows")
+    rejected(NONE, {"columns": ["a"], "index": [], "data": []}, "'data' has no rows")
+
+
+def test_no_signature_needs_the_whole_split_orientation_and_no_records():
+    """Azure's server fails both (500); MLflow's /invocations takes both."""
+    rejected(NONE, {"columns": ["a"], "data": [[1]]},
+             "input_data has no 'index': send the split orientation " + SPLIT)
+    rejected(NONE, [{"a": 1}], "input_data is a list of records; a model without a signature "
+                               "takes a (nested) list, the split orientation " + SPLIT)
+    assert list(mlflow(NONE, "dataframe_split", {"columns": ["a"], "data": [[1]]})
+                .model_input.columns) == ["a"]
+    assert mlflow(NONE, "dataframe_records", [{"a": 1}]).model_input["a"].tolist() == [1]
+
+
+@pytest.mark.parametrize("sig, input_data", [
+    (COLS, {"columns": NAMES, "data": [ROW], "params": {"scale": SECRET}}),
+    (NAMED, {"tokens": [[1, 2, 3]], "mask": [[1, 1, 1]], "params": {"scale": 2}}),
+    (NONE, {"columns": ["a"], "index": [0], "data": [[1]], "params": {}}),
+])
+def test_params_inside_input_data_are_refused(sig, input_data):
+    """Azure fails on them (500); top-level params are the only ones a model gets."""
+    rejected(sig, input_data, "'params' is inside input_data; it belongs at the top level of "
+                              "the body, next to 'input_data'")
 
 
 # ---- params ---------------------------------------------------------------------------------
@@ -263,6 +429,8 @@ def test_param_coercions_and_unknown_params():
                              "param 'top_k' was fractional, truncated to long"]
     rejected(COLS, body, "param 'nope' is not in the model's params schema", "strict",
              params={"nope": 1})
+    odd = run(COLS, body, params={"x\r\nSet-Cookie: a": 1, "\u00e9\u20ac": 2, "n" * 65: 3})
+    assert odd.coercions == ["a param is not in the model's params schema, ignored"] * 3
     no_params = Signature.from_mlflow(Schema([ColSpec("double", "a")]))
     assert run(no_params, {"columns": ["a"], "data": [[1]]}, params={"x": 1}).params is None
     rejected(no_params, {"columns": ["a"], "data": [[1]]}, "the model has no params schema",

@@ -10,7 +10,7 @@ import requests
 
 from tests.conftest import Server
 from tests.connections import accepted, wait_until
-from tests.scoring.test_pipeline import VALID
+from tests.scoring.test_pipeline import AZURE_ROUND_2, VALID
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,32 @@ def test_coercions_header_and_strict_mode(servers, tmp_path, example_model_dirs)
         assert "(validation is strict)" in rejected.json()["message"]
     finally:
         strict.stop()
+
+
+@pytest.mark.parametrize("name, body, status, expected", AZURE_ROUND_2)
+def test_azures_answers_round_2_over_http(servers, name, body, status, expected):
+    response = servers[name].post(body=body)
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json() == expected
+    else:
+        assert response.json()["message"].startswith(expected)
+        assert response.headers["x-ms-run-function-failed"] == "True"
+
+
+def test_dropped_columns_and_unknown_params_share_the_coercions_header(servers):
+    """Both are the client's names: a dropped column is counted, an unknown param is named only
+    when its name is plain (a newline or a non-Latin-1 character in a header is a 500)."""
+    body = {"input_data": {"columns": ["count", "price", "label", "note\r\nX-Evil: 1"],
+                           "data": [[2, 9.99, "pen", "a"]]},
+            "params": {"scale": 2, "colour": "red", "na\u00efve\u20ac\r\nX-Evil: 1": 1}}
+    response = servers["mixed-params"].post(body=body)
+    assert response.status_code == 200, response.text
+    assert "X-Evil" not in response.headers
+    assert response.headers["x-mlflow-deploy-coercions"].split("; ") == [
+        "input_data had 1 column the signature does not name, dropped",
+        "param 'colour' is not in the model's params schema, ignored",
+        "a param is not in the model's params schema, ignored"]
 
 
 def test_other_routes(servers):

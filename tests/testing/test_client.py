@@ -8,6 +8,7 @@ import pytest
 from mlflow_deploy import testing
 from mlflow_deploy.testing import settings
 from mlflow_deploy.testing.client import _cache
+from tests.scoring.test_pipeline import VALID
 
 DIABETES = ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
 DIABETES_BODY = {"input_data": {"columns": DIABETES, "data": [[0.03] * 10, [-0.01] * 10]}}
@@ -40,7 +41,7 @@ def test_model_is_loaded_once_per_uri(example_models):
     uri = example_models["heart"]
     first = testing.load_predictor(uri)
     for _ in range(3):
-        testing.score(uri, {"input_data": [[1, 1, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 2]]})
+        assert testing.score(uri, VALID["heart"]).status == 200
     assert testing.load_predictor(uri) is first
     assert sum(key[1] == uri for key in _cache if key[0] == "uri") == 1
 
