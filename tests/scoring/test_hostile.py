@@ -1,0 +1,104 @@
+"""Hostile requests, tried as an attacker would: each gets a precise 4xx (or, for a model output
+that cannot be written, a 500 with the request id), never a bare 500, a truncated read or an
+echo of the attacker's text, and every answer carries the request ids."""
+import json
+
+import pytest
+import requests
+
+from mlflow_deploy.scoring import payload
+from mlflow_deploy.scoring.errors import PayloadError
+from tests.conftest import Server
+
+JSON = "application/json"
+ROW = {"columns": ["x"], "data": [[1.0]]}
+ID_HEADERS = ("x-request-id", "x-ms-request-id", "x-ms-client-request-id")
+
+
+def has_ids(response, rid=None):
+    present = all(response.headers.get(name) for name in ID_HEADERS)
+    return present and (rid is None or response.headers["x-request-id"] == rid)
+
+
+def nested(depth: int) -> bytes:
+    """A JSON list `depth` levels deep: two bytes a level."""
+    return b"[" * depth + b"]" * depth
+
+
+def decoders():
+    """Every JSON decoder a model's env may give payload.loads: orjson (when installed here)
+    and the standard library's, which model envs without an orjson wheel use."""
+    found = ["stdlib"]
+    if payload.orjson is not None:
+        found.insert(0, "orjson")
+    return found
+
+
+@pytest.fixture(params=decoders())
+def decoder(request, monkeypatch):
+    if request.param == "stdlib":
+        monkeypatch.setattr(payload, "orjson", None)
+    return request.param
+
+
+# ---- the core, without a server ---------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [1000, 5000])
+def test_deep_nesting_is_a_400_before_decoding(decoder, depth):
+    body = b'{"input_data": ' + nested(depth) + b"}"
+    with pytest.raises(PayloadError) as info:
+        payload.parse_azure(body, JSON)
+    assert info.value.message == ("POST body could not be decoded as JSON: it nests arrays or "
+                                  "objects deeper than {} levels".format(payload.MAX_DEPTH))
+    with pytest.raises(PayloadError):
+        payload.parse_mlflow(b'{"inputs": ' + nested(depth) + b"}", JSON)
+    with pytest.raises(PayloadError):
+        payload.parse_azure_query(nested(depth).decode())
+
+
+def test_the_depth_cap_counts_structure_not_strings(decoder):
+    cap = payload.MAX_DEPTH
+    assert payload.loads(nested(cap)) is not None  # exactly at the cap: decoded
+    with pytest.raises(ValueError):
+        payload.loads(nested(cap + 1))
+    # brackets inside strings, escaped quotes and escaped backslashes are text, not nesting
+    text = json.dumps(["[" * 300, '"[{' * 200, "\\" * 3 + '"' + "{" * 150, "}" * 400])
+    assert payload.loads(text.encode())[3] == "}" * 400
+    wrapped = nested(cap - 1).replace(b"[]", b"[" + text.encode() + b"]")
+    assert payload.loads(wrapped) is not None
+    # an escaped backslash ends its string: what follows is structure, and counted
+    with pytest.raises(ValueError):
+        payload.loads(b'["a\\\\", ' + nested(cap) + b"]")
+    with pytest.raises(ValueError):  # not JSON at all: still the decoder's ValueError
+        payload.loads(b'["' + b"[" * 300)
+
+
+# ---- a live server ----------------------------------------------------------------------------
+
+LIMIT_MB = 0.05
+LIMIT = int(LIMIT_MB * 1024 * 1024)
+
+
+@pytest.fixture(scope="module")
+def server(quirks_dir, tmp_path_factory):
+    started = Server(tmp_path_factory.mktemp("hostile"), quirks_dir, deployment="hostile",
+                     max_request_mb=LIMIT_MB)
+    try:
+        yield started.wait_ready()
+    finally:
+        started.stop()
+
+
+def test_deep_nesting_is_a_400_on_every_scoring_route(server):
+    deep = nested(1000)
+    score = server.post(data=b'{"input_data": ' + deep + b"}",
+                        headers={"Content-Type": JSON, "x-request-id": "deep-1"})
+    # 600 levels: quoted, 1000 would pass gunicorn's limit on the request line (a 414)
+    query = requests.get(server.url + "/score", params={"input_data": nested(600).decode()},
+                         headers={"x-request-id": "deep-2"})
+    mlflow = server.post("/invocations", data=b'{"inputs": ' + deep + b"}",
+                         headers={"Content-Type": JSON, "x-request-id": "deep-3"})
+    for rid, response in (("deep-1", score), ("deep-2", query), ("deep-3", mlflow)):
+        assert response.status_code == 400, response.text
+        assert "deeper than {} levels".format(payload.MAX_DEPTH) in response.json()["message"]
+        assert has_ids(response, rid)
