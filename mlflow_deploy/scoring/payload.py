@@ -283,7 +283,29 @@ def json_default(value: Any) -> Any:
         return to_jsonable(value)
     if isinstance(value, (set, frozenset)):
         return list(value)
-    raise TypeError("cannot serialise a value of type " + type(value).__name__)
+    raise NotSerialisable(value)
+
+
+class NotSerialisable(TypeError):
+    """A value no JSON encoding is known for; ``type_name`` is its type's (ours to show: the
+    type, never the value)."""
+
+    def __init__(self, value: Any):
+        self.type_name = type(value).__name__
+        super().__init__("cannot serialise a value of type " + self.type_name)
+
+
+def unserialisable_type(exc: BaseException) -> Optional[str]:
+    """The type json_default could not encode, found where an encoder left it: raised as is
+    (the standard library) or as the cause of its own error (orjson), and again through
+    dumps' second attempt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NotSerialisable):
+            return exc.type_name
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _finite(value: Any) -> Any:

@@ -6,9 +6,10 @@ import json
 import pytest
 import requests
 
-from mlflow_deploy.scoring import payload
+from mlflow_deploy.scoring import payload, pipeline
 from mlflow_deploy.scoring.errors import PayloadError
 from tests.conftest import Server
+from tests.connections import wait_until
 
 JSON = "application/json"
 ROW = {"columns": ["x"], "data": [[1.0]]}
@@ -73,6 +74,22 @@ def test_the_depth_cap_counts_structure_not_strings(decoder):
         payload.loads(b'["' + b"[" * 300)
 
 
+@pytest.mark.parametrize("mode, type_name", [("timedelta", "Timedelta"), ("object", "object")])
+@pytest.mark.parametrize("render", ["score", "invocations"])
+def test_an_output_that_cannot_be_written_is_a_500_naming_its_type(predictors, mode, type_name,
+                                                                      render, caplog):
+    body = {"input_data": ROW, "params": {"mode": mode}}
+    if render == "invocations":
+        body = {"dataframe_split": ROW, "params": {"mode": mode}}
+    call = pipeline.score if render == "score" else pipeline.invocations
+    result = call(json.dumps(body).encode(), JSON, predictors["quirks"], request_id="rid-7")
+    assert result.status == 500
+    assert json.loads(result.body)["message"] == (
+        "The model's output could not be serialised (type {}); the deployment log has the "
+        "details for request id rid-7".format(type_name))
+    assert "rid-7" in caplog.text and "could not be serialised" in caplog.text
+
+
 # ---- a live server ----------------------------------------------------------------------------
 
 LIMIT_MB = 0.05
@@ -102,3 +119,16 @@ def test_deep_nesting_is_a_400_on_every_scoring_route(server):
         assert response.status_code == 400, response.text
         assert "deeper than {} levels".format(payload.MAX_DEPTH) in response.json()["message"]
         assert has_ids(response, rid)
+
+
+def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
+    response = server.post(body={"input_data": ROW, "params": {"mode": "timedelta"}},
+                           headers={"x-request-id": "out-1", "Content-Type": JSON})
+    assert response.status_code == 500
+    assert response.json()["message"] == (
+        "The model's output could not be serialised (type Timedelta); the deployment log has "
+        "the details for request id out-1")
+    assert has_ids(response, "out-1")
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    wait_until(lambda: "request out-1: the model's output could not be serialised" in server.log(),
+               timeout=10)
