@@ -9,23 +9,31 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
-from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout
+from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
 from .watchdog import Watchdog
 
 log = logging.getLogger("mlflow_deploy.scoring")
-MAX_REQUEST_ID = 100
 JSON = "application/json"
+# Azure's inference server's limits and texts for the ids it echoes
+MAX_REQUEST_ID = 100
+REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_REQUEST_ID)
+MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
+                   "characters".format(MAX_REQUEST_ID))
+METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
+                 "request id {}")
+SCORING_ROUTES = ("score", "invocations")  # each view's name is its route's name in the metrics
 
 
 @contextmanager
@@ -74,16 +82,43 @@ def create_app(scorer: Scorer, config: ServerConfig,
                "deployment": config.deployment, "revision": config.revision,
                "validation": options.validation.value}
 
-    def ids():
-        rid = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
+    def ids() -> Tuple[str, str]:
+        """(request id, client request id): the client's, else a new uuid4; HeaderTooLarge
+        for one over Azure's limit, which is never echoed."""
+        rid = request.headers.get("x-request-id")
         if rid and len(rid) > MAX_REQUEST_ID:
-            raise HeaderTooLarge("The x-request-id header is longer than {} characters.".format(
-                MAX_REQUEST_ID))
-        rid = rid or str(uuid.uuid4())
-        return rid, request.headers.get("x-ms-client-request-id") or rid
+            raise HeaderTooLarge(REQUEST_ID_TOO_LONG)
+        ms_rid = request.headers.get("x-ms-request-id")
+        client_rid = request.headers.get("x-ms-client-request-id")
+        if any(value and len(value) > MAX_REQUEST_ID for value in (ms_rid, client_rid)):
+            raise HeaderTooLarge(MS_IDS_TOO_LONG)
+        rid = rid or ms_rid or str(uuid.uuid4())
+        return rid, client_rid or rid
 
-    def answer(result: pipeline.Result, route: str, rid: str, client_rid: str,
-               started: float) -> Response:
+    @app.before_request
+    def take_ids():
+        try:
+            g.ids = ids()
+        except HeaderTooLarge as exc:
+            fresh = str(uuid.uuid4())
+            g.ids = (fresh, fresh)
+            if request.endpoint in SCORING_ROUTES:
+                return answer(pipeline.error_result(exc), request.endpoint, time.perf_counter())
+            return _json_error(exc.status, exc.message)
+        return None
+
+    @app.after_request
+    def with_ids(response: Response) -> Response:
+        """Every answer, errors and 500s included, carries the request ids."""
+        rid, client_rid = getattr(g, "ids", None) or (str(uuid.uuid4()),) * 2
+        for name, value in (("x-ms-request-id", rid), ("x-request-id", rid),
+                            ("x-ms-client-request-id", client_rid)):
+            if name not in response.headers:
+                response.headers[name] = value
+        return response
+
+    def answer(result: pipeline.Result, route: str, started: float) -> Response:
+        rid, client_rid = g.ids
         response = Response(result.body, status=result.status, content_type=result.content_type,
                             headers=result.headers)
         response.headers.update(pipeline.response_headers(result, rid, client_rid))
@@ -92,13 +127,10 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     def run_scoring(route: str, call: Callable[[ScoreRequest], pipeline.Result]) -> Response:
         started = time.perf_counter()
-        try:
-            rid, client_rid = ids()
-        except ScoringError as exc:
-            return answer(pipeline.error_result(exc), route, "", "", started)
+        rid = g.ids[0]
         client = request.environ.get("gunicorn.socket")
         if watchdog is not None and client is not None:
-            watchdog.begin(route, client.fileno(), rid, client_rid)
+            watchdog.begin(route, client.fileno(), *g.ids)
         try:
             with deadline(options.timeout_s):
                 result = call(score_request(rid))
@@ -109,10 +141,17 @@ def create_app(scorer: Scorer, config: ServerConfig,
             result = pipeline.error_result(exc)
         except RequestEntityTooLarge:
             result = pipeline.error_result(PayloadTooLarge(_too_large(config)))
+        except ScoringError as exc:
+            result = pipeline.error_result(exc)
+        except HTTPException:
+            raise  # werkzeug's own answer (a client that left mid-body), through http_error
+        except Exception:  # noqa: BLE001 - a bug of ours or a script's: 500, never a bare one
+            log.exception("request %s: the server failed", rid)
+            result = pipeline.error_result(ServerFailed(SERVER_FAILED.format(rid)))
         finally:
             if watchdog is not None:
                 watchdog.end()
-        return answer(result, route, rid, client_rid, started)
+        return answer(result, route, started)
 
     @app.route("/", methods=["GET"])
     def liveness():
@@ -165,8 +204,14 @@ def create_app(scorer: Scorer, config: ServerConfig,
         if exc.code == 404:
             return _json_error(404, "No route for this path. Scoring is POST /score.")
         if exc.code == 405:
-            return _json_error(405, "This method is not allowed for this path.")
+            return _json_error(405, METHOD_NOT_ALLOWED)
         return _json_error(exc.code or 500, exc.name)
+
+    @app.errorhandler(Exception)
+    def server_failed(exc):
+        rid = (getattr(g, "ids", None) or ("",))[0]
+        log.error("request %s: the server failed", rid, exc_info=exc)
+        return _json_error(500, SERVER_FAILED.format(rid))
 
     return app
 

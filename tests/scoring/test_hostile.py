@@ -7,7 +7,10 @@ import pytest
 import requests
 
 from mlflow_deploy.scoring import payload, pipeline
+from mlflow_deploy.scoring.app import create_app
+from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.scoring.errors import PayloadError
+from mlflow_deploy.scoring.scorer import Scorer
 from tests.conftest import Server
 from tests.connections import wait_until
 
@@ -90,6 +93,29 @@ def test_an_output_that_cannot_be_written_is_a_500_naming_its_type(predictors, m
     assert "rid-7" in caplog.text and "could not be serialised" in caplog.text
 
 
+class Broken(Scorer):
+    """A scorer that fails where no error is expected: a bug of ours, or of a script outside
+    run()."""
+
+    def score(self, request):
+        raise RuntimeError("secret-value")
+
+    def describe(self):
+        raise RuntimeError("secret-value")
+
+
+def test_a_failure_of_the_server_itself_is_a_500_with_the_request_ids(caplog):
+    client = create_app(Broken(), ServerConfig(model_dir="unused")).test_client()
+    for response in (client.post("/score", data="{}", headers={"x-request-id": "b-1"}),
+                     client.get("/version", headers={"x-request-id": "b-1"})):
+        assert response.status_code == 500
+        assert response.get_json()["message"] == (
+            "The server failed on this request; the deployment log has the traceback for "
+            "request id b-1")
+        assert b"secret" not in response.data and has_ids(response, "b-1")
+    assert "request b-1: the server failed" in caplog.text and "secret-value" in caplog.text
+
+
 # ---- a live server ----------------------------------------------------------------------------
 
 LIMIT_MB = 0.05
@@ -119,6 +145,40 @@ def test_deep_nesting_is_a_400_on_every_scoring_route(server):
         assert response.status_code == 400, response.text
         assert "deeper than {} levels".format(payload.MAX_DEPTH) in response.json()["message"]
         assert has_ids(response, rid)
+
+
+def test_wrong_method_has_azures_text(server):
+    for method, path in (("DELETE", "/score"), ("GET", "/invocations"), ("POST", "/swagger.json")):
+        response = requests.request(method, server.url + path, headers={"x-request-id": "m-1"})
+        assert response.status_code == 405
+        assert response.json()["message"] == "The method is not allowed for the requested URL."
+        assert has_ids(response, "m-1")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x-request-id", "x-request-id must not exceed 100 characters"),
+    ("x-ms-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed 100 "
+                        "characters"),
+    ("x-ms-client-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed 100 "
+                               "characters"),
+])
+def test_over_long_ids_are_431_and_never_echoed(server, name, message):
+    long_id = "r" * 101
+    for path in ("/score", "/swagger.json"):
+        response = server.post(body={"input_data": ROW}, headers={name: long_id}) \
+            if path == "/score" else requests.get(server.url + path, headers={name: long_id})
+        assert response.status_code == 431
+        assert response.json()["message"] == message
+        assert long_id not in str(response.headers) and has_ids(response)
+    fits = server.post(body={"input_data": ROW}, headers={name: "r" * 100})
+    assert fits.status_code == 200 and "r" * 100 in fits.headers.values()
+
+
+def test_every_answer_carries_the_request_ids(server):
+    for response in (requests.get(server.url + "/nope", headers={"x-request-id": "a-1"}),
+                     requests.get(server.url + "/swagger.json", headers={"x-request-id": "a-1"}),
+                     requests.get(server.url + "/", headers={"x-request-id": "a-1"})):
+        assert has_ids(response, "a-1"), response.status_code
 
 
 def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
