@@ -3,6 +3,7 @@
 Every scoring route hands the request to the deployment's Scorer (scorer.py: an MLflow model
 through pipeline.py, or a user's scoring script); this module only does HTTP.
 """
+import io
 import logging
 import signal
 import threading
@@ -13,11 +14,13 @@ from typing import Callable, Iterator, Optional, Tuple
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
-from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed
+from .errors import (BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
+                     ServerFailed)
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
@@ -31,8 +34,11 @@ REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_RE
 MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
                    "characters".format(MAX_REQUEST_ID))
 METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+BODY_UNREADABLE = ("The request body could not be read: its chunked encoding is broken or the "
+                   "connection closed before its end.")
 SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
                  "request id {}")
+READ_PIECE = 1 << 16
 SCORING_ROUTES = ("score", "invocations")  # each view's name is its route's name in the metrics
 
 
@@ -78,6 +84,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
     app.config["MAX_CONTENT_LENGTH"] = options.max_request_bytes
     app.config["ON_TIMEOUT"] = on_timeout
     metrics = metrics or Metrics()
+    too_large_text = _too_large(config)
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
                "validation": options.validation.value}
@@ -133,14 +140,12 @@ def create_app(scorer: Scorer, config: ServerConfig,
             watchdog.begin(route, client.fileno(), *g.ids)
         try:
             with deadline(options.timeout_s):
-                result = call(score_request(rid))
+                result = call(score_request(rid, options.max_request_bytes, too_large_text))
         except ScoringTimeout as exc:
             log.error("request %s: %s; recycling this worker", rid, exc.message)
             if app.config["ON_TIMEOUT"]:
                 app.config["ON_TIMEOUT"]()
             result = pipeline.error_result(exc)
-        except RequestEntityTooLarge:
-            result = pipeline.error_result(PayloadTooLarge(_too_large(config)))
         except ScoringError as exc:
             result = pipeline.error_result(exc)
         except HTTPException:
@@ -197,7 +202,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
-        return _json_error(413, _too_large(config))
+        return _json_error(413, too_large_text)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -216,14 +221,43 @@ def create_app(scorer: Scorer, config: ServerConfig,
     return app
 
 
-def score_request(request_id: str) -> ScoreRequest:
+def score_request(request_id: str, max_bytes: int, too_large: str) -> ScoreRequest:
     """Flask's current request as the scorer's transport-neutral one (the body is read here,
-    inside the deadline: a body over the limit is the server's 413)."""
-    return ScoreRequest(body=request.get_data(cache=True), content_type=request.content_type,
+    inside the deadline)."""
+    return ScoreRequest(body=read_body(max_bytes, too_large), content_type=request.content_type,
                         method=request.method,
                         # the query string carries a GET's input; a POST's is never read
                         args=request.args.to_dict(flat=False) if request.method != "POST" else {},
                         headers=request.headers, request_id=request_id, native=request)
+
+
+def read_body(max_bytes: int, too_large: str) -> bytes:
+    """The request's body; PayloadTooLarge (saying ``too_large``) past ``max_bytes``, whatever
+    the transfer encoding.
+
+    Werkzeug's limit stops reading a chunked body at the limit without an error (and before
+    werkzeug 2.3 did not limit one at all), so the rest would be cut off silently: the body is
+    read here in pieces, and one byte past the limit is the 413. The body read is put back as
+    the request's stream, for a script that reads the request itself (Azure's @rawhttp)."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(too_large)
+    stream = get_input_stream(request.environ)  # bounded by Content-Length, or the server's
+    pieces, size = [], 0
+    try:
+        while True:
+            piece = stream.read(min(READ_PIECE, max_bytes + 1 - size))
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+            if size > max_bytes:
+                raise PayloadTooLarge(too_large)
+    except OSError:  # gunicorn's errors for a broken chunked body are OSErrors
+        raise BadRequest(BODY_UNREADABLE) from None
+    body = b"".join(pieces)
+    request.environ["wsgi.input"] = io.BytesIO(body)
+    return body
 
 
 def _too_large(config: ServerConfig) -> str:
