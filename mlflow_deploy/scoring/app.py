@@ -20,7 +20,7 @@ from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
 from .errors import (BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
-                     ServerFailed)
+                     ServerFailed, UnsupportedMediaType)
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
@@ -34,6 +34,9 @@ REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_RE
 MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
                    "characters".format(MAX_REQUEST_ID))
 METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+# Azure's server decodes no Content-Encoding, and nothing shows its front end does: a body
+# accepted here encoded could fail there
+ENCODED = "Content-Encoding is not supported: send the body unencoded (identity)."
 BODY_UNREADABLE = ("The request body could not be read: its chunked encoding is broken or the "
                    "connection closed before its end.")
 SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
@@ -224,6 +227,9 @@ def create_app(scorer: Scorer, config: ServerConfig,
 def score_request(request_id: str, max_bytes: int, too_large: str) -> ScoreRequest:
     """Flask's current request as the scorer's transport-neutral one (the body is read here,
     inside the deadline)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(ENCODED)
     return ScoreRequest(body=read_body(max_bytes, too_large), content_type=request.content_type,
                         method=request.method,
                         # the query string carries a GET's input; a POST's is never read

@@ -188,6 +188,27 @@ def test_a_broken_chunked_body_is_a_400(server):
     assert b"x-request-id" in rest.lower()
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip", "<script>"])
+def test_a_content_encoding_is_415_without_echo(server, encoding):
+    response = server.post(data=json.dumps({"input_data": ROW}),
+                           headers={"Content-Type": JSON, "Content-Encoding": encoding})
+    assert response.status_code == 415
+    assert response.json()["message"] == (
+        "Content-Encoding is not supported: send the body unencoded (identity).")
+    assert has_ids(response)
+    identity = server.post(data=json.dumps({"input_data": ROW}),
+                           headers={"Content-Type": JSON, "Content-Encoding": "identity"})
+    assert identity.status_code == 200
+
+
+def test_wrong_method_has_azures_text(server):
+    for method, path in (("DELETE", "/score"), ("GET", "/invocations"), ("POST", "/swagger.json")):
+        response = requests.request(method, server.url + path, headers={"x-request-id": "m-1"})
+        assert response.status_code == 405
+        assert response.json()["message"] == "The method is not allowed for the requested URL."
+        assert has_ids(response, "m-1")
+
+
 @pytest.mark.parametrize("name, message", [
     ("x-request-id", "x-request-id must not exceed 100 characters"),
     ("x-ms-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed 100 "
