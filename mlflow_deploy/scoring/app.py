@@ -5,6 +5,7 @@ through pipeline.py, or a user's scoring script); this module only does HTTP.
 """
 import io
 import logging
+import re
 import signal
 import threading
 import time
@@ -39,6 +40,10 @@ METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 ENCODED = "Content-Encoding is not supported: send the body unencoded (identity)."
 BODY_UNREADABLE = ("The request body could not be read: its chunked encoding is broken or the "
                    "connection closed before its end.")
+# a swagger version is echoed in the answer only when it is this plain
+SWAGGER_VERSION = re.compile(r"[A-Za-z0-9._-]{0,16}")
+BAD_SWAGGER_VERSION = ("The swagger version must be one of 2, 3 or 3.1 (at most 16 letters, "
+                       "digits, '.', '_' or '-').")
 SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
                  "request id {}")
 READ_PIECE = 1 << 16
@@ -183,8 +188,10 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.route("/swagger.json", methods=["GET"])
     def swagger():
-        result = scorer.swagger(request.args.get("version", "2"),
-                                title=config.deployment or "mlflow-deploy")
+        version = request.args.get("version", "2")
+        if not SWAGGER_VERSION.fullmatch(version):
+            return _json_error(400, BAD_SWAGGER_VERSION)
+        result = scorer.swagger(version, title=config.deployment or "mlflow-deploy")
         return Response(result.body, status=result.status, content_type=result.content_type)
 
     @app.route("/ping", methods=["GET"])

@@ -201,6 +201,21 @@ def test_a_content_encoding_is_415_without_echo(server, encoding):
     assert identity.status_code == 200
 
 
+def test_swagger_version_is_echoed_only_as_a_short_token(server):
+    unknown = requests.get(server.url + "/swagger.json", params={"version": "4.0-rc_1"})
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == \
+        "Swagger version [4.0-rc_1] is not valid. Supported versions: [2, 3, 3.1]."
+    for hostile in ("<script>alert(1)</script>", "3" * 17, "3 ", "\u00e9"):
+        response = requests.get(server.url + "/swagger.json", params={"version": hostile})
+        assert response.status_code == 400
+        assert response.json()["message"] == (
+            "The swagger version must be one of 2, 3 or 3.1 (at most 16 letters, digits, "
+            "'.', '_' or '-').")
+        assert "script" not in response.text and "333" not in response.text
+        assert has_ids(response)
+
+
 def test_wrong_method_has_azures_text(server):
     for method, path in (("DELETE", "/score"), ("GET", "/invocations"), ("POST", "/swagger.json")):
         response = requests.request(method, server.url + path, headers={"x-request-id": "m-1"})
