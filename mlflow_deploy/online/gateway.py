@@ -67,7 +67,6 @@ DRAIN_LIMIT_S = 190.0
 _NOT_FORWARDED = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization",
-    "content-encoding",  # aiohttp has decoded a compressed request body already
 })
 _NOT_RETURNED = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
@@ -385,7 +384,11 @@ async def serve(config_path: str) -> None:
     admin.router.add_post("/reload", gateway.admin_reload)
     admin.router.add_get("/mirror", gateway.admin_mirror)
     admin.router.add_get("/health", gateway.admin_health)
-    public_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # a body is forwarded as the client encoded it, Content-Encoding and all: the scoring server
+    # refuses an encoded body as Azure's does (decoded here, it would pass locally and fail
+    # there), and the gateway never inflates a compressed body
+    public_runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                  auto_decompress=False)
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await public_runner.setup()
     await admin_runner.setup()

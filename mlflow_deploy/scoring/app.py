@@ -3,29 +3,51 @@
 Every scoring route hands the request to the deployment's Scorer (scorer.py: an MLflow model
 through pipeline.py, or a user's scoring script); this module only does HTTP.
 """
+import io
 import logging
+import re
 import signal
 import threading
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
-from .errors import HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout
+from .errors import (BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
+                     ServerFailed, UnsupportedMediaType)
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
 from .watchdog import Watchdog
 
 log = logging.getLogger("mlflow_deploy.scoring")
-MAX_REQUEST_ID = 100
 JSON = "application/json"
+# Azure's inference server's limits and texts for the ids it echoes
+MAX_REQUEST_ID = 100
+REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_REQUEST_ID)
+MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
+                   "characters".format(MAX_REQUEST_ID))
+METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+# Azure's server decodes no Content-Encoding, and nothing shows its front end does: a body
+# accepted here encoded could fail there
+ENCODED = "Content-Encoding is not supported: send the body unencoded (identity)."
+BODY_UNREADABLE = ("The request body could not be read: its chunked encoding is broken or the "
+                   "connection closed before its end.")
+# a swagger version is echoed in the answer only when it is this plain
+SWAGGER_VERSION = re.compile(r"[A-Za-z0-9._-]{0,16}")
+BAD_SWAGGER_VERSION = ("The swagger version must be one of 2, 3 or 3.1 (at most 16 letters, "
+                       "digits, '.', '_' or '-').")
+SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
+                 "request id {}")
+READ_PIECE = 1 << 16
+SCORING_ROUTES = ("score", "invocations")  # each view's name is its route's name in the metrics
 
 
 @contextmanager
@@ -70,20 +92,48 @@ def create_app(scorer: Scorer, config: ServerConfig,
     app.config["MAX_CONTENT_LENGTH"] = options.max_request_bytes
     app.config["ON_TIMEOUT"] = on_timeout
     metrics = metrics or Metrics()
+    too_large_text = _too_large(config)
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
                "validation": options.validation.value}
 
-    def ids():
-        rid = request.headers.get("x-request-id") or request.headers.get("x-ms-request-id")
+    def ids() -> Tuple[str, str]:
+        """(request id, client request id): the client's, else a new uuid4; HeaderTooLarge
+        for one over Azure's limit, which is never echoed."""
+        rid = request.headers.get("x-request-id")
         if rid and len(rid) > MAX_REQUEST_ID:
-            raise HeaderTooLarge("The x-request-id header is longer than {} characters.".format(
-                MAX_REQUEST_ID))
-        rid = rid or str(uuid.uuid4())
-        return rid, request.headers.get("x-ms-client-request-id") or rid
+            raise HeaderTooLarge(REQUEST_ID_TOO_LONG)
+        ms_rid = request.headers.get("x-ms-request-id")
+        client_rid = request.headers.get("x-ms-client-request-id")
+        if any(value and len(value) > MAX_REQUEST_ID for value in (ms_rid, client_rid)):
+            raise HeaderTooLarge(MS_IDS_TOO_LONG)
+        rid = rid or ms_rid or str(uuid.uuid4())
+        return rid, client_rid or rid
 
-    def answer(result: pipeline.Result, route: str, rid: str, client_rid: str,
-               started: float) -> Response:
+    @app.before_request
+    def take_ids():
+        try:
+            g.ids = ids()
+        except HeaderTooLarge as exc:
+            fresh = str(uuid.uuid4())
+            g.ids = (fresh, fresh)
+            if request.endpoint in SCORING_ROUTES:
+                return answer(pipeline.error_result(exc), request.endpoint, time.perf_counter())
+            return _json_error(exc.status, exc.message)
+        return None
+
+    @app.after_request
+    def with_ids(response: Response) -> Response:
+        """Every answer, errors and 500s included, carries the request ids."""
+        rid, client_rid = getattr(g, "ids", None) or (str(uuid.uuid4()),) * 2
+        for name, value in (("x-ms-request-id", rid), ("x-request-id", rid),
+                            ("x-ms-client-request-id", client_rid)):
+            if name not in response.headers:
+                response.headers[name] = value
+        return response
+
+    def answer(result: pipeline.Result, route: str, started: float) -> Response:
+        rid, client_rid = g.ids
         response = Response(result.body, status=result.status, content_type=result.content_type,
                             headers=result.headers)
         response.headers.update(pipeline.response_headers(result, rid, client_rid))
@@ -92,27 +142,29 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     def run_scoring(route: str, call: Callable[[ScoreRequest], pipeline.Result]) -> Response:
         started = time.perf_counter()
-        try:
-            rid, client_rid = ids()
-        except ScoringError as exc:
-            return answer(pipeline.error_result(exc), route, "", "", started)
+        rid = g.ids[0]
         client = request.environ.get("gunicorn.socket")
         if watchdog is not None and client is not None:
-            watchdog.begin(route, client.fileno(), rid, client_rid)
+            watchdog.begin(route, client.fileno(), *g.ids)
         try:
             with deadline(options.timeout_s):
-                result = call(score_request(rid))
+                result = call(score_request(rid, options.max_request_bytes, too_large_text))
         except ScoringTimeout as exc:
             log.error("request %s: %s; recycling this worker", rid, exc.message)
             if app.config["ON_TIMEOUT"]:
                 app.config["ON_TIMEOUT"]()
             result = pipeline.error_result(exc)
-        except RequestEntityTooLarge:
-            result = pipeline.error_result(PayloadTooLarge(_too_large(config)))
+        except ScoringError as exc:
+            result = pipeline.error_result(exc)
+        except HTTPException:
+            raise  # werkzeug's own answer (a client that left mid-body), through http_error
+        except Exception:  # noqa: BLE001 - a bug of ours or a script's: 500, never a bare one
+            log.exception("request %s: the server failed", rid)
+            result = pipeline.error_result(ServerFailed(SERVER_FAILED.format(rid)))
         finally:
             if watchdog is not None:
                 watchdog.end()
-        return answer(result, route, rid, client_rid, started)
+        return answer(result, route, started)
 
     @app.route("/", methods=["GET"])
     def liveness():
@@ -136,8 +188,10 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.route("/swagger.json", methods=["GET"])
     def swagger():
-        result = scorer.swagger(request.args.get("version", "2"),
-                                title=config.deployment or "mlflow-deploy")
+        version = request.args.get("version", "2")
+        if not SWAGGER_VERSION.fullmatch(version):
+            return _json_error(400, BAD_SWAGGER_VERSION)
+        result = scorer.swagger(version, title=config.deployment or "mlflow-deploy")
         return Response(result.body, status=result.status, content_type=result.content_type)
 
     @app.route("/ping", methods=["GET"])
@@ -158,27 +212,65 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
-        return _json_error(413, _too_large(config))
+        return _json_error(413, too_large_text)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
         if exc.code == 404:
             return _json_error(404, "No route for this path. Scoring is POST /score.")
         if exc.code == 405:
-            return _json_error(405, "This method is not allowed for this path.")
+            return _json_error(405, METHOD_NOT_ALLOWED)
         return _json_error(exc.code or 500, exc.name)
+
+    @app.errorhandler(Exception)
+    def server_failed(exc):
+        rid = (getattr(g, "ids", None) or ("",))[0]
+        log.error("request %s: the server failed", rid, exc_info=exc)
+        return _json_error(500, SERVER_FAILED.format(rid))
 
     return app
 
 
-def score_request(request_id: str) -> ScoreRequest:
+def score_request(request_id: str, max_bytes: int, too_large: str) -> ScoreRequest:
     """Flask's current request as the scorer's transport-neutral one (the body is read here,
-    inside the deadline: a body over the limit is the server's 413)."""
-    return ScoreRequest(body=request.get_data(cache=True), content_type=request.content_type,
+    inside the deadline)."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(ENCODED)
+    return ScoreRequest(body=read_body(max_bytes, too_large), content_type=request.content_type,
                         method=request.method,
                         # the query string carries a GET's input; a POST's is never read
                         args=request.args.to_dict(flat=False) if request.method != "POST" else {},
                         headers=request.headers, request_id=request_id, native=request)
+
+
+def read_body(max_bytes: int, too_large: str) -> bytes:
+    """The request's body; PayloadTooLarge (saying ``too_large``) past ``max_bytes``, whatever
+    the transfer encoding.
+
+    Werkzeug's limit stops reading a chunked body at the limit without an error (and before
+    werkzeug 2.3 did not limit one at all), so the rest would be cut off silently: the body is
+    read here in pieces, and one byte past the limit is the 413. The body read is put back as
+    the request's stream, for a script that reads the request itself (Azure's @rawhttp)."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(too_large)
+    stream = get_input_stream(request.environ)  # bounded by Content-Length, or the server's
+    pieces, size = [], 0
+    try:
+        while True:
+            piece = stream.read(min(READ_PIECE, max_bytes + 1 - size))
+            if not piece:
+                break
+            pieces.append(piece)
+            size += len(piece)
+            if size > max_bytes:
+                raise PayloadTooLarge(too_large)
+    except OSError:  # gunicorn's errors for a broken chunked body are OSErrors
+        raise BadRequest(BODY_UNREADABLE) from None
+    body = b"".join(pieces)
+    request.environ["wsgi.input"] = io.BytesIO(body)
+    return body
 
 
 def _too_large(config: ServerConfig) -> str:

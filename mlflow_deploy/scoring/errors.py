@@ -66,6 +66,13 @@ class ModelFailed(ScoringError):
     status = 500
 
 
+class ServerFailed(ScoringError):
+    """A failure of the server's own code, or of a scoring script outside run(): 500, the
+    traceback in the log under the request id the body names."""
+
+    status = 500
+
+
 class StartupError(Exception):
     """What is to be served cannot start: a scoring script does not import, lacks init()/run(),
     or its init() raised; an MLflow model does not load (batch). ``traceback`` is the script's or

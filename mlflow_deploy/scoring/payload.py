@@ -48,8 +48,59 @@ def is_json(content_type: Optional[str]) -> bool:
     return bool(content_type) and content_type.split(";", 1)[0].strip().lower() in JSON_TYPES
 
 
-def loads(raw: bytes) -> Any:
-    """Parse JSON; Python's own parser is the fallback because it accepts NaN/Infinity as Azure does."""
+#: how deeply arrays and objects may nest in a request body: numpy holds at most 64 dimensions
+#: (32 before numpy 2) and the envelope adds two levels, so no real tensor comes near it
+MAX_DEPTH = 100
+# the bytes the depth scan keeps, and what each does to the depth
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_DEPTH_STEP = np.zeros(256, dtype=np.int64)
+_DEPTH_STEP[list(b"[{")] = 1
+_DEPTH_STEP[list(b"]}")] = -1
+_SCAN_BLOCK = 1 << 20
+
+
+class TooDeep(ValueError):
+    """The text nests arrays or objects deeper than MAX_DEPTH."""
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays or objects more than ``limit`` levels, counted on the bytes
+    before anything parses it.
+
+    Both decoders recurse once a level: the standard library's raises RecursionError at the
+    interpreter's recursion limit (a 2 KB body reaches it), and orjson takes 1024 levels, enough
+    to break every recursive step after it (the signature's checks, numpy, rendering). Catching
+    RecursionError would leave those; a second parse would cost as much as the first. This is
+    C-speed passes instead (drop escaped backslashes and quotes, keep only brackets and quotes)
+    and running sums over what is left (inside a string or not, then the depth), a block at a
+    time so memory stays small. On text that is not JSON the count may be off past the first
+    error, where the decoder stops anyway.
+    """
+    if b"\\" in raw:
+        # an escaped backslash, then an escaped quote, end no string: replace() pairs a run of
+        # backslashes from its start, as a JSON decoder reads it
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = raw.translate(None, _NOT_STRUCTURE)
+    if len(kept) <= limit:
+        return False
+    depth, quotes = 0, 0
+    for start in range(0, len(kept), _SCAN_BLOCK):
+        block = np.frombuffer(kept, np.uint8, min(_SCAN_BLOCK, len(kept) - start), start)
+        is_quote = block == ord('"')
+        in_string = (quotes + np.cumsum(is_quote)) & 1  # a quote itself steps by 0
+        levels = depth + np.cumsum(np.where(in_string, 0, _DEPTH_STEP[block]))
+        if levels.max() > limit:
+            return True
+        depth, quotes = int(levels[-1]), quotes + int(is_quote.sum())
+    return False
+
+
+def loads(raw: Any) -> Any:
+    """Parse JSON text (bytes or str); ValueError for text that is not JSON or nests deeper than
+    MAX_DEPTH. Python's own parser is the fallback because it accepts NaN/Infinity as Azure does."""
+    scanned = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if nests_deeper_than(scanned, MAX_DEPTH):
+        raise TooDeep("it nests arrays or objects deeper than {} levels".format(MAX_DEPTH))
     if orjson is not None:
         try:
             return orjson.loads(raw)
@@ -64,9 +115,14 @@ def _decode_body(raw: bytes) -> Any:
         raise PayloadError("POST body is empty. Expecting a JSON dictionary.")
     try:
         return loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError or TooDeep
         # the decoder's text gives a position, never the content
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not valid UTF-8 JSON"
+        if isinstance(exc, json.JSONDecodeError):
+            reason = exc.msg
+        elif isinstance(exc, TooDeep):
+            reason = str(exc)
+        else:
+            reason = "not valid UTF-8 JSON"
         raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
 
 
@@ -230,7 +286,29 @@ def json_default(value: Any) -> Any:
         return to_jsonable(value)
     if isinstance(value, (set, frozenset)):
         return list(value)
-    raise TypeError("cannot serialise a value of type " + type(value).__name__)
+    raise NotSerialisable(value)
+
+
+class NotSerialisable(TypeError):
+    """A value no JSON encoding is known for; ``type_name`` is its type's (ours to show: the
+    type, never the value)."""
+
+    def __init__(self, value: Any):
+        self.type_name = type(value).__name__
+        super().__init__("cannot serialise a value of type " + self.type_name)
+
+
+def unserialisable_type(exc: BaseException) -> Optional[str]:
+    """The type json_default could not encode, found where an encoder left it: raised as is
+    (the standard library) or as the cause of its own error (orjson), and again through
+    dumps' second attempt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NotSerialisable):
+            return exc.type_name
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _finite(value: Any) -> Any:

@@ -88,11 +88,25 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
         predictions, enforced = predict_parsed(parsed, predictor, validation=validation,
                                                error_details=error_details, request_id=request_id)
         exec_ms = (time.perf_counter() - started) * 1000.0
-        return Result(200, render(predictions), coercions=enforced.coercions, exec_ms=exec_ms)
+        return Result(200, _rendered(render, predictions, request_id),
+                      coercions=enforced.coercions, exec_ms=exec_ms)
     except ScoringTimeout:
         raise  # the server answers 504 and recycles the worker
     except ScoringError as exc:
         return error_result(exc)
+
+
+def _rendered(render: Callable[[Any], bytes], predictions: Any, request_id: str) -> bytes:
+    """The predictions as the response body; an output no JSON encoding is known for (a
+    Timedelta, an arbitrary object) is the model's failure, a 500 naming the type."""
+    try:
+        return render(predictions)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        log.error("request %s: the model's output could not be serialised\n%s", request_id,
+                  traceback.format_exc())
+        type_name = payload.unserialisable_type(exc) or type(predictions).__name__
+        raise ModelFailed("The model's output could not be serialised (type {}); the deployment "
+                          "log has the details for request id {}".format(type_name, request_id))
 
 
 def predict(predictor: "Predictor", enforced: schema.Enforced, error_details: bool = True,

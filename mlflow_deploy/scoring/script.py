@@ -247,8 +247,9 @@ def query_fields(args: Mapping[str, List[str]]) -> Dict[str, Any]:
 
 
 def _json_or_text(value: str) -> Any:
+    """Text nested past payload.MAX_DEPTH stays text, as any other value that is not JSON."""
     try:
-        return json.loads(value)
+        return payload.loads(value)
     except ValueError:
         return value
 

@@ -256,6 +256,9 @@ class _Builder:
             "One value per column, in the order of 'columns'.",
         )
         columns = {"type": "array", "items": {"type": "string"}}  # type: Dict[str, Any]
+        # the server takes a row of exactly one value per name in 'columns': the widest and
+        # narrowest rows are those of the widest and narrowest 'columns'
+        widest = narrowest = len(specs)
         if named:
             columns["items"]["enum"] = [spec.name for spec in specs]
             columns["uniqueItems"] = True
@@ -263,7 +266,16 @@ class _Builder:
             columns["description"] = "The column names, in any order; extra columns are dropped."
             if optional:
                 columns["description"] += " Optional columns: " + ", ".join(optional) + "."
-            columns["minItems"] = len(specs) - len(optional)
+            narrowest = len(specs) - len(optional)
+            columns["minItems"] = narrowest
+            columns["maxItems"] = widest
+        row = {
+            "type": "array",
+            "description": "One row: a value for each name in 'columns', in that order.",
+            "minItems": narrowest,
+            "maxItems": widest,
+            "items": row_item,
+        }  # type: Dict[str, Any]
         schema = {
             "type": "object",
             "description": "A DataFrame in pandas split orientation.",
@@ -271,7 +283,7 @@ class _Builder:
             "properties": {
                 "columns": columns,
                 "index": {"type": "array", "items": {"type": "integer"}},
-                "data": {"type": "array", "items": {"type": "array", "items": row_item}},
+                "data": {"type": "array", "minItems": 1, "items": row},
             },
         }  # type: Dict[str, Any]
         return schema
@@ -386,7 +398,10 @@ class _Builder:
             "400": self._error("The input does not match the model's signature, or the model "
                                "rejected it."),
             "413": self._error("The request body is over the size limit."),
-            "415": self._error("Content-Type is not application/json."),
+            "415": self._error("Content-Type is not application/json, or the body has a "
+                               "Content-Encoding."),
+            "431": self._error("x-request-id, x-ms-request-id or x-ms-client-request-id is "
+                               "longer than 100 characters."),
             "500": self._error("The model failed; the body carries the request id."),
             "504": self._error("Scoring ran past the deployment's request timeout."),
         }
@@ -457,6 +472,7 @@ class _Builder:
                         ],
                         "responses": {
                             "200": {"description": "The document.", "schema": {"type": "object"}},
+                            "400": self._error("The version is not a short plain token."),
                             "404": self._error("Unsupported version."),
                         },
                     }
@@ -528,6 +544,7 @@ class _Builder:
                                 "description": "The document.",
                                 "content": {"application/json": {"schema": {"type": "object"}}},
                             },
+                            "400": self._error("The version is not a short plain token."),
                             "404": self._error("Unsupported version."),
                         },
                     }

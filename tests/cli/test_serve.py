@@ -1,5 +1,7 @@
 """`mlflow-deploy serve` and `mlflow deployments run-local`: a foreground server in a real process,
 stopped by Ctrl-C; a busy port is one line. (Killing `serve` alone: tests/test_cli.py.)"""
+import gzip
+import json
 import socket
 import sys
 
@@ -41,6 +43,11 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
     answer = requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=5)
     assert answer.status_code == 200 and len(answer.json()) == 1
     assert "azureml-model-deployment" not in answer.headers  # transparent: the server's answer
+    # an encoded body reaches the server as sent, to be refused there as Azure's server would
+    gzipped = requests.post(f"http://127.0.0.1:{port}/score", data=gzip.compress(
+        json.dumps(SPLIT).encode()), timeout=5, headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert gzipped.status_code == 415, gzipped.text
     for sock in stalled:
         sock.close()
     code, output = ctrl_c(proc, port)

@@ -2,6 +2,8 @@
 models. Two pyfunc models answer the same question (x -> 2x): blue always right, green wrong on
 known rows, failing, or slow on others, so routing, mirroring and every status can be told apart
 by the answer alone."""
+import gzip
+import json
 import os
 import signal
 import socket
@@ -163,6 +165,12 @@ def test_every_status_of_the_router(deploy_home, models):
     assert "'x'" in answer.json()["message"]  # the deployment's own message, passed on
     with pytest.raises(PredictionFailed, match=r"^424 \(the deployment answered 400\)"):
         online.predict(None, {"input_data": {"columns": ["y"], "data": [[1.0]]}}, endpoint="ept")
+    # an encoded body reaches the deployment as sent, which refuses it as Azure's server would
+    answer = requests.post(uri, data=gzip.compress(json.dumps(body(1.0)).encode()), timeout=30,
+                           headers={**auth(key), "Content-Type": "application/json",
+                                    "Content-Encoding": "gzip"})
+    assert answer.status_code == 424
+    assert answer.headers["ms-azureml-model-error-statuscode"] == "415"
 
     answer = requests.post(uri, data=b"x" * (1024 * 1024 + 1), headers=auth(key), timeout=30)
     assert answer.status_code == 413

@@ -33,6 +33,10 @@ class Quirks(mlflow.pyfunc.PythonModel):
             return "hello"
         if mode == "series":
             return pd.Series(x * 3)
+        if mode == "timedelta":  # no JSON encoding for it
+            return pd.Series([pd.Timedelta(seconds=v) for v in x])
+        if mode == "object":
+            return [object() for _ in x]
         return x * 2
 
 

@@ -1,5 +1,6 @@
 """User scoring scripts (Azure's code_configuration) on real gunicorn servers: init() once per
 worker, run() with the raw body, Azure's rendering and errors, and the example scripts."""
+import http.client
 import json
 import os
 import pickle
@@ -165,6 +166,14 @@ def test_get_score_hands_run_the_query_as_json(echo):
                                                          ("c", "x"), ("c", "y")])
     assert response.status_code == 200
     assert json.loads(response.json()["raw"]) == {"a": 1, "b": [1, 2], "c": ["x", "y"]}
+    # nested past what is decoded: handed on as the text it is (unquoted, to fit a request line)
+    deep = "[" * 1000 + "]" * 1000
+    connection = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=30)
+    connection.request("GET", "/score?d=" + deep)
+    answer = connection.getresponse()
+    assert answer.status == 200
+    assert json.loads(json.loads(answer.read())["raw"]) == {"d": deep}
+    connection.close()
 
 
 @pytest.mark.parametrize("body, status, content_type, expected", [

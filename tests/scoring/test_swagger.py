@@ -329,6 +329,13 @@ def test_request_schema_rejects_bad_bodies():
     assert not ok("named_tensors", {"input_data": {"tokens": [[1] * 12], "mask": [[1]]}})
     assert not ok("columns", {"input_data": {"columns": ["d"], "data": [[1.0]]},
                               "params": {"max_tokens": "many"}})
+    example = CASES["columns"]["example"]["input_data"]
+    assert ok("columns", {"input_data": example})
+    assert not ok("columns", {"input_data": dict(example, data=[])})  # no rows
+    short = [example["data"][0][:-1]]
+    assert not ok("columns", {"input_data": dict(example, data=short)})  # a row too narrow
+    wide = [example["data"][0] + [1.0, "x", None]]
+    assert not ok("columns", {"input_data": dict(example, data=wide)})  # wider than any columns
     assert ok("no_signature", {"input_data": [[1, 2]]})
     assert ok("no_signature", {"input_data": {"a": [1]}, "params": {"x": 1}})
     assert not ok("no_signature", {"data": [[1, 2]]})
@@ -358,9 +365,14 @@ def test_column_signature_is_split_orientation(version):
     assert props["columns"]["items"]["type"] == "string"
     assert props["columns"]["items"]["enum"] == COLUMN_NAMES
     assert props["columns"]["minItems"] == len(REQUIRED_COLUMNS)
+    assert props["columns"]["maxItems"] == len(COLUMN_NAMES)
     assert props["index"] == {"type": "array", "items": {"type": "integer"}}
     assert props["data"]["type"] == "array"
+    assert props["data"]["minItems"] == 1  # the server rejects an empty 'data'
     assert props["data"]["items"]["type"] == "array"
+    # a row holds one value per name in 'columns': as wide as the widest and narrowest 'columns'
+    assert props["data"]["items"]["minItems"] == len(REQUIRED_COLUMNS)
+    assert props["data"]["items"]["maxItems"] == len(COLUMN_NAMES)
     row_item = props["data"]["items"]["items"]
     if version == "2":
         assert "type" not in row_item and "anyOf" not in row_item  # Swagger 2 has no anyOf

@@ -1,0 +1,263 @@
+"""Hostile requests, tried as an attacker would: each gets a precise 4xx (or, for a model output
+that cannot be written, a 500 with the request id), never a bare 500, a truncated read or an
+echo of the attacker's text, and every answer carries the request ids."""
+import json
+import socket
+
+import pytest
+import requests
+
+from mlflow_deploy.scoring import payload, pipeline
+from mlflow_deploy.scoring.app import create_app
+from mlflow_deploy.scoring.config import ServerConfig
+from mlflow_deploy.scoring.errors import PayloadError
+from mlflow_deploy.scoring.scorer import Scorer
+from tests.conftest import Server
+from tests.connections import wait_until
+
+JSON = "application/json"
+ROW = {"columns": ["x"], "data": [[1.0]]}
+ID_HEADERS = ("x-request-id", "x-ms-request-id", "x-ms-client-request-id")
+
+
+def has_ids(response, rid=None):
+    present = all(response.headers.get(name) for name in ID_HEADERS)
+    return present and (rid is None or response.headers["x-request-id"] == rid)
+
+
+def nested(depth: int) -> bytes:
+    """A JSON list `depth` levels deep: two bytes a level."""
+    return b"[" * depth + b"]" * depth
+
+
+def decoders():
+    """Every JSON decoder a model's env may give payload.loads: orjson (when installed here)
+    and the standard library's, which model envs without an orjson wheel use."""
+    found = ["stdlib"]
+    if payload.orjson is not None:
+        found.insert(0, "orjson")
+    return found
+
+
+@pytest.fixture(params=decoders())
+def decoder(request, monkeypatch):
+    if request.param == "stdlib":
+        monkeypatch.setattr(payload, "orjson", None)
+    return request.param
+
+
+# ---- the core, without a server ---------------------------------------------------------------
+
+@pytest.mark.parametrize("depth", [1000, 5000])
+def test_deep_nesting_is_a_400_before_decoding(decoder, depth):
+    body = b'{"input_data": ' + nested(depth) + b"}"
+    with pytest.raises(PayloadError) as info:
+        payload.parse_azure(body, JSON)
+    assert info.value.message == ("POST body could not be decoded as JSON: it nests arrays or "
+                                  "objects deeper than {} levels".format(payload.MAX_DEPTH))
+    with pytest.raises(PayloadError):
+        payload.parse_mlflow(b'{"inputs": ' + nested(depth) + b"}", JSON)
+    with pytest.raises(PayloadError):
+        payload.parse_azure_query(nested(depth).decode())
+
+
+def test_the_depth_cap_counts_structure_not_strings(decoder):
+    cap = payload.MAX_DEPTH
+    assert payload.loads(nested(cap)) is not None  # exactly at the cap: decoded
+    with pytest.raises(ValueError):
+        payload.loads(nested(cap + 1))
+    # brackets inside strings, escaped quotes and escaped backslashes are text, not nesting
+    text = json.dumps(["[" * 300, '"[{' * 200, "\\" * 3 + '"' + "{" * 150, "}" * 400])
+    assert payload.loads(text.encode())[3] == "}" * 400
+    wrapped = nested(cap - 1).replace(b"[]", b"[" + text.encode() + b"]")
+    assert payload.loads(wrapped) is not None
+    # an escaped backslash ends its string: what follows is structure, and counted
+    with pytest.raises(ValueError):
+        payload.loads(b'["a\\\\", ' + nested(cap) + b"]")
+    with pytest.raises(ValueError):  # not JSON at all: still the decoder's ValueError
+        payload.loads(b'["' + b"[" * 300)
+
+
+@pytest.mark.parametrize("mode, type_name", [("timedelta", "Timedelta"), ("object", "object")])
+@pytest.mark.parametrize("render", ["score", "invocations"])
+def test_an_output_that_cannot_be_written_is_a_500_naming_its_type(predictors, mode, type_name,
+                                                                      render, caplog):
+    body = {"input_data": ROW, "params": {"mode": mode}}
+    if render == "invocations":
+        body = {"dataframe_split": ROW, "params": {"mode": mode}}
+    call = pipeline.score if render == "score" else pipeline.invocations
+    result = call(json.dumps(body).encode(), JSON, predictors["quirks"], request_id="rid-7")
+    assert result.status == 500
+    assert json.loads(result.body)["message"] == (
+        "The model's output could not be serialised (type {}); the deployment log has the "
+        "details for request id rid-7".format(type_name))
+    assert "rid-7" in caplog.text and "could not be serialised" in caplog.text
+
+
+class Broken(Scorer):
+    """A scorer that fails where no error is expected: a bug of ours, or of a script outside
+    run()."""
+
+    def score(self, request):
+        raise RuntimeError("secret-value")
+
+    def describe(self):
+        raise RuntimeError("secret-value")
+
+
+def test_a_failure_of_the_server_itself_is_a_500_with_the_request_ids(caplog):
+    client = create_app(Broken(), ServerConfig(model_dir="unused")).test_client()
+    for response in (client.post("/score", data="{}", headers={"x-request-id": "b-1"}),
+                     client.get("/version", headers={"x-request-id": "b-1"})):
+        assert response.status_code == 500
+        assert response.get_json()["message"] == (
+            "The server failed on this request; the deployment log has the traceback for "
+            "request id b-1")
+        assert b"secret" not in response.data and has_ids(response, "b-1")
+    assert "request b-1: the server failed" in caplog.text and "secret-value" in caplog.text
+
+
+# ---- a live server ----------------------------------------------------------------------------
+
+LIMIT_MB = 0.05
+LIMIT = int(LIMIT_MB * 1024 * 1024)
+
+
+@pytest.fixture(scope="module")
+def server(quirks_dir, tmp_path_factory):
+    started = Server(tmp_path_factory.mktemp("hostile"), quirks_dir, deployment="hostile",
+                     max_request_mb=LIMIT_MB)
+    try:
+        yield started.wait_ready()
+    finally:
+        started.stop()
+
+
+def test_deep_nesting_is_a_400_on_every_scoring_route(server):
+    deep = nested(1000)
+    score = server.post(data=b'{"input_data": ' + deep + b"}",
+                        headers={"Content-Type": JSON, "x-request-id": "deep-1"})
+    # 600 levels: quoted, 1000 would pass gunicorn's limit on the request line (a 414)
+    query = requests.get(server.url + "/score", params={"input_data": nested(600).decode()},
+                         headers={"x-request-id": "deep-2"})
+    mlflow = server.post("/invocations", data=b'{"inputs": ' + deep + b"}",
+                         headers={"Content-Type": JSON, "x-request-id": "deep-3"})
+    for rid, response in (("deep-1", score), ("deep-2", query), ("deep-3", mlflow)):
+        assert response.status_code == 400, response.text
+        assert "deeper than {} levels".format(payload.MAX_DEPTH) in response.json()["message"]
+        assert has_ids(response, rid)
+
+
+def chunks(*parts):
+    for part in parts:
+        yield part
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_truncated(server):
+    valid = json.dumps({"input_data": ROW}).encode()
+    fits = server.post(data=chunks(valid, b" " * (LIMIT - len(valid))),
+                       headers={"Content-Type": JSON})
+    assert fits.status_code == 200, fits.text
+    # what the limit would cut off is only spaces: read to the limit, this body would score
+    over = server.post(data=chunks(valid, b" " * (LIMIT - len(valid)), b" " * 1000),
+                       headers={"Content-Type": JSON, "x-request-id": "big-1"})
+    assert over.status_code == 413
+    assert over.json()["message"] == \
+        "The request body is larger than the deployment's limit of 0.05 MB."
+    assert has_ids(over, "big-1")
+
+
+def raw_exchange(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while True:
+            piece = sock.recv(65536)
+            if not piece:
+                return answer
+            answer += piece
+
+
+def test_a_broken_chunked_body_is_a_400(server):
+    head = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    answer = raw_exchange(server, head + b"5\r\n{\"inp\r\nzz\r\n")
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400", answer
+    assert b"x-request-id" in rest.lower()
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip", "<script>"])
+def test_a_content_encoding_is_415_without_echo(server, encoding):
+    response = server.post(data=json.dumps({"input_data": ROW}),
+                           headers={"Content-Type": JSON, "Content-Encoding": encoding})
+    assert response.status_code == 415
+    assert response.json()["message"] == (
+        "Content-Encoding is not supported: send the body unencoded (identity).")
+    assert has_ids(response)
+    identity = server.post(data=json.dumps({"input_data": ROW}),
+                           headers={"Content-Type": JSON, "Content-Encoding": "identity"})
+    assert identity.status_code == 200
+
+
+def test_swagger_version_is_echoed_only_as_a_short_token(server):
+    unknown = requests.get(server.url + "/swagger.json", params={"version": "4.0-rc_1"})
+    assert unknown.status_code == 404
+    assert unknown.json()["message"] == \
+        "Swagger version [4.0-rc_1] is not valid. Supported versions: [2, 3, 3.1]."
+    for hostile in ("<script>alert(1)</script>", "3" * 17, "3 ", "\u00e9"):
+        response = requests.get(server.url + "/swagger.json", params={"version": hostile})
+        assert response.status_code == 400
+        assert response.json()["message"] == (
+            "The swagger version must be one of 2, 3 or 3.1 (at most 16 letters, digits, "
+            "'.', '_' or '-').")
+        assert "script" not in response.text and "333" not in response.text
+        assert has_ids(response)
+
+
+def test_wrong_method_has_azures_text(server):
+    for method, path in (("DELETE", "/score"), ("GET", "/invocations"), ("POST", "/swagger.json")):
+        response = requests.request(method, server.url + path, headers={"x-request-id": "m-1"})
+        assert response.status_code == 405
+        assert response.json()["message"] == "The method is not allowed for the requested URL."
+        assert has_ids(response, "m-1")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("x-request-id", "x-request-id must not exceed 100 characters"),
+    ("x-ms-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed 100 "
+                        "characters"),
+    ("x-ms-client-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed 100 "
+                               "characters"),
+])
+def test_over_long_ids_are_431_and_never_echoed(server, name, message):
+    long_id = "r" * 101
+    for path in ("/score", "/swagger.json"):
+        response = server.post(body={"input_data": ROW}, headers={name: long_id}) \
+            if path == "/score" else requests.get(server.url + path, headers={name: long_id})
+        assert response.status_code == 431
+        assert response.json()["message"] == message
+        assert long_id not in str(response.headers) and has_ids(response)
+    fits = server.post(body={"input_data": ROW}, headers={name: "r" * 100})
+    assert fits.status_code == 200 and "r" * 100 in fits.headers.values()
+
+
+def test_every_answer_carries_the_request_ids(server):
+    for response in (requests.get(server.url + "/nope", headers={"x-request-id": "a-1"}),
+                     requests.get(server.url + "/swagger.json", headers={"x-request-id": "a-1"}),
+                     requests.get(server.url + "/", headers={"x-request-id": "a-1"})):
+        assert has_ids(response, "a-1"), response.status_code
+
+
+def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
+    response = server.post(body={"input_data": ROW, "params": {"mode": "timedelta"}},
+                           headers={"x-request-id": "out-1", "Content-Type": JSON})
+    assert response.status_code == 500
+    assert response.json()["message"] == (
+        "The model's output could not be serialised (type Timedelta); the deployment log has "
+        "the details for request id out-1")
+    assert has_ids(response, "out-1")
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    wait_until(lambda: "request out-1: the model's output could not be serialised" in server.log(),
+               timeout=10)
