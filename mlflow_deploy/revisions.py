@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 from mlflow_deploy.envs import Environment, prepare_environment
 from mlflow_deploy.errors import InvalidState
 from mlflow_deploy.model import is_mlflow_model, load_model, place_model
+from mlflow_deploy.progress import say
 from mlflow_deploy.settings import ScriptSettings
 from mlflow_deploy.store import Store
 
@@ -64,10 +65,6 @@ class PreviousFiles(Protocol):
     def model_dir(self) -> Optional[str]: ...
     @property
     def azureml_model_dir(self) -> Optional[str]: ...
-
-
-def say(message: str) -> None:
-    print(f"mlflow-deploy: {message}", file=sys.stderr, flush=True)
 
 
 def build_environment(source: Path, settings: RevisionSettings,

@@ -50,7 +50,8 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    TextIO, Tuple)
 
 from mlflow_deploy import detached, processes
 from mlflow_deploy.batch import executors, output
@@ -63,8 +64,8 @@ from mlflow_deploy.settings import choice, environment_variables, json_object
 from mlflow_deploy.store import BATCH_ENDPOINTS, JOBS, Job, Store
 
 __all__ = ["invoke", "parse_overrides", "list_jobs", "show_job", "cancel_job", "resume_job",
-           "stream_job", "run_job", "describe_job", "collect_inputs", "JOB_ENV", "TERMINAL",
-           "OVERRIDE_KEYS"]
+           "stream_job", "follow_job", "JobProgress", "clock", "run_job", "describe_job",
+           "collect_inputs", "JOB_ENV", "TERMINAL", "OVERRIDE_KEYS"]
 
 #: set in the job process's environment (and so its workers'): tells ours from a reused pid
 JOB_ENV = "MLFLOW_DEPLOY_JOB"
@@ -540,44 +541,86 @@ def resume_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
     return describe_job(job)
 
 
-def _progress(job: Job, now: float) -> str:
-    counts = job.counts
-    total = counts.get("mini_batches", 0)
-    ended = counts.get("mini_batches_done", 0) + counts.get("mini_batches_failed", 0)
-    rows = counts.get("rows", 0)
-    elapsed = max(now - job.started, 1e-6) if job.started else None
-    rate = rows / elapsed if elapsed else 0.0
-    eta = "-"
-    if elapsed and 0 < ended < total:
-        eta = _clock(elapsed / ended * (total - ended))
-    elif total and ended >= total:
-        eta = _clock(0)
-    width = 20
-    filled = int(width * ended / total) if total else width
-    return ("[{}{}] {}/{} mini-batches, files {}/{} ({} failed), {} rows, {:.0f} rows/s, "
-            "ETA {}".format("#" * filled, "." * (width - filled), ended, total,
-                            counts.get("files_done", 0), counts.get("files", 0),
-                            counts.get("files_failed", 0), rows, rate, eta))
+@dataclass(frozen=True)
+class JobProgress:
+    """Where a job is, as ``job stream`` shows it: mini-batches ended (done or failed) of all,
+    files, rows, and the rate and time left from the job's own start (a stream attached to a
+    running job sees its true rate)."""
+
+    name: str
+    status: str
+    error: Optional[str]
+    mini_batches: int
+    ended: int
+    files: int
+    files_done: int
+    files_failed: int
+    rows: int
+    elapsed: Optional[float]  # seconds since the job started; None before it has
+    eta: Optional[float]  # seconds left; None while unknown
+    counts: Mapping[str, int]  # all of the job's counts (retries too)
+
+    @classmethod
+    def of(cls, job: Job, now: float) -> "JobProgress":
+        counts = job.counts
+        total = counts.get("mini_batches", 0)
+        ended = counts.get("mini_batches_done", 0) + counts.get("mini_batches_failed", 0)
+        elapsed = max(now - job.started, 1e-6) if job.started else None
+        eta = None
+        if elapsed and 0 < ended < total:
+            eta = elapsed / ended * (total - ended)
+        elif total and ended >= total:
+            eta = 0.0
+        return cls(name=job.name, status=job.status, error=job.error, mini_batches=total,
+                   ended=ended, files=counts.get("files", 0),
+                   files_done=counts.get("files_done", 0),
+                   files_failed=counts.get("files_failed", 0), rows=counts.get("rows", 0),
+                   elapsed=elapsed, eta=eta, counts=dict(counts))
+
+    @property
+    def over(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def rate(self) -> float:
+        """Rows per second since the job started."""
+        return self.rows / self.elapsed if self.elapsed else 0.0
+
+    @property
+    def eta_text(self) -> str:
+        return clock(self.eta) if self.eta is not None else "-"
+
+    def line(self) -> str:
+        """The progress as one plain line, with a text bar."""
+        width = 20
+        filled = int(width * self.ended / self.mini_batches) if self.mini_batches else width
+        return ("[{}{}] {}/{} mini-batches, files {}/{} ({} failed), {} rows, {:.0f} rows/s, "
+                "ETA {}".format("#" * filled, "." * (width - filled), self.ended,
+                                self.mini_batches, self.files_done, self.files,
+                                self.files_failed, self.rows, self.rate, self.eta_text))
+
+    def final_line(self) -> str:
+        """How the job ended, in one line."""
+        return "job {}: {}{}".format(self.name, self.status,
+                                     ": " + self.error if self.error else "")
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """A duration as H:MM:SS."""
     seconds = int(round(seconds))
     return "{}:{:02d}:{:02d}".format(seconds // 3600, seconds // 60 % 60, seconds % 60)
 
 
-def stream_job(name: str, store: Optional[Store] = None, out: Optional[TextIO] = None,
-               poll: float = 0.2) -> Dict[str, Any]:
-    """Print the job's log lines as they come and a progress line (rows/s, ETA) until the job
-    ends; returns describe_job then. On a terminal the progress line is redrawn in place;
-    elsewhere a plain line is printed whenever the counts change."""
+def follow_job(name: str, store: Optional[Store] = None,
+               poll: float = 0.2) -> Iterator[Tuple[List[str], JobProgress]]:
+    """The job's new log lines and its progress, every ``poll`` seconds until it ends (the last
+    pair has every line left and the job's final status). A front end draws them its own way:
+    ``stream_job`` as plain lines, the CLI as a bar on a terminal."""
     store = store or Store()
-    out = out if out is not None else sys.stderr
-    tty = bool(getattr(out, "isatty", lambda: False)())
     job = _get(store, name)
-    offset, pending, drawn, last = 0, b"", False, None
+    offset, pending = 0, b""
     while True:
         job = _checked(store, _get(store, job.name))
-        ended = job.status in TERMINAL
         try:
             with open(job.log_path, "rb") as log:
                 log.seek(offset)
@@ -586,27 +629,33 @@ def stream_job(name: str, store: Optional[Store] = None, out: Optional[TextIO] =
             chunk = b""
         offset += len(chunk)
         *lines, pending = (pending + chunk).split(b"\n")
-        if ended and pending:
+        progress = JobProgress.of(job, time.time())
+        if progress.over and pending:
             lines, pending = lines + [pending], b""
-        if lines and drawn:
-            out.write("\r\033[K")
-            drawn = False
-        for line in lines:
-            out.write(line.decode("utf-8", "replace") + "\n")
-        progress = _progress(job, time.time())
-        if tty:
-            out.write("\r\033[K" + progress)
-            drawn = True
-        elif (job.status, job.counts) != last:
-            out.write(progress + "\n")
-        last = (job.status, dict(job.counts))
-        if ended:
-            out.write(("\n" if drawn else "") + "job {}: {}{}\n".format(
-                job.name, job.status, ": " + job.error if job.error else ""))
-            out.flush()
-            return describe_job(job)
-        out.flush()
+        yield [line.decode("utf-8", "replace") for line in lines], progress
+        if progress.over:
+            return
         time.sleep(poll)
+
+
+def stream_job(name: str, store: Optional[Store] = None, out: Optional[TextIO] = None,
+               poll: float = 0.2) -> Dict[str, Any]:
+    """Print the job's log lines as they come and a progress line (rows/s, ETA) whenever its
+    status or counts change, until the job ends; returns describe_job then."""
+    store = store or Store()
+    out = out if out is not None else sys.stderr
+    last = None
+    for lines, progress in follow_job(name, store, poll):
+        for line in lines:
+            out.write(line + "\n")
+        seen = (progress.status, progress.counts)
+        if seen != last:
+            out.write(progress.line() + "\n")
+        last = seen
+        if progress.over:
+            out.write(progress.final_line() + "\n")
+        out.flush()
+    return show_job(name, store)
 
 
 # ---- the run (in the job's own process) --------------------------------------------------------

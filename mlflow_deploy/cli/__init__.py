@@ -26,6 +26,7 @@ from .job import job_group
 from .online_deployment import online_deployment_group
 from .online_endpoint import online_endpoint_group
 from .package import package_command
+from .progress import quiet_mode
 from .serve import serve_command
 from .validate import validate_command
 
@@ -66,8 +67,15 @@ def _is_mlflow_exception(exc: BaseException) -> bool:
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mlflow-deploy")
-def cli():
-    """Deploy MLflow models on this machine the way Azure ML no-code deployment does."""
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress and no warnings: only results and errors (a job's final line).")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool):
+    """Deploy MLflow models on this machine the way Azure ML no-code deployment does.
+
+    Long work (environment builds, package, batch jobs) shows its progress on stderr: a live
+    display on a terminal, plain lines elsewhere."""
+    ctx.with_resource(quiet_mode(quiet))
 
 
 for _noun in NOUNS:

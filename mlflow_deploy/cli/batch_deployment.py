@@ -13,6 +13,7 @@ import click
 
 from .common import add_show_list_delete, print_json, say_warnings, with_options
 from .online_endpoint import FILE, LOCAL, SET
+from .progress import steps
 
 __all__ = ["batch_deployment_group"]
 
@@ -94,7 +95,9 @@ def create(file, name, endpoint_name, set_values, set_default, local, no_wait):
     from mlflow_deploy.batch import deployments
 
     spec = _spec(file, name, endpoint_name, set_values)
-    print_json(deployments.create_batch_deployment(spec, set_default=set_default))
+    with steps():
+        created = deployments.create_batch_deployment(spec, set_default=set_default)
+    print_json(created)
 
 
 @batch_deployment_group.command("update")
@@ -105,9 +108,11 @@ def update(file, name, endpoint_name, set_values, set_default, local, no_wait):
     from mlflow_deploy.batch import deployments
 
     spec = _spec(file, name, endpoint_name, set_values)
-    print_json(deployments.update_batch_deployment(
-        spec.name, spec.endpoint_name, set_default=set_default,
-        **_update_arguments(spec, file, set_values)))
+    arguments = _update_arguments(spec, file, set_values)
+    with steps():
+        updated = deployments.update_batch_deployment(spec.name, spec.endpoint_name,
+                                                      set_default=set_default, **arguments)
+    print_json(updated)
 
 
 def _show(name: str, endpoint_name: str):

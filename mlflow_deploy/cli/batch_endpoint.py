@@ -124,6 +124,7 @@ def invoke(name, input_, input_type, deployment_name, output_path, set_values, m
     from mlflow_deploy.batch import jobs
 
     from .job import raise_unless_completed
+    from .progress import follow_job
 
     flags = dict(mini_batch_size=mini_batch_size, instance_count=instance_count,
                  max_concurrency_per_instance=max_concurrency_per_instance,
@@ -139,7 +140,7 @@ def invoke(name, input_, input_type, deployment_name, output_path, set_values, m
         say(warning)
     click.echo(job["name"])
     if wait:
-        raise_unless_completed(jobs.stream_job(job["name"]))
+        raise_unless_completed(follow_job(job["name"]))
 
 
 @batch_endpoint_group.command("list-jobs")

@@ -10,14 +10,12 @@ import click
 
 from mlflow_deploy.envs import POLICIES
 from mlflow_deploy.errors import InvalidParameter
+# a command's progress lines and warnings go where the library's go (the terminal display of
+# cli/progress.py, plain lines, or nowhere with --quiet)
+from mlflow_deploy.progress import say
 
 __all__ = ["say", "say_warnings", "print_json", "human", "checked_date", "add_show_list_delete",
            "with_options", "named_flag", "VALIDATION", "PYTHON_VERSION_POLICY", "EXCLUDE_NEWER"]
-
-
-def say(message: str) -> None:
-    """A progress line, on stderr so that stdout holds only the command's result."""
-    click.echo("mlflow-deploy: " + message, err=True)
 
 
 def say_warnings(spec):

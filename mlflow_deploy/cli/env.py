@@ -30,6 +30,7 @@ from mlflow_deploy.envs.cache import BuildCache, tree_size
 from mlflow_deploy.errors import InvalidParameter, NotFound
 
 from .common import EXCLUDE_NEWER, PYTHON_VERSION_POLICY, checked_date, human, say
+from .progress import steps
 
 __all__ = ["env_group"]
 
@@ -64,7 +65,7 @@ def build_command(model_uri: str, env_manager: str, python_version_policy: str, 
     options = dict(manager=env_manager, python_version_policy=python_version_policy,
                    refresh=refresh, progress=say, package=package_dir,
                    exclude_newer=checked_date(exclude_newer))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), steps():
         warnings.simplefilter("ignore", PythonVersionWarning)  # progress already says it
         folder = Path(model_uri).expanduser()
         if folder.is_dir():

@@ -3,7 +3,8 @@ shows them (``show``, ``list``, ``stream``, ``cancel``), plus ``resume`` for a j
 ended before it did.
 
 ``show``, ``list``, ``cancel`` and ``resume`` print JSON on stdout; ``stream`` prints the job's
-log and its progress on stderr, and exits non-zero unless the job completed.
+log and its progress on stderr (a progress bar on a terminal: cli/progress.py), and exits
+non-zero unless the job completed.
 """
 from typing import Optional
 
@@ -12,6 +13,7 @@ import click
 from mlflow_deploy.errors import DeployError
 
 from .common import print_json
+from .progress import follow_job
 
 __all__ = ["job_group", "JOB_NAME", "raise_unless_completed"]
 
@@ -52,9 +54,7 @@ def list_(endpoint_name: Optional[str]):
 @JOB_NAME
 def stream(name: str):
     """Follow the job's log and progress (rows/s, ETA) until it ends."""
-    from mlflow_deploy.batch import jobs
-
-    raise_unless_completed(jobs.stream_job(name))
+    raise_unless_completed(follow_job(name))
 
 
 @job_group.command("cancel")
@@ -76,6 +76,6 @@ def resume(name: str, wait: bool):
 
     job = jobs.resume_job(name)
     if wait:
-        raise_unless_completed(jobs.stream_job(job["name"]))
+        raise_unless_completed(follow_job(job["name"]))
     else:
         print_json(job)

@@ -14,6 +14,7 @@ from mlflow_deploy.errors import InvalidParameter, NotFound
 
 from .common import add_show_list_delete, print_json, say, say_warnings
 from .online_endpoint import FILE, LOCAL, SET
+from .progress import steps
 
 __all__ = ["online_deployment_group"]
 
@@ -53,8 +54,10 @@ def create(file, name, endpoint_name, set_values, all_traffic, local, no_wait):
         raise InvalidParameter("key 'model' is missing: give the model in the file or with "
                                "--set model=...")
     config["all_traffic"] = all_traffic
-    print_json(online.create_deployment(spec.name, spec.model, config=config,
-                                        endpoint=spec.endpoint_name))
+    with steps():
+        created = online.create_deployment(spec.name, spec.model, config=config,
+                                           endpoint=spec.endpoint_name)
+    print_json(created)
 
 
 @online_deployment_group.command("update")
@@ -70,8 +73,10 @@ def update(file, name, endpoint_name, set_values, local, no_wait):
     from mlflow_deploy import online
 
     spec, config = _spec_and_config(file, name, endpoint_name, set_values)
-    print_json(online.update_deployment(spec.name, model_uri=spec.model, config=config,
-                                        endpoint=spec.endpoint_name))
+    with steps():
+        updated = online.update_deployment(spec.name, model_uri=spec.model, config=config,
+                                           endpoint=spec.endpoint_name)
+    print_json(updated)
 
 
 def _show(name: str, endpoint_name: str):

@@ -15,6 +15,7 @@ from mlflow_deploy.envs.cache import tree_size
 from mlflow_deploy.errors import AlreadyExists
 
 from .common import EXCLUDE_NEWER, PYTHON_VERSION_POLICY, checked_date, human, say
+from .progress import steps
 
 __all__ = ["package_command"]
 
@@ -39,16 +40,17 @@ def package_command(model_uri: str, output: str, python_version_policy: str, ref
     # written aside and renamed: an interrupted package leaves no half folder at DIR
     staging = Path(tempfile.mkdtemp(prefix="." + target.name + ".partial-", dir=str(target.parent)))
     try:
-        info = load_model(model_uri, staging / "download", copy_local=True)
-        os.rename(str(info.path), str(staging / "model"))
-        shutil.rmtree(str(staging / "download"), ignore_errors=True)
-        with contextlib.ExitStack() as hold:  # the wheel stays ours (`env prune`) until copied
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PythonVersionWarning)
-                locked = lock_requirements(staging / "model", python_version_policy, refresh,
-                                           say, hold=hold,
-                                           exclude_newer=checked_date(exclude_newer))
-            package = write_package(locked, staging, model_uri=model_uri, progress=say)
+        with steps():
+            info = load_model(model_uri, staging / "download", copy_local=True)
+            os.rename(str(info.path), str(staging / "model"))
+            shutil.rmtree(str(staging / "download"), ignore_errors=True)
+            with contextlib.ExitStack() as hold:  # the wheel stays ours (`env prune`) until copied
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", PythonVersionWarning)
+                    locked = lock_requirements(staging / "model", python_version_policy,
+                                               refresh, say, hold=hold,
+                                               exclude_newer=checked_date(exclude_newer))
+                package = write_package(locked, staging, model_uri=model_uri, progress=say)
         if target.exists():
             target.rmdir()
         os.rename(str(staging), str(target))

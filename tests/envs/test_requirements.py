@@ -270,10 +270,11 @@ def test_exclude_newer_pins_resolution_in_time(tmp_path, monkeypatch):
     assert IndexOptions.from_pip_config("2026-11-01").exclude_newer == "2026-11-01"
 
 
-def test_model_envs_get_the_fast_extra_but_not_uv(tmp_path):
+def test_model_envs_get_the_fast_extra_but_not_uv_or_rich(tmp_path):
     from mlflow_deploy.envs.wheel import project_wheel
 
     requires = project_wheel().requires
     names = [r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires]
     assert "orjson" in names and "uv" not in names
+    assert "rich" not in names  # the CLI's terminal display, never the scoring server's
     assert not [r for r in requires if "extra" in r]
