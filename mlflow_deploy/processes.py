@@ -1,5 +1,6 @@
-"""What Linux's /proc tells about a process: its state, a field of its stat line, its environment,
-working directory and command line, and which pids there are.
+"""What Linux's /proc tells about a process: its state, a field of its stat line or of its status
+(resident memory, threads), its open files, environment, working directory and command line, its
+children, and which pids there are.
 
 Each reader takes a pid and returns None when the process is gone or cannot be read (another
 user's), and never raises: a process may exit between any two reads. ``scan`` walks every process
@@ -18,6 +19,9 @@ __all__ = [
     "state",
     "stat_field",
     "is_running",
+    "children",
+    "status_field",
+    "fd_count",
     "environ",
     "cwd",
     "cmdline",
@@ -91,6 +95,37 @@ def is_running(pid: int) -> bool:
     """The process exists and has not exited (a zombie has, though it is not reaped yet)."""
     current = state(pid)
     return current is not None and current not in _EXITED
+
+
+def children(pid: int) -> List[int]:
+    """The running processes whose parent is ``pid`` (a gunicorn master's workers), in pid
+    order."""
+    return sorted(child for child, parent in scan(lambda p: stat_field(p, PPID))
+                  if parent == pid and is_running(child))
+
+
+def status_field(pid: int, name: str) -> Optional[int]:
+    """A numeric field of /proc/<pid>/status by its name, its unit dropped: ``VmRSS`` (resident
+    memory, kB), ``Threads``."""
+    raw = _read(pid, "status")
+    if raw is None:
+        return None
+    prefix = name.encode() + b":"
+    for line in raw.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix):].split()[0])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def fd_count(pid: int) -> Optional[int]:
+    """How many file descriptors the process has open."""
+    try:
+        return len(os.listdir(f"{PROC}/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def environ(pid: int) -> Optional[Dict[str, str]]:
