@@ -20,8 +20,9 @@ from werkzeug.wsgi import get_input_stream
 from .. import __version__
 from . import payload, pipeline
 from .config import ServerConfig
-from .errors import (BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
-                     ServerFailed, UnsupportedMediaType)
+from .errors import (MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG, BadRequest,
+                     HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed,
+                     UnsupportedMediaType)
 from .metrics import Metrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
@@ -29,11 +30,6 @@ from .watchdog import Watchdog
 
 log = logging.getLogger("mlflow_deploy.scoring")
 JSON = "application/json"
-# Azure's inference server's limits and texts for the ids it echoes
-MAX_REQUEST_ID = 100
-REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_REQUEST_ID)
-MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
-                   "characters".format(MAX_REQUEST_ID))
 METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 # Azure's server decodes no Content-Encoding, and nothing shows its front end does: a body
 # accepted here encoded could fail there

@@ -503,3 +503,28 @@ def test_a_worker_killed_mid_request_is_a_502_and_fails_no_other_request(deploy_
     answer = requests.post(uri, json=body(3.0), timeout=30)
     assert answer.status_code == 200 and answer.json() == [6.0]
 
+
+def test_over_long_request_ids_are_a_431_at_the_gateway_never_echoed(deploy_home, models):
+    """Azure's limit on the ids its server echoes, applied by the gateway before it forwards:
+    the gateway's own answers never carry such an id back either."""
+    online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    long = "r" * 101
+    for name, message in (
+            ("x-request-id", "x-request-id must not exceed 100 characters"),
+            ("x-ms-client-request-id", "x-ms-request-id and x-ms-client-request-id must not "
+                                       "exceed 100 characters"),
+            ("x-ms-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed "
+                                "100 characters")):
+        answer = requests.post(uri, json=body(1.0), headers={name: long}, timeout=30)
+        assert answer.status_code == 431 and answer.json() == {"message": message}, answer.text
+        assert long not in repr(answer.headers)
+        answer = requests.post(uri, json=body(1.0), headers={name: long[:100]}, timeout=30)
+        assert answer.status_code == 200 and answer.json() == [2.0]
+        if name != "x-ms-request-id":  # the gateway's x-request-id takes its place
+            assert answer.headers[name] == long[:100]
+    # not even when the instance is gone and the gateway answers by itself
+    os.killpg(os.getpgid(deploy_home.get_deployment("blue").pid), signal.SIGKILL)
+    answer = requests.post(uri, json=body(1.0), headers={"x-request-id": long}, timeout=30)
+    assert answer.status_code == 431 and long not in repr(answer.headers)
