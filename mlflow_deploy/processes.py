@@ -14,6 +14,8 @@ __all__ = [
     "PPID",
     "PGRP",
     "SESSION",
+    "UTIME",
+    "STIME",
     "pids",
     "scan",
     "state",
@@ -31,8 +33,9 @@ T = TypeVar("T")
 
 PROC = "/proc"
 
-#: indexes of stat_field (fields after the command name, counted from 0 = the state)
-PPID, PGRP, SESSION = 1, 2, 3
+#: indexes of stat_field (fields after the command name, counted from 0 = the state); UTIME and
+#: STIME are CPU time in clock ticks (os.sysconf("SC_CLK_TCK") a second)
+PPID, PGRP, SESSION, UTIME, STIME = 1, 2, 3, 11, 12
 
 #: states of a process that has exited: a zombie (not yet reaped) or dead
 _EXITED = ("Z", "X", "x")
@@ -83,7 +86,7 @@ def state(pid: int) -> Optional[str]:
 
 def stat_field(pid: int, index: int) -> Optional[int]:
     """A numeric field of the stat line, counting after the command name from 0 (the state):
-    PPID, PGRP, SESSION."""
+    PPID, PGRP, SESSION, UTIME, STIME."""
     fields = _stat(pid)
     try:
         return int(fields[index]) if fields else None
