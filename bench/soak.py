@@ -13,11 +13,14 @@ window, and the CPU other processes of the machine took (so a noisy run can be t
 
 At the end, per process, growth after warm-up: the first --warmup seconds (default 60) are left
 out, then the first and the last stretch of what remains (a third of it, at most 60 s each) are
-compared: resident memory by its largest sample in each stretch, file descriptors and threads by
-their smallest (a request in flight holds a socket for a moment; a leak raises the floor). The
-targets: resident memory growth under 5 %, no fd or thread growth, p99 stable (over the last
-stretch at most 25 % above the first stretch's). A worker replaced during the run (its pid
-changed) is reported as such.
+compared, resident memory by its largest sample in each. File descriptors and threads are
+compared at rest: at the end of the warm-up and at the end of the run the clients pause (their
+connections kept open) until no request is in flight, and every process is sampled then; under
+load a sample counts the sockets of the requests in flight at that instant (the gateway's swing
+by 3 from one sample to the next), which no leak check can tell from growth. The targets:
+resident memory growth under 5 %, no fd or thread growth, p99 stable (over the last stretch at
+most 25 % above the first stretch's). A worker replaced during the run (its pid changed) is
+reported as such.
 """
 import argparse
 import json
@@ -75,13 +78,29 @@ class Load:
         self.url, self.body, self.headers = url, body, headers
         self.done = []  # (monotonic end, latency ms, ok): list.append is atomic
         self.stop = threading.Event()
+        self.going = threading.Event()  # cleared: each client waits before its next request
+        self.going.set()
+        self.waiting = threading.Semaphore(0)  # released by each client as it pauses
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def pause(self):
+        """Return once every client has finished its request in flight and waits."""
+        self.going.clear()
+        for _ in self.threads:
+            self.waiting.acquire()
+
+    def resume(self):
+        self.going.set()
 
     def run(self):
         import requests
 
         with requests.Session() as session:
             while not self.stop.is_set():
+                if not self.going.is_set():
+                    self.waiting.release()
+                    self.going.wait()
+                    continue
                 started = time.monotonic()
                 try:
                     answer = session.post(self.url, data=self.body, headers=self.headers,
@@ -112,20 +131,37 @@ def sample(pids):
             for role, pid in pids.items()}
 
 
+def at_rest(load, gateway, master):
+    """Every process of the deployment sampled with no request in flight: the clients paused,
+    then sampled until two samples 0.2 s apart agree (a closed connection takes a moment to go
+    from the gateway's table), at most 5 s."""
+    load.pause()
+    try:
+        previous, deadline = None, time.monotonic() + 5
+        while True:
+            current = {role: {k: v for k, v in figures.items() if k != "cpu_s"}
+                       for role, figures in sample(deployment_processes(gateway, master)).items()}
+            counts = {role: (f["fds"], f["threads"]) for role, f in current.items()}
+            if counts == previous or time.monotonic() > deadline:
+                return current
+            previous = counts
+            time.sleep(0.2)
+    finally:
+        load.resume()
+
+
 def growth(samples, role, first, last):
-    """Per metric, the stretches' figures and the growth from the first to the last."""
+    """The largest resident memory sample of the first stretch and of the last."""
     def values(stretch, metric):
         return [s["processes"][role][metric] for s in samples
                 if stretch[0] <= s["t"] <= stretch[1] and role in s["processes"]
                 and s["processes"][role][metric] is not None]
 
     out = {}
-    for metric, pick in (("rss_kb", max), ("fds", min), ("threads", min)):
-        before, after = values(first, metric), values(last, metric)
-        if not before or not after:
-            return None  # the process was not there in both stretches (a worker replaced)
-        out[metric] = (pick(before), pick(after))
-    return out
+    before, after = values(first, "rss_kb"), values(last, "rss_kb")
+    if not before or not after:
+        return None  # the process was not there in both stretches (a worker replaced)
+    return max(before), max(after)
 
 
 def main(argv=None):
@@ -183,6 +219,7 @@ def main(argv=None):
         pids = deployment_processes(gateway, master)
         previous = sample(pids)
         tick = started
+        rest = {}  # "warm" and "end": every process sampled at rest
         while True:
             tick += args.interval
             time.sleep(max(0.0, tick - time.monotonic()))
@@ -208,12 +245,16 @@ def main(argv=None):
             print(f"{row['t']:>5.0f} {row['requests']:>6} {row['errors']:>4} "
                   f"{row['p50_ms'] or 0:>7.2f} {row['p99_ms'] or 0:>7.2f} "
                   f"{row['other_cores']:>11.2f} | {cells}", flush=True)
+            if "warm" not in rest and now - started >= warmup:
+                rest["warm"] = at_rest(load, gateway, master)
             if now - started >= args.duration:
+                rest["end"] = at_rest(load, gateway, master)
                 break
         load.stop.set()
+        load.resume()
         for thread in load.threads:
             thread.join()
-        report(samples, load, started, warmup, args)
+        report(samples, rest, load, started, warmup, args)
     finally:
         if load is not None:
             load.stop.set()
@@ -224,7 +265,7 @@ def main(argv=None):
         forkserver.stop_all(work / "run")
 
 
-def report(samples, load, started, warmup, args):
+def report(samples, rest, load, started, warmup, args):
     end = samples[-1]["t"]
     stretch = min(60.0, (end - warmup) / 3)
     first, last = (warmup, warmup + stretch), (end - stretch, end)
@@ -235,12 +276,13 @@ def report(samples, load, started, warmup, args):
                    key=lambda r: (r.startswith("worker"), r))
     for role in roles:
         figures = growth(samples, role, first, last)
-        if figures is None:
+        if figures is None or role not in rest["warm"] or role not in rest["end"]:
             print(f"  {role}: not present in both stretches (started or replaced during the run)")
             verdicts.setdefault("replaced", []).append(role)
             continue
-        (rss0, rss1), (fd0, fd1), (th0, th1) = (figures["rss_kb"], figures["fds"],
-                                                figures["threads"])
+        rss0, rss1 = figures
+        fd0, fd1 = rest["warm"][role]["fds"], rest["end"][role]["fds"]
+        th0, th1 = rest["warm"][role]["threads"], rest["end"][role]["threads"]
         pct = 100.0 * (rss1 - rss0) / rss0
         flags = []
         if pct > RSS_TARGET_PCT:
@@ -251,7 +293,7 @@ def report(samples, load, started, warmup, args):
             flags.append("threads grew")
         verdicts[role] = flags
         print(f"  {role:>14}: RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB ({pct:+.2f} %), "
-              f"fds {fd0} -> {fd1}, threads {th0} -> {th1}"
+              f"at rest: fds {fd0} -> {fd1}, threads {th0} -> {th1}"
               f"{'  FLAG: ' + ', '.join(flags) if flags else ''}")
 
     def latencies(stretch):
@@ -280,7 +322,7 @@ def report(samples, load, started, warmup, args):
           f" errors: {errors}"
           f"{'; replaced during the run: ' + ', '.join(verdicts['replaced']) if 'replaced' in verdicts else ''}")
     if args.json:
-        Path(args.json).write_text(json.dumps(samples, indent=1))
+        Path(args.json).write_text(json.dumps({"samples": samples, "at_rest": rest}, indent=1))
 
 
 if __name__ == "__main__":
