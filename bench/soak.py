@@ -316,11 +316,11 @@ def report(samples, rest, load, started, warmup, args):
     rss_ok = not any("RSS" in f for flags in flagged.values() for f in flags)
     fd_ok = not any(f in ("fds grew", "threads grew") for flags in flagged.values()
                     for f in flags)
+    replaced = ", ".join(verdicts.get("replaced", []))
     print(f"\ntargets: RSS growth < {RSS_TARGET_PCT:g} % after warm-up: "
           f"{'met' if rss_ok else 'MISSED'}; no fd/thread growth: {'met' if fd_ok else 'MISSED'};"
           f" p99 stable (last <= {P99_TARGET_RATIO:g}x first): {'met' if stable else 'MISSED'};"
-          f" errors: {errors}"
-          f"{'; replaced during the run: ' + ', '.join(verdicts['replaced']) if 'replaced' in verdicts else ''}")
+          f" errors: {errors}{'; replaced during the run: ' + replaced if replaced else ''}")
     if args.json:
         Path(args.json).write_text(json.dumps({"samples": samples, "at_rest": rest}, indent=1))
 
