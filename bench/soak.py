@@ -25,6 +25,7 @@ reported as such.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -263,6 +264,7 @@ def main(argv=None):
         from mlflow_deploy.online import forkserver
 
         forkserver.stop_all(work / "run")
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def report(samples, rest, load, started, warmup, args):
