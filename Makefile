@@ -19,7 +19,8 @@ RESOLVED_AS_OF := 2026-11-25T00:00:00Z
 UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
-.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway bench-batch clean
+.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
+	bench-soak clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +72,11 @@ bench-gateway: setup
 # 10,000,000 rows in 100 files by default: ROWS=... FILES=... for a smaller run
 bench-batch: example-models
 	$(PY) bench/batch.py --rows $${ROWS:-10000000} --files $${FILES:-100}
+
+# a deployment behind its endpoint under steady load for DURATION seconds (default 600): every
+# process's resident memory, fds and threads and the latency, watched for growth (bench/soak.py)
+bench-soak: example-models
+	$(PY) bench/soak.py --duration $${DURATION:-600}
 
 bench-envs: setup
 	$(PY) bench/envs.py --runs 3

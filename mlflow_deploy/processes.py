@@ -1,5 +1,6 @@
-"""What Linux's /proc tells about a process: its state, a field of its stat line, its environment,
-working directory and command line, and which pids there are.
+"""What Linux's /proc tells about a process: its state, a field of its stat line or of its status
+(resident memory, threads), its open files, environment, working directory and command line, its
+children, and which pids there are.
 
 Each reader takes a pid and returns None when the process is gone or cannot be read (another
 user's), and never raises: a process may exit between any two reads. ``scan`` walks every process
@@ -13,11 +14,16 @@ __all__ = [
     "PPID",
     "PGRP",
     "SESSION",
+    "UTIME",
+    "STIME",
     "pids",
     "scan",
     "state",
     "stat_field",
     "is_running",
+    "children",
+    "status_field",
+    "fd_count",
     "environ",
     "cwd",
     "cmdline",
@@ -27,8 +33,9 @@ T = TypeVar("T")
 
 PROC = "/proc"
 
-#: indexes of stat_field (fields after the command name, counted from 0 = the state)
-PPID, PGRP, SESSION = 1, 2, 3
+#: indexes of stat_field (fields after the command name, counted from 0 = the state); UTIME and
+#: STIME are CPU time in clock ticks (os.sysconf("SC_CLK_TCK") a second)
+PPID, PGRP, SESSION, UTIME, STIME = 1, 2, 3, 11, 12
 
 #: states of a process that has exited: a zombie (not yet reaped) or dead
 _EXITED = ("Z", "X", "x")
@@ -79,7 +86,7 @@ def state(pid: int) -> Optional[str]:
 
 def stat_field(pid: int, index: int) -> Optional[int]:
     """A numeric field of the stat line, counting after the command name from 0 (the state):
-    PPID, PGRP, SESSION."""
+    PPID, PGRP, SESSION, UTIME, STIME."""
     fields = _stat(pid)
     try:
         return int(fields[index]) if fields else None
@@ -91,6 +98,37 @@ def is_running(pid: int) -> bool:
     """The process exists and has not exited (a zombie has, though it is not reaped yet)."""
     current = state(pid)
     return current is not None and current not in _EXITED
+
+
+def children(pid: int) -> List[int]:
+    """The running processes whose parent is ``pid`` (a gunicorn master's workers), in pid
+    order."""
+    return sorted(child for child, parent in scan(lambda p: stat_field(p, PPID))
+                  if parent == pid and is_running(child))
+
+
+def status_field(pid: int, name: str) -> Optional[int]:
+    """A numeric field of /proc/<pid>/status by its name, its unit dropped: ``VmRSS`` (resident
+    memory, kB), ``Threads``."""
+    raw = _read(pid, "status")
+    if raw is None:
+        return None
+    prefix = name.encode() + b":"
+    for line in raw.splitlines():
+        if line.startswith(prefix):
+            try:
+                return int(line[len(prefix):].split()[0])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def fd_count(pid: int) -> Optional[int]:
+    """How many file descriptors the process has open."""
+    try:
+        return len(os.listdir(f"{PROC}/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def environ(pid: int) -> Optional[Dict[str, str]]:

@@ -49,6 +49,7 @@ from mlflow_deploy.online.routes import (
     key_matches,
     pick_deployment,
 )
+from mlflow_deploy.scoring.errors import MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG
 
 log = logging.getLogger("mlflow_deploy.gateway")
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -57,6 +58,7 @@ _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 # counted), so a slow mirror never grows the gateway's memory
 MIRROR_QUEUE = 64
 REQUEST_ID = "x-request-id"
+MS_IDS = ("x-ms-request-id", "x-ms-client-request-id")
 # how long an instance that refused a connection is passed over while others can serve
 DOWN_S = 1.0
 # how long a reload waits for the requests in flight at instances it dropped (the longest
@@ -76,6 +78,17 @@ _NOT_RETURNED = frozenset({
 def _json_answer(status: int, message: str, **headers: str) -> web.Response:
     return web.Response(status=status, body=json.dumps({"message": message}).encode(),
                         content_type="application/json", headers=headers)
+
+
+def _overlong_id(headers: Any) -> Optional[str]:
+    """The 431 message for a request id over Azure's limit (its server's rule and words), else
+    None: the gateway echoes the request id in its own answers, so it must hold the same bound
+    as the server, or a 502 or 408 would carry an id of any length back."""
+    if len(headers.get(REQUEST_ID, "")) > MAX_REQUEST_ID:
+        return REQUEST_ID_TOO_LONG
+    if any(len(headers.get(name, "")) > MAX_REQUEST_ID for name in MS_IDS):
+        return MS_IDS_TOO_LONG
+    return None
 
 
 class Instance:
@@ -215,10 +228,19 @@ class Gateway:
             return _json_answer(429, "Too many requests in flight for this deployment: raise "
                                      "request_settings.max_concurrent_requests_per_instance "
                                      "or instance_count.")
+        too_long = _overlong_id(request.headers)
+        if too_long is not None and not transparent:
+            # Azure's server's rule, at the point its server would apply it (after the router's
+            # own answers), but answered here: then no answer of either hop echoes such an id
+            return _json_answer(431, too_long, **{REQUEST_ID: str(uuid.uuid4())})
         request_id = request.headers.get(REQUEST_ID) or str(uuid.uuid4())
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in _NOT_FORWARDED and k.lower() != REQUEST_ID}
         headers[REQUEST_ID] = request_id
+        if too_long is not None:
+            # transparent: the server answers its own 431, as if reached directly; an answer
+            # of the gateway's (the server gone) carries a new id, never the over-long one
+            request_id = str(uuid.uuid4())
         live = None
         if not transparent and not named and config.mirror_traffic:
             live = self._mirror(request, headers, body, request_id)

@@ -48,6 +48,14 @@ class HeaderTooLarge(ScoringError):
     status = 431
 
 
+# Azure's inference server's limit and texts for the ids it echoes; here, beside no heavy import,
+# so the endpoint's gateway applies the same rule with the same words
+MAX_REQUEST_ID = 100
+REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_REQUEST_ID)
+MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
+                   "characters".format(MAX_REQUEST_ID))
+
+
 class NotFound(ScoringError):
     status = 404
 

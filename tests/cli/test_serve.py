@@ -48,6 +48,11 @@ def test_serve_in_the_foreground_until_ctrl_c(example_model_dirs):
         json.dumps(SPLIT).encode()), timeout=5, headers={
         "Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert gzipped.status_code == 415, gzipped.text
+    # an over-long request id: the server's own 431, passed through, the id never echoed
+    long_id = requests.post(f"http://127.0.0.1:{port}/score", json=SPLIT, timeout=5,
+                            headers={"x-request-id": "r" * 101})
+    assert long_id.status_code == 431 and "r" * 101 not in repr(long_id.headers)
+    assert long_id.headers["x-ms-run-function-failed"] == "True"  # the server's, not the gateway's
     for sock in stalled:
         sock.close()
     code, output = ctrl_c(proc, port)

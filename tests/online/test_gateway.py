@@ -16,9 +16,10 @@ import pytest
 import requests
 
 from example_models.build import shared_requirements
-from mlflow_deploy import online
+from mlflow_deploy import online, processes
 from mlflow_deploy.online import endpoints as _endpoints
 from mlflow_deploy.errors import InvalidState, PredictionFailed
+from tests.connections import wait_until
 from tests.online.load import SteadyLoad
 
 pytestmark = pytest.mark.slow
@@ -444,3 +445,86 @@ def test_a_hung_instance_loses_its_traffic_then_is_restarted(deploy_home, models
     assert [i["state"] for i in shown["instances"]] == ["Running", "Running"]
     direct = requests.post(f"http://127.0.0.1:{hung['port']}/score", json=body(2.0), timeout=30)
     assert direct.json() == [4.0]
+
+
+def sockets(pid):
+    """How many sockets the process has open: a sync worker holds one more while it serves."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def test_a_worker_killed_mid_request_is_a_502_and_fails_no_other_request(deploy_home, models):
+    """SIGKILL on the worker serving a slow request: its caller gets the gateway's 502 (not a
+    reset connection), the other worker goes on serving a steady load that loses nothing, and
+    the master's fresh worker serves the next request."""
+    online.create_deployment("blue", models["right"], config=LOADED)
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    master = deploy_home.get_deployment("blue").pid
+    workers = processes.children(master)
+    assert len(workers) == 2, workers
+    idle = {pid: sockets(pid) for pid in workers}
+    busy = []
+
+    def serving():
+        # the same one worker holding a client connection at two looks apart (a probe's
+        # request, on either, lasts a few ms; the slow one 3 s)
+        now = [pid for pid in workers if sockets(pid) > idle[pid]]
+        if len(now) == 1 and now == busy[-1:]:
+            return True
+        busy.append(now[0] if len(now) == 1 else None)
+        time.sleep(0.1)
+        return False
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(requests.post, uri, json=body(SLOW), timeout=30,
+                           headers={"x-request-id": "the-slow-one"})
+        wait_until(serving, timeout=10, message="no worker took the slow request")
+        victim = busy[-1]
+        with SteadyLoad(uri, body(1.0), threads=2, expect=[2.0]) as load:
+            load.served_more(20)
+            os.kill(victim, signal.SIGKILL)
+            answer = slow.result()
+            load.served_more(20)
+            wait_until(lambda: len(processes.children(master)) == 2
+                       and victim not in processes.children(master), timeout=30,
+                       message="the master forked no new worker")
+            load.served_more(20)
+    assert answer.status_code == 502, (answer.status_code, answer.text)
+    assert answer.json()["message"] == ("The deployment's instance closed the connection "
+                                        "without an answer.")
+    assert answer.headers["x-request-id"] == "the-slow-one"
+    assert load.failed == [] and load.ok >= 60
+    answer = requests.post(uri, json=body(3.0), timeout=30)
+    assert answer.status_code == 200 and answer.json() == [6.0]
+
+
+def test_over_long_request_ids_are_a_431_at_the_gateway_never_echoed(deploy_home, models):
+    """Azure's limit on the ids its server echoes, applied by the gateway before it forwards:
+    the gateway's own answers never carry such an id back either."""
+    online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    long = "r" * 101
+    for name, message in (
+            ("x-request-id", "x-request-id must not exceed 100 characters"),
+            ("x-ms-client-request-id", "x-ms-request-id and x-ms-client-request-id must not "
+                                       "exceed 100 characters"),
+            ("x-ms-request-id", "x-ms-request-id and x-ms-client-request-id must not exceed "
+                                "100 characters")):
+        answer = requests.post(uri, json=body(1.0), headers={name: long}, timeout=30)
+        assert answer.status_code == 431 and answer.json() == {"message": message}, answer.text
+        assert long not in repr(answer.headers)
+        answer = requests.post(uri, json=body(1.0), headers={name: long[:100]}, timeout=30)
+        assert answer.status_code == 200 and answer.json() == [2.0]
+        if name != "x-ms-request-id":  # the gateway's x-request-id takes its place
+            assert answer.headers[name] == long[:100]
+    # not even when the instance is gone and the gateway answers by itself
+    os.killpg(os.getpgid(deploy_home.get_deployment("blue").pid), signal.SIGKILL)
+    answer = requests.post(uri, json=body(1.0), headers={"x-request-id": long}, timeout=30)
+    assert answer.status_code == 431 and long not in repr(answer.headers)
