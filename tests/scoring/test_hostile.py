@@ -296,6 +296,9 @@ def server_env(decoder, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+# the standard library's decoder only: it leaves the millions of small objects whose freed
+# memory glibc keeps (orjson's leave about 3 %, well within the bound, with or without the fix)
+@pytest.mark.parametrize("decoder", ["stdlib"])
 def test_a_million_rows_leave_the_worker_no_larger(one_feature_model, server_env, start_server):
     """10^6 rows of one feature (7.5 MB, under the body limit) sent to a server directly: scored
     within the timeout or a 504, and then the worker's resident memory comes back to within 20 %
