@@ -78,6 +78,27 @@ def test_the_depth_cap_counts_structure_not_strings(decoder):
         payload.loads(b'["' + b"[" * 300)
 
 
+@pytest.mark.parametrize("text", ['"a\\ud800"', '"\\udfff"', '"\\uDBFF x"', '"\\\\\\udc00\\ud800"'])
+def test_a_lone_surrogate_escape_is_a_400(decoder, text):
+    """A \\u escape of half a UTF-16 pair is no character: Python's decoder takes it, and every
+    step after it that encodes text (pandas' strings, the response) fails."""
+    body = '{"input_data": {"columns": ["label"], "data": [[' + text + ']]}}'
+    with pytest.raises(PayloadError) as info:
+        payload.parse_azure(body.encode(), JSON)
+    assert info.value.message == ("POST body could not be decoded as JSON: it has a \\u escape "
+                                  "of a lone UTF-16 surrogate, which is no character")
+    # a pair is one character, and an escaped backslash before 'u' starts no escape
+    pair = payload.parse_azure(b'{"input_data": ["\\ud83d\\ude00", "\\\\ud800"]}', JSON)
+    assert pair.data == ["\U0001f600", "\\ud800"]
+
+
+def test_a_lone_surrogate_scores_400_not_500(predictors):
+    body = {"input_data": {"columns": ["count", "price", "label"], "data": [[1, 2.0, "\ud800"]]}}
+    for raw in (json.dumps(body), json.dumps(dict(body, params={"suffix": "\udfff"}))):
+        result = pipeline.score(raw.encode(), JSON, predictors["mixed-params"])
+        assert result.status == 400, result.body
+
+
 @pytest.mark.parametrize("mode, type_name", [("timedelta", "Timedelta"), ("object", "object")])
 @pytest.mark.parametrize("render", ["score", "invocations"])
 def test_an_output_that_cannot_be_written_is_a_500_naming_its_type(predictors, mode, type_name,
@@ -261,3 +282,4 @@ def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
     assert response.headers["x-ms-run-function-failed"] == "True"
     wait_until(lambda: "request out-1: the model's output could not be serialised" in server.log(),
                timeout=10)
+
