@@ -111,6 +111,27 @@ def test_bad_inputs_get_4xx_with_the_reason(predictors, name, body, status, mess
     assert json.loads(result.body)["message"].startswith(message)
 
 
+@pytest.mark.parametrize("body", [
+    {"input_data": [[10 ** 400] + [0.01] * 9]},
+    {"input_data": {"columns": DIABETES, "index": [0], "data": [[-(10 ** 400)] + [0.01] * 9]}},
+    {"input_data": {"a": [[10 ** 400]]}},
+])
+@pytest.mark.parametrize("route", ["score", "invocations"])
+def test_integers_beyond_any_float_are_a_400_without_a_signature(predictors, body, route):
+    """numpy keeps such integers as Python objects and the model's float conversion fails on
+    them (an OverflowError, which no model raises to say the input is wrong)."""
+    if route == "invocations":
+        data = body["input_data"]
+        body = {"dataframe_split" if isinstance(data, dict) and "data" in data else "inputs": data}
+        result = pipeline.invocations(json.dumps(body).encode(), "application/json",
+                                      predictors["no-signature"])
+    else:
+        result = score(predictors["no-signature"], body)
+    assert result.status == 400, result.body
+    assert json.loads(result.body)["message"] == \
+        "input_data has values out of the float64 range"
+
+
 def test_model_rejections_and_failures(predictors):
     quirks = predictors["quirks"]
     body = {"input_data": {"columns": ["x"], "data": [[1.0]]}}
