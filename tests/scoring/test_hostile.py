@@ -283,3 +283,38 @@ def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
     wait_until(lambda: "request out-1: the model's output could not be serialised" in server.log(),
                timeout=10)
 
+
+# ---- raw requests ----------------------------------------------------------------------------
+
+class Answer:
+    """An answer read off the socket: status, headers (lower-case names), body."""
+
+    def __init__(self, raw: bytes):
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+
+
+def exchange(server, request: bytes) -> Answer:
+    return Answer(raw_exchange(server, request))
+
+
+def post(target=b"/score", headers=b"", body=None, method=b"POST"):
+    body = json.dumps({"input_data": ROW}).encode() if body is None else body
+    return (method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("target", [b"/score?input_data=\xff", b"/score?\x89",
+                                    b"/swagger.json?version=\xe9"])
+def test_a_query_string_that_is_not_utf8_is_a_400(server, target):
+    answer = exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"x-request-id: q-1\r\n\r\n")
+    assert answer.status == 400
+    assert json.loads(answer.body) == {
+        "message": "The query string is not valid UTF-8: percent-encode its values as UTF-8."}
+    assert answer.headers[b"x-request-id"] == b"q-1"
