@@ -284,7 +284,7 @@ def test_an_output_that_cannot_be_written_is_a_500_with_the_request_id(server):
                timeout=10)
 
 
-# ---- raw requests ----------------------------------------------------------------------------
+# ---- what gunicorn reads before the app: the request line and the headers --------------------
 
 class Answer:
     """An answer read off the socket: status, headers (lower-case names), body."""
@@ -307,6 +307,17 @@ def post(target=b"/score", headers=b"", body=None, method=b"POST"):
     body = json.dumps({"input_data": ROW}).encode() if body is None else body
     return (method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("headers", [b"SCRIPT_NAME: /elsewhere\r\n", b"SCRIPT_NAME: /score\r\n",
+                                     b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"])
+def test_forwarding_headers_from_a_client_change_nothing(server, headers):
+    """gunicorn trusts SCRIPT_NAME, PATH_INFO and the scheme headers from local peers (and any
+    Unix socket peer): a client could move the app's routes (a 500 for a SCRIPT_NAME the path
+    does not start with) or have the request refused for contradicting itself."""
+    answer = exchange(server, post(headers=headers))
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body) == [2.0]
 
 
 @pytest.mark.parametrize("target", [b"/score?input_data=\xff", b"/score?\x89",
