@@ -2,6 +2,7 @@
 
 Online (/score, /invocations), `mlflow-deploy validate` and batch all come through here.
 """
+import http
 import logging
 import sys
 import time
@@ -168,6 +169,18 @@ def response_headers(result: Result, request_id: str, client_request_id: str) ->
     if result.coercions:
         headers["x-mlflow-deploy-coercions"] = "; ".join(result.coercions)
     return headers
+
+
+def raw_answer(result: Result, request_id: str, client_request_id: str) -> bytes:
+    """A whole HTTP/1.1 answer written straight to a client's socket, for a request the app
+    does not answer itself (gunicorn refused it, or the watchdog answers for a stuck worker):
+    the app's body and headers, the connection closed after it."""
+    lines = ["HTTP/1.1 {} {}".format(result.status, http.HTTPStatus(result.status).phrase),
+             "Content-Type: " + result.content_type,
+             "Content-Length: {}".format(len(result.body)), "Connection: close"]
+    lines += ["{}: {}".format(name, value) for name, value in
+              response_headers(result, request_id, client_request_id).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + result.body
 
 
 def describe(predictor: "Predictor") -> Dict[str, Any]:

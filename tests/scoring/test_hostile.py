@@ -309,6 +309,36 @@ def post(target=b"/score", headers=b"", body=None, method=b"POST"):
             + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (post(headers=b"x(y: 1\r\n"), 400, "The request has a malformed header."),
+    (post(headers=b"x-request-id: a\x00b\r\n"), 400, "The request has a malformed header."),
+    (post(headers=b"Content-Length: 5\r\n"), 400, "The request has a malformed header."),
+    (post(method=b"FOO", target=b"*"), 400,
+     "The request line is not valid HTTP/1.1 (a method, a target and the version)."),
+    (post(method=b"post"), 400,
+     "The request line is not valid HTTP/1.1 (a method, a target and the version)."),
+    (b"GET /score?input_data=" + b"1" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+     "The request line is longer than 4094 bytes: send the input in a POST body."),
+    (post(headers=b"x-note: " + b"n" * 9000 + b"\r\n"), 431,
+     "The request's headers are too large or too many."),
+    (post(headers=b"Transfer-Encoding: x-zip\r\n"), 400,
+     "Transfer-Encoding is not supported but for chunked: send the body with a Content-Length "
+     "or in chunks."),
+    (post(headers=b"Expect: x-proof\r\n"), 417, "Expect takes only 100-continue."),
+])
+def test_a_request_gunicorn_refuses_gets_the_apps_kind_of_answer(server, request_bytes, status,
+                                                                  message):
+    """JSON with a message, the request ids, nothing of the client's text, and never a 5xx
+    (gunicorn's own answer is an HTML page quoting the header or request line, and a 501 for
+    an unknown transfer coding)."""
+    answer = exchange(server, request_bytes)
+    assert answer.status == status
+    assert json.loads(answer.body) == {"message": message}
+    assert all(answer.headers.get(name.encode()) for name in ID_HEADERS)
+    assert answer.headers[b"content-type"] == JSON.encode()
+    assert b"x(y" not in answer.body and b"x-zip" not in answer.body
+
+
 @pytest.mark.parametrize("headers", [b"SCRIPT_NAME: /elsewhere\r\n", b"SCRIPT_NAME: /score\r\n",
                                      b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"])
 def test_forwarding_headers_from_a_client_change_nothing(server, headers):

@@ -1,0 +1,74 @@
+"""gunicorn's sync worker, answering the requests gunicorn refuses itself the way the app answers.
+
+gunicorn reads the request line and the headers before the app sees anything, and refuses what
+it cannot take with an HTML page that quotes the offending header name or request line (the
+client's own text), without the request ids, and as a 501 for a transfer coding it does not
+know. Here such a request gets what every other refusal gets: a 4xx with a JSON message that
+names the kind of fault only, and request ids (new ones: the request's own were not read).
+"""
+import uuid
+from typing import Any, Optional
+
+from gunicorn import util
+from gunicorn.http import errors
+from gunicorn.workers.sync import SyncWorker
+
+from . import pipeline
+
+REQUEST_LINE = "The request line is not valid HTTP/1.1 (a method, a target and the version)."
+REQUEST_LINE_TOO_LONG = ("The request line is longer than {} bytes: send the input in a POST "
+                         "body.")
+HEADERS_TOO_LARGE = "The request's headers are too large or too many."
+MALFORMED_HEADER = "The request has a malformed header."
+TRANSFER_CODING = ("Transfer-Encoding is not supported but for chunked: send the body with a "
+                   "Content-Length or in chunks.")
+EXPECTATION = "Expect takes only 100-continue."
+NOT_HTTP = "The request is not valid HTTP/1.1."
+
+
+def _errors(*names: str) -> tuple:
+    """gunicorn's exception classes of these names, where this version has them (20.1 lacks
+    the newer ones)."""
+    return tuple(getattr(errors, name) for name in names if hasattr(errors, name))
+
+
+# (gunicorn's exceptions, the status, the message), the first match wins
+REFUSALS = (
+    (_errors("LimitRequestLine"), 414, REQUEST_LINE_TOO_LONG),
+    (_errors("LimitRequestHeaders"), 431, HEADERS_TOO_LARGE),
+    (_errors("InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion"), 400,
+     REQUEST_LINE),
+    (_errors("InvalidHeader", "InvalidHeaderName", "ObsoleteFolding", "InvalidSchemeHeaders"),
+     400, MALFORMED_HEADER),
+    (_errors("UnsupportedTransferCoding"), 400, TRANSFER_CODING),
+    (_errors("ExpectationFailed"), 417, EXPECTATION),
+)
+
+
+def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Result]:
+    """The answer to a request gunicorn could not parse; None for anything else (a failure of
+    the server, which gunicorn answers 500 and logs with its traceback)."""
+    if not isinstance(exc, errors.ParseException) or isinstance(
+            exc, _errors("ConfigurationProblem")):
+        return None
+    status, message = 400, NOT_HTTP
+    for classes, status_of, message_of in REFUSALS:
+        if classes and isinstance(exc, classes):
+            status, message = status_of, message_of.format(limit_request_line)
+            break
+    return pipeline.Result(status, pipeline.error_body(message))
+
+
+class ScoringWorker(SyncWorker):
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        answer = refusal(exc, self.cfg.limit_request_line)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        # the log keeps gunicorn's own words (they may quote the client's text: the log may)
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        rid = str(uuid.uuid4())
+        try:
+            util.write_nonblock(client, pipeline.raw_answer(answer, rid, rid))
+        except Exception:  # noqa: BLE001 - the client may be gone: nothing is left to answer
+            self.log.debug("Failed to send the refusal.")
