@@ -9,6 +9,7 @@ import datetime
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -151,8 +152,11 @@ def _decode_body(raw: bytes) -> Any:
             reason = exc.msg
         elif isinstance(exc, Undecodable):
             reason = str(exc)
-        else:
+        elif isinstance(exc, UnicodeDecodeError) or not hasattr(sys, "get_int_max_str_digits"):
             reason = "not valid UTF-8 JSON"
+        else:  # Python refuses to read an integer of more digits than its limit
+            reason = "it has an integer of more than {} digits".format(
+                sys.get_int_max_str_digits())
         raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
 
 
