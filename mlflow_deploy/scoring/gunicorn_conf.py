@@ -25,11 +25,9 @@ graceful_timeout = 30
 accesslog = None
 # gunicorn >= 25 opens a control socket at one fixed path per user: several servers would clash
 control_socket_disable = True
-# gunicorn takes SCRIPT_NAME and PATH_INFO from request headers, and the scheme from
-# X-Forwarded-*, when the peer is local or any Unix socket peer (the gateway's hop): a client
-# could move the app's routes (a SCRIPT_NAME the path does not start with was a 500) or have a
-# request refused for scheme headers that contradict each other. Nothing here reads either.
-forwarder_headers = ""
+# gunicorn takes the scheme from X-Forwarded-* when the peer is local or any Unix socket peer
+# (the gateway's hop): a client could have a request refused for scheme headers that contradict
+# each other. Nothing here reads the scheme. (SCRIPT_NAME and PATH_INFO headers: worker.py.)
 secure_scheme_headers = {}
 errorlog = "-"
 loglevel = "info"

@@ -5,6 +5,10 @@ it cannot take with an HTML page that quotes the offending header name or reques
 client's own text), without the request ids, and as a 501 for a transfer coding it does not
 know. Here such a request gets what every other refusal gets: a 4xx with a JSON message that
 names the kind of fault only, and request ids (new ones: the request's own were not read).
+
+No client header sets the WSGI environ's SCRIPT_NAME or PATH_INFO either: gunicorn takes them
+from headers (from any peer before gunicorn 22, from local and Unix socket peers since), so a
+client could move the app's routes, and one the path does not start with was a 500.
 """
 import uuid
 from typing import Any, Optional
@@ -24,6 +28,8 @@ TRANSFER_CODING = ("Transfer-Encoding is not supported but for chunked: send the
                    "Content-Length or in chunks.")
 EXPECTATION = "Expect takes only 100-continue."
 NOT_HTTP = "The request is not valid HTTP/1.1."
+#: header names (as gunicorn spells them) that gunicorn would turn into the environ's paths
+PATH_HEADERS = frozenset({"SCRIPT_NAME", "PATH_INFO"})
 
 
 def _errors(*names: str) -> tuple:
@@ -60,6 +66,12 @@ def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Re
 
 
 class ScoringWorker(SyncWorker):
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        if any(name in PATH_HEADERS for name, _ in req.headers):
+            req.headers = [(name, value) for name, value in req.headers
+                           if name not in PATH_HEADERS]
+        return super().handle_request(listener, req, client, addr)
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         answer = refusal(exc, self.cfg.limit_request_line)
         if answer is None:
