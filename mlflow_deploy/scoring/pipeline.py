@@ -138,12 +138,30 @@ def predict(predictor: "Predictor", enforced: schema.Enforced, error_details: bo
 
 
 def _is_mlflow_input_error(exc: Exception) -> bool:
-    """MLflow's MlflowException with an input error code. mlflow is not imported for it: where
-    mlflow.exceptions was never imported (a scoring script's server), nothing raised one."""
+    """MLflow's MlflowException with an input error code, or raised by MLflow's signature
+    enforcement itself. mlflow is not imported for it: where mlflow.exceptions was never
+    imported (a scoring script's server), nothing raised one."""
     module = sys.modules.get("mlflow.exceptions")
     base = getattr(module, "MlflowException", None)
-    return base is not None and isinstance(exc, base) and getattr(exc, "error_code", None) in (
-        "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+    if base is None or not isinstance(exc, base):
+        return False
+    return getattr(exc, "error_code", None) in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST") or \
+        _raised_by_enforcement(exc)
+
+
+def _raised_by_enforcement(exc: BaseException) -> bool:
+    """Whether MLflow's own signature enforcement (mlflow.models.utils' _enforce_* functions)
+    raised ``exc``: mlflow 2.x raises some of its input errors there with no error code (a
+    CSV body without a named tensor's column: "Model is missing inputs"), where 3.x re-raises
+    them with one."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    return frame.f_globals.get("__name__") == "mlflow.models.utils" and \
+        frame.f_code.co_name.startswith("_enforce")
 
 
 def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:

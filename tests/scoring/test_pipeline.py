@@ -132,6 +132,17 @@ def test_integers_beyond_any_float_are_a_400_without_a_signature(predictors, bod
         "input_data has values out of the float64 range"
 
 
+@pytest.mark.parametrize("csv", [b"0", b"tokens\n1\n"])
+def test_mlflows_own_enforcement_rejecting_a_csv_body_is_a_400(predictors, csv):
+    """A CSV body reaches a named-tensor model as a DataFrame, and MLflow's enforcement inside
+    predict refuses it; mlflow 2.x does so with no error code, which was answered 500."""
+    result = pipeline.invocations(csv, "text/csv", predictors["tokens-mask"], request_id="csv-1")
+    assert result.status == 400, result.body
+    assert json.loads(result.body)["message"] == (
+        "The input passed mlflow-deploy's checks but MLflow's own signature enforcement rejected "
+        "it; the deployment log has its message for request id csv-1")
+
+
 def test_model_rejections_and_failures(predictors):
     quirks = predictors["quirks"]
     body = {"input_data": {"columns": ["x"], "data": [[1.0]]}}
