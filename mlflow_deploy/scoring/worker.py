@@ -65,8 +65,22 @@ def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Re
     return pipeline.Result(status, pipeline.error_body(message))
 
 
+def unframed(headers: Any) -> bool:
+    """Whether a request has a Transfer-Encoding other than chunked alone, the one coding
+    gunicorn decodes. Where the last coding is not chunked the body's length cannot be known
+    (RFC 9112 6.3: a 400), and gunicorn reads the body by its Content-Length, undecoded (a body
+    sent as gzip was scored as plain JSON); gunicorn before 22 also took "gzip, chunked" for no
+    coding at all."""
+    codings = [coding.strip().lower() for name, value in headers
+               if name == "TRANSFER-ENCODING" for coding in value.split(",")]
+    return bool(codings) and codings != ["chunked"]
+
+
 class ScoringWorker(SyncWorker):
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        if unframed(req.headers):
+            self.refuse(client, pipeline.Result(400, pipeline.error_body(TRANSFER_CODING)))
+            return None
         if any(name in PATH_HEADERS for name, _ in req.headers):
             req.headers = [(name, value) for name, value in req.headers
                            if name not in PATH_HEADERS]
@@ -79,6 +93,11 @@ class ScoringWorker(SyncWorker):
             return
         # the log keeps gunicorn's own words (they may quote the client's text: the log may)
         self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        self.refuse(client, answer)
+
+    def refuse(self, client: Any, answer: pipeline.Result) -> None:
+        """Answer on the client's socket directly, with new request ids (the request's own were
+        not read, or not trusted)."""
         rid = str(uuid.uuid4())
         try:
             util.write_nonblock(client, pipeline.raw_answer(answer, rid, rid))

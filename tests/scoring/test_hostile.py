@@ -352,6 +352,19 @@ def test_a_request_gunicorn_refuses_gets_the_apps_kind_of_answer(server, request
     assert b"x(y" not in answer.body and b"x-zip" not in answer.body
 
 
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate", b"identity", b"gzip, deflate"])
+def test_a_transfer_coding_but_chunked_is_a_400(server, coding):
+    """Where the last coding is not chunked the body's length cannot be known (RFC 9112);
+    gunicorn read it by its Content-Length, undecoded, and a body sent as gzip was scored as
+    plain JSON."""
+    answer = exchange(server, post(headers=b"Transfer-Encoding: " + coding + b"\r\n"))
+    assert answer.status == 400, answer.body
+    assert json.loads(answer.body) == {
+        "message": "Transfer-Encoding is not supported but for chunked: send the body with a "
+                   "Content-Length or in chunks."}
+    assert all(answer.headers.get(name.encode()) for name in ID_HEADERS)
+
+
 @pytest.mark.parametrize("headers", [b"SCRIPT_NAME: /elsewhere\r\n", b"SCRIPT_NAME: /score\r\n",
                                      b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"])
 def test_forwarding_headers_from_a_client_change_nothing(server, headers):
