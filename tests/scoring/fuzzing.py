@@ -10,7 +10,8 @@ drawn: bodies the model's signature accepts (the project's ``payloads``) and one
 arbitrary JSON; nesting around the server's depth cap and far beyond; bodies near and over the
 size limit; bytes that are not UTF-8 or not JSON; odd Content-Types and Content-Encodings; request
 id headers of any length and odd bytes; query strings on GET /score; other methods and paths; the
-chunked transfer encoding; MLflow's /invocations bodies and CSV.
+chunked transfer encoding, other transfer codings, Expect and odd Content-Lengths; MLflow's
+/invocations bodies and CSV.
 
 The judge's rules (``judge``): never a 5xx, a hang (no whole answer within the timeout) or a
 crash (no answer at all); a 4xx carries a JSON object with a non-empty "message"; a 200 from a
@@ -54,6 +55,7 @@ class Probe:
     headers: Tuple[Tuple[bytes, bytes], ...] = ((b"Content-Type", b"application/json"),)
     body: Optional[bytes] = None
     chunked: bool = False
+    length: Optional[bytes] = None  # a Content-Length sent in place of the body's own
     expect: str = ""
     culprit: str = ""
 
@@ -74,6 +76,8 @@ class Probe:
             lines.append(b"Transfer-Encoding: chunked")
             pieces = [body[i:i + 4096] for i in range(0, len(body), 4096)]
             body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        elif self.length is not None:
+            lines.append(b"Content-Length: " + self.length)
         elif self.body is not None:
             lines.append(b"Content-Length: " + str(len(body)).encode())
         lines.append(b"Connection: close")
@@ -286,6 +290,7 @@ def probes(signature: Any, max_body: int, seeds: Sequence[Dict[str, Any]] = NO_S
         queries(valid),
         methods_and_paths(),
         chunked(valid, max_body),
+        framing(valid),
         invocations(valid),
     ]
     if invalid is not None:
@@ -577,6 +582,38 @@ def chunked(valid: st.SearchStrategy, max_body: int) -> st.SearchStrategy:
             raw += b" " * (max_body + 1 - len(raw))
         return Probe("chunked", body=raw, chunked=True,
                      expect="413" if len(raw) > max_body else "")
+    return draw_probe()
+
+
+TRANSFER_CODINGS = [b"gzip", b"deflate", b"compress", b"identity", b"x-zip", b"br", b"",
+                    b"gzip, deflate", b"chunked, gzip", b"gzip, chunked", b"chunked, chunked",
+                    b"Chunked", b"chunked;q=1", b"\tchunked"]
+EXPECTATIONS = [b"100-continue", b"100-Continue", b"200-ok", b"", b"x, 100-continue"]
+# Content-Lengths that are malformed or shorter than the body: never longer, since a server
+# waits for the bytes promised, and a client that never sends them is a slow client (answered
+# by the timeouts, not here)
+LENGTHS = [b"+5", b"-1", b"1e3", b"0x10", b"5 5", b"", b"00", b"9" * 30]
+
+
+def framing(valid: st.SearchStrategy) -> st.SearchStrategy:
+    """A valid body under odd framing: a Transfer-Encoding beside its Content-Length (a 400: the
+    body is not chunked), an Expect, a Content-Length that is malformed or too short (a 400: a
+    cut JSON object is no JSON)."""
+    @st.composite
+    def draw_probe(draw: Callable) -> Probe:
+        raw = dumps(draw(valid))
+        how = draw(st.sampled_from(["transfer", "expect", "length", "short"]))
+        if how == "transfer":
+            return Probe("framing", headers=JSON_TYPE + (
+                (b"Transfer-Encoding", draw(st.sampled_from(TRANSFER_CODINGS))),), body=raw,
+                expect="400")
+        if how == "expect":
+            return Probe("framing", headers=JSON_TYPE + (
+                (b"Expect", draw(st.sampled_from(EXPECTATIONS))),), body=raw)
+        if how == "length":
+            return Probe("framing", body=raw, length=draw(st.sampled_from(LENGTHS)))
+        return Probe("framing", body=raw, expect="400",
+                     length=str(draw(st.integers(0, len(raw) - 1))).encode())
     return draw_probe()
 
 
