@@ -65,21 +65,32 @@ def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Re
     return pipeline.Result(status, pipeline.error_body(message))
 
 
-def unframed(headers: Any) -> bool:
-    """Whether a request has a Transfer-Encoding other than chunked alone, the one coding
-    gunicorn decodes. Where the last coding is not chunked the body's length cannot be known
-    (RFC 9112 6.3: a 400), and gunicorn reads the body by its Content-Length, undecoded (a body
-    sent as gzip was scored as plain JSON); gunicorn before 22 also took "gzip, chunked" for no
-    coding at all."""
+def misframed(headers: Any) -> Optional[str]:
+    """Why a request's body cannot be read as framed, if it cannot.
+
+    A Transfer-Encoding other than chunked alone, the one coding gunicorn decodes: where the
+    last coding is not chunked the body's length cannot be known (RFC 9112 6.3: a 400), and
+    gunicorn reads the body by its Content-Length, undecoded (a body sent as gzip was scored as
+    plain JSON); gunicorn before 22 also took "gzip, chunked" for no coding at all. Chunked
+    with a Content-Length as well: gunicorn 22 refuses it (two framings a proxy may read apart),
+    gunicorn before 22 read the body as chunked, and a body that was not waited for its chunks
+    until the scoring timeout."""
     codings = [coding.strip().lower() for name, value in headers
                if name == "TRANSFER-ENCODING" for coding in value.split(",")]
-    return bool(codings) and codings != ["chunked"]
+    if not codings:
+        return None
+    if codings != ["chunked"]:
+        return TRANSFER_CODING
+    if any(name == "CONTENT-LENGTH" for name, _ in headers):
+        return MALFORMED_HEADER
+    return None
 
 
 class ScoringWorker(SyncWorker):
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
-        if unframed(req.headers):
-            self.refuse(client, pipeline.Result(400, pipeline.error_body(TRANSFER_CODING)))
+        why = misframed(req.headers)
+        if why is not None:
+            self.refuse(client, pipeline.Result(400, pipeline.error_body(why)))
             return None
         if any(name in PATH_HEADERS for name, _ in req.headers):
             req.headers = [(name, value) for name, value in req.headers
