@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
 .PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
-	bench-soak clean
+	bench-soak bench-fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -80,6 +80,12 @@ bench-soak: example-models
 
 bench-envs: setup
 	$(PY) bench/envs.py --runs 3
+
+# hostile and valid requests against a live server of each example model (bench/fuzz.py, the
+# suite's tests/scoring/fuzzing.py): 5xx, hangs and crashes, target 0 of each, exit 1 otherwise;
+# 100,000 requests by default: TOTAL=... for a smaller run
+bench-fuzz: setup
+	$(PY) bench/fuzz.py --total $${TOTAL:-100000}
 
 clean:
 	rm -rf .mlflow .mlflow-deploy

@@ -72,9 +72,9 @@ def test_scoring_is_a_leaf(path):
                 "mlflow_deploy", "mlflow_deploy.__version__"), \
                 "{} imports {}: scoring/ must not reach the control plane".format(path.name, name)
         elif top == "gunicorn":
-            # gunicorn's settings, the fork server that runs gunicorn in a forked child, and the
-            # build's smoke test that checks the env can import it
-            assert path.name in ("gunicorn_conf.py", "forkserver.py", "smoke.py")
+            # gunicorn's settings, its worker class, the fork server that runs gunicorn in a
+            # forked child, and the build's smoke test that checks the env can import it
+            assert path.name in ("gunicorn_conf.py", "worker.py", "forkserver.py", "smoke.py")
         elif top in SCORING_OPTIONAL:
             assert top not in module_level(path), \
                 "{} imports {} at module level: it is optional in model envs".format(

@@ -41,6 +41,7 @@ BODY_UNREADABLE = ("The request body could not be read: its chunked encoding is 
 SWAGGER_VERSION = re.compile(r"[A-Za-z0-9._-]{0,16}")
 BAD_SWAGGER_VERSION = ("The swagger version must be one of 2, 3 or 3.1 (at most 16 letters, "
                        "digits, '.', '_' or '-').")
+QUERY_NOT_UTF8 = "The query string is not valid UTF-8: percent-encode its values as UTF-8."
 SERVER_FAILED = ("The server failed on this request; the deployment log has the traceback for "
                  "request id {}")
 READ_PIECE = 1 << 16
@@ -117,10 +118,19 @@ def create_app(scorer: Scorer, config: ServerConfig,
         except HeaderTooLarge as exc:
             fresh = str(uuid.uuid4())
             g.ids = (fresh, fresh)
-            if request.endpoint in SCORING_ROUTES:
-                return answer(pipeline.error_result(exc), request.endpoint, time.perf_counter())
-            return _json_error(exc.status, exc.message)
+            return refuse(exc)
+        try:
+            request.args  # noqa: B018 - werkzeug >= 3 decodes the query string strictly, here
+        except UnicodeDecodeError:
+            return refuse(BadRequest(QUERY_NOT_UTF8))
         return None
+
+    def refuse(exc: ScoringError) -> Response:
+        """A request refused before its route runs: a scoring route's answer has Azure's
+        scoring headers and is counted in the metrics."""
+        if request.endpoint in SCORING_ROUTES:
+            return answer(pipeline.error_result(exc), request.endpoint, time.perf_counter())
+        return _json_error(exc.status, exc.message)
 
     @app.after_request
     def with_ids(response: Response) -> Response:

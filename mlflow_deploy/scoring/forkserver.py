@@ -34,6 +34,7 @@ STACK = (
     "gunicorn.app.wsgiapp",
     "gunicorn.arbiter",
     "gunicorn.workers.sync",
+    "mlflow_deploy.scoring.worker",
     "flask",
     "mlflow_deploy.scoring.app",
     "mlflow_deploy.scoring.pipeline",

@@ -13,7 +13,9 @@ _config = ServerConfig.from_env()
 # a USR2 re-exec keeps the listening sockets it inherits (GUNICORN_FD) and binds nothing new
 bind = [_config.bind] + (["unix:" + _config.unix_socket] if _config.unix_socket else [])
 workers = max(1, int(_config.workers))
-worker_class = "sync"
+# gunicorn's sync worker, whose own refusals (a malformed header, a request line too long) are
+# answered as the app answers: JSON, request ids, a 4xx
+worker_class = "mlflow_deploy.scoring.worker.ScoringWorker"
 preload_app = True
 pidfile = _config.pidfile
 # gunicorn kills a worker that is silent this long: a backstop behind our own 504, which fires
@@ -23,6 +25,10 @@ graceful_timeout = 30
 accesslog = None
 # gunicorn >= 25 opens a control socket at one fixed path per user: several servers would clash
 control_socket_disable = True
+# gunicorn takes the scheme from X-Forwarded-* when the peer is local or any Unix socket peer
+# (the gateway's hop): a client could have a request refused for scheme headers that contradict
+# each other. Nothing here reads the scheme. (SCRIPT_NAME and PATH_INFO headers: worker.py.)
+secure_scheme_headers = {}
 errorlog = "-"
 loglevel = "info"
 proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")

@@ -8,6 +8,8 @@ import base64
 import datetime
 import json
 import math
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -59,8 +61,33 @@ _DEPTH_STEP[list(b"]}")] = -1
 _SCAN_BLOCK = 1 << 20
 
 
-class TooDeep(ValueError):
+class Undecodable(ValueError):
+    """JSON text refused before (or instead of) decoding; its text is the reason shown."""
+
+
+class TooDeep(Undecodable):
     """The text nests arrays or objects deeper than MAX_DEPTH."""
+
+
+class LoneSurrogate(Undecodable):
+    """The text has a \\u escape of half a UTF-16 surrogate pair."""
+
+
+# \\u escapes of UTF-16 surrogates, and of a whole pair (high then low: one character)
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_PAIR = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def has_lone_surrogate(raw: bytes) -> bool:
+    """Whether JSON text escapes half a surrogate pair (``"\\ud800"``): no character, though
+    Python's decoder makes a str of it, and every step that encodes that str later (pandas'
+    strings, the response) fails. A regex pass over the text, only where it has a \\u escape."""
+    if b"\\u" not in raw:
+        return False
+    # an escaped backslash starts no escape: pair up each run of backslashes from its start, as
+    # a JSON decoder reads it
+    raw = raw.replace(b"\\\\", b"")
+    return _SURROGATE.search(_SURROGATE_PAIR.sub(b"", raw)) is not None
 
 
 def nests_deeper_than(raw: bytes, limit: int) -> bool:
@@ -96,11 +123,15 @@ def nests_deeper_than(raw: bytes, limit: int) -> bool:
 
 
 def loads(raw: Any) -> Any:
-    """Parse JSON text (bytes or str); ValueError for text that is not JSON or nests deeper than
-    MAX_DEPTH. Python's own parser is the fallback because it accepts NaN/Infinity as Azure does."""
+    """Parse JSON text (bytes or str); ValueError for text that is not JSON, nests deeper than
+    MAX_DEPTH or escapes a lone surrogate. Python's own parser is the fallback because it
+    accepts NaN/Infinity as Azure does."""
     scanned = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if nests_deeper_than(scanned, MAX_DEPTH):
         raise TooDeep("it nests arrays or objects deeper than {} levels".format(MAX_DEPTH))
+    if has_lone_surrogate(scanned):
+        raise LoneSurrogate("it has a \\u escape of a lone UTF-16 surrogate, which is no "
+                            "character")
     if orjson is not None:
         try:
             return orjson.loads(raw)
@@ -115,14 +146,17 @@ def _decode_body(raw: bytes) -> Any:
         raise PayloadError("POST body is empty. Expecting a JSON dictionary.")
     try:
         return loads(raw)
-    except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError or TooDeep
+    except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError or Undecodable
         # the decoder's text gives a position, never the content
         if isinstance(exc, json.JSONDecodeError):
             reason = exc.msg
-        elif isinstance(exc, TooDeep):
+        elif isinstance(exc, Undecodable):
             reason = str(exc)
-        else:
+        elif isinstance(exc, UnicodeDecodeError) or not hasattr(sys, "get_int_max_str_digits"):
             reason = "not valid UTF-8 JSON"
+        else:  # Python refuses to read an integer of more digits than its limit
+            reason = "it has an integer of more than {} digits".format(
+                sys.get_int_max_str_digits())
         raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
 
 

@@ -2,6 +2,7 @@
 
 Online (/score, /invocations), `mlflow-deploy validate` and batch all come through here.
 """
+import http
 import logging
 import sys
 import time
@@ -137,12 +138,30 @@ def predict(predictor: "Predictor", enforced: schema.Enforced, error_details: bo
 
 
 def _is_mlflow_input_error(exc: Exception) -> bool:
-    """MLflow's MlflowException with an input error code. mlflow is not imported for it: where
-    mlflow.exceptions was never imported (a scoring script's server), nothing raised one."""
+    """MLflow's MlflowException with an input error code, or raised by MLflow's signature
+    enforcement itself. mlflow is not imported for it: where mlflow.exceptions was never
+    imported (a scoring script's server), nothing raised one."""
     module = sys.modules.get("mlflow.exceptions")
     base = getattr(module, "MlflowException", None)
-    return base is not None and isinstance(exc, base) and getattr(exc, "error_code", None) in (
-        "INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+    if base is None or not isinstance(exc, base):
+        return False
+    return getattr(exc, "error_code", None) in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST") or \
+        _raised_by_enforcement(exc)
+
+
+def _raised_by_enforcement(exc: BaseException) -> bool:
+    """Whether MLflow's own signature enforcement (mlflow.models.utils' _enforce_* functions)
+    raised ``exc``: mlflow 2.x raises some of its input errors there with no error code (a
+    CSV body without a named tensor's column: "Model is missing inputs"), where 3.x re-raises
+    them with one."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    frame = tb.tb_frame
+    return frame.f_globals.get("__name__") == "mlflow.models.utils" and \
+        frame.f_code.co_name.startswith("_enforce")
 
 
 def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:
@@ -168,6 +187,18 @@ def response_headers(result: Result, request_id: str, client_request_id: str) ->
     if result.coercions:
         headers["x-mlflow-deploy-coercions"] = "; ".join(result.coercions)
     return headers
+
+
+def raw_answer(result: Result, request_id: str, client_request_id: str) -> bytes:
+    """A whole HTTP/1.1 answer written straight to a client's socket, for a request the app
+    does not answer itself (gunicorn refused it, or the watchdog answers for a stuck worker):
+    the app's body and headers, the connection closed after it."""
+    lines = ["HTTP/1.1 {} {}".format(result.status, http.HTTPStatus(result.status).phrase),
+             "Content-Type: " + result.content_type,
+             "Content-Length: {}".format(len(result.body)), "Connection: close"]
+    lines += ["{}: {}".format(name, value) for name, value in
+              response_headers(result, request_id, client_request_id).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + result.body
 
 
 def describe(predictor: "Predictor") -> Dict[str, Any]:

@@ -194,6 +194,37 @@ def _unsigned(parsed: ParsedInput) -> Any:
     """Azure's rules without a signature: list -> ndarray, split dict (all three keys) ->
     DataFrame, other dict -> arrays. A list of records and a split dict without 'index' fail
     on Azure; MLflow's /invocations takes both."""
+    model_input = _unsigned_input(parsed)
+    if _beyond_float64(model_input):
+        raise out_of_range("input_data", "float64")
+    return model_input
+
+
+def _beyond_float64(model_input: Any) -> bool:
+    """An integer too large for any float: numpy and pandas keep it as a Python object, and the
+    model's own conversion to floats fails with an OverflowError, which no model raises to say
+    the input is wrong (a 500). Only object arrays and columns are looked at."""
+    if isinstance(model_input, dict):
+        return any(_beyond_float64(v) for v in model_input.values())
+    if isinstance(model_input, pd.DataFrame):
+        return any(_beyond_float64(model_input.iloc[:, i].to_numpy())
+                   for i, dtype in enumerate(model_input.dtypes) if dtype == object)
+    if isinstance(model_input, np.ndarray) and model_input.dtype == object:
+        return any(_float_overflows(v) for v in model_input.ravel())
+    return False
+
+
+def _float_overflows(value: Any) -> bool:
+    if not isinstance(value, int) or isinstance(value, bool) or value.bit_length() < 1000:
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
+def _unsigned_input(parsed: ParsedInput) -> Any:
     data = parsed.data
     azure = parsed.envelope == "azure"
     if parsed.form == "split":

@@ -19,7 +19,6 @@ the connection close. The timeout path that does return to Python keeps answerin
 (app.deadline): the master acts only ``GRACE_S`` later, when the worker has not.
 """
 import ctypes
-import json
 import logging
 import mmap
 import os
@@ -29,6 +28,9 @@ import struct
 import threading
 import time
 from typing import Any, Dict, Optional, Set
+
+from . import pipeline
+from .errors import ScoringTimeout
 
 log = logging.getLogger("mlflow_deploy.scoring")
 
@@ -163,15 +165,11 @@ def _answer(pid: int, fd: int, message: str, rid: str, client_rid: str) -> bool:
         os.close(pidfd)
     if dup < 0:
         return False
-    body = json.dumps({"message": message}).encode()
-    head = ("HTTP/1.1 504 Gateway Timeout\r\nContent-Type: application/json\r\n"
-            "Content-Length: {}\r\nConnection: close\r\nx-ms-request-id: {}\r\n"
-            "x-request-id: {}\r\nx-ms-client-request-id: {}\r\n"
-            "x-ms-run-function-failed: True\r\n\r\n").format(len(body), rid, rid, client_rid)
+    answer = pipeline.raw_answer(pipeline.error_result(ScoringTimeout(message)), rid, client_rid)
     with socket.socket(fileno=dup) as client:
         try:
             client.settimeout(1.0)
-            client.sendall(head.encode("latin-1", "replace") + body)
+            client.sendall(answer)
             client.shutdown(socket.SHUT_RDWR)
         except OSError:
             return False

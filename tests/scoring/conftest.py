@@ -1,6 +1,7 @@
 import pytest
 
 from mlflow_deploy.scoring.predictor import Predictor
+from tests.conftest import Server
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,22 @@ def digits_images(tmp_path_factory):
     folder = tmp_path_factory.mktemp("digits-images")
     build.render_images(str(folder), count=30)
     return folder
+
+
+@pytest.fixture(scope="session")
+def servers(example_model_dirs, quirks_dir, tmp_path_factory):
+    """One running server per example model (and the quirks model), shared by the session's
+    tests over HTTP (test_server.py, test_fuzz.py): started once."""
+    started = {}
+    try:
+        for name, path in sorted(example_model_dirs.items()) + [("quirks", quirks_dir)]:
+            directory = tmp_path_factory.mktemp("srv-" + name)
+            settings = {"workers": 2, "request_timeout_ms": 1500} if name == "quirks" else {}
+            started[name] = Server(directory, path, model_uri="models:/{}/1".format(name),
+                                   deployment=name, max_request_mb=0.05, **settings)
+        for server in started.values():
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()

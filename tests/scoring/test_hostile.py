@@ -80,6 +80,27 @@ def test_the_depth_cap_counts_structure_not_strings(decoder):
         payload.loads(b'["' + b"[" * 300)
 
 
+@pytest.mark.parametrize("text", ['"a\\ud800"', '"\\udfff"', '"\\uDBFF x"', '"\\\\\\udc00\\ud800"'])
+def test_a_lone_surrogate_escape_is_a_400(decoder, text):
+    """A \\u escape of half a UTF-16 pair is no character: Python's decoder takes it, and every
+    step after it that encodes text (pandas' strings, the response) fails."""
+    body = '{"input_data": {"columns": ["label"], "data": [[' + text + ']]}}'
+    with pytest.raises(PayloadError) as info:
+        payload.parse_azure(body.encode(), JSON)
+    assert info.value.message == ("POST body could not be decoded as JSON: it has a \\u escape "
+                                  "of a lone UTF-16 surrogate, which is no character")
+    # a pair is one character, and an escaped backslash before 'u' starts no escape
+    pair = payload.parse_azure(b'{"input_data": ["\\ud83d\\ude00", "\\\\ud800"]}', JSON)
+    assert pair.data == ["\U0001f600", "\\ud800"]
+
+
+def test_a_lone_surrogate_scores_400_not_500(predictors):
+    body = {"input_data": {"columns": ["count", "price", "label"], "data": [[1, 2.0, "\ud800"]]}}
+    for raw in (json.dumps(body), json.dumps(dict(body, params={"suffix": "\udfff"}))):
+        result = pipeline.score(raw.encode(), JSON, predictors["mixed-params"])
+        assert result.status == 400, result.body
+
+
 @pytest.mark.parametrize("mode, type_name", [("timedelta", "Timedelta"), ("object", "object")])
 @pytest.mark.parametrize("render", ["score", "invocations"])
 def test_an_output_that_cannot_be_written_is_a_500_naming_its_type(predictors, mode, type_name,
@@ -332,3 +353,107 @@ def test_a_million_rows_leave_the_worker_no_larger(one_feature_model, server_env
     except AssertionError:
         pytest.fail("the worker kept {} kB after the request, {} kB before".format(sizes[-1],
                                                                                   before))
+
+# ---- what gunicorn reads before the app: the request line and the headers --------------------
+
+class Answer:
+    """An answer read off the socket: status, headers (lower-case names), body."""
+
+    def __init__(self, raw: bytes):
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            self.headers[name.strip().lower()] = value.strip()
+
+
+def exchange(server, request: bytes) -> Answer:
+    return Answer(raw_exchange(server, request))
+
+
+def post(target=b"/score", headers=b"", body=None, method=b"POST"):
+    body = json.dumps({"input_data": ROW}).encode() if body is None else body
+    return (method + b" " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + headers + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def gunicorn_version():
+    import gunicorn
+
+    return tuple(gunicorn.version_info)
+
+
+# gunicorn before 22 lets these through to the app, which answers them as any other request
+REFUSED_SINCE_22 = pytest.mark.skipif(gunicorn_version() < (22,),
+                                      reason="this gunicorn does not refuse it")
+
+
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (post(headers=b"x(y: 1\r\n"), 400, "The request has a malformed header."),
+    (post(headers=b"x-request-id: a\x00b\r\n"), 400, "The request has a malformed header."),
+    (post(headers=b"Content-Length: 5\r\n"), 400, "The request has a malformed header."),
+    (post(headers=b"Transfer-Encoding: Chunked\r\n"), 400, "The request has a malformed header."),
+    pytest.param(post(method=b"FOO", target=b"*"), 400,
+                 "The request line is not valid HTTP/1.1 (a method, a target and the version).",
+                 marks=REFUSED_SINCE_22),
+    (post(method=b"post"), 400,
+     "The request line is not valid HTTP/1.1 (a method, a target and the version)."),
+    (b"GET /score?input_data=" + b"1" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+     "The request line is longer than 4094 bytes: send the input in a POST body."),
+    (post(headers=b"x-note: " + b"n" * 9000 + b"\r\n"), 431,
+     "The request's headers are too large or too many."),
+    pytest.param(post(headers=b"Transfer-Encoding: x-zip\r\n"), 400,
+                 "Transfer-Encoding is not supported but for chunked: send the body with a "
+                 "Content-Length or in chunks.", marks=REFUSED_SINCE_22),
+    pytest.param(post(headers=b"Expect: x-proof\r\n"), 417, "Expect takes only 100-continue.",
+                 marks=REFUSED_SINCE_22),
+])
+def test_a_request_gunicorn_refuses_gets_the_apps_kind_of_answer(server, request_bytes, status,
+                                                                  message):
+    """JSON with a message, the request ids, nothing of the client's text, and never a 5xx
+    (gunicorn's own answer is an HTML page quoting the header or request line, and a 501 for
+    an unknown transfer coding)."""
+    answer = exchange(server, request_bytes)
+    assert answer.status == status
+    assert json.loads(answer.body) == {"message": message}
+    assert all(answer.headers.get(name.encode()) for name in ID_HEADERS)
+    assert answer.headers[b"content-type"] == JSON.encode()
+    assert b"x(y" not in answer.body and b"x-zip" not in answer.body
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate", b"identity", b"gzip, deflate"])
+def test_a_transfer_coding_but_chunked_is_a_400(server, coding):
+    """Where the last coding is not chunked the body's length cannot be known (RFC 9112);
+    gunicorn read it by its Content-Length, undecoded, and a body sent as gzip was scored as
+    plain JSON."""
+    answer = exchange(server, post(headers=b"Transfer-Encoding: " + coding + b"\r\n"))
+    assert answer.status == 400, answer.body
+    assert json.loads(answer.body) == {
+        "message": "Transfer-Encoding is not supported but for chunked: send the body with a "
+                   "Content-Length or in chunks."}
+    assert all(answer.headers.get(name.encode()) for name in ID_HEADERS)
+
+
+@pytest.mark.parametrize("headers", [b"SCRIPT_NAME: /elsewhere\r\n", b"SCRIPT_NAME: /score\r\n",
+                                     b"X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"])
+def test_forwarding_headers_from_a_client_change_nothing(server, headers):
+    """gunicorn trusts SCRIPT_NAME and the scheme headers from local peers and any Unix socket
+    peer (SCRIPT_NAME from any peer before gunicorn 22): a client could move the app's routes
+    (a 500 for a SCRIPT_NAME the path does not start with) or have the request refused for
+    contradicting itself."""
+    answer = exchange(server, post(headers=headers))
+    assert answer.status == 200, answer.body
+    assert json.loads(answer.body) == [2.0]
+
+
+@pytest.mark.parametrize("target", [b"/score?input_data=\xff", b"/score?\x89",
+                                    b"/swagger.json?version=\xe9"])
+def test_a_query_string_that_is_not_utf8_is_a_400(server, target):
+    answer = exchange(server, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                      b"x-request-id: q-1\r\n\r\n")
+    assert answer.status == 400
+    assert json.loads(answer.body) == {
+        "message": "The query string is not valid UTF-8: percent-encode its values as UTF-8."}
+    assert answer.headers[b"x-request-id"] == b"q-1"

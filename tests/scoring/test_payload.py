@@ -1,6 +1,7 @@
 """The envelope (Azure's errors before scoring) and output rendering."""
 import datetime
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,20 @@ def test_bad_json_names_the_position_not_the_content():
     assert "secret" not in err.value.message
     with pytest.raises(PayloadError):
         payload.parse_azure(b"\xff\xfe{", JSON)
+
+
+@pytest.mark.skipif(not hasattr(sys, "get_int_max_str_digits"),
+                    reason="this Python reads integers of any length")
+def test_an_integer_too_long_to_read_says_so():
+    """Python (3.11, and 3.8-3.10 since their security releases) refuses to read an integer of
+    more than 4300 digits: the body is UTF-8, that is not what is wrong with it."""
+    with pytest.raises(PayloadError) as err:
+        payload.parse_azure(b'{"input_data": [[' + b"9" * 5000 + b"]]}", JSON)
+    assert err.value.message == ("POST body could not be decoded as JSON: it has an integer of "
+                                 "more than {} digits".format(sys.get_int_max_str_digits()))
+    with pytest.raises(PayloadError) as err:
+        payload.parse_azure(b"\xff\xfe{", JSON)
+    assert err.value.message == "POST body could not be decoded as JSON: not valid UTF-8 JSON"
 
 
 def test_extra_keys_are_ignored_and_params_read():

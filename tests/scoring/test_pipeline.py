@@ -111,6 +111,38 @@ def test_bad_inputs_get_4xx_with_the_reason(predictors, name, body, status, mess
     assert json.loads(result.body)["message"].startswith(message)
 
 
+@pytest.mark.parametrize("body", [
+    {"input_data": [[10 ** 400] + [0.01] * 9]},
+    {"input_data": {"columns": DIABETES, "index": [0], "data": [[-(10 ** 400)] + [0.01] * 9]}},
+    {"input_data": {"a": [[10 ** 400]]}},
+])
+@pytest.mark.parametrize("route", ["score", "invocations"])
+def test_integers_beyond_any_float_are_a_400_without_a_signature(predictors, body, route):
+    """numpy keeps such integers as Python objects and the model's float conversion fails on
+    them (an OverflowError, which no model raises to say the input is wrong)."""
+    if route == "invocations":
+        data = body["input_data"]
+        body = {"dataframe_split" if isinstance(data, dict) and "data" in data else "inputs": data}
+        result = pipeline.invocations(json.dumps(body).encode(), "application/json",
+                                      predictors["no-signature"])
+    else:
+        result = score(predictors["no-signature"], body)
+    assert result.status == 400, result.body
+    assert json.loads(result.body)["message"] == \
+        "input_data has values out of the float64 range"
+
+
+@pytest.mark.parametrize("csv", [b"0", b"tokens\n1\n"])
+def test_mlflows_own_enforcement_rejecting_a_csv_body_is_a_400(predictors, csv):
+    """A CSV body reaches a named-tensor model as a DataFrame, and MLflow's enforcement inside
+    predict refuses it; mlflow 2.x does so with no error code, which was answered 500."""
+    result = pipeline.invocations(csv, "text/csv", predictors["tokens-mask"], request_id="csv-1")
+    assert result.status == 400, result.body
+    assert json.loads(result.body)["message"] == (
+        "The input passed mlflow-deploy's checks but MLflow's own signature enforcement rejected "
+        "it; the deployment log has its message for request id csv-1")
+
+
 def test_model_rejections_and_failures(predictors):
     quirks = predictors["quirks"]
     body = {"input_data": {"columns": ["x"], "data": [[1.0]]}}

@@ -13,24 +13,6 @@ from tests.connections import accepted, wait_until
 from tests.scoring.test_pipeline import AZURE_ROUND_2, VALID
 
 
-@pytest.fixture(scope="module")
-def servers(example_model_dirs, quirks_dir, tmp_path_factory):
-    """One running server per example model (and the quirks model), shared by this module."""
-    started = {}
-    try:
-        for name, path in sorted(example_model_dirs.items()) + [("quirks", quirks_dir)]:
-            directory = tmp_path_factory.mktemp("srv-" + name)
-            settings = {"workers": 2, "request_timeout_ms": 1500} if name == "quirks" else {}
-            started[name] = Server(directory, path, model_uri="models:/{}/1".format(name),
-                                   deployment=name, max_request_mb=0.05, **settings)
-        for server in started.values():
-            server.wait_ready()
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
-
-
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_each_example_model_scores_over_http(servers, name):
     server = servers[name]

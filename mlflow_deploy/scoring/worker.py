@@ -1,0 +1,116 @@
+"""gunicorn's sync worker, answering the requests gunicorn refuses itself the way the app answers.
+
+gunicorn reads the request line and the headers before the app sees anything, and refuses what
+it cannot take with an HTML page that quotes the offending header name or request line (the
+client's own text), without the request ids, and as a 501 for a transfer coding it does not
+know. Here such a request gets what every other refusal gets: a 4xx with a JSON message that
+names the kind of fault only, and request ids (new ones: the request's own were not read).
+
+No client header sets the WSGI environ's SCRIPT_NAME or PATH_INFO either: gunicorn takes them
+from headers (from any peer before gunicorn 22, from local and Unix socket peers since), so a
+client could move the app's routes, and one the path does not start with was a 500.
+"""
+import uuid
+from typing import Any, Optional
+
+from gunicorn import util
+from gunicorn.http import errors
+from gunicorn.workers.sync import SyncWorker
+
+from . import pipeline
+
+REQUEST_LINE = "The request line is not valid HTTP/1.1 (a method, a target and the version)."
+REQUEST_LINE_TOO_LONG = ("The request line is longer than {} bytes: send the input in a POST "
+                         "body.")
+HEADERS_TOO_LARGE = "The request's headers are too large or too many."
+MALFORMED_HEADER = "The request has a malformed header."
+TRANSFER_CODING = ("Transfer-Encoding is not supported but for chunked: send the body with a "
+                   "Content-Length or in chunks.")
+EXPECTATION = "Expect takes only 100-continue."
+NOT_HTTP = "The request is not valid HTTP/1.1."
+#: header names (as gunicorn spells them) that gunicorn would turn into the environ's paths
+PATH_HEADERS = frozenset({"SCRIPT_NAME", "PATH_INFO"})
+
+
+def _errors(*names: str) -> tuple:
+    """gunicorn's exception classes of these names, where this version has them (20.1 lacks
+    the newer ones)."""
+    return tuple(getattr(errors, name) for name in names if hasattr(errors, name))
+
+
+# (gunicorn's exceptions, the status, the message), the first match wins
+REFUSALS = (
+    (_errors("LimitRequestLine"), 414, REQUEST_LINE_TOO_LONG),
+    (_errors("LimitRequestHeaders"), 431, HEADERS_TOO_LARGE),
+    (_errors("InvalidRequestLine", "InvalidRequestMethod", "InvalidHTTPVersion"), 400,
+     REQUEST_LINE),
+    (_errors("InvalidHeader", "InvalidHeaderName", "ObsoleteFolding", "InvalidSchemeHeaders"),
+     400, MALFORMED_HEADER),
+    (_errors("UnsupportedTransferCoding"), 400, TRANSFER_CODING),
+    (_errors("ExpectationFailed"), 417, EXPECTATION),
+)
+
+
+def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Result]:
+    """The answer to a request gunicorn could not parse; None for anything else (a failure of
+    the server, which gunicorn answers 500 and logs with its traceback)."""
+    if not isinstance(exc, errors.ParseException) or isinstance(
+            exc, _errors("ConfigurationProblem")):
+        return None
+    status, message = 400, NOT_HTTP
+    for classes, status_of, message_of in REFUSALS:
+        if classes and isinstance(exc, classes):
+            status, message = status_of, message_of.format(limit_request_line)
+            break
+    return pipeline.Result(status, pipeline.error_body(message))
+
+
+def misframed(headers: Any) -> Optional[str]:
+    """Why a request's body cannot be read as framed, if it cannot.
+
+    A Transfer-Encoding other than chunked alone, the one coding gunicorn decodes: where the
+    last coding is not chunked the body's length cannot be known (RFC 9112 6.3: a 400), and
+    gunicorn reads the body by its Content-Length, undecoded (a body sent as gzip was scored as
+    plain JSON); gunicorn before 22 also took "gzip, chunked" for no coding at all. Chunked
+    with a Content-Length as well: gunicorn 22 refuses it (two framings a proxy may read apart),
+    gunicorn before 22 read the body as chunked, and a body that was not waited for its chunks
+    until the scoring timeout."""
+    codings = [coding.strip().lower() for name, value in headers
+               if name == "TRANSFER-ENCODING" for coding in value.split(",")]
+    if not codings:
+        return None
+    if codings != ["chunked"]:
+        return TRANSFER_CODING
+    if any(name == "CONTENT-LENGTH" for name, _ in headers):
+        return MALFORMED_HEADER
+    return None
+
+
+class ScoringWorker(SyncWorker):
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        why = misframed(req.headers)
+        if why is not None:
+            self.refuse(client, pipeline.Result(400, pipeline.error_body(why)))
+            return None
+        if any(name in PATH_HEADERS for name, _ in req.headers):
+            req.headers = [(name, value) for name, value in req.headers
+                           if name not in PATH_HEADERS]
+        return super().handle_request(listener, req, client, addr)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        answer = refusal(exc, self.cfg.limit_request_line)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        # the log keeps gunicorn's own words (they may quote the client's text: the log may)
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        self.refuse(client, answer)
+
+    def refuse(self, client: Any, answer: pipeline.Result) -> None:
+        """Answer on the client's socket directly, with new request ids (the request's own were
+        not read, or not trusted)."""
+        rid = str(uuid.uuid4())
+        try:
+            util.write_nonblock(client, pipeline.raw_answer(answer, rid, rid))
+        except Exception:  # noqa: BLE001 - the client may be gone: nothing is left to answer
+            self.log.debug("Failed to send the refusal.")
