@@ -354,6 +354,7 @@ def test_a_million_rows_leave_the_worker_no_larger(one_feature_model, server_env
         pytest.fail("the worker kept {} kB after the request, {} kB before".format(sizes[-1],
                                                                                   before))
 
+
 # ---- what gunicorn reads before the app: the request line and the headers --------------------
 
 class Answer:
