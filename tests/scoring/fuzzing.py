@@ -331,15 +331,7 @@ def _replace(value: Any, path: Tuple[Any, ...], change: Callable[[Any], Any]) ->
     if not path:
         return change(value)
     head, rest = path[0], path[1:]
-    if isinstance(value, dict):
-        out = dict(value)
-        new = _replace(value[head], rest, change)
-        if new is _GONE:
-            del out[head]
-        else:
-            out[head] = new
-        return out
-    out = list(value)
+    out = dict(value) if isinstance(value, dict) else list(value)
     new = _replace(value[head], rest, change)
     if new is _GONE:
         del out[head]
