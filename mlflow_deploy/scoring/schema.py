@@ -12,7 +12,8 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Container, Dict, List, Optional, Sequence, Tuple
+from functools import cached_property
+from typing import Any, Container, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,11 @@ class Signature:
     columns: Tuple[Column, ...] = ()
     tensors: Tuple[Tensor, ...] = ()
     params: Optional[Tuple[Param, ...]] = None  # None: the model has no params schema
+
+    @cached_property
+    def names(self) -> FrozenSet[str]:
+        """The columns' names, or the named tensors': read once, not per request."""
+        return frozenset(spec.name for spec in self.columns or self.tensors if spec.name)
 
     @property
     def kind(self) -> str:
@@ -164,16 +170,16 @@ def _overflowed(mode: _Mode, what: str, type_name: str) -> None:
 def enforce(parsed: ParsedInput, sig: Signature, validation: str = "compatible") -> Enforced:
     mode = _Mode(validation)
     if (parsed.envelope == "azure" and isinstance(parsed.data, dict) and "params" in parsed.data
-            and "params" not in {t.name for t in sig.tensors}):
+            and not (sig.tensors and "params" in sig.names)):
         raise SchemaError(PARAMS_INSIDE)
     if parsed.form == "frame":
         model_input = _enforce_frame(parsed.data, sig, mode)
     elif sig.kind == "columns":
-        model_input = _enforce_columns(parsed, sig.columns, mode)
+        model_input = _enforce_columns(parsed, sig, mode)
     elif sig.kind == "tensor":
         model_input = _enforce_tensor(parsed, sig.tensors[0], mode)
     elif sig.kind == "named":
-        model_input = _enforce_named(parsed, sig.tensors, mode)
+        model_input = _enforce_named(parsed, sig, mode)
     else:
         model_input = _unsigned(parsed)
     params = enforce_params(parsed.params, sig.params, mode)
@@ -326,12 +332,11 @@ def _require(spec: Sequence[Column], present: Container[str]) -> None:
             "s" if len(missing) > 1 else "", ", ".join("'{}'".format(m) for m in missing)))
 
 
-def _enforce_columns(parsed: ParsedInput, spec: Sequence[Column], mode: _Mode) -> pd.DataFrame:
+def _enforce_columns(parsed: ParsedInput, sig: Signature, mode: _Mode) -> pd.DataFrame:
     """The split orientation only: Azure fails a list of rows or of records for a column
     signature (MLflow's /invocations takes records)."""
-    data = parsed.data
+    data, spec, names = parsed.data, sig.columns, sig.names
     index = None
-    names = {c.name for c in spec}
     if parsed.form == "split":
         columns, rows, index = _split_parts(data)
         mode.dropped(columns, names, "column")
@@ -446,7 +451,7 @@ def _enforce_frame(frame: pd.DataFrame, sig: Signature, mode: _Mode) -> Any:
     spec = sig.columns
     names = [str(c) for c in frame.columns]
     _unique(names)
-    mode.dropped(names, {c.name for c in spec}, "column")
+    mode.dropped(names, sig.names, "column")
     position = {name: i for i, name in enumerate(names)}
     _require(spec, position)
     present = [c for c in spec if c.name in position]
@@ -697,13 +702,12 @@ def _enforce_tensor(parsed: ParsedInput, spec: Tensor, mode: _Mode) -> np.ndarra
     return _tensor(parsed.data, spec, "input_data", mode, parsed.may_have_bools)
 
 
-def _enforce_named(parsed: ParsedInput, spec: Sequence[Tensor], mode: _Mode) -> Dict[str, Any]:
-    data = parsed.data
+def _enforce_named(parsed: ParsedInput, sig: Signature, mode: _Mode) -> Dict[str, Any]:
+    data, spec, names = parsed.data, sig.tensors, sig.names
     if not isinstance(data, dict):
         raise _wrong_form(parsed, "named", spec)
-    names = {t.name for t in spec}
-    if parsed.form == "split" and not names <= set(data):
-        data = _split_tensors(data, spec, mode)  # a tensor named 'data' is not a split dict
+    if parsed.form == "split" and not names <= data.keys():
+        data = _split_tensors(data, names, mode)  # a tensor named 'data' is not a split dict
     else:
         mode.dropped(list(data), names, "tensor")
     missing = [t.name for t in spec if t.name not in data]
@@ -715,11 +719,11 @@ def _enforce_named(parsed: ParsedInput, spec: Sequence[Tensor], mode: _Mode) -> 
     return _broadcast_rows(out, spec, mode)
 
 
-def _split_tensors(data: Dict[str, Any], spec: Sequence[Tensor], mode: _Mode) -> Dict[str, Any]:
+def _split_tensors(data: Dict[str, Any], names: FrozenSet[str], mode: _Mode) -> Dict[str, Any]:
     """Azure reads the split orientation into a DataFrame and makes each column the tensor of
     its name: row i of 'data' holds, per column, row i of that tensor."""
     columns, rows, _ = _split_parts(data, require_index=True)
-    mode.dropped(columns, {t.name for t in spec}, "column")
+    mode.dropped(columns, names, "column")
     return {name: [row[i] for row in rows] for i, name in enumerate(columns)}
 
 
