@@ -545,37 +545,51 @@ def resume_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
 class JobProgress:
     """Where a job is, as ``job stream`` shows it: mini-batches ended (done or failed) of all,
     files, rows, and the rate and time left from the job's own start (a stream attached to a
-    running job sees its true rate)."""
+    running job sees its true rate). Everything derives from the job's counts and start."""
 
     name: str
     status: str
     error: Optional[str]
-    mini_batches: int
-    ended: int
-    files: int
-    files_done: int
-    files_failed: int
-    rows: int
+    counts: Mapping[str, int]  # the job's counts, as the job recorded them
     elapsed: Optional[float]  # seconds since the job started; None before it has
-    eta: Optional[float]  # seconds left; None while unknown
-    counts: Mapping[str, int]  # all of the job's counts (retries too)
 
     @classmethod
     def of(cls, job: Job, now: float) -> "JobProgress":
-        counts = job.counts
-        total = counts.get("mini_batches", 0)
-        ended = counts.get("mini_batches_done", 0) + counts.get("mini_batches_failed", 0)
-        elapsed = max(now - job.started, 1e-6) if job.started else None
-        eta = None
-        if elapsed and 0 < ended < total:
-            eta = elapsed / ended * (total - ended)
-        elif total and ended >= total:
-            eta = 0.0
-        return cls(name=job.name, status=job.status, error=job.error, mini_batches=total,
-                   ended=ended, files=counts.get("files", 0),
-                   files_done=counts.get("files_done", 0),
-                   files_failed=counts.get("files_failed", 0), rows=counts.get("rows", 0),
-                   elapsed=elapsed, eta=eta, counts=dict(counts))
+        return cls(name=job.name, status=job.status, error=job.error, counts=dict(job.counts),
+                   elapsed=max(now - job.started, 1e-6) if job.started else None)
+
+    @property
+    def mini_batches(self) -> int:
+        return self.counts.get("mini_batches", 0)
+
+    @property
+    def ended(self) -> int:
+        return self.counts.get("mini_batches_done", 0) + self.counts.get("mini_batches_failed", 0)
+
+    @property
+    def files(self) -> int:
+        return self.counts.get("files", 0)
+
+    @property
+    def files_done(self) -> int:
+        return self.counts.get("files_done", 0)
+
+    @property
+    def files_failed(self) -> int:
+        return self.counts.get("files_failed", 0)
+
+    @property
+    def rows(self) -> int:
+        return self.counts.get("rows", 0)
+
+    @property
+    def eta(self) -> Optional[float]:
+        """Seconds left; None while unknown."""
+        if self.elapsed and 0 < self.ended < self.mini_batches:
+            return self.elapsed / self.ended * (self.mini_batches - self.ended)
+        if self.mini_batches and self.ended >= self.mini_batches:
+            return 0.0
+        return None
 
     @property
     def over(self) -> bool:
