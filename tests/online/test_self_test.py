@@ -11,28 +11,10 @@ import requests
 from example_models.build import shared_requirements
 from mlflow_deploy import online
 from mlflow_deploy.errors import ServerFailed
+from tests.testing.models import FORK_SHY
 
 pytestmark = pytest.mark.slow
 
-FORK_SHY = textwrap.dedent('''
-    import sys
-
-    import mlflow.models
-    import mlflow.pyfunc
-
-
-    class ForkShy(mlflow.pyfunc.PythonModel):
-        """Predicts in a plain process; fails in a server's forked worker (as a library that is
-        not fork-safe does: the worker is a fork of gunicorn's master)."""
-
-        def predict(self, context, model_input, params=None):
-            if "gunicorn" in sys.modules:
-                raise RuntimeError("this library does not work after a fork")
-            return [1.0] * len(model_input)
-
-
-    mlflow.models.set_model(ForkShy())
-''')
 PICKY = textwrap.dedent('''
     import mlflow.models
     import mlflow.pyfunc
