@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlflow_deploy import processes
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -117,19 +119,14 @@ def timed(name, argv, rows, env=None, scale=1.0):
     return result
 
 
-def status_kb(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
 def peak_above_kb(pid, score) -> int:
     """The process's peak resident memory while ``score()`` runs, above its size before: exact,
     from the kernel's high-water mark (VmHWM), reset first (clear_refs 5), not sampled."""
-    before = status_kb(pid, "VmRSS")
+    before = processes.status_field(pid, "VmRSS")
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
     score()
-    return status_kb(pid, "VmHWM") - before
+    return processes.status_field(pid, "VmHWM") - before
 
 
 def worker_memory(deployment: dict, largest: Path) -> dict:
@@ -146,7 +143,7 @@ def worker_memory(deployment: dict, largest: Path) -> dict:
                                     environment_variables=SINGLE_THREAD))
     try:
         worker.run([], timeout=600)  # starts it: the model is loaded
-        idle = status_kb(worker.pid, "VmRSS")
+        idle = processes.status_field(worker.pid, "VmRSS")
         first = peak_above_kb(worker.pid, lambda: worker.run([str(largest)], 600))
         warm = peak_above_kb(worker.pid, lambda: worker.run([str(largest)], 600))
     finally:
