@@ -200,8 +200,11 @@ def _unsigned(parsed: ParsedInput) -> Any:
     """Azure's rules without a signature: list -> ndarray, split dict (all three keys) ->
     DataFrame, other dict -> arrays. A list of records and a split dict without 'index' fail
     on Azure; MLflow's /invocations takes both."""
-    model_input = _unsigned_input(parsed)
-    if _beyond_float64(model_input):
+    try:
+        model_input = _unsigned_input(parsed)
+    except OverflowError:  # pandas 1.x converts such integers while building the frame
+        raise out_of_range("input_data", "float64") from None
+    if _beyond_float64(model_input):  # later versions keep them as objects
         raise out_of_range("input_data", "float64")
     return model_input
 
