@@ -12,7 +12,11 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mlflow_deploy"
-SCORING_THIRD_PARTY = {"numpy", "pandas", "mlflow", "flask", "werkzeug", "orjson"}
+SCORING_THIRD_PARTY = {"numpy", "pandas", "mlflow", "flask", "werkzeug", "orjson",
+                       "prometheus_client"}
+# chooses its multiprocess mode when first imported, which must come after the server sets its
+# directory: imported inside functions only (the fork server imports the modules long before)
+LATE_IMPORTS = {"prometheus_client"}
 # optional in a model env, imported inside the functions that need them (batch's readers and
 # writers): a scoring server or a script's env without them still starts
 SCORING_OPTIONAL = {"pyarrow", "PIL"}
@@ -75,6 +79,10 @@ def test_scoring_is_a_leaf(path):
             # gunicorn's settings, its worker class, the fork server that runs gunicorn in a
             # forked child, and the build's smoke test that checks the env can import it
             assert path.name in ("gunicorn_conf.py", "worker.py", "forkserver.py", "smoke.py")
+        elif top in LATE_IMPORTS:
+            assert top not in module_level(path), \
+                "{} imports {} at module level: it must be imported once the server's metrics " \
+                "directory is set".format(path.name, top)
         elif top in SCORING_OPTIONAL:
             assert top not in module_level(path), \
                 "{} imports {} at module level: it is optional in model envs".format(

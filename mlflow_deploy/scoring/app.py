@@ -24,7 +24,8 @@ from .config import ServerConfig
 from .errors import (MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG, BadRequest,
                      HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed,
                      UnsupportedMediaType)
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import ServerMetrics
 from .scorer import ScoreRequest, Scorer
 from .selftest import REVISION_HEADER
 from .watchdog import Watchdog
@@ -82,7 +83,7 @@ def deadline(seconds: float) -> Iterator[None]:
 
 def create_app(scorer: Scorer, config: ServerConfig,
                on_timeout: Optional[Callable[[], None]] = None,
-               metrics: Optional[Metrics] = None,
+               metrics: Optional[ServerMetrics] = None,
                watchdog: Optional[Watchdog] = None) -> Flask:
     """Build the app around a scorer (an MLflow model or a user's scoring script: the app does
     not ask which). `on_timeout` recycles the worker after a 504 (gunicorn_conf sets it);
@@ -92,7 +93,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
     app = Flask("mlflow_deploy.scoring")
     app.config["MAX_CONTENT_LENGTH"] = options.max_request_bytes
     app.config["ON_TIMEOUT"] = on_timeout
-    metrics = metrics or Metrics()
+    metrics = metrics or ServerMetrics()
     too_large_text = _too_large(config)
     version = {"mlflow_deploy": __version__, "model_uri": config.model_uri,
                "deployment": config.deployment, "revision": config.revision,
@@ -147,7 +148,8 @@ def create_app(scorer: Scorer, config: ServerConfig,
         response = Response(result.body, status=result.status, content_type=result.content_type,
                             headers=result.headers)
         response.headers.update(pipeline.response_headers(result, rid, client_rid))
-        metrics.observe(route, result.status, time.perf_counter() - started)
+        metrics.observe(route, result.status, time.perf_counter() - started, result,
+                        g.get("body_bytes"))
         return response
 
     def run_scoring(route: str, call: Callable[[ScoreRequest], pipeline.Result]) -> Response:
@@ -156,6 +158,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
         client = request.environ.get("gunicorn.socket")
         if watchdog is not None and client is not None:
             watchdog.begin(route, client.fileno(), *g.ids)
+        metrics.in_flight.inc()
         try:
             with deadline(options.timeout_s):
                 result = call(score_request(rid, options.max_request_bytes, too_large_text))
@@ -172,6 +175,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
             log.exception("request %s: the server failed", rid)
             result = pipeline.error_result(ServerFailed(SERVER_FAILED.format(rid)))
         finally:
+            metrics.in_flight.dec()
             if watchdog is not None:
                 watchdog.end()
         response = answer(result, route, started)
@@ -220,8 +224,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text():
-        return Response(metrics.render(), status=200,
-                        content_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(metrics.render(), status=200, content_type=METRICS_CONTENT_TYPE)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):

@@ -6,9 +6,13 @@ new revision while keeping the listening socket: no request is refused during an
 """
 import os
 
-from mlflow_deploy.scoring.config import ServerConfig
+from mlflow_deploy.scoring import metrics
+from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
 
 _config = ServerConfig.from_env()
+# before the app (and any metric) is loaded: the workers' metrics files go to the server's own
+# folder, beside its config
+metrics.open_directory(os.path.dirname(os.path.abspath(os.environ[CONFIG_ENV])))
 
 # a USR2 re-exec keeps the listening sockets it inherits (GUNICORN_FD) and binds nothing new
 bind = [_config.bind] + (["unix:" + _config.unix_socket] if _config.unix_socket else [])
@@ -53,6 +57,7 @@ def child_exit(server, worker):
     from mlflow_deploy.scoring import wsgi
 
     wsgi.watchdog.release(worker)
+    metrics.worker_exited(worker.pid)
 
 
 def post_fork(server, worker):

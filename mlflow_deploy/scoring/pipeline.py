@@ -30,6 +30,11 @@ class Result:
     content_type: str = "application/json"
     coercions: List[str] = field(default_factory=list)
     exec_ms: Optional[float] = None  # time in the model, on success
+    # for the server's metrics, on success: the predict call alone, the rows scored, and the
+    # kind of each coercion (schema.py's kinds, in the order of ``coercions``)
+    predict_s: Optional[float] = None
+    rows: Optional[int] = None
+    coercion_kinds: List[str] = field(default_factory=list)
     headers: List[Tuple[str, str]] = field(default_factory=list)  # a script's own Response headers
 
 
@@ -86,11 +91,14 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
     try:
         parsed = parse()
         started = time.perf_counter()
-        predictions, enforced = predict_parsed(parsed, predictor, validation=validation,
-                                               error_details=error_details, request_id=request_id)
-        exec_ms = (time.perf_counter() - started) * 1000.0
+        enforced = schema.enforce(parsed, predictor.signature, validation)
+        predicting = time.perf_counter()
+        predictions = predict(predictor, enforced, error_details, request_id)
+        done = time.perf_counter()
         return Result(200, _rendered(render, predictions, request_id),
-                      coercions=enforced.coercions, exec_ms=exec_ms)
+                      coercions=enforced.coercions, exec_ms=(done - started) * 1000.0,
+                      predict_s=done - predicting, rows=enforced.rows,
+                      coercion_kinds=enforced.coercion_kinds)
     except ScoringTimeout:
         raise  # the server answers 504 and recycles the worker
     except ScoringError as exc:

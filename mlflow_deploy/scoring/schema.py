@@ -33,6 +33,17 @@ PARAMS_INSIDE = ("'params' is inside input_data; it belongs at the top level of 
 # a name the client chose (an unknown param) is quoted only when it is this plain: anything
 # else could break the header the notes travel in, or smuggle the client's text into ours
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+# what kind of coercion each one is: a label of the server's coercion counter, from a fixed set (a
+# coercion's text names a column, which would make a label per column)
+OVERFLOW = "overflow_to_infinity"
+FROM_STRING = "number_from_string"
+TRUNCATED = "fraction_truncated"
+TO_BOOLEAN = "to_boolean"
+NULL_AS_NAN = "null_as_nan"
+TO_STRING = "to_string"
+BROADCAST = "row_repeated"
+IGNORED_PARAM = "param_ignored"
+DROPPED = "dropped"
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class Enforced:
     rows: int
     form: str
     coercions: List[str] = field(default_factory=list)
+    coercion_kinds: List[str] = field(default_factory=list)  # each coercion's kind, in order
 
     def summary(self) -> str:
         done = "; coercions: " + "; ".join(self.coercions) if self.coercions else ""
@@ -132,16 +144,18 @@ class _Mode:
     def __init__(self, validation: str):
         self.strict = validation == "strict"
         self.coercions: List[str] = []
+        self.kinds: List[str] = []
 
-    def coerce(self, what: str, why: str) -> None:
+    def coerce(self, what: str, why: str, kind: str) -> None:
         if self.strict:
             raise SchemaError("{} {} (validation is strict)".format(what, why))
-        self.coercions.append("{} {}".format(what, why))
+        self.note(what, why, kind)
 
-    def note(self, what: str, why: str) -> None:
+    def note(self, what: str, why: str, kind: str) -> None:
         """What both modes do alike (dropping what the signature does not name), reported with
         the coercions so that the client learns of it."""
         self.coercions.append("{} {}".format(what, why))
+        self.kinds.append(kind)
 
     def dropped(self, names: Sequence[str], known: Container[str], kind: str) -> None:
         """Report the payload's ``kind``s (columns, tensors) the signature does not name; they are
@@ -149,7 +163,7 @@ class _Mode:
         extra = sum(1 for name in names if name not in known)
         if extra:
             self.note("input_data", "had {} {}{} the signature does not name, dropped".format(
-                extra, kind, "s" if extra > 1 else ""))
+                extra, kind, "s" if extra > 1 else ""), DROPPED)
 
 
 def out_of_range(what: str, type_name: str) -> SchemaError:
@@ -164,7 +178,7 @@ def _overflowed(mode: _Mode, what: str, type_name: str) -> None:
     """A finite number too large for a 32-bit (or smaller) float becomes infinity, as numpy's
     cast (and Azure) makes it: a coercion, so that nobody takes the prediction for a real one."""
     mode.coerce(what, "had values beyond the {} range, sent to the model as infinity".format(
-        type_name))
+        type_name), OVERFLOW)
 
 
 def enforce(parsed: ParsedInput, sig: Signature, validation: str = "compatible") -> Enforced:
@@ -183,7 +197,8 @@ def enforce(parsed: ParsedInput, sig: Signature, validation: str = "compatible")
     else:
         model_input = _unsigned(parsed)
     params = enforce_params(parsed.params, sig.params, mode)
-    return Enforced(model_input, params, _rows(model_input), parsed.form, mode.coercions)
+    return Enforced(model_input, params, _rows(model_input), parsed.form, mode.coercions,
+                    mode.kinds)
 
 
 def _rows(model_input: Any) -> int:
@@ -567,9 +582,10 @@ def _numeric(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarr
             v = int(v)
         out.append(v)
     if strings:
-        mode.coerce(what, "had numbers sent as strings, converted to {}".format(col.type))
+        mode.coerce(what, "had numbers sent as strings, converted to {}".format(col.type),
+                    FROM_STRING)
     if truncated:
-        mode.coerce(what, "had fractional values, truncated to {}".format(col.type))
+        mode.coerce(what, "had fractional values, truncated to {}".format(col.type), TRUNCATED)
     if is_int:
         lo, hi = INT_RANGE[col.type]
         if any(v is not None and (v < lo or v > hi) for v in out):
@@ -640,7 +656,7 @@ def _boolean(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarr
         else:
             raise SchemaError("{} expects boolean values, got {}".format(what, _kind(v)))
     if converted:
-        mode.coerce(what, "had 0/1 or 'true'/'false' values, converted to boolean")
+        mode.coerce(what, "had 0/1 or 'true'/'false' values, converted to boolean", TO_BOOLEAN)
     if _nulls(col, out, what):
         return np.array(out, dtype=object)
     return np.array(out, dtype=bool)
@@ -663,9 +679,9 @@ def _string(col: Column, values: List[Any], mode: _Mode, what: str) -> np.ndarra
         else:
             raise SchemaError("{} expects string values, got {}".format(what, _kind(v)))
     if nulls:
-        mode.coerce(what, "had null values, sent to the model as the string 'nan'")
+        mode.coerce(what, "had null values, sent to the model as the string 'nan'", NULL_AS_NAN)
     if numbers:
-        mode.coerce(what, "had numbers or booleans, converted to strings")
+        mode.coerce(what, "had numbers or booleans, converted to strings", TO_STRING)
     return np.array(out, dtype=object)
 
 
@@ -744,7 +760,8 @@ def _broadcast_rows(out: Dict[str, np.ndarray], spec: Sequence[Tensor], mode: _M
             raise SchemaError("tensors {} have different numbers of rows ({})".format(
                 ", ".join("'{}'".format(k) for k in rows),
                 ", ".join(str(count) for count in rows.values())))
-        mode.coerce("tensor '{}'".format(name), "had 1 row, repeated to match the others")
+        mode.coerce("tensor '{}'".format(name), "had 1 row, repeated to match the others",
+                    BROADCAST)
         out[name] = np.broadcast_to(out[name], (most,) + out[name].shape[1:]).copy()
     return out
 
@@ -773,7 +790,7 @@ def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bo
             if not _ints_fit(np.trunc(arr), spec.dtype):
                 raise out_of_range(what, spec.dtype.name)
             if not (arr == np.trunc(arr)).all():
-                mode.coerce(what, "had fractional values, truncated to integers")
+                mode.coerce(what, "had fractional values, truncated to integers", TRUNCATED)
         elif got in "iu":
             if not _ints_fit(arr, spec.dtype):
                 raise out_of_range(what, spec.dtype.name)
@@ -785,7 +802,7 @@ def _tensor(value: Any, spec: Tensor, what: str, mode: _Mode, may_have_bools: bo
                 arr = arr.astype(np.float64)
             except ValueError:
                 raise SchemaError(what + " expects floating-point numbers, got text") from None
-            mode.coerce(what, "had numbers sent as strings, converted")
+            mode.coerce(what, "had numbers sent as strings, converted", FROM_STRING)
         elif got not in "iuf":
             raise SchemaError("{} expects floating-point numbers, got {}".format(
                 what, DTYPE_WORDS.get(got)))
@@ -851,14 +868,14 @@ def enforce_params(given: Optional[Dict[str, Any]], spec: Optional[Sequence[Para
     if not given:
         return None
     if spec is None:
-        mode.coerce("params", "were ignored: the model has no params schema")
+        mode.coerce("params", "were ignored: the model has no params schema", IGNORED_PARAM)
         return None
     known = {p.name: p for p in spec}
     out = {}
     for name in sorted(given):
         if name not in known:
             shown = "param '{}'".format(name) if PLAIN_NAME.match(name) else "a param"
-            mode.coerce(shown, "is not in the model's params schema, ignored")
+            mode.coerce(shown, "is not in the model's params schema, ignored", IGNORED_PARAM)
             continue
         value = given[name]
         if value is None:
@@ -894,14 +911,14 @@ def _param_value(p: Param, value: Any, what: str, mode: _Mode) -> Any:
         except ValueError:
             raise SchemaError("{} expects a {} value, got text that is not a number".format(
                 what, p.type)) from None
-        mode.coerce(what, "was a number sent as a string, converted")
+        mode.coerce(what, "was a number sent as a string, converted", FROM_STRING)
         value = number
     if want is int:
         if isinstance(value, float):
             if value != value or value in (float("inf"), float("-inf")):
                 raise SchemaError("{} expects a {} value, got NaN or infinity".format(what, p.type))
             if value != int(value):
-                mode.coerce(what, "was fractional, truncated to {}".format(p.type))
+                mode.coerce(what, "was fractional, truncated to {}".format(p.type), TRUNCATED)
             value = int(value)
         lo, hi = INT_RANGE.get(p.type, (value, value))
         if not lo <= value <= hi:

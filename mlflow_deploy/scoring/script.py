@@ -150,8 +150,10 @@ class ScoringScript(Scorer):
             log.error("request %s: the scoring script's run() failed\n%s", request_id,
                       traceback.format_exc())
             return error_result(ModelFailed(RUN_FAILED))
+        ran = time.perf_counter() - started
         result = render(output, request_id)
-        result.exec_ms = (time.perf_counter() - started) * 1000.0
+        result.exec_ms = ran * 1000.0
+        result.predict_s = ran  # run() is a script's predict
         return result
 
     def invocations(self, request: ScoreRequest) -> Result:

@@ -18,13 +18,14 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable, Optional
 
 from .app import create_app
 from .config import ServerConfig
 from .errors import StartupError, one_line
-from .metrics import Metrics
+from .metrics import ServerMetrics
 from .scorer import Scorer, load_scorer
 from .watchdog import Watchdog
 
@@ -36,6 +37,8 @@ APP_LOAD_ERROR = 4
 _config: Optional[ServerConfig] = None
 _scorer: Optional[Scorer] = None
 watchdog: Optional[Watchdog] = None  # the scoring timeout from outside the workers
+metrics: Optional[ServerMetrics] = None
+_load_s = 0.0  # the master's share of the model's load time
 _prepared: Any = None  # workers through prepare_worker(), shared across the fork
 
 
@@ -80,12 +83,14 @@ def init_worker(heartbeat: Callable[[], None], master_pid: int) -> None:
     loading a large model) takes long. If it fails: traceback to the log, the ready file says
     why, and the worker exits with gunicorn's boot error, which stops the whole server so the
     deployment is marked Failed."""
+    started = time.perf_counter()
     try:
         _scorer.prepare_worker(heartbeat)
     except StartupError as exc:
         traceback.print_exc()
         write_ready(_config, ok=False, error=str(exc), pid=master_pid)
         sys.exit(WORKER_BOOT_ERROR)
+    metrics.loaded(_load_s + time.perf_counter() - started)
     with _prepared.get_lock():
         _prepared.value += 1
         everyone = _prepared.value == max(1, int(_config.workers))
@@ -102,12 +107,15 @@ def _unbuffered_output() -> None:
 
 
 def load() -> "object":
-    global _config, _scorer, watchdog
+    global _config, _scorer, watchdog, metrics, _load_s
     _config = config = ServerConfig.from_env()
     os.environ.update(config.environment_variables)
     _unbuffered_output()
+    started = time.perf_counter()
     _scorer = load_in_master(config)
-    metrics = Metrics()
+    _load_s = time.perf_counter() - started
+    metrics = ServerMetrics()
+    metrics.loaded(_load_s)
     watchdog = Watchdog(config.request_timeout_ms, metrics)
     application = create_app(_scorer, config, metrics=metrics, watchdog=watchdog)
     # the model and the imported libraries are long-lived: keep full collections off them

@@ -80,7 +80,7 @@ def test_a_predict_stuck_in_native_code_gets_504_at_the_timeout(deploy_home, stu
     # a fresh worker replaces the killed one
     assert requests.post(url, json=body("ok"), timeout=30).json() == [2.0, 2.0]
     metrics = requests.get(url.replace("/score", "/metrics"), timeout=10).text
-    assert 'mlflow_deploy_requests_total{route="score",status="5xx"} 1' in metrics
+    assert 'mlflow_deploy_requests_total{route="score",status="504"} 1.0' in metrics
     log = open(created["log_path"]).read()
     assert "request stuck-request: Scoring timeout after {} ms".format(SERVER_MS) in log
     assert "killed by the scoring watchdog" in log and "out of memory" not in log

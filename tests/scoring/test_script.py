@@ -239,7 +239,7 @@ def test_the_other_routes_of_a_script_deployment(echo):
     version = requests.get(echo.url + "/version").json()
     assert version["scoring_script"] == "score.py" and version["deployment"] == "echo"
     metrics = requests.get(echo.url + "/metrics").text
-    assert 'mlflow_deploy_requests_total{route="score",status="2xx"}' in metrics
+    assert 'mlflow_deploy_requests_total{route="score",status="200"}' in metrics
 
 
 def test_the_multi_model_script_of_seed_000_routes_by_model_id(tmp_path):

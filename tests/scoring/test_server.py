@@ -8,6 +8,7 @@ import urllib.parse
 import pytest
 import requests
 
+from tests import prometheus
 from tests.conftest import Server
 from tests.connections import accepted, wait_until
 from tests.scoring.test_pipeline import AZURE_ROUND_2, VALID
@@ -71,14 +72,20 @@ def test_coercions_header_and_strict_mode(servers, tmp_path, example_model_dirs)
     notes = response.headers["x-mlflow-deploy-coercions"]
     assert "column 'count' had fractional values" in notes and "column 'price'" in notes
     assert "column 'label' had null values" in notes
+    counted = prometheus.parse(requests.get(servers["mixed-params"].url + "/metrics").text)
+    for kind in ("fraction_truncated", "number_from_string", "null_as_nan"):
+        assert prometheus.value(counted, "mlflow_deploy_coercions_total", kind=kind) >= 1
     strict = Server(tmp_path, example_model_dirs["mixed-params"], validation="strict")
     try:
         strict.wait_ready()
         rejected = strict.post(body=body)
         assert rejected.status_code == 400
         assert "(validation is strict)" in rejected.json()["message"]
+        # the workers' metrics files live in a directory of the server's own while it runs
+        assert len(list(tmp_path.glob("metrics.*/counter_*.db"))) >= 1
     finally:
         strict.stop()
+    assert not list(tmp_path.glob("metrics.*"))  # and it is gone once the server stopped
 
 
 @pytest.mark.parametrize("name, body, status, expected", AZURE_ROUND_2)
@@ -139,8 +146,8 @@ def test_other_routes(servers):
     assert csv.status_code == 200
     metrics = requests.get(server.url + "/metrics")
     assert metrics.status_code == 200
-    assert 'mlflow_deploy_requests_total{route="score",status="2xx"}' in metrics.text
-    assert 'mlflow_deploy_requests_total{route="invocations",status="2xx"} 2' in metrics.text
+    assert 'mlflow_deploy_requests_total{route="score",status="200"}' in metrics.text
+    assert 'mlflow_deploy_requests_total{route="invocations",status="200"} 2.0' in metrics.text
 
 
 def test_model_failure_is_500_with_request_id_and_traceback_in_log(servers):
@@ -194,3 +201,48 @@ def test_a_model_that_cannot_load_is_reported(tmp_path):
     assert server.proc.returncode != 0
     state = server.ready_state()
     assert state["ok"] is False and state["error"].startswith("the model could not be loaded")
+
+
+def test_metrics_sum_both_workers_exactly(servers):
+    """A known sequence of requests, two of them at once so that both workers serve: every
+    count and histogram bucket of the server's /metrics moves by exactly what was sent."""
+    server = servers["quirks"]  # 2 workers
+    before = prometheus.parse(requests.get(server.url + "/metrics").text)
+
+    def post(mode, rows, path="/score", **params):
+        data = [[x] for x in rows]
+        body = {"dataframe_split": {"columns": ["x"], "data": data}} if path == "/invocations" \
+            else {"input_data": {"columns": ["x"], "data": data}}
+        return server.post(path, body=dict(body, params=dict(params, mode=mode)))
+
+    sleeping = [threading.Thread(target=post, args=("sleep", [1.0]), kwargs={"seconds": 0.3})
+                for _ in range(2)]
+    for thread in sleeping:
+        thread.start()
+    for thread in sleeping:
+        thread.join()
+    for rows in ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], ["1.5", "2", "3"], ["4.5", "5", "6"]):
+        assert post("ok", rows).status_code == 200
+    assert post("value_error", [1.0]).status_code == 400
+    assert post("ok", [1.0, 2.0], path="/invocations").status_code == 200
+    after = prometheus.parse(requests.get(server.url + "/metrics").text)
+
+    def moved(name, **labels):
+        return prometheus.value(after, name, **labels) - prometheus.value(before, name, **labels)
+
+    assert moved("mlflow_deploy_requests_total", route="score", status="200") == 6
+    assert moved("mlflow_deploy_requests_total", route="score", status="400") == 1
+    assert moved("mlflow_deploy_requests_total", route="invocations", status="200") == 1
+    assert moved("mlflow_deploy_rows_scored_total") == 2 * 1 + 4 * 3 + 2
+    assert moved("mlflow_deploy_coercions_total", kind="number_from_string") == 2
+    predict = "mlflow_deploy_predict_duration_seconds_bucket"
+    assert moved("mlflow_deploy_predict_duration_seconds_count") == 7  # not the rejected one
+    assert moved(predict, le="0.25") == 5 and moved(predict, le="0.5") == 7
+    request = "mlflow_deploy_request_duration_seconds_bucket"
+    assert moved("mlflow_deploy_request_duration_seconds_count", route="score") == 7
+    assert moved(request, route="score", le="0.25") == 5
+    assert moved(request, route="score", le="+Inf") == 7
+    assert moved("mlflow_deploy_request_body_bytes_count") == 8
+    assert moved("mlflow_deploy_request_body_bytes_bucket", le="256.0") == 8
+    assert prometheus.value(after, "mlflow_deploy_requests_in_flight") == 0
+    assert prometheus.value(after, "mlflow_deploy_model_load_seconds") > 0
