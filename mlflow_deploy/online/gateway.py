@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from multidict import CIMultiDict
 from aiohttp import web
 
-from mlflow_deploy.online import probes, upstream
+from mlflow_deploy.online import metrics, probes, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
@@ -190,13 +190,21 @@ class Gateway:
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def unauthorized(self, request: web.Request) -> Optional[web.Response]:
+        """The 401 for a request without a key of the endpoint, where it needs one."""
         config = self.config
-        transparent = config.mode == TRANSPARENT
-        if not transparent and config.auth_mode == "key" and not key_matches(
+        if config.mode != TRANSPARENT and config.auth_mode == "key" and not key_matches(
                 request.headers.get("Authorization"), self.keys):
             return _json_answer(401, "Missing or invalid key: send 'Authorization: Bearer "
                                      "<key>' with a key of this endpoint.")
+        return None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        transparent = config.mode == TRANSPARENT
+        refused = self.unauthorized(request)
+        if refused is not None:
+            return refused
         length = request.content_length
         if length is not None and length > config.max_request_bytes:
             return _json_answer(413, "The request body is larger than this endpoint accepts "
@@ -224,6 +232,7 @@ class Gateway:
                 return _json_answer(404, NO_POSITIVE_WEIGHT)
         if backend is None or not backend.instances:
             return _json_answer(503, "The deployment has no instance ready to serve.")
+        request[metrics.DEPLOYMENT] = backend.name
         if not transparent and backend.in_flight >= backend.max_in_flight:
             return _json_answer(429, "Too many requests in flight for this deployment: raise "
                                      "request_settings.max_concurrent_requests_per_instance "
@@ -257,6 +266,7 @@ class Gateway:
                 live.set_result((status, answer, (time.perf_counter() - started) * 1000))
         if status is None:  # no answer: the reason is in answer_headers' place
             return self._no_answer(answer_headers, backend, request_id, transparent)
+        request[metrics.ANSWERED] = True
         out = CIMultiDict((k, v) for k, v in answer_headers if k.lower() not in _NOT_RETURNED)
         out.setdefault(REQUEST_ID, request_id)
         if not transparent:
@@ -400,7 +410,8 @@ async def serve(config_path: str) -> None:
     gateway = Gateway(config_path)
     await gateway.reload()
     config = gateway.config
-    app = web.Application(client_max_size=config.max_request_bytes)
+    app = web.Application(client_max_size=config.max_request_bytes,
+                          middlewares=[metrics.GatewayMetrics(gateway).middleware])
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     admin = web.Application()
     admin.router.add_post("/reload", gateway.admin_reload)

@@ -19,6 +19,7 @@ from example_models.build import shared_requirements
 from mlflow_deploy import online, processes
 from mlflow_deploy.online import endpoints as _endpoints
 from mlflow_deploy.errors import InvalidState, PredictionFailed
+from tests import prometheus
 from tests.connections import wait_until
 from tests.online.load import SteadyLoad
 
@@ -125,6 +126,26 @@ def test_endpoint_with_keys_splits_traffic_and_routes_by_header(deploy_home, mod
             answered[name] += 1
     # green's share of 2000 draws at p = 0.1: mean 200, sd 13.4; 5 sd either side
     assert 133 <= answered["green"] <= 267, answered
+
+    # the endpoint's /metrics, under its key: the gateway's counts and each instance's own
+    metrics_uri = uri.replace("/score", "/metrics")
+    assert requests.get(metrics_uri, timeout=30).status_code == 401
+    scrape = requests.get(metrics_uri, headers=auth(keys["primaryKey"]), timeout=30)
+    assert scrape.status_code == 200 and scrape.headers["Content-Type"].startswith("text/plain")
+    scraped = prometheus.parse(scrape.text)
+    for name, count in answered.items():
+        labels = {"endpoint": "ept", "deployment": name}
+        assert prometheus.value(scraped, "mlflow_deploy_gateway_requests_total", status="200",
+                                **labels) == count
+        assert prometheus.value(scraped, "mlflow_deploy_gateway_request_duration_seconds_count",
+                                **labels) == count
+        assert prometheus.value(scraped, "mlflow_deploy_gateway_traffic_weight", **labels) == \
+            {"blue": 90, "green": 10}[name]
+        # the instance's own scrape, labelled: what the gateway sent it and its self-test
+        assert prometheus.total(scraped, "mlflow_deploy_requests_total", deployment=name,
+                                instance="0", route="score") == count + 1
+    assert prometheus.value(scraped, "mlflow_deploy_gateway_refused_total", endpoint="ept",
+                            status="401") == 1
 
     header = {**auth(keys["secondaryKey"]), "azureml-model-deployment": "green"}
     for _ in range(20):
