@@ -23,6 +23,8 @@ The job's folder (``Store.job_dir``) holds what makes it exactly-once:
     assembling         present once the output file is being written (a resumed job may then
                        replace the file its killed process renamed into place)
     outputs/           the default output folder
+    metrics.prom       the job's progress as Prometheus text (batch/metrics.py), replaced whole
+                       as its counts change
 
 A mini-batch counts as done only once its part and then its done record are on disk (each
 written to a temporary file, fsync'ed and renamed), so a job process killed at any point loses
@@ -54,7 +56,7 @@ from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optiona
                     TextIO, Tuple)
 
 from mlflow_deploy import detached, processes
-from mlflow_deploy.batch import executors, output
+from mlflow_deploy.batch import executors, metrics, output
 from mlflow_deploy.batch.computes import get_compute
 from mlflow_deploy.batch.deployments import BatchDeploymentSettings, resolve_deployment
 from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_PARSERS, compute
@@ -347,6 +349,7 @@ def describe_job(job: Job) -> Dict[str, Any]:
         "started": _iso(job.started),
         "finished": _iso(job.finished),
         "duration_s": round(end - job.started, 3) if end and job.started else None,
+        "metrics": metrics.read(Path(job.dir)),
     }
 
 
@@ -756,6 +759,12 @@ class _Run:
             job.counts = counts
 
         self.job = _update(self.store, self.job.name, change)
+        self._publish()
+
+    def _publish(self) -> None:
+        """The job's metrics file, from its counts as just recorded."""
+        job = self.job
+        metrics.write(self.folder, job.name, job.counts, JobProgress.of(job, time.time()).rate)
 
     def _over_threshold(self) -> bool:
         return self.threshold >= 0 and self.sums["files_failed"] > self.threshold
@@ -780,6 +789,7 @@ class _Run:
             current.counts = self.counts()
 
         self.job = _update(self.store, job.name, running)
+        self._publish()
         target = _output_file(self.job)
         if first and target is not None and target.exists():
             return self._end("Failed", str(_exists_error()))
@@ -953,6 +963,7 @@ class _Run:
             _finish(job, status, error)
 
         self.job = _update(self.store, self.job.name, ended)
+        self._publish()
         log = self.log.info if status == "Completed" else self.log.error
         log("job %s: %s%s", self.job.name, status, ": " + error if error else "")
         return status

@@ -12,6 +12,7 @@ import pytest
 from mlflow_deploy.batch import jobs
 from mlflow_deploy.errors import InvalidParameter, InvalidState, NotFound
 from mlflow_deploy.store import JOBS
+from tests import prometheus
 from tests.batch.job_fixtures import (ENDPOINT, expected_predictions, jobs_home,  # noqa: F401
                                       wait_job, write_inputs)
 
@@ -84,6 +85,16 @@ def test_a_corrupt_file_counts_as_failed_and_the_rest_is_written(jobs_home, fold
     counts = done["counts"]
     assert (counts["files"], counts["files_done"], counts["files_failed"]) == (5, 4, 1)
     assert (counts["mini_batches"], counts["mini_batches_done"], counts["rows"]) == (5, 5, 12)
+    # the job's metrics file, Prometheus text written by its process, and job show's view of it
+    scraped = prometheus.parse((Path(jobs_home.job_dir(job["name"])) / "metrics.prom").read_text())
+    labels = {"job": job["name"]}
+    assert prometheus.value(scraped, "mlflow_deploy_job_rows_total", **labels) == 12
+    assert prometheus.value(scraped, "mlflow_deploy_job_files_done_total", **labels) == 4
+    assert prometheus.value(scraped, "mlflow_deploy_job_files_failed_total", **labels) == 1
+    assert prometheus.value(scraped, "mlflow_deploy_job_rows_per_second", **labels) > 0
+    shown = jobs.show_job(job["name"], jobs_home)["metrics"]
+    assert (shown["rows"], shown["files_done"], shown["files_failed"], shown["retries"]) == \
+        (12, 4, 1, 0) and shown["rows_per_second"] > 0
     assert done["output_file"] == str(out / "scores.parquet")
     import pandas as pd
 

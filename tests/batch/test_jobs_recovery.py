@@ -100,6 +100,7 @@ def test_a_worker_killed_mid_mini_batch_is_retried_and_nothing_is_lost(jobs_home
     done = wait_job(jobs_home, job["name"])
     assert done["status"] == "Completed", done
     assert done["counts"]["retries"] == 1 and done["counts"]["files_failed"] == 0
+    assert done["metrics"]["retries"] == 1  # in the job's metrics file as well
     assert Path(done["output_file"]).read_bytes() == clean.replace(b"f3.csv", b"f3-slow.csv")
     assert "ended while scoring a mini-batch" in Path(done["log_path"]).read_text()
 
