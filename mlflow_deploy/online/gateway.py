@@ -40,13 +40,14 @@ from mlflow_deploy.online import probes, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
+    MISSING_KEY,
     MODEL_ERROR_STATUS,
     NO_POSITIVE_WEIGHT,
     TRANSPARENT,
     GatewayConfig,
     Keys,
     Route,
-    key_matches,
+    authorized,
     pick_deployment,
 )
 from mlflow_deploy.scoring.errors import MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG
@@ -193,10 +194,8 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         config = self.config
         transparent = config.mode == TRANSPARENT
-        if not transparent and config.auth_mode == "key" and not key_matches(
-                request.headers.get("Authorization"), self.keys):
-            return _json_answer(401, "Missing or invalid key: send 'Authorization: Bearer "
-                                     "<key>' with a key of this endpoint.")
+        if not authorized(config, self.keys, request.headers.get("Authorization")):
+            return _json_answer(401, MISSING_KEY)
         length = request.content_length
         if length is not None and length > config.max_request_bytes:
             return _json_answer(413, "The request body is larger than this endpoint accepts "
