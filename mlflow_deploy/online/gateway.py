@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from multidict import CIMultiDict
 from aiohttp import web
 
-from mlflow_deploy.online import probes, upstream
+from mlflow_deploy.online import probes, ui, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
@@ -400,6 +400,8 @@ async def serve(config_path: str) -> None:
     await gateway.reload()
     config = gateway.config
     app = web.Application(client_max_size=config.max_request_bytes)
+    if config.mode != TRANSPARENT:  # serve and run-local pass every route through
+        ui.add_routes(app, gateway)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     admin = web.Application()
     admin.router.add_post("/reload", gateway.admin_reload)
