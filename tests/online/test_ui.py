@@ -1,0 +1,176 @@
+"""The endpoint's page (GET /ui): its data routes under the endpoint's key, then the page itself
+in a real headless Chromium, against one endpoint of two real deployments (test_gateway's
+doublers, 90/10). Screenshots of each tab go to test-artifacts/ui/.
+
+Where no Chromium or chromedriver is found the browser test skips, saying so; under CI=true it
+fails instead, so CI never passes without having run it."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlflow_deploy.online import endpoints as _endpoints
+from mlflow_deploy.online.routes import MISSING_KEY
+from tests.online.fixtures import private_home
+from tests.online.test_gateway import auth, body, models, two_deployments  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
+INVALID = {"input_data": {"columns": ["y"], "data": [[1.0]]}}
+
+
+@pytest.fixture(scope="module")
+def endpoint(models, tmp_path_factory):  # noqa: F811 - the module-scoped fixture imported above
+    """The 90/10 endpoint of test_gateway, made once for the module: (base URL, key)."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = private_home(tmp_path_factory.mktemp("ui"), patch)
+        next(home)
+        try:
+            created = two_deployments(models)
+            base = created["scoring_uri"].rsplit("/", 1)[0]
+            yield base, _endpoints.get_credentials("ept")["primaryKey"]
+        finally:
+            next(home, None)
+
+
+def test_the_page_is_public_and_its_data_under_the_endpoint_key(endpoint):
+    base, key = endpoint
+    page = requests.get(base + "/ui", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "<script" in page.text and "src=" not in page.text  # inline: nothing fetched elsewhere
+    for path in ("/ui/api/endpoint", "/ui/api/logs?deployment=blue",
+                 "/ui/api/example?deployment=blue"):
+        for headers in ({}, auth("wrong-key")):
+            refused = requests.get(base + path, headers=headers, timeout=30)
+            assert refused.status_code == 401 and refused.json()["message"] == MISSING_KEY
+
+    state = requests.get(base + "/ui/api/endpoint", headers=auth(key), timeout=30).json()
+    assert state["endpoint"] == "ept" and state["traffic"] == {"blue": 90, "green": 10}
+    shown = {d["name"]: (d["traffic"], d["state"], d["ready_instances"])
+             for d in state["deployments"]}
+    assert shown == {"blue": (90, "Running", 1), "green": (10, "Running", 1)}
+
+    logs = requests.get(base + "/ui/api/logs?deployment=green&lines=5", headers=auth(key),
+                        timeout=30)
+    assert logs.status_code == 200 and 1 <= len(logs.json()["lines"]) <= 5
+    for query, status in (("deployment=ghost", 404), ("deployment=blue&lines=many", 400),
+                          ("deployment=blue&lines=0", 400)):
+        answer = requests.get(base + "/ui/api/logs?" + query, headers=auth(key), timeout=30)
+        assert answer.status_code == status and "ghost" not in answer.text
+        assert "many" not in answer.text
+
+    example = requests.get(base + "/ui/api/example?deployment=blue", headers=auth(key),
+                           timeout=90).json()
+    # the doublers have a signature and no input example: the self-test's made-up row
+    assert example["kind"] == "generated"
+    assert example["body"]["input_data"]["columns"] == ["x"]
+
+
+def _browser():
+    """A headless Chromium under chromedriver, or the reason there is none."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        return None, "selenium is not installed (the dev extra)"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        return None, "chromium or chromedriver not found on PATH (Debian: apt-get install chromium " \
+                     "chromium-driver)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(driver), options=options), None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver, missing = _browser()
+    if driver is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true and the browser tests cannot run: " + missing)
+        pytest.skip(missing)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before the endpoint
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, key = endpoint
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+    find = browser.find_element
+
+    def shoot(tab):
+        browser.save_screenshot(str(ARTIFACTS / "{}.png".format(tab)))
+
+    def open_tab(tab):
+        find(By.CSS_SELECTOR, "nav button[data-tab='{}']".format(tab)).click()
+        wait.until(lambda _: find(By.ID, "tab-" + tab).is_displayed())
+
+    browser.get(base + "/ui")
+    wait.until(lambda _: find(By.ID, "key").is_displayed())
+    assert not find(By.ID, "tabs").is_displayed()  # nothing to show before the key
+    find(By.ID, "key").send_keys("wrong-key")
+    find(By.ID, "connect").click()
+    wait.until(lambda _: find(By.ID, "key-error").text)
+    find(By.ID, "key").send_keys(key)
+    find(By.ID, "connect").click()
+    wait.until(lambda _: find(By.ID, "tab-details").is_displayed())
+    assert not find(By.ID, "key").is_displayed()
+    rows = {row.get_attribute("data-deployment"): row.find_element(By.CLASS_NAME, "traffic").text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#deployments tbody tr")}
+    assert rows == {"blue": "90%", "green": "10%"}
+    assert browser.execute_script("return window.localStorage.length + document.cookie.length") \
+        == 0  # the key lives in the page's memory only
+    shoot("details")
+
+    open_tab("test")
+    text = find(By.ID, "body")
+    wait.until(lambda _: '"x"' in text.get_attribute("value"))  # the example, pre-filled
+    Select(find(By.ID, "target")).select_by_value("blue")
+    text.clear()
+    text.send_keys('{"input_data": {"columns": ["x"], "data": [[1.5], [4]]}}')
+    find(By.ID, "send").click()
+    wait.until(lambda _: find(By.ID, "result").find_elements(By.ID, "status"))
+    assert find(By.ID, "status").text.startswith("200")
+    assert find(By.ID, "elapsed").text.endswith(" ms")
+    assert json.loads(find(By.ID, "response-body").text) == [3.0, 8.0]
+    assert "azureml-model-deployment" in find(By.ID, "response-headers").text
+    shoot("test")
+
+    text.clear()
+    text.send_keys('{"input_data": {"columns": ["y"], "data": [[1.0]]}}')
+    find(By.ID, "send").click()
+    wait.until(lambda _: find(By.ID, "result").find_elements(By.ID, "inner-error"))
+    assert find(By.ID, "status").text.startswith("424")
+    assert "answered 400" in find(By.ID, "inner-error").text
+    assert "'x'" in find(By.ID, "inner-message").text  # the deployment's own message
+    shoot("test-invalid")
+
+    open_tab("monitoring")
+    charts = browser.find_elements(By.CSS_SELECTOR, "#charts .chart")
+    assert {c.get_attribute("data-deployment") for c in charts} == {"blue", "green"}
+    # until the endpoint's /metrics has the gateway's series, each chart says so, never breaks
+    for chart in charts:
+        assert chart.find_elements(By.CLASS_NAME, "nodata") or \
+            chart.find_elements(By.TAG_NAME, "svg")
+    shoot("monitoring")
+
+    open_tab("logs")
+    wait.until(lambda _: find(By.ID, "log-text").text.strip())
+    shoot("logs")
+
+    open_tab("swagger")
+    wait.until(lambda _: find(By.ID, "swagger").find_elements(By.CSS_SELECTOR, "details.op"))
+    assert "/score" in find(By.ID, "swagger").text
+    shoot("swagger")
