@@ -80,8 +80,8 @@ def _browser():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        return None, "chromium or chromedriver not found on PATH (Debian: apt-get install chromium " \
-                     "chromium-driver)"
+        return None, ("chromium or chromedriver not found on PATH (Debian: apt-get install "
+                      "chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
