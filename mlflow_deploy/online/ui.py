@@ -128,14 +128,18 @@ async def endpoint_state(request: web.Request) -> web.Response:
     })
 
 
-def _deployment(request: web.Request) -> Tuple[Optional[str], Optional[web.Response]]:
-    """The deployment the query names, or the answer when it names none of this endpoint's."""
+async def _deployment(request: web.Request
+                      ) -> Tuple[str, Optional[Deployment], Optional[web.Response]]:
+    """The deployment the query names with its record (None where the store cannot say), or
+    the answer when it names none of this endpoint's. One the gateway does not route (it
+    failed to start) is still the endpoint's: its log says why."""
     name = request.query.get("deployment", "")
     gateway = request.app[_GATEWAY]
-    if name not in gateway.backends:
-        return None, _answer(404, "This endpoint has no deployment of the name given in "
-                                  "'deployment'.")
-    return name, None
+    found = (await _read_records(gateway.config)).get(name)
+    if found is None and name not in gateway.backends:
+        return name, None, _answer(404, "This endpoint has no deployment of the name given in "
+                                        "'deployment'.")
+    return name, found[0] if found else None, None
 
 
 def tail(path: str, count: int) -> List[str]:
@@ -158,7 +162,7 @@ async def logs(request: web.Request) -> web.Response:
     refused = _refused(request)
     if refused is not None:
         return refused
-    name, missing = _deployment(request)
+    name, deployment, missing = await _deployment(request)
     if missing is not None:
         return missing
     try:
@@ -167,10 +171,9 @@ async def logs(request: web.Request) -> web.Response:
         count = 0
     if not 1 <= count <= MAX_LOG_LINES:
         return _answer(400, "'lines' must be an integer from 1 to {}.".format(MAX_LOG_LINES))
-    found = (await _read_records(request.app[_GATEWAY].config)).get(name)
     try:
         lines = await asyncio.get_running_loop().run_in_executor(
-            None, tail, found[0].log_path, count) if found else []
+            None, tail, deployment.log_path, count) if deployment else []
     except OSError:
         return _answer(503, "The deployment's log could not be read.")
     return web.json_response({"deployment": name, "lines": lines})
@@ -180,16 +183,15 @@ async def example(request: web.Request) -> web.Response:
     refused = _refused(request)
     if refused is not None:
         return refused
-    name, missing = _deployment(request)
+    name, deployment, missing = await _deployment(request)
     if missing is not None:
         return missing
-    found = (await _read_records(request.app[_GATEWAY].config)).get(name)
-    if found is None:
+    if deployment is None:
         return web.json_response({"deployment": name, **_NO_EXAMPLE})
     cache = request.app[_EXAMPLES]
-    key = (name, found[0].revision)
+    key = (name, deployment.revision)
     if key not in cache:
-        cache[key] = asyncio.ensure_future(_made_example(found[0]))
+        cache[key] = asyncio.ensure_future(_made_example(deployment))
     made = await asyncio.shield(cache[key])
     return web.json_response({"deployment": name, **made})
 

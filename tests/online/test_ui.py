@@ -7,11 +7,14 @@ fails instead, so CI never passes without having run it."""
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
+from mlflow_deploy import online
+from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import endpoints as _endpoints
 from mlflow_deploy.online.routes import MISSING_KEY
 from tests.online.fixtures import private_home
@@ -37,8 +40,13 @@ def endpoint(models, tmp_path_factory):  # noqa: F811 - the module-scoped fixtur
             next(home, None)
 
 
-def test_the_page_is_public_and_its_data_under_the_endpoint_key(endpoint):
+def test_the_page_is_public_and_its_data_under_the_endpoint_key(
+        endpoint, models, tmp_path):  # noqa: F811 - models: the fixture imported above
     base, key = endpoint
+    # the example is made in a child process that imports mlflow (seconds): asked first, read last
+    pool = ThreadPoolExecutor(1)
+    asked = pool.submit(requests.get, base + "/ui/api/example?deployment=blue",
+                        headers=auth(key), timeout=90)
     page = requests.get(base + "/ui", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "<script" in page.text and "src=" not in page.text  # inline: nothing fetched elsewhere
@@ -63,8 +71,24 @@ def test_the_page_is_public_and_its_data_under_the_endpoint_key(endpoint):
         assert answer.status_code == status and "ghost" not in answer.text
         assert "many" not in answer.text
 
-    example = requests.get(base + "/ui/api/example?deployment=blue", headers=auth(key),
-                           timeout=90).json()
+    # a deployment that failed to start takes no traffic, yet shows, and its log says why
+    broken = tmp_path / "broken"
+    shutil.copytree(models["right"], broken)
+    (broken / "doubler.py").write_text("raise RuntimeError('this model never loads')\n")
+    with pytest.raises(ServerFailed):
+        online.create_deployment("red", str(broken), endpoint="ept")
+    try:
+        state = requests.get(base + "/ui/api/endpoint", headers=auth(key), timeout=30).json()
+        red = [d for d in state["deployments"] if d["name"] == "red"]
+        assert [(d["state"], d["routed"], d["traffic"]) for d in red] == [("Failed", False, 0)]
+        logs = requests.get(base + "/ui/api/logs?deployment=red&lines=200", headers=auth(key),
+                            timeout=30)
+        assert "this model never loads" in "\n".join(logs.json()["lines"])
+    finally:
+        online.delete_deployment("red")
+
+    example = asked.result().json()
+    pool.shutdown()
     # the doublers have a signature and no input example: the self-test's made-up row
     assert example["kind"] == "generated"
     assert example["body"]["input_data"]["columns"] == ["x"]
