@@ -30,8 +30,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from aiohttp import web
 
 from mlflow_deploy.errors import DeployError
+from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.deployments import describe
 from mlflow_deploy.online.routes import MISSING_KEY, authorized
+from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.store import Deployment, Store
 
 __all__ = ["add_routes", "tail"]
@@ -206,9 +208,13 @@ async def _made_example(deployment: Deployment) -> Dict[str, Any]:
         return none
     if server.get("scoring_script"):  # a user's script: its input is its own business
         return none
+    # not marked as the gateway (the variable tells a gateway's process from a reused pid), and
+    # gone with it
+    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mlflow_deploy.online.ui", server["model_dir"],
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable, "-m", "mlflow_deploy.online.ui", server["model_dir"], env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=supervisor.terminate_with_parent)
     try:
         out, _ = await asyncio.wait_for(child.communicate(), EXAMPLE_TIMEOUT_S)
     except asyncio.TimeoutError:
