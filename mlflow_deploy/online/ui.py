@@ -46,7 +46,7 @@ _TAIL_BYTES = 1024 * 1024
 # the child that makes a body imports mlflow (about 2 s); past this the Test tab starts empty
 EXAMPLE_TIMEOUT_S = 60.0
 
-_NO_EXAMPLE: Dict[str, Any] = {"body": None, "kind": None}
+_NO_EXAMPLE: Dict[str, Any] = {"body": None, "text": None, "kind": None}
 _GATEWAY = web.AppKey("gateway", object)
 _EXAMPLES = web.AppKey("examples", dict)
 
@@ -231,8 +231,13 @@ def _print_example(model_dir: str) -> None:
     from mlflow_deploy.scoring.selftest import self_test_for
 
     made = self_test_for(model_dir)
-    print(json.dumps({"body": json.loads(made.body), "kind": made.kind} if made else
-                     _NO_EXAMPLE))
+    if made is None:
+        print(json.dumps(_NO_EXAMPLE))
+        return
+    body = json.loads(made.body)
+    # the text too, as Python writes it: the page shows it as is, where JavaScript's own
+    # serializer would write a double 1.0 as 1
+    print(json.dumps({"body": body, "text": json.dumps(body, indent=2), "kind": made.kind}))
 
 
 if __name__ == "__main__":

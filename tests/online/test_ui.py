@@ -160,25 +160,30 @@ def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before
 
     open_tab("test")
     text = find(By.ID, "body")
-    wait.until(lambda _: '"x"' in text.get_attribute("value"))  # the example, pre-filled
+    # the example, pre-filled as the gateway wrote it (0.5 for the double column)
+    wait.until(lambda _: '"x"' in text.get_attribute("value"))
+    assert json.loads(text.get_attribute("value"))["input_data"]["data"] == [[0.5]]
     Select(find(By.ID, "target")).select_by_value("blue")
     text.clear()
     text.send_keys('{"input_data": {"columns": ["x"], "data": [[1.5], [4]]}}')
     find(By.ID, "send").click()
-    wait.until(lambda _: find(By.ID, "result").find_elements(By.ID, "status"))
-    assert find(By.ID, "status").text.startswith("200")
-    assert find(By.ID, "elapsed").text.endswith(" ms")
-    assert json.loads(find(By.ID, "response-body").text) == [3.0, 8.0]
-    assert "azureml-model-deployment" in find(By.ID, "response-headers").text
+    result = find(By.ID, "result")
+    wait.until(lambda _: result.find_elements(By.CLASS_NAME, "status"))
+    assert result.find_element(By.CLASS_NAME, "status").text.startswith("200")
+    assert result.find_element(By.CLASS_NAME, "elapsed").text.endswith(" ms")
+    assert json.loads(result.find_element(By.CLASS_NAME, "response-body").text) == [3.0, 8.0]
+    assert "azureml-model-deployment" in result.find_element(By.CLASS_NAME,
+                                                             "response-headers").text
     shoot("test")
 
     text.clear()
     text.send_keys('{"input_data": {"columns": ["y"], "data": [[1.0]]}}')
     find(By.ID, "send").click()
-    wait.until(lambda _: find(By.ID, "result").find_elements(By.ID, "inner-error"))
-    assert find(By.ID, "status").text.startswith("424")
-    assert "answered 400" in find(By.ID, "inner-error").text
-    assert "'x'" in find(By.ID, "inner-message").text  # the deployment's own message
+    wait.until(lambda _: result.find_elements(By.CLASS_NAME, "inner-error"))
+    assert result.find_element(By.CLASS_NAME, "status").text.startswith("424")
+    assert "answered 400" in result.find_element(By.CLASS_NAME, "inner-error").text
+    # the deployment's own message
+    assert "'x'" in result.find_element(By.CLASS_NAME, "inner-message").text
     shoot("test-invalid")
 
     open_tab("monitoring")
@@ -197,4 +202,9 @@ def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before
     open_tab("swagger")
     wait.until(lambda _: find(By.ID, "swagger").find_elements(By.CSS_SELECTOR, "details.op"))
     assert "/score" in find(By.ID, "swagger").text
+    # its form is pre-filled too, and executes against the deployment shown
+    find(By.CSS_SELECTOR, "#swagger details.op[open] button").click()
+    tried = find(By.CSS_SELECTOR, "#swagger .try-result")
+    wait.until(lambda _: tried.find_elements(By.CLASS_NAME, "status"))
+    assert tried.find_element(By.CLASS_NAME, "status").text.startswith("200")
     shoot("swagger")
