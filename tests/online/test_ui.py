@@ -151,8 +151,11 @@ def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before
     find(By.ID, "connect").click()
     wait.until(lambda _: find(By.ID, "tab-details").is_displayed())
     assert not find(By.ID, "key").is_displayed()
-    rows = {row.get_attribute("data-deployment"): row.find_element(By.CLASS_NAME, "traffic").text
-            for row in browser.find_elements(By.CSS_SELECTOR, "#deployments tbody tr")}
+    # read in one script: the page redraws its tables and charts every few seconds, which
+    # would leave elements found one by one stale
+    rows = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#deployments tbody tr')]"
+        ".map(r => [r.dataset.deployment, r.querySelector('.traffic').textContent]))")
     assert rows == {"blue": "90%", "green": "10%"}
     assert browser.execute_script("return window.localStorage.length + document.cookie.length") \
         == 0  # the key lives in the page's memory only
@@ -187,16 +190,18 @@ def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before
     shoot("test-invalid")
 
     open_tab("monitoring")
-    charts = browser.find_elements(By.CSS_SELECTOR, "#charts .chart")
-    assert {c.get_attribute("data-deployment") for c in charts} == {"blue", "green"}
+    charts = browser.execute_script(
+        "return [...document.querySelectorAll('#charts .chart')].map(c => [c.dataset.deployment,"
+        " c.dataset.kind, !!c.querySelector('.nodata, svg')])")
     # until the endpoint's /metrics has the gateway's series, each chart says so, never breaks
-    for chart in charts:
-        assert chart.find_elements(By.CLASS_NAME, "nodata") or \
-            chart.find_elements(By.TAG_NAME, "svg")
+    assert sorted(map(tuple, charts)) == [(d, kind, True) for d in ("blue", "green")
+                                          for kind in ("latency", "rate")]
     shoot("monitoring")
 
     open_tab("logs")
     wait.until(lambda _: find(By.ID, "log-text").text.strip())
+    assert "gunicorn" in find(By.ID, "log-text").text
+    assert "\x1b" not in find(By.ID, "log-text").text  # mlflow's coloured warnings, plain
     shoot("logs")
 
     open_tab("swagger")
