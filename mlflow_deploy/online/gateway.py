@@ -36,17 +36,18 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from multidict import CIMultiDict
 from aiohttp import web
 
-from mlflow_deploy.online import metrics, probes, upstream
+from mlflow_deploy.online import metrics, probes, ui, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
+    MISSING_KEY,
     MODEL_ERROR_STATUS,
     NO_POSITIVE_WEIGHT,
     TRANSPARENT,
     GatewayConfig,
     Keys,
     Route,
-    key_matches,
+    authorized,
     pick_deployment,
 )
 from mlflow_deploy.scoring.errors import MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG
@@ -192,12 +193,9 @@ class Gateway:
 
     def unauthorized(self, request: web.Request) -> Optional[web.Response]:
         """The 401 for a request without a key of the endpoint, where it needs one."""
-        config = self.config
-        if config.mode != TRANSPARENT and config.auth_mode == "key" and not key_matches(
-                request.headers.get("Authorization"), self.keys):
-            return _json_answer(401, "Missing or invalid key: send 'Authorization: Bearer "
-                                     "<key>' with a key of this endpoint.")
-        return None
+        if authorized(self.config, self.keys, request.headers.get("Authorization")):
+            return None
+        return _json_answer(401, MISSING_KEY)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         config = self.config
@@ -412,6 +410,8 @@ async def serve(config_path: str) -> None:
     config = gateway.config
     app = web.Application(client_max_size=config.max_request_bytes,
                           middlewares=[metrics.GatewayMetrics(gateway).middleware])
+    if config.mode != TRANSPARENT:  # serve and run-local pass every route through
+        ui.add_routes(app, gateway)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)
     admin = web.Application()
     admin.router.add_post("/reload", gateway.admin_reload)

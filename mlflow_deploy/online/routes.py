@@ -23,11 +23,13 @@ __all__ = [
     "DEPLOYMENT_HEADER",
     "MODEL_ERROR_STATUS",
     "NO_POSITIVE_WEIGHT",
+    "MISSING_KEY",
     "Route",
     "GatewayConfig",
     "Keys",
     "pick_deployment",
     "key_matches",
+    "authorized",
 ]
 
 # modes: an endpoint's gateway applies Azure's router semantics; `serve`/`run-local` put one in
@@ -40,6 +42,9 @@ DEPLOYMENT_HEADER = "azureml-model-deployment"
 MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"
 # Azure's own words for an endpoint whose traffic is all 0, kept so scripts matching them work
 NO_POSITIVE_WEIGHT = "The endpoint doesn't have any valid deployment with positive weight."
+# the 401 of a request without a key of the endpoint (scoring, or the data behind its page)
+MISSING_KEY = ("Missing or invalid key: send 'Authorization: Bearer <key>' with a key of this "
+               "endpoint.")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,15 @@ def key_matches(authorization: Optional[str], keys: Keys) -> bool:
     primary = hmac.compare_digest(given_bytes, keys.primary.encode())
     secondary = hmac.compare_digest(given_bytes, keys.secondary.encode())
     return primary or secondary
+
+
+def authorized(config: "GatewayConfig", keys: Optional[Keys], authorization: Optional[str]
+               ) -> bool:
+    """Whether a request may pass the endpoint's auth: the scoring routes and the page's data
+    routes answer to the same rule, so the page shows nothing a scoring client could not see."""
+    if config.mode == TRANSPARENT or config.auth_mode != "key":
+        return True
+    return keys is not None and key_matches(authorization, keys)
 
 
 def pick_deployment(traffic: Mapping[str, int], draw: Optional[float] = None) -> Optional[str]:
