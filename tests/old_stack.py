@@ -10,7 +10,7 @@ import subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OLD_VENV = os.path.join(ROOT, ".venv-old-stack")
 OLD_STACK = ["mlflow==2.7.1", "pandas==1.5.3", "numpy==1.23.5", "scikit-learn==1.1.2",
-             "scipy==1.10.1", "flask<3", "gunicorn", "pyyaml", "click",
+             "scipy==1.10.1", "flask<3", "gunicorn", "pyyaml", "click", "prometheus-client",
              # mlflow 2.7 imports pkg_resources; its own requirements do not say so
              "setuptools<70",
              "pytest", "pytest-timeout", "hypothesis", "requests"]
@@ -25,6 +25,7 @@ def old_stack_python() -> str:
     """The old stack's interpreter, with this checkout installed (--no-deps); None where this
     machine has no Python 3.10."""
     from mlflow_deploy.envs.runner import find_uv
+    from tests.conftest import EXCLUDE_NEWER
 
     interpreter = python310()
     if not interpreter:
@@ -34,8 +35,9 @@ def old_stack_python() -> str:
     python = os.path.join(OLD_VENV, "bin", "python")
     if not os.path.exists(python):
         subprocess.run([uv, "venv", "-q", "-p", interpreter, OLD_VENV], check=True, env=env)
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "-p", python] + OLD_STACK,
-                   check=True, env=env)
+    # the packages left unpinned resolve as the index was on the suite's date, not today
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--exclude-newer",
+                    EXCLUDE_NEWER, "-p", python] + OLD_STACK, check=True, env=env)
     subprocess.run([uv, "pip", "install", "-q", "-p", python, "--no-deps", "-e", ROOT],
                    check=True, env=env)
     return python

@@ -200,14 +200,15 @@ def test_every_status_of_the_router(deploy_home, models):
     started = time.monotonic()
     answer = requests.post(uri, json=body(SLOW), headers=auth(key), timeout=30)
     elapsed = time.monotonic() - started
-    assert answer.status_code == 408 and 0.9 <= elapsed < 2.5, elapsed
+    assert answer.status_code == 408 and 0.9 <= elapsed < 5.0, elapsed
     # the instance itself gives up later (the gateway's 408 never races its 504), and recycles
     # the stuck worker then
     direct = f"http://127.0.0.1:{deploy_home.get_deployment('blue').port}/score"
     started = time.monotonic()
     answer = requests.post(direct, json=body(SLOW), timeout=30)
     elapsed = time.monotonic() - started
-    assert answer.status_code == 504 and 1.4 <= elapsed < 3.0, elapsed
+    # the upper bound only says it is not left hanging: a loaded machine adds seconds
+    assert answer.status_code == 504 and 1.4 <= elapsed < 6.0, elapsed
     assert answer.json()["message"] == "Scoring timeout after 1500 ms"
 
     # one instance, max_concurrent_requests_per_instance 1: a third request in flight is a 429
