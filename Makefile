@@ -19,7 +19,7 @@ RESOLVED_AS_OF := 2026-11-25T00:00:00Z
 UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
-.PHONY: setup demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
+.PHONY: setup env demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
 	bench-soak bench-fuzz clean
 
 setup: $(VENV)/.installed
@@ -35,6 +35,15 @@ $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 		-e '.[dev,dask]' \
 		-e plugins/mlflow-azureml-local
 	touch $@
+
+# The exports above, for a shell of your own: eval "$(make -s env)". Without them MLflow looks for
+# models in a new mlflow.db of the current folder, and mlflow-deploy keeps its state in ~/.
+env:
+	@echo "export MLFLOW_TRACKING_URI='$(MLFLOW_TRACKING_URI)'"
+	@echo "export MLFLOW_ARTIFACT_ROOT='$(MLFLOW_ARTIFACT_ROOT)'"
+	@echo "export MLFLOW_DEPLOY_HOME='$(MLFLOW_DEPLOY_HOME)'"
+	@echo "export MLFLOW_DEPLOY_EXCLUDE_NEWER='$(MLFLOW_DEPLOY_EXCLUDE_NEWER)'"
+	@echo 'export PATH="$(VENV)/bin:$$PATH"'
 
 example-models: setup
 	@mkdir -p .mlflow

@@ -2,7 +2,10 @@
 
 Every error is a ``click.ClickException``, so both ``mlflow deployments ...`` and ``mlflow-deploy
 ...`` print one line ``Error: ...`` and exit with the class's code instead of a traceback. Messages
-name the key, flag or URI scheme at fault and never quote the user's values.
+name the key, argument or URI scheme at fault and never quote the user's values. They speak to
+every caller, the Python API's included, so they name no command-line flag: an error about one
+argument of the function raised from says which (``argument``), and the CLI adds the flag that
+gave it (cli/__init__.py).
 
 This module does not import mlflow, and must not: every ``mlflow-deploy`` command imports it, and
 importing mlflow costs about 1.7 s, far more than commands like ``env build`` on a cached env take
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidState",
     "ServerFailed",
     "PredictionFailed",
+    "name_taken",
     "from_scoring_error",
     "as_mlflow_exception",
     "mlflow_exceptions",
@@ -45,11 +49,13 @@ class DeployError(click.ClickException):
     #: Process exit code when the error ends a CLI command.
     exit_code: ClassVar[int] = 1
 
-    def __init__(self, message: str, **json_kwargs: Any):
+    def __init__(self, message: str, *, argument: Optional[str] = None, **json_kwargs: Any):
         super().__init__(message)
         # the same attribute MlflowException sets (a code's name), so callers read it either way
         self.error_code: str = self.mlflow_error_code
         self.json_kwargs: Dict[str, Any] = json_kwargs
+        #: the parameter at fault of the function that raised it (``name``, ``endpoint``, ...)
+        self.argument = argument
 
     def __str__(self) -> str:
         return self.message
@@ -72,6 +78,13 @@ class NotFound(DeployError):
 class AlreadyExists(DeployError):
     mlflow_error_code = "RESOURCE_ALREADY_EXISTS"
     exit_code = 4
+
+
+def name_taken(what: str, argument: str, update: bool = True) -> AlreadyExists:
+    """The error of a create whose name is taken (``what``: "A deployment", ...), with the next
+    step: updating it instead (``update``: the resource can be updated), or deleting it first."""
+    step = "update it instead, or delete it first" if update else "delete it first"
+    return AlreadyExists(f"{what} with this name already exists: {step}.", argument=argument)
 
 
 class InvalidState(DeployError):

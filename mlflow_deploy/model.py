@@ -27,6 +27,7 @@ __all__ = [
     "to_mlflow_uri",
     "resolve_model_dir",
     "read_model",
+    "load_mlmodel",
     "load_model",
     "place_model",
     "is_mlflow_model",
@@ -151,8 +152,8 @@ def resolve_model_dir(
         raise _registry_error(uri, mlflow_uri, exc) from None
     except OSError as exc:  # the tracking server or artifact store is unreachable
         raise DeployError(
-            f"The {_kind(uri)} model could not be fetched ({type(exc).__name__}); "
-            "check MLFLOW_TRACKING_URI."
+            f"The {_kind(uri)} model could not be fetched from {_store_of(mlflow_uri)} "
+            f"({type(exc).__name__})."
         ) from None
     if not downloaded.is_dir():
         raise InvalidParameter(
@@ -176,10 +177,35 @@ def _registry_error(uri: str, mlflow_uri: str, exc: "MlflowException") -> Except
     scheme = _scheme(uri.strip())
     missing = _first_missing(mlflow_uri)
     if missing is not None:
-        return NotFound(f"The {missing} named by the {scheme}: model URI does not exist.")
+        return NotFound(f"The {missing} named by the {scheme}: model URI does not exist in "
+                        f"{_store_of(mlflow_uri)}.")
     if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-        return NotFound(f"Nothing found for the {_kind(uri)} model URI.")
+        return NotFound(f"Nothing found for the {_kind(uri)} model URI in "
+                        f"{_store_of(mlflow_uri)}.")
     return InvalidParameter(f"The {_kind(uri)} model URI could not be resolved: {exc.error_code}.")
+
+
+def _store_of(mlflow_uri: str) -> str:
+    """Where MLflow looked for a models:/ or runs:/ URI, and the variable that says so: the
+    registry, or the tracking store, as its URI (without a password): a user outside the setup
+    that exports it (the Makefile's) looks in a store of the current folder without knowing."""
+    import mlflow
+
+    if mlflow_uri.startswith("models:/"):
+        where = "the model registry at " + _without_password(mlflow.get_registry_uri())
+        variable = "MLFLOW_REGISTRY_URI, else MLFLOW_TRACKING_URI"
+    else:
+        where = "the tracking store at " + _without_password(mlflow.get_tracking_uri())
+        variable = "MLFLOW_TRACKING_URI"
+    return f"{where} ({variable})"
+
+
+def _without_password(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    host = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=f"{parsed.username}:***@{host}").geturl()
 
 
 def _first_missing(mlflow_uri: str) -> Optional[str]:
@@ -223,19 +249,29 @@ def _require_mlmodel(path: Path, uri: str) -> None:
         )
 
 
+def load_mlmodel(path: Path, uri: str):
+    """MLflow's ``Model`` of the MLmodel file in ``path``; a file that is no valid YAML, or that
+    MLflow cannot parse, is one error giving the line at fault (yaml's mark) but never the text
+    there, which may be anything."""
+    from mlflow.models import Model
+
+    try:
+        return Model.load(str(path / "MLmodel"))
+    except Exception as exc:  # a corrupt YAML or a field MLflow cannot parse
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidParameter(
+            f"The MLmodel file of the {_kind(uri)} model could not be read{where} "
+            f"({type(exc).__name__})."
+        ) from None
+
+
 def read_model(path: os.PathLike, uri: Optional[str] = None) -> ModelInfo:
     """Read MLmodel in ``path``; refuse a model that MLflow cannot serve as a pyfunc."""
     path = Path(path)
     uri = uri if uri is not None else str(path)
     _require_mlmodel(path, uri)
-    from mlflow.models import Model
-
-    try:
-        mlmodel = Model.load(str(path / "MLmodel"))
-    except Exception as exc:  # a corrupt YAML or a field MLflow cannot parse
-        raise InvalidParameter(
-            f"The MLmodel file of the {_kind(uri)} model could not be read ({type(exc).__name__})."
-        ) from None
+    mlmodel = load_mlmodel(path, uri)
     pyfunc = mlmodel.flavors.get(PYFUNC)
     if pyfunc is None:
         raise InvalidParameter(

@@ -67,11 +67,13 @@ class PreviousFiles(Protocol):
     def azureml_model_dir(self) -> Optional[str]: ...
 
 
-def build_environment(source: Path, settings: RevisionSettings,
-                      local: bool = False) -> Environment:
+def build_environment(source: Path, settings: RevisionSettings, local: bool = False,
+                      model_uri: Optional[str] = None) -> Environment:
     """The environment built from the requirement files in ``source`` (envs.prepare_environment), reused from
     the cache when it was built before. A build prints progress on stderr: it can take a minute.
-    ``local``: this Python (env_manager local), whatever the settings say."""
+    ``local``: this Python (env_manager local), whatever the settings say. ``model_uri``: the
+    model as the user named it, which `env list` shows as a user of the env (``source`` is a
+    staging folder of ours)."""
     extra = {"package": settings.package} if settings.package and not local else {}
     return prepare_environment(
         source,
@@ -79,6 +81,7 @@ def build_environment(source: Path, settings: RevisionSettings,
         python_version_policy=settings.python_version_policy,
         progress=say,
         exclude_newer=settings.exclude_newer,
+        model_ref=model_uri,
         **extra,
     )
 
@@ -114,7 +117,7 @@ def stage_revision(
             model_dir = Path(previous.model_dir)
         files = {"model_dir": str(model_dir), "code_dir": None, "scoring_script": None,
                  "azureml_model_dir": None}
-        return files, build_environment(model_dir, settings)
+        return files, build_environment(model_dir, settings, model_uri=model_uri)
 
     if model_uri:
         model_path = place_model(model_uri, model_root)
@@ -124,7 +127,8 @@ def stage_revision(
         azureml_model_dir = Path(previous.azureml_model_dir or previous.model_dir)
     code_dir = root / "code" / str(revision)
     shutil.copytree(settings.code, code_dir)
-    env = _script_environment(settings, model_path, code_dir, root / "environment" / str(revision))
+    env = _script_environment(settings, model_path, code_dir, root / "environment" / str(revision),
+                              model_uri)
     files = {"model_dir": str(model_path), "code_dir": str(code_dir),
              "scoring_script": settings.scoring_script,
              "azureml_model_dir": str(azureml_model_dir)}
@@ -157,7 +161,8 @@ def staged_then_locked(
 
 
 def _script_environment(
-    settings: RevisionSettings, model_path: Path, code_dir: Path, source: Path
+    settings: RevisionSettings, model_path: Path, code_dir: Path, source: Path,
+    model_uri: Optional[str],
 ) -> Environment:
     """A script's environment, as Azure picks it: the given conda file, else the code folder's
     requirements.txt, else the MLflow model's own environment, else this Python (with a notice,
@@ -165,14 +170,14 @@ def _script_environment(
     source.mkdir(parents=True, exist_ok=True)
     if settings.conda_file:
         shutil.copy2(settings.conda_file, source / "conda.yaml")
-        return build_environment(source, settings)
+        return build_environment(source, settings, model_uri=model_uri)
     if (code_dir / "requirements.txt").is_file():
         shutil.copy2(code_dir / "requirements.txt", source / "requirements.txt")
-        return build_environment(source, settings)
+        return build_environment(source, settings, model_uri=model_uri)
     if is_mlflow_model(model_path):
         say("the scoring script has no environment of its own (conda_file, code/requirements.txt):"
             " it runs in the MLflow model's environment")
-        return build_environment(model_path, settings)
+        return build_environment(model_path, settings, model_uri=model_uri)
     say("the scoring script has no environment of its own (conda_file, code/requirements.txt) and "
         f"the model is no MLflow model: it runs in this Python ({sys.executable}, env_manager local)")
     (source / "requirements.txt").write_text("")

@@ -50,10 +50,11 @@ from typing import (
     Tuple,
     Type,
     TypeVar,
+    Union,
 )
 
 from mlflow_deploy.envs.cache import file_lock
-from mlflow_deploy.errors import AlreadyExists, InvalidState, NotFound
+from mlflow_deploy.errors import AlreadyExists, InvalidState, NotFound, name_taken
 
 __all__ = [
     "HOME_ENV",
@@ -578,13 +579,14 @@ class Store:
 
     # rows of any table: the batch layer uses these with its tables directly
 
-    def add(self, table: Table[R], item: R, taken: str) -> R:
+    def add(self, table: Table[R], item: R, taken: Union[str, AlreadyExists]) -> R:
+        """Insert ``item``; ``taken`` is the error (or its message) if its key is (name_taken)."""
         item.created = item.updated = time.time()
         try:
             with self.transaction() as conn:
                 table.insert(conn, item)
         except sqlite3.IntegrityError:
-            raise AlreadyExists(taken) from None
+            raise (AlreadyExists(taken) if isinstance(taken, str) else taken) from None
         return item
 
     def save(self, table: Table[R], item: R) -> R:
@@ -608,9 +610,7 @@ class Store:
     # endpoints
 
     def add_endpoint(self, endpoint: Endpoint) -> Endpoint:
-        return self.add(
-            ENDPOINTS, endpoint, "An endpoint with this name already exists (--endpoint)."
-        )
+        return self.add(ENDPOINTS, endpoint, name_taken("An endpoint", "endpoint"))
 
     def save_endpoint(self, endpoint: Endpoint) -> Endpoint:
         return self.save(ENDPOINTS, endpoint)
@@ -621,7 +621,7 @@ class Store:
     def get_endpoint(self, name: str) -> Endpoint:
         endpoint = self.find_endpoint(name)
         if endpoint is None:
-            raise NotFound("No endpoint with this name (--endpoint).")
+            raise NotFound("No endpoint with this name.", argument="endpoint")
         return endpoint
 
     def list_endpoints(self) -> List[Endpoint]:
@@ -633,9 +633,7 @@ class Store:
     # deployments
 
     def add_deployment(self, deployment: Deployment) -> Deployment:
-        return self.add(
-            DEPLOYMENTS, deployment, "A deployment with this name already exists (--name)."
-        )
+        return self.add(DEPLOYMENTS, deployment, name_taken("A deployment", "name"))
 
     def save_deployment(self, deployment: Deployment) -> Deployment:
         return self.save(DEPLOYMENTS, deployment)
@@ -646,7 +644,7 @@ class Store:
     def get_deployment(self, name: str) -> Deployment:
         deployment = self.find_deployment(name)
         if deployment is None:
-            raise NotFound("No deployment with this name (--name).")
+            raise NotFound("No deployment with this name.", argument="name")
         return deployment
 
     def list_deployments(self, endpoint: Optional[str] = None) -> List[Deployment]:

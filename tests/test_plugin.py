@@ -125,7 +125,7 @@ def test_get_deploy_client_end_to_end(deploy_home, example_models):
             )
         )
     )
-    with pytest.raises(InvalidParameter, match="params cannot be sent through --input-path"):
+    with pytest.raises(InvalidParameter, match="params cannot be sent in a file"):
         client.predict("mixed", with_params)
 
     assert sorted(d["name"] for d in client.list_deployments()) == ["iris", "mixed", "tokens"]

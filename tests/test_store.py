@@ -89,8 +89,9 @@ def test_deployment_round_trip(tmp_path):
 def test_duplicate_deployment_leaves_the_first_intact(tmp_path):
     store = Store(tmp_path)
     store.add_deployment(make_deployment(store))
-    with pytest.raises(AlreadyExists, match="--name"):
+    with pytest.raises(AlreadyExists, match="update it instead") as caught:
         store.add_deployment(make_deployment(store, port=9999))
+    assert caught.value.argument == "name" and "--" not in caught.value.message
     assert store.get_deployment("blue").port == 5555
     store.remove_deployment("blue")
     assert store.find_deployment("blue") is None

@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from mlflow_deploy.errors import InvalidParameter, InvalidState, NotFound
+from mlflow_deploy.errors import InvalidParameter, InvalidState, NotFound, name_taken
 from mlflow_deploy.store import BATCH_DEPLOYMENTS, COMPUTES, Compute, Store
 
 __all__ = ["TYPES", "create_compute", "get_compute", "show_compute", "list_computes",
@@ -25,19 +25,23 @@ _ADDRESS = re.compile(r"tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.
                       r"(?P<port>[0-9]{1,5})")
 
 
-def check_compute_name(name: Any, key: str = "--name") -> str:
+def check_compute_name(name: Any, key: Optional[str] = None) -> str:
+    """``name`` if it is a valid compute name; the error names the config ``key`` it came from,
+    else it is about the argument ``name``."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidParameter(f"Invalid compute name ({key}): use letters, digits, hyphens or "
-                               "underscores, starting with a letter or a digit.")
+        raise InvalidParameter(f"Invalid compute name{f' ({key})' if key else ''}: use letters, "
+                               "digits, hyphens or underscores, starting with a letter or a "
+                               "digit.", argument=None if key else "name")
     return name
 
 
-def check_scheduler_address(address: Any, key: str = "--scheduler-address") -> str:
-    """``tcp://HOST:PORT``, as Dask's scheduler prints it."""
+def check_scheduler_address(address: Any, key: str = "scheduler_address") -> str:
+    """``tcp://HOST:PORT``, as Dask's scheduler prints it; the error names ``key``."""
     text = str(address).strip() if address is not None else ""
     match = _ADDRESS.fullmatch(text)
     if not match or not 1 <= int(match.group("port")) <= 65535:
-        raise InvalidParameter(f"{key} must be tcp://HOST:PORT (the Dask scheduler's address).")
+        raise InvalidParameter(f"{key} must be tcp://HOST:PORT (the Dask scheduler's address).",
+                               argument="scheduler_address")
     return text
 
 
@@ -50,35 +54,39 @@ def create_compute(name: str, type: str = "local", scheduler_address: Optional[s
     check_compute_name(name)
     kind = str(type).strip().lower()
     if kind not in TYPES:
-        raise InvalidParameter("--type must be one of: " + ", ".join(TYPES) + ".")
+        raise InvalidParameter("The compute type must be one of: " + ", ".join(TYPES) + ".",
+                               argument="type")
     if scheduler_address not in (None, ""):
         if kind != "dask":
-            raise InvalidParameter("--scheduler-address is for a compute of type dask only.")
+            raise InvalidParameter("A scheduler address is for a compute of type dask only.",
+                                   argument="scheduler_address")
         scheduler_address = check_scheduler_address(scheduler_address)
     else:
         scheduler_address = None
     if description is not None and not isinstance(description, str):
-        raise InvalidParameter("--description must be text.")
+        raise InvalidParameter("description must be text.", argument="description")
     with store.lock():
         compute = store.add(COMPUTES, Compute(name=name, type=kind,
                                               scheduler_address=scheduler_address,
                                               description=description),
-                            "A compute with this name already exists (--name).")
+                            name_taken("A compute", "name", update=False))
         return describe_compute(compute, store)
 
 
-def get_compute(store: Store, name: str, key: str = "compute") -> Compute:
-    """The registered compute ``name``; the error names ``key`` (where the name came from)."""
+def get_compute(store: Store, name: str, key: Optional[str] = None) -> Compute:
+    """The registered compute ``name``; the error names the config ``key`` the name came from,
+    else it is about the argument ``name``."""
     compute = store.find(COMPUTES, name) if isinstance(name, str) and name else None
     if compute is None:
-        raise NotFound(f"No compute with the name given in {key} is registered: register it "
-                       "with `mlflow-deploy compute create`.")
+        raise NotFound(f"No compute with the name given{f' in {key}' if key else ''} is "
+                       "registered: register it with `mlflow-deploy compute create`.",
+                       argument=None if key else "name")
     return compute
 
 
 def show_compute(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
     store = store or Store()
-    return describe_compute(get_compute(store, name, "--name"), store)
+    return describe_compute(get_compute(store, name), store)
 
 
 def list_computes(store: Optional[Store] = None) -> List[Dict[str, Any]]:
@@ -95,7 +103,7 @@ def delete_compute(name: str, store: Optional[Store] = None) -> None:
     """Refused while a batch deployment names it (update or delete those first)."""
     store = store or Store()
     with store.lock():
-        get_compute(store, name, "--name")
+        get_compute(store, name)
         users = deployments_using(store, name)
         if users:
             raise InvalidState(

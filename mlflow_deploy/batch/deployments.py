@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 from mlflow_deploy import processes
 from mlflow_deploy.batch.computes import get_compute
 from mlflow_deploy.batch.settings import BATCH_PARSERS, RETRY_KEYS, RETRY_PARSERS, compute
-from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
+from mlflow_deploy.errors import (AlreadyExists, InvalidParameter, InvalidState, NotFound,
+                                  name_taken)
 from mlflow_deploy.names import check_name
 from mlflow_deploy.revisions import (
     environment_record,
@@ -225,7 +226,7 @@ def _check_compute(store: Store, settings: BatchDeploymentSettings) -> None:
 def _endpoint(store: Store, endpoint: str) -> BatchEndpoint:
     found = store.find(BATCH_ENDPOINTS, endpoint)
     if found is None:
-        raise NotFound("No batch endpoint with this name (endpoint_name / --endpoint-name).")
+        raise NotFound("No batch endpoint with this name.", argument="endpoint")
     return found
 
 
@@ -256,8 +257,8 @@ def _arguments(spec_or_name: Union[BatchDeploymentSpec, str], endpoint: Optional
         tags = (dict(spec.tags) or None) if tags is None else tags
     else:
         name, config = spec_or_name, dict(config or {})
-    check_name(name, "deployment name (--name)")
-    check_name(endpoint, "endpoint name (--endpoint-name)")
+    check_name(name, "deployment name", "name")
+    check_name(endpoint, "endpoint name", "endpoint")
     if needs_model and not model_uri:
         raise InvalidParameter("A batch deployment needs a model (key 'model').")
     set_default = boolean("set_default")(config.pop("set_default", False)) or bool(set_default)
@@ -297,8 +298,7 @@ def create_batch_deployment(
     def check_new() -> None:
         _endpoint(store, endpoint)
         if store.find(BATCH_DEPLOYMENTS, key) is not None:
-            raise AlreadyExists("The batch endpoint already has a deployment with this name "
-                                "(--name).")
+            raise _deployment_taken()
         _check_compute(store, settings)
 
     check_new()  # before a build: the same checks as under the lock
@@ -321,9 +321,7 @@ def create_batch_deployment(
                     environment=environment_record(env), revision=1,
                     description=description, tags=dict(tags or {}))
                 with store.transaction():
-                    store.add(BATCH_DEPLOYMENTS, deployment,
-                              "The batch endpoint already has a deployment with this name "
-                              "(--name).")
+                    store.add(BATCH_DEPLOYMENTS, deployment, _deployment_taken())
                     _make_default(store, endpoint, name, set_default)
                 recorded = True
         finally:
@@ -432,8 +430,8 @@ def delete_batch_deployment(name: str, endpoint: str, store: Optional[Store] = N
     Deleting one that does not exist is not an error (MLflow's BaseDeploymentClient contract;
     the CLI says NotFound itself)."""
     store = store or Store()
-    check_name(name, "deployment name (--name)")
-    check_name(endpoint, "endpoint name (--endpoint-name)")
+    check_name(name, "deployment name", "name")
+    check_name(endpoint, "endpoint name", "endpoint")
     key = key_of(endpoint, name)
     if store.find(BATCH_DEPLOYMENTS, key) is None:
         return
@@ -449,8 +447,8 @@ def delete_batch_deployment(name: str, endpoint: str, store: Optional[Store] = N
                     and owner.default_deployment == name and others):
                 raise InvalidState(
                     "The deployment is its endpoint's default (defaults.deployment_name): make "
-                    "another deployment the default first (batch-endpoint update --set "
-                    "defaults.deployment_name=...).")
+                    "another deployment the default first (the endpoint's "
+                    "defaults.deployment_name).")
             check_no_running_jobs(store, endpoint, [name])
             deployment.state = "Deleting"  # no job starts on it from now on
             store.save(BATCH_DEPLOYMENTS, deployment)
@@ -468,11 +466,15 @@ def remove_endpoint_folder(store: Store, endpoint: str) -> None:
     shutil.rmtree(store.batch_deployment_dir(endpoint, "x").parent, ignore_errors=True)
 
 
+def _deployment_taken() -> AlreadyExists:
+    return name_taken("The batch endpoint already has a deployment", "name")
+
+
 def _get(store: Store, endpoint: str, name: str) -> BatchDeployment:
     _endpoint(store, endpoint)
     deployment = store.find(BATCH_DEPLOYMENTS, key_of(endpoint, name))
     if deployment is None:
-        raise NotFound("The batch endpoint has no deployment with this name (--name).")
+        raise NotFound("The batch endpoint has no deployment with this name.", argument="name")
     return deployment
 
 
@@ -498,24 +500,23 @@ def resolve_deployment(store: Store, endpoint: str,
     """The deployment a job of ``endpoint`` runs: ``name``, else the endpoint's default."""
     owner = store.find(BATCH_ENDPOINTS, endpoint) if isinstance(endpoint, str) else None
     if owner is None:
-        raise NotFound("No batch endpoint with this name (--name).")
+        raise NotFound("No batch endpoint with this name.", argument="endpoint")
     if name is None:
         if owner.default_deployment is None:
             raise InvalidState(
-                "The batch endpoint has no default deployment: name one with "
-                "--deployment-name, or set one (batch-endpoint update --set "
-                "defaults.deployment_name=...).")
+                "The batch endpoint has no default deployment: name the deployment to run, or "
+                "set the endpoint's defaults.deployment_name.")
         deployment = store.find(BATCH_DEPLOYMENTS, key_of(endpoint, owner.default_deployment))
         if deployment is None:
             raise InvalidState(
                 "The batch endpoint's default deployment (defaults.deployment_name) does not "
-                "exist yet: create it, or name another deployment with --deployment-name.")
+                "exist yet: create it, or name another deployment to run.")
     else:
         deployment = store.find(BATCH_DEPLOYMENTS, key_of(endpoint, name)) \
             if isinstance(name, str) else None
         if deployment is None:
-            raise NotFound("The batch endpoint has no deployment with this name "
-                           "(--deployment-name).")
+            raise NotFound("The batch endpoint has no deployment with this name.",
+                           argument="deployment")
     if deployment.state != "Succeeded":
         raise InvalidState(f"The deployment cannot run jobs (state {deployment.state}).")
     return deployment

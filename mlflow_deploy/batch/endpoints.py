@@ -9,7 +9,8 @@ stay listed (Azure keeps them too).
 from typing import Any, Dict, List, Mapping, Optional
 
 from mlflow_deploy.batch import deployments as _deployments
-from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState, NotFound
+from mlflow_deploy.errors import (AlreadyExists, InvalidParameter, InvalidState, NotFound,
+                                  name_taken)
 from mlflow_deploy.names import check_name
 from mlflow_deploy.store import BATCH_DEPLOYMENTS, BATCH_ENDPOINTS, BatchEndpoint, Store
 
@@ -25,10 +26,10 @@ def find_batch_endpoint(store: Store, name: str) -> Optional[BatchEndpoint]:
     return store.find(BATCH_ENDPOINTS, name) if isinstance(name, str) and name else None
 
 
-def _get(store: Store, name: str, key: str = "--name") -> BatchEndpoint:
+def _get(store: Store, name: str) -> BatchEndpoint:
     endpoint = find_batch_endpoint(store, name)
     if endpoint is None:
-        raise NotFound(f"No batch endpoint with this name ({key}).")
+        raise NotFound("No batch endpoint with this name.", argument="name")
     return endpoint
 
 
@@ -72,17 +73,16 @@ def create_batch_endpoint(name: str, description: Optional[str] = None,
     """Record the endpoint. ``default_deployment`` may name a deployment still to be created
     (Azure's own example files do): invocations without a deployment wait for it."""
     store = store or Store()
-    check_name(name, "endpoint name (--name)")
+    check_name(name, "endpoint name", "name")
     if default_deployment is not None:
         check_name(default_deployment, "default deployment (defaults.deployment_name)")
     endpoint = BatchEndpoint(name=name, description=_description(description), tags=_tags(tags),
                              default_deployment=default_deployment)
     with store.lock_row(BATCH_ENDPOINTS, name), store.lock():
         if store.find_endpoint(name) is not None:
-            raise AlreadyExists("An online endpoint has this name (--name): endpoint names are "
-                                "unique on this machine, online and batch alike.")
-        store.add(BATCH_ENDPOINTS, endpoint,
-                  "A batch endpoint with this name already exists (--name).")
+            raise AlreadyExists("An online endpoint has this name: endpoint names are unique "
+                                "on this machine, online and batch alike.", argument="name")
+        store.add(BATCH_ENDPOINTS, endpoint, name_taken("A batch endpoint", "name"))
         return describe_batch_endpoint(endpoint, store)
 
 

@@ -141,7 +141,8 @@ def parse_overrides(set_values: Sequence[str] = (), **flags: Any) -> Dict[str, A
         key, equals, value = str(item).partition("=")
         key = key.strip()
         if not equals or not key:
-            raise InvalidParameter(f"--set item {number}: expected KEY=VALUE.")
+            raise InvalidParameter(f"Override {number}: expected KEY=VALUE.",
+                                   argument="set_values")
         items.append((key, value))
     items += [(key, value) for key, value in flags.items() if value is not None]
     return _parse_items(items)
@@ -229,24 +230,28 @@ def collect_inputs(input: str, input_type: Optional[str] = None) -> Tuple[List[s
     """The files of ``input`` (a file, a folder or a glob), absolute and sorted by path, and the
     count of files in nested folders, which are not explored (as on Azure)."""
     if input_type not in (None, "uri_file", "uri_folder"):
-        raise InvalidParameter("--input-type must be uri_file or uri_folder.")
+        raise InvalidParameter("input_type must be uri_file or uri_folder.",
+                               argument="input_type")
     text = str(input).strip()
     if text.startswith("file://"):
         text = text[len("file://"):]
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]+://", text) or text.startswith("azureml:"):
-        raise InvalidParameter("--input must be a local file, folder or glob: remote data and "
-                               "registered data assets are not supported locally.")
+        raise InvalidParameter("The input must be a local file, folder or glob: remote data "
+                               "and registered data assets are not supported locally.",
+                               argument="input")
     path = Path(text).expanduser()
     if path.exists():
         if input_type == "uri_file" and not path.is_file():
-            raise InvalidParameter("--input must be a file with --input-type uri_file.")
+            raise InvalidParameter("The input must be a file when its type is uri_file.",
+                                   argument="input")
         if input_type == "uri_folder" and not path.is_dir():
-            raise InvalidParameter("--input must be a folder with --input-type uri_folder.")
+            raise InvalidParameter("The input must be a folder when its type is uri_folder.",
+                                   argument="input")
         entries = sorted(path.iterdir()) if path.is_dir() else [path]
     elif _GLOB.search(text):
         entries = [Path(match) for match in glob.glob(os.path.expanduser(text))]
     else:
-        raise NotFound("The input does not exist (--input).")
+        raise NotFound("The input does not exist.", argument="input")
     files, skipped = [], 0
     for entry in entries:
         if entry.is_dir():
@@ -254,8 +259,8 @@ def collect_inputs(input: str, input_type: Optional[str] = None) -> Tuple[List[s
         elif entry.is_file():
             files.append(str(entry.resolve()))
     if not files:
-        raise InvalidParameter("The input has no files to score (--input); nested folders are "
-                               "not explored.")
+        raise InvalidParameter("The input has no files to score; nested folders are not "
+                               "explored.", argument="input")
     return sorted(files), skipped
 
 
@@ -267,14 +272,14 @@ def _batches(files: Sequence[str], size: int) -> List[List[str]]:
 
 def _check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise NotFound("No job with this name (--name).")
+        raise NotFound("No job with this name.", argument="name")
     return name
 
 
 def _get(store: Store, name: str) -> Job:
     job = store.find(JOBS, _check_name(name))
     if job is None:
-        raise NotFound("No job with this name (--name).")
+        raise NotFound("No job with this name.", argument="name")
     return job
 
 
@@ -381,8 +386,8 @@ def _output_file(job: Job) -> Optional[Path]:
 
 
 def _exists_error() -> InvalidState:
-    return InvalidState("The output file already exists: give another --output-path or "
-                        "--set output_file_name (a job never overwrites an output).")
+    return InvalidState("The output file already exists: give another output path or "
+                        "output_file_name (a job never overwrites an output).")
 
 
 def _append_log(path: Path, line: str) -> None:
@@ -408,7 +413,7 @@ def invoke(endpoint: str, input: str, *, deployment: Optional[str] = None,
     folder = store.job_dir(name)
     out = Path(output_path).expanduser().resolve() if output_path else folder / "outputs"
     if out.exists() and not out.is_dir():
-        raise InvalidParameter("--output-path must be a folder.")
+        raise InvalidParameter("The output path must be a folder.", argument="output_path")
     if settings["output_action"] == "append_row" and (out / settings["output_file_name"]).exists():
         raise _exists_error()
     warnings = []
@@ -472,7 +477,7 @@ def list_jobs(endpoint: Optional[str] = None, store: Optional[Store] = None
     store = store or Store()
     if endpoint is not None:
         if not isinstance(endpoint, str) or store.find(BATCH_ENDPOINTS, endpoint) is None:
-            raise NotFound("No batch endpoint with this name (--name).")
+            raise NotFound("No batch endpoint with this name.", argument="endpoint")
         rows = store.select(JOBS, endpoint=endpoint)
     else:
         rows = store.select(JOBS)

@@ -3,7 +3,9 @@ group or command, all registered here (the ``NOUNS`` below).
 
 Every failure ends in one line ``Error: ...`` and a non-zero exit code, never a traceback: our own
 errors are click exceptions already, and the root group turns any other MLflow or OS error into
-one.
+one. An error about one argument of the library's functions (its ``argument``) ends with the flag
+of the command that gave it (``No deployment with this name (--name).``): the library's messages
+know no flags.
 
 Nothing here imports mlflow at start (about 1.7 s of every call): the commands that need it import
 it themselves (see mlflow_deploy/errors.py), and a test keeps it so. Nothing outside this package
@@ -11,6 +13,7 @@ imports it either: it is reached only through the ``mlflow-deploy`` console scri
 ``python -m mlflow_deploy.cli``.
 """
 import sys
+from typing import Iterator, Optional
 
 import click
 
@@ -20,6 +23,7 @@ from mlflow_deploy.errors import DeployError
 from .batch_deployment import batch_deployment_group
 from .batch_endpoint import batch_endpoint_group
 from .check import check_command
+from .common import OUTPUT
 from .compute import compute_group
 from .env import env_group
 from .job import job_group
@@ -69,6 +73,7 @@ def _is_mlflow_exception(exc: BaseException) -> bool:
 @click.version_option(__version__, prog_name="mlflow-deploy")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress and no warnings: only results and errors (a job's final line).")
+@OUTPUT
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool):
     """Deploy MLflow models on this machine the way Azure ML no-code deployment does.
@@ -78,8 +83,44 @@ def cli(ctx: click.Context, quiet: bool):
     ctx.with_resource(quiet_mode(quiet))
 
 
+class FlagContext(click.Context):
+    """The context of every command: an error about an argument of the library's functions
+    (``DeployError.argument``) gets the command's flag for it, if it has one. The flag is the
+    option of that name, of that name plus ``_`` (``input_``: a builtin's name) or ``_name``
+    (``endpoint``: ``--endpoint-name``), or ``--name`` when the argument is the noun itself
+    (``endpoint`` in ``online-endpoint show --name``)."""
+
+    def invoke(self, callback, *args, **kwargs):
+        try:
+            return super().invoke(callback, *args, **kwargs)
+        except DeployError as exc:
+            flag = self._flag(exc.argument) if exc.argument else None
+            if flag and flag not in exc.message:
+                body = exc.message[:-1] if exc.message.endswith(".") else exc.message
+                exc.message = f"{body} ({flag})."
+            raise
+
+    def _flag(self, argument: str) -> Optional[str]:
+        options = {param.name: param for param in self.command.params
+                   if isinstance(param, click.Option)}
+        noun = self.parent.command.name if self.parent is not None else None
+        itself = ["name"] if noun and noun.endswith(argument) else []
+        for name in [argument, argument + "_", argument + "_name", *itself]:
+            if name in options:
+                return max(options[name].opts, key=len)  # --name rather than -n
+        return None
+
+
+def _commands(command: click.Command) -> Iterator[click.Command]:
+    yield command
+    for sub in getattr(command, "commands", {}).values():
+        yield from _commands(sub)
+
+
 for _noun in NOUNS:
     cli.add_command(_noun)
+for _command in _commands(cli):
+    _command.context_class = FlagContext
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Set
 
 import click
 
-from .common import add_show_list_delete, print_json, say_warnings, with_options
+from .common import add_show_list_delete, columns, print_json, say_warnings, with_options
 from .online_endpoint import FILE, LOCAL, SET
 from .progress import steps
 
@@ -140,4 +140,5 @@ def _delete(name: str, endpoint_name: str):
 
 
 add_show_list_delete(batch_deployment_group, "deployment", "batch deployment", _show, _list,
-                     _delete, of_endpoint=True)
+                     _delete, columns("name", "endpoint_name", "is_default", "model", "compute",
+                                      "provisioning_state"), of_endpoint=True)

@@ -10,7 +10,8 @@ import click
 
 from mlflow_deploy.errors import NotFound
 
-from .common import add_show_list_delete, named_flag, print_json, say, say_warnings
+from .common import (OUTPUT, add_show_list_delete, columns, named_flag, print_json, say,
+                     say_warnings)
 from .online_endpoint import CREATE_OPTIONS, FILE, LOCAL, SET
 
 __all__ = ["batch_endpoint_group"]
@@ -88,7 +89,9 @@ def _delete(name: str):
     endpoints.delete_batch_endpoint(name, store=store)
 
 
-add_show_list_delete(batch_endpoint_group, "endpoint", "batch endpoint", _show, _list, _delete)
+add_show_list_delete(batch_endpoint_group, "endpoint", "batch endpoint", _show, _list, _delete,
+                     columns("name", "defaults.deployment_name", "deployments",
+                             "provisioning_state", "description"))
 
 
 @batch_endpoint_group.command("invoke")
@@ -145,8 +148,11 @@ def invoke(name, input_, input_type, deployment_name, output_path, set_values, m
 
 @batch_endpoint_group.command("list-jobs")
 @click.option("-n", "--name", required=True, help="The endpoint's name.")
+@OUTPUT
 def list_jobs(name: str):
     """Print the endpoint's jobs, oldest first."""
     from mlflow_deploy.batch import jobs
 
-    print_json(jobs.list_jobs(endpoint=name))
+    from .job import JOB_TABLE
+
+    print_json(jobs.list_jobs(endpoint=name), JOB_TABLE)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from .common import add_show_list_delete, print_json
+from .common import add_show_list_delete, columns, print_json
 
 __all__ = ["compute_group"]
 
@@ -52,4 +52,6 @@ def _delete(name: str):
     computes.delete_compute(name)
 
 
-add_show_list_delete(compute_group, "compute", "compute", _show, _list, _delete, no_wait=False)
+add_show_list_delete(compute_group, "compute", "compute", _show, _list, _delete,
+                     columns("name", "type", "scheduler_address", "provisioning_state",
+                             "batch_deployments"), no_wait=False)

@@ -4,15 +4,16 @@ from the command line.
 The cache is ``EnvCache()`` ($MLFLOW_DEPLOY_ENV_CACHE, else $MLFLOW_DEPLOY_HOME/envs); the project
 wheel comes from the per-user ``BuildCache()`` ($MLFLOW_DEPLOY_BUILD_CACHE, else
 ~/.cache/mlflow-deploy), which prune also tidies (envs/sweep.py). list and
-show read each env's ``<key>.json`` (its size is measured once, after the build) rather than walking
-venvs, and import the control plane (``mlflow_deploy.online``) only when a deployment store exists.
-What uses an env: the deployments of this home's store, of the other homes whose deployments
-recorded their models in the env's metadata (a cache shared through $MLFLOW_DEPLOY_ENV_CACHE), and,
-for prune, any live process started from the env's interpreter (``mlflow-deploy serve`` records
-nothing in the store). Nothing here imports mlflow (about 1.7 s), except ``load_model`` for a model
+show read each env's ``<key>.json`` and weigh its files (a file hard-linked several times, as uv
+links them from its cache into every env, counted once), and import the control plane
+(``mlflow_deploy.online``) only when a deployment store exists.
+What uses an env: the models recorded in its metadata (as their users named them), the
+deployments of this home's store and of the other homes whose deployments' staging folders the
+env's metadata recorded (a cache shared through $MLFLOW_DEPLOY_ENV_CACHE), and, for prune, any
+live process started from the env's interpreter (``mlflow-deploy serve`` records nothing in the
+store). Nothing here imports mlflow (about 1.7 s), except ``load_model`` for a model
 URI that is not a local folder: `env build DIR` on a built env takes a fraction of a second.
 """
-import json
 import os
 import re
 import tempfile
@@ -26,10 +27,11 @@ import click
 from mlflow_deploy import processes
 from mlflow_deploy.envs import EnvCache, PythonVersionWarning, prepare_environment
 from mlflow_deploy.envs.build import venv_python
-from mlflow_deploy.envs.cache import BuildCache, tree_size
+from mlflow_deploy.envs.cache import BuildCache, disk_use, tree_size
 from mlflow_deploy.errors import InvalidParameter, NotFound
 
-from .common import EXCLUDE_NEWER, PYTHON_VERSION_POLICY, checked_date, human, say
+from .common import (EXCLUDE_NEWER, OUTPUT, PYTHON_VERSION_POLICY, remember_output,
+                     checked_date, human, print_json, say)
 from .progress import steps
 
 __all__ = ["env_group"]
@@ -81,37 +83,42 @@ def build_command(model_uri: str, env_manager: str, python_version_policy: str, 
         env.seconds))
 
 
+_TABLE = [("HASH", lambda r: r["key"]), ("PYTHON", lambda r: r["python_version"] or "?"),
+          ("SIZE", lambda r: human(r["size_bytes"])),
+          ("LAST USED", lambda r: (r["last_used"] or "-")[:16].replace("T", " ")),
+          ("MODELS", lambda r: r["models"]), ("DEPLOYMENTS", lambda r: r["deployments"])]
+
+
 @env_group.command("list")
-@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-def list_command(output_format: str):
-    """List the cached environments, what they weigh, and what uses them."""
+@OUTPUT
+# the option before -o, kept for the scripts that use it
+@click.option("--format", type=click.Choice(["table", "json"]), default=None, hidden=True,
+              expose_value=False, callback=remember_output)
+def list_command():
+    """List the cached environments (JSON, or a table with -o table): what each weighs, the
+    models and deployments that use it; and what they weigh together, on stderr, a file
+    hard-linked into several environments counted once."""
     cache = EnvCache()
     in_use = _deployments_using(cache)
-    rows = [_describe(cache, key, in_use) for key in cache.keys()]
-    if output_format == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
-    header = ("HASH", "PYTHON", "SIZE", "LAST USED", "MODELS", "DEPLOYMENTS")
-    table = [header] + [(r["key"], r["python_version"] or "?", human(r["size_bytes"]),
-                         (r["last_used"] or "-")[:16].replace("T", " "), str(len(r["models"])),
-                         ", ".join(r["deployments"]) or "-") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    keys = cache.keys()
+    sizes, total = disk_use(cache.env_dir(key) for key in keys)
+    print_json([_describe(cache, key, in_use, size) for key, size in zip(keys, sizes)], _TABLE)
+    say("{} environment{}: {} on disk".format(len(keys), "" if len(keys) == 1 else "s",
+                                              human(total)))
 
 
 @env_group.command("show")
 @click.argument("hash_prefix", metavar="HASH")
+@OUTPUT
 def show_command(hash_prefix: str):
     """Show one environment (a unique prefix of its hash will do) as JSON."""
     cache = EnvCache()
     key = _find(cache, hash_prefix)
-    info = _describe(cache, key, _deployments_using(cache))
+    info = _describe(cache, key, _deployments_using(cache), tree_size(cache.env_dir(key)))
     lock = cache.lock_file(key)
     info["lock"] = str(lock) if lock.is_file() else None
     info["requirements"] = _locked_requirements(lock)
-    click.echo(json.dumps(info, indent=2))
+    print_json(info, _TABLE)
 
 
 @env_group.command("prune")
@@ -213,12 +220,12 @@ def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
 
     homes = set()
     for key in cache.keys():
-        for model in cache.read_metadata(key).get("models", []):
-            parts = Path(model).parts
-            if len(parts) >= 5 and parts[-2] == "model" and parts[-4] == "deployments":
-                homes.add(Path(*parts[:-4]))
-            elif len(parts) >= 6 and parts[-2] == "model" and parts[-5] == "batch":
-                homes.add(Path(*parts[:-5]))
+        meta = cache.read_metadata(key)
+        # before "folders", "models" held the staging folders
+        for folder in meta.get("folders", []) + meta.get("models", []):
+            home = _staging_home(folder)
+            if home is not None:
+                homes.add(home)
     stores = [store] if store is not None else []
     homes.add(home_dir())
     homes.discard(store.home if store is not None else None)
@@ -235,6 +242,21 @@ def _deployments_using(cache: EnvCache, store=None) -> Dict[str, List[str]]:
             for key, names in in_use(each).items():
                 used.setdefault(key, []).extend(names)
     return used
+
+
+def _staging_home(folder: str) -> Optional[Path]:
+    """The home of a deployment's staging folder (``<home>/deployments/<name>/model/<revision>``
+    or ``<home>/batch/<endpoint>/<name>/model/<revision>``), else None."""
+    parts = Path(folder).parts
+    if len(parts) >= 5 and parts[-2] == "model" and parts[-4] == "deployments":
+        return Path(*parts[:-4])
+    if len(parts) >= 6 and parts[-2] == "model" and parts[-5] == "batch":
+        return Path(*parts[:-5])
+    return None
+
+
+# a folder of ours that a model was read from: <...>/model/<revision>[/<the model's folder>]
+_STAGED = re.compile(r"/model/[0-9]+(/[^/]+)?$")
 
 
 def _running_envs(cache: EnvCache, ignore: Iterable[int] = ()) -> Dict[str, List[int]]:
@@ -282,7 +304,9 @@ def _unused_since(cache: EnvCache, key: str, cutoff: Optional[float]) -> bool:
     return last is None or last < cutoff
 
 
-def _describe(cache: EnvCache, key: str, in_use: Dict[str, List[str]]) -> Dict[str, Any]:
+def _describe(cache: EnvCache, key: str, in_use: Dict[str, List[str]],
+              size: int) -> Dict[str, Any]:
+    """What list and show say of an env; ``size``: its weight in bytes (tree_size)."""
     meta = cache.read_metadata(key)
     root = cache.env_dir(key)
     python = venv_python(root)
@@ -292,10 +316,11 @@ def _describe(cache: EnvCache, key: str, in_use: Dict[str, List[str]]) -> Dict[s
         "python": str(python) if python.exists() else None,
         "manager": meta.get("manager"),
         "root": str(root),
-        "size_bytes": cache.size(key),
+        "size_bytes": size,
         "created": _when(meta.get("created")),
         "last_used": _when(_last_used(cache, key)),
-        "models": list(meta.get("models", [])),
+        # staging folders of ours mean nothing to the user: the URIs recorded beside them do
+        "models": [model for model in meta.get("models", []) if not _STAGED.search(model)],
         "deployments": sorted(in_use.get(key, [])),
         "package": meta.get("package"),
         "base_python": meta.get("base_python"),

@@ -2,7 +2,8 @@
 shows them (``show``, ``list``, ``stream``, ``cancel``), plus ``resume`` for a job whose process
 ended before it did.
 
-``show``, ``list``, ``cancel`` and ``resume`` print JSON on stdout; ``stream`` prints the job's
+``show``, ``list``, ``cancel`` and ``resume`` print JSON on stdout (``show`` and ``list``: a
+table with ``-o table``); ``stream`` prints the job's
 log and its progress on stderr (a progress bar on a terminal: cli/progress.py), and exits
 non-zero unless the job completed.
 """
@@ -12,11 +13,14 @@ import click
 
 from mlflow_deploy.errors import DeployError
 
-from .common import print_json
+from .common import OUTPUT, columns, print_json
 from .progress import follow_job
 
-__all__ = ["job_group", "JOB_NAME", "raise_unless_completed"]
+__all__ = ["job_group", "JOB_NAME", "JOB_TABLE", "raise_unless_completed"]
 
+#: the columns of ``-o table`` (``job show``, ``job list``, ``batch-endpoint list-jobs``)
+JOB_TABLE = columns("name", "endpoint_name", "deployment_name", "status", "created", "duration_s",
+                    "output_file")
 JOB_NAME = click.option("-n", "--name", required=True, help="The job's name (batchjob-...).")
 
 
@@ -34,20 +38,22 @@ def job_group():
 
 @job_group.command("show")
 @JOB_NAME
+@OUTPUT
 def show(name: str):
     """Print the job: status, counts of files, mini-batches and rows, output, timings."""
     from mlflow_deploy.batch import jobs
 
-    print_json(jobs.show_job(name))
+    print_json(jobs.show_job(name), JOB_TABLE)
 
 
 @job_group.command("list")
 @click.option("--endpoint-name", default=None, help="Only the jobs of this batch endpoint.")
+@OUTPUT
 def list_(endpoint_name: Optional[str]):
     """Print every job, oldest first."""
     from mlflow_deploy.batch import jobs
 
-    print_json(jobs.list_jobs(endpoint=endpoint_name))
+    print_json(jobs.list_jobs(endpoint=endpoint_name), JOB_TABLE)
 
 
 @job_group.command("stream")

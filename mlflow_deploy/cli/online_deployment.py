@@ -12,7 +12,7 @@ import click
 
 from mlflow_deploy.errors import InvalidParameter, NotFound
 
-from .common import add_show_list_delete, print_json, say, say_warnings
+from .common import add_show_list_delete, columns, print_json, say, say_warnings
 from .online_endpoint import FILE, LOCAL, SET
 from .progress import steps
 
@@ -106,7 +106,8 @@ def _delete(name: str, endpoint_name: str):
 
 
 add_show_list_delete(online_deployment_group, "deployment", "deployment", _show, _list, _delete,
-                     of_endpoint=True)
+                     columns("name", "endpoint", "state", "model_uri", "traffic",
+                             "instance_count", "scoring_uri"), of_endpoint=True)
 
 
 @online_deployment_group.command("get-logs")

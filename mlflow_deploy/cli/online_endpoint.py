@@ -12,7 +12,7 @@ import click
 
 from mlflow_deploy.errors import InvalidParameter
 
-from .common import add_show_list_delete, print_json, say, say_warnings, with_options
+from .common import add_show_list_delete, columns, print_json, say, say_warnings, with_options
 
 __all__ = ["online_endpoint_group", "print_json", "FILE", "SET", "LOCAL", "CREATE_OPTIONS"]
 
@@ -112,7 +112,9 @@ def _delete(name: str):
     endpoints.delete_endpoint(name)
 
 
-add_show_list_delete(online_endpoint_group, "endpoint", "endpoint", _show, _list, _delete)
+add_show_list_delete(online_endpoint_group, "endpoint", "endpoint", _show, _list, _delete,
+                     columns("name", "state", "auth_mode", "scoring_uri", "traffic",
+                             "mirror_traffic"))
 
 
 @online_endpoint_group.command("get-credentials")

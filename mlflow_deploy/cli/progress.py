@@ -21,16 +21,16 @@ import click
 
 from mlflow_deploy.progress import PREFIX, reporting_to
 
-__all__ = ["quiet_mode", "steps", "follow_job"]
+__all__ = ["quiet_mode", "steps", "follow_job", "interactive"]
 
 _quiet = False  # --quiet, for the command running
 
 
-def _interactive() -> bool:
-    """Whether stderr is a terminal that redraws lines. Asked of the stream itself, not of
-    rich: rich takes FORCE_COLOR (set by some CI systems) for a terminal, and a pipe must get the
-    plain lines."""
-    stream = sys.stderr
+def interactive(stream=None) -> bool:
+    """Whether ``stream`` (stderr by default) is a terminal that redraws lines. Asked of the
+    stream itself, not of rich: rich takes FORCE_COLOR (set by some CI systems) for a terminal,
+    and a pipe must get the plain lines."""
+    stream = stream or sys.stderr
     try:
         tty = stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
@@ -62,7 +62,7 @@ def quiet_mode(quiet: bool) -> Iterator[None]:
 def _console():
     from rich.console import Console
 
-    # its own check of the stream would trust FORCE_COLOR; _interactive() already asked it
+    # its own check of the stream would trust FORCE_COLOR; interactive() already asked it
     return Console(file=sys.stderr, force_terminal=True, highlight=False)
 
 
@@ -110,7 +110,7 @@ def steps() -> Iterator[None]:
     environment builds use) as the terminal display, or leave it as it is: plain lines, or
     nothing with --quiet. Wrap only the long work, never the printing of the result: stdout may
     be the same terminal."""
-    if _quiet or not _interactive():
+    if _quiet or not interactive():
         yield
         return
     display = _Steps()
@@ -132,7 +132,7 @@ def follow_job(name: str) -> Dict[str, Any]:
             if progress.over:
                 click.echo(progress.final_line(), err=True)
         return jobs.show_job(name)
-    if not _interactive():
+    if not interactive():
         return jobs.stream_job(name)
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, build_aside, tree_size
+from mlflow_deploy.envs.cache import BuildCache, EnvCache, atomic_write, build_aside
 from mlflow_deploy.envs.environment import BuildContext, Environment, Request, venv_python
 from mlflow_deploy.envs.errors import BuildFailed, PythonNotFound
 from mlflow_deploy.envs.indexes import IndexOptions
@@ -85,9 +85,7 @@ def build_env(manager: EnvBuilder, ctx: BuildContext) -> Environment:
                       # uv and virtualenv share keys: the env keeps the manager that built it
                       manager=recorded.get("manager", manager.name),
                       wheel_hash=ctx.wheel.source_hash)
-        if built:  # an env does not change once built: measure it once, for `env list`
-            fields["size_bytes"] = tree_size(ctx.final)
-        cache.record_use(key, [ctx.request.model_ref], **fields)
+        cache.record_use(key, [ctx.request.model_ref], [str(ctx.request.model_dir)], **fields)
     seconds = time.monotonic() - ctx.request.started
     say("{} env {} in {:.1f} s".format("built" if built else "reusing", key, seconds))
     return Environment(python=str(python), key=key, root=str(ctx.final), manager=manager.name,

@@ -6,9 +6,10 @@ Layout under ``$MLFLOW_DEPLOY_HOME/envs/`` (default ``~/.mlflow-deploy/envs``, o
 
     <key>/                the venv (only ever appears whole: built aside, then renamed)
     <key>.lock            the requirements lock (with hashes) the venv was installed from
-    <key>.json            metadata: python, manager, models that used it, created, last used,
-                          size_bytes (measured once, after the build, counting files hard-linked
-                          from uv's cache in full), wheel_hash, package (if built from one)
+    <key>.json            metadata: python, manager, models that used it (as their users named
+                          them: a URI or a folder), the folders they were read from (a
+                          deployment's staging folder tells `env list` its home), created, last
+                          used, wheel_hash, package (if built from one)
     .resolved/<inputs>.lock  memo: model requirement files + interpreter + wheel deps -> lock
                           (kept per env cache: a new env cache resolves afresh); ``env prune``
                           removes those of no remaining env (lock.py, sweep.py)
@@ -49,7 +50,7 @@ T = TypeVar("T")
 
 __all__ = ["HOME_ENV", "CACHE_ENV", "BUILD_CACHE_ENV", "EnvCache", "BuildCache", "file_lock",
            "memoised", "build_aside", "remove_aside", "try_remove_lock_file", "atomic_write",
-           "sha256_text", "tree_size"]
+           "sha256_text", "tree_size", "disk_use"]
 
 #: Same variable as the control plane's store (mlflow_deploy.store.HOME_ENV).
 HOME_ENV = "MLFLOW_DEPLOY_HOME"
@@ -201,20 +202,39 @@ def try_remove_lock_file(path: Path, dry_run: bool = False) -> bool:
         os.close(fd)  # releases the lock
 
 
-def tree_size(path: Path, exclusive: bool = False) -> int:
-    """Bytes on disk under ``path`` (files and symlinks themselves, not what links point to).
-    uv hard-links installed files from its cache, so most of a venv is shared: ``exclusive``
-    counts only files with no other link, i.e. what deleting the tree frees."""
-    total = 0
+def _inodes(path: Path) -> Dict[Tuple[int, int], List[int]]:
+    """(st_dev, st_ino) -> [size, links, links under ``path``] of every file and symlink under
+    ``path`` (symlinks themselves, not what they point to)."""
+    found: Dict[Tuple[int, int], List[int]] = {}
     for directory, _dirs, files in os.walk(str(path)):
         for name in files:
             try:
                 stat = os.lstat(os.path.join(directory, name))
             except OSError:
                 continue
-            if not exclusive or stat.st_nlink == 1:
-                total += stat.st_blocks * 512
-    return total
+            entry = found.setdefault((stat.st_dev, stat.st_ino), [stat.st_size, stat.st_nlink, 0])
+            entry[2] += 1
+    return found
+
+
+def tree_size(path: Path, exclusive: bool = False) -> int:
+    """Bytes under ``path``, a file with several hard links counted once. uv hard-links installed
+    files from its cache, so most of a venv is shared: ``exclusive`` counts only files with no
+    link outside ``path``, i.e. what deleting the tree frees."""
+    return sum(size for size, links, inside in _inodes(path).values()
+               if not exclusive or inside >= links)
+
+
+def disk_use(paths: Iterable[Path]) -> Tuple[List[int], int]:
+    """What each tree weighs (tree_size) and what they weigh together: a file hard-linked into
+    several (envs installed from the same uv cache) counted once, as the disk holds it once."""
+    sizes, seen, total = [], set(), 0
+    for path in paths:
+        inodes = _inodes(path)
+        sizes.append(sum(size for size, _links, _inside in inodes.values()))
+        total += sum(inodes[inode][0] for inode in inodes.keys() - seen)
+        seen.update(inodes)
+    return sizes, total
 
 
 class EnvCache:
@@ -260,9 +280,11 @@ class EnvCache:
         except (OSError, ValueError):
             return {}
 
-    def record_use(self, key: str, models: Iterable[str], **fields: Any) -> Dict[str, Any]:
-        """Merge ``fields`` into the env's metadata, add ``models`` and stamp ``last_used``.
-        Callers hold the env's mutex, so concurrent users do not lose each other's models."""
+    def record_use(self, key: str, models: Iterable[str], folders: Iterable[str] = (),
+                   **fields: Any) -> Dict[str, Any]:
+        """Merge ``fields`` into the env's metadata, add ``models`` and ``folders`` and stamp
+        ``last_used``. Callers hold the env's mutex, so concurrent users do not lose each other's
+        models."""
         now = time.time()
         meta = self.read_metadata(key)
         meta.update(fields)
@@ -270,6 +292,7 @@ class EnvCache:
         meta.setdefault("created", now)
         meta["last_used"] = now
         meta["models"] = sorted(set(meta.get("models", [])) | set(models))
+        meta["folders"] = sorted(set(meta.get("folders", [])) | set(folders))
         atomic_write(self.metadata_file(key), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
@@ -287,13 +310,6 @@ class EnvCache:
             elif entry.name.endswith(".json"):
                 keys.add(entry.name[: -len(".json")])
         return sorted(keys)
-
-    def size(self, key: str) -> int:
-        """The env's size on disk: measured after its build (a venv does not change), else now."""
-        recorded = self.read_metadata(key).get("size_bytes")
-        if isinstance(recorded, int):
-            return recorded
-        return tree_size(self.env_dir(key)) if self.env_dir(key).is_dir() else 0
 
     def remove(self, key: str) -> None:
         """Delete an env, its lock and its metadata. The caller holds ``mutex(key)``. The folder is

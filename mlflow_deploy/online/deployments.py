@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import (
-    AlreadyExists,
     InvalidParameter,
     InvalidState,
     NotFound,
     ServerFailed,
+    name_taken,
 )
 from mlflow_deploy.model import PYFUNC
 from mlflow_deploy.online import instances, supervisor
@@ -46,7 +46,7 @@ from mlflow_deploy.revisions import (
 )
 from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
 from mlflow_deploy.scoring.config import ServerConfig
-from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store
+from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store, home_dir
 
 __all__ = [
     "create_deployment",
@@ -59,13 +59,14 @@ __all__ = [
     "server_config_for",
     "check_flavor",
     "environments_in_use",
+    "port_holder",
 ]
 
 
 def check_flavor(flavor: Optional[str]) -> str:
     if flavor in (None, "", PYFUNC):
         return PYFUNC
-    raise InvalidParameter("Only the python_function flavor can be deployed (--flavor).")
+    raise InvalidParameter("Only the python_function flavor can be deployed.", argument="flavor")
 
 
 # how much later than the gateway a deployment's own server gives up on a request
@@ -114,6 +115,20 @@ def _taken_ports(store: Store, exclude_deployment: Optional[str] = None) -> List
     return taken
 
 
+def port_holder(port: int, store: Optional[Store] = None) -> str:
+    """Who holds ``port``, for an error that says so: an endpoint or a deployment of ``store``
+    (else of this home's store, if there is one), else another program."""
+    if store is None and (home_dir() / "state.db").is_file():
+        store = Store()
+    for endpoint in store.list_endpoints() if store is not None else ():
+        if endpoint.port == port:
+            return f"the gateway of endpoint {endpoint.name}"
+    for deployment in store.list_deployments() if store is not None else ():
+        if port in [instance.port for instance in instances.instances_of(deployment)]:
+            return f"deployment {deployment.name} of endpoint {deployment.endpoint}"
+    return "another program"
+
+
 def _pick_ports(store: Store, settings: DeploymentSettings, count: int,
                 taken: Optional[List[int]] = None) -> List[int]:
     """Ports for ``count`` new instances: config 'port' (the first instance's) if given and
@@ -122,7 +137,10 @@ def _pick_ports(store: Store, settings: DeploymentSettings, count: int,
     ports: List[int] = []
     if settings.port is not None and count:
         if settings.port in taken or not supervisor.port_is_free(settings.port):
-            raise InvalidState("The port given in config 'port' is already in use.")
+            raise InvalidState(
+                f"Port {settings.port} (config 'port') is taken by "
+                f"{port_holder(settings.port, store)}: give another port, or none to get a "
+                "free one.")
         ports.append(settings.port)
     while len(ports) < count:
         ports.append(supervisor.free_port(exclude=taken + ports))
@@ -132,7 +150,7 @@ def _pick_ports(store: Store, settings: DeploymentSettings, count: int,
 def _check_new(store: Store, name: str, settings: DeploymentSettings) -> List[int]:
     """The ports for a new deployment ``name``, which must not exist."""
     if store.find_deployment(name) is not None:
-        raise AlreadyExists("A deployment with this name already exists (--name).")
+        raise name_taken("A deployment", "name")
     return _pick_ports(store, settings, settings.instance_count)
 
 
@@ -151,8 +169,8 @@ def create_deployment(
     scoring script's init() raises) leaves the deployment recorded as Failed, with no traffic and
     its log in place, as Azure does; any earlier failure leaves nothing."""
     store = store or Store()
-    check_name(name, "deployment name (--name)")
-    endpoint_name = check_name(endpoint, "endpoint name (--endpoint)") if endpoint else name
+    check_name(name, "deployment name", "name")
+    endpoint_name = check_name(endpoint, "endpoint name", "endpoint") if endpoint else name
     flavor = check_flavor(flavor)
     config = dict(config or {})
     all_traffic = boolean("all_traffic")(config.pop("all_traffic", False))
@@ -402,7 +420,7 @@ def delete_deployment(
             if owner is not None and owner.traffic.get(name, 0) > 0 and others:
                 raise InvalidState(
                     "The deployment still takes part of its endpoint's traffic: give its share "
-                    "to the other deployments first (online-endpoint update --traffic)."
+                    "to the other deployments first (the endpoint's traffic)."
                 )
             deployment.state = "Deleting"
             store.save_deployment(deployment)
@@ -450,11 +468,12 @@ def predict(
     header), else where the endpoint's traffic sends it. Returns the server's decoded answer."""
     store = store or Store()
     if deployment_name is None and endpoint is None:
-        raise InvalidParameter("Name a deployment (--name) or an endpoint (--endpoint).")
+        raise InvalidParameter("Name a deployment or an endpoint.")
     if deployment_name is not None:
         endpoint = _get_in_endpoint(store, deployment_name, endpoint).endpoint
     elif not any(share > 0 for share in store.get_endpoint(endpoint).traffic.values()):
-        raise InvalidState("The endpoint has no deployment to send traffic to (--endpoint).")
+        raise InvalidState("The endpoint has no deployment to send traffic to.",
+                           argument="endpoint")
     uri, headers, timeout_s = endpoint_request(store, endpoint, deployment_name)
     return score(uri, to_payload(inputs, params), timeout_s, headers)
 
@@ -478,8 +497,8 @@ def endpoint_request(store: Store, endpoint: str, deployment_name: Optional[str]
     else:
         targets = store.list_deployments(owner.name)
     if not gateway_alive(store, owner):
-        raise ServerFailed("The endpoint's gateway is not running; start it with "
-                           "`mlflow-deploy online-endpoint start --name` and the endpoint.")
+        raise ServerFailed("The endpoint's gateway is not running: start the endpoint again "
+                           "(`mlflow-deploy online-endpoint start`).")
     if owner.auth_mode == "key":
         headers["Authorization"] = "Bearer " + Keys.read(keys_path(store, owner.name)).primary
     timeout_ms = max((DeploymentSettings(**d.config).request_timeout_ms for d in targets),
@@ -548,7 +567,7 @@ def _find_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Optio
 def _get_in_endpoint(store: Store, name: str, endpoint: Optional[str]) -> Deployment:
     deployment = store.get_deployment(name)
     if endpoint is not None and deployment.endpoint != endpoint:
-        raise NotFound("The endpoint has no deployment with this name (--name, --endpoint).")
+        raise NotFound("The endpoint has no deployment with this name.", argument="name")
     return deployment
 
 

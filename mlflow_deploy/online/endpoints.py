@@ -93,7 +93,7 @@ def create_endpoint(
 ) -> Dict[str, Any]:
     """Record the endpoint, write its keys and start its gateway; on failure nothing stays."""
     store = store or Store()
-    check_name(name, "endpoint name (--endpoint)")
+    check_name(name, "endpoint name", "endpoint")
     config = dict(config or {})
     _check_keys(config, CREATE_KEYS)
     auth_mode = _auth_mode(config.get("auth_mode", "key"))
@@ -205,7 +205,8 @@ def regenerate_keys(endpoint: str, key_type: str = "primary",
     the other key keeps working (rotate one key at a time without downtime)."""
     store = store or Store()
     if key_type not in ("primary", "secondary"):
-        raise InvalidParameter("--key-type must be 'primary' or 'secondary'.")
+        raise InvalidParameter("key_type must be 'primary' or 'secondary'.",
+                               argument="key_type")
     with store.lock():
         current = store.get_endpoint(endpoint)
         if current.auth_mode != "key":

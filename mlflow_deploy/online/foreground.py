@@ -18,7 +18,7 @@ from typing import Any, List, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidParameter, InvalidState, ServerFailed
 from mlflow_deploy.online import gateways, supervisor
-from mlflow_deploy.online.deployments import check_flavor, server_config_for
+from mlflow_deploy.online.deployments import check_flavor, port_holder, server_config_for
 from mlflow_deploy.revisions import stage_revision
 from mlflow_deploy.online.routes import TRANSPARENT, GatewayConfig, Route
 from mlflow_deploy.online.settings import DeploymentSettings, parse_settings
@@ -43,7 +43,8 @@ def serve(
                                "WORKER_COUNT in environment_variables, not instance_count.")
     port = settings.port or DEFAULT_PORT
     if not supervisor.port_is_free(port):
-        raise InvalidState("The port is already in use (--port / config 'port').")
+        raise InvalidState(f"Port {port} is taken by {port_holder(port)}: give another port.",
+                           argument="port")
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-serve-") as tmp:
         files, env = stage_revision(Path(tmp), 1, model_uri, settings)
         internal = supervisor.free_port(exclude=[port])

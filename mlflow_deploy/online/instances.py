@@ -124,7 +124,8 @@ def restart(instance: Instance, new_config: ServerConfig) -> Tuple[int, Dict]:
     stop(instance, grace=5)
     if not supervisor.wait_port_free(instance.port):
         raise InvalidState(
-            "The deployment's port is taken by another program; delete and recreate the deployment."
+            f"The deployment's port {instance.port} is taken by another program; delete and "
+            "recreate the deployment."
         )
     return start(new_config, instance)
 

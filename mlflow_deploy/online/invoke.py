@@ -34,8 +34,9 @@ def to_payload(inputs: Any, params: Optional[Dict[str, Any]] = None) -> Dict[str
             inputs = {"input_data": _unwrap_read_json(inputs)}
         elif sorted(columns) == ["input_data", "params"]:
             raise InvalidParameter(
-                "params cannot be sent through --input-path (MLflow reads the file with "
-                "pd.read_json); send them with the Python API (predict(..., params=...)) or HTTP."
+                "params cannot be sent in a file that `mlflow deployments predict` reads (MLflow "
+                "reads it with pd.read_json); send them with the Python API "
+                "(predict(..., params=...)) or HTTP."
             )
     elif not isinstance(inputs, (dict, list, tuple, np.ndarray, pd.Series)):
         raise InvalidParameter(

@@ -64,8 +64,8 @@ def check_not_batch(store: Store, name: str) -> None:
     """Endpoint names are unique on this machine, online and batch alike, as Azure keeps them
     unique per region."""
     if store.find(BATCH_ENDPOINTS, name) is not None:
-        raise AlreadyExists("A batch endpoint has this name (--endpoint): endpoint names are "
-                            "unique on this machine, online and batch alike.")
+        raise AlreadyExists("A batch endpoint has this name: endpoint names are unique on "
+                            "this machine, online and batch alike.", argument="endpoint")
 
 
 def endpoint_or_create(store: Store, name: str) -> bool:
@@ -214,8 +214,8 @@ def sync_gateway(store: Store, endpoint_name: str) -> None:
             e.port for e in store.list_endpoints() if e.port]
         endpoint.port = supervisor.free_port(exclude=taken)
     elif not supervisor.port_is_free(endpoint.port):
-        raise InvalidState("The endpoint's port is taken by another program; stop it, or "
-                           "delete and recreate the endpoint.")
+        raise InvalidState(f"The endpoint's port {endpoint.port} is taken by another program; "
+                           "stop it, or delete and recreate the endpoint.")
     endpoint.pid = gateways.start(gateway_config(store, endpoint), config_path, log_path)
     store.save_endpoint(endpoint)
 

@@ -110,10 +110,9 @@ def inspect_model(model_uri: str, workdir: Path, server: bool = True) -> Report:
 
 def _mlmodel(model_uri: str, workdir: Path, report: Report):
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
 
     from mlflow_deploy.errors import DeployError
-    from mlflow_deploy.model import resolve_model_dir
+    from mlflow_deploy.model import load_mlmodel, resolve_model_dir
 
     try:
         path = resolve_model_dir(model_uri, workdir / "model")
@@ -121,10 +120,9 @@ def _mlmodel(model_uri: str, workdir: Path, report: Report):
         report.add("MLmodel", "fail", exc.message)
         return None
     try:
-        model = Model.load(str(path / "MLmodel"))
-    except Exception as exc:  # noqa: BLE001 - a corrupt YAML or a field MLflow cannot parse
-        report.add("MLmodel", "fail", "MLmodel could not be read ({})".format(
-            type(exc).__name__))
+        model = load_mlmodel(path, model_uri)
+    except DeployError as exc:
+        report.add("MLmodel", "fail", exc.message)
         return None
     report.add("MLmodel", "ok", "readable (logged with mlflow {})".format(
         model.mlflow_version or "of unknown version"))

@@ -136,16 +136,16 @@ def test_an_existing_output_fails_before_any_work(jobs_home, folder, tmp_path):
 def test_inputs_and_deployments_are_checked_before_a_job_is_recorded(jobs_home, folder,
                                                                      tmp_path):
     before = jobs_home.select(JOBS)
-    with pytest.raises(NotFound, match=r"--input"):
+    with pytest.raises(NotFound, match=r"The input does not exist"):
         jobs.invoke(ENDPOINT, str(tmp_path / "absent"), store=jobs_home)
     with pytest.raises(InvalidParameter, match="uri_file"):
         jobs.invoke(ENDPOINT, str(folder), input_type="uri_file", store=jobs_home)
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidParameter, match="no files"):
         jobs.invoke(ENDPOINT, str(tmp_path / "empty"), store=jobs_home)
-    with pytest.raises(NotFound, match="--deployment-name"):
+    with pytest.raises(NotFound, match="no deployment with this name"):
         jobs.invoke(ENDPOINT, str(folder), deployment="absent", store=jobs_home)
-    with pytest.raises(NotFound, match=r"--name"):
+    with pytest.raises(NotFound, match=r"No batch endpoint with this name"):
         jobs.invoke("absent", str(folder), store=jobs_home)
     with pytest.raises(InvalidParameter, match="remote data"):
         jobs.invoke(ENDPOINT, "https://example.invalid/data/", store=jobs_home)
@@ -201,10 +201,10 @@ def test_show_list_and_unknown_jobs(jobs_home):
     listed = jobs.list_jobs(store=jobs_home)
     assert listed and all(job["name"].startswith("batchjob-") for job in listed)
     assert jobs.list_jobs(endpoint=ENDPOINT, store=jobs_home) == listed
-    with pytest.raises(NotFound, match="--name"):
+    with pytest.raises(NotFound, match="No batch endpoint with this name"):
         jobs.list_jobs(endpoint="absent", store=jobs_home)
     for name in ("batchjob-absent", "../etc", ""):
-        with pytest.raises(NotFound, match="--name"):
+        with pytest.raises(NotFound, match="No job with this name"):
             jobs.show_job(name, jobs_home)
     ended = listed[0]
     with pytest.raises(InvalidState, match="ended already"):

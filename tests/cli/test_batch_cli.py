@@ -41,7 +41,8 @@ def test_computes(home):
     run("compute", "create", "-n", "here", "-t", "local")
     assert [c["name"] for c in run("compute", "list")] == ["cluster", "here"]
     assert run("compute", "show", "--name", "here")["type"] == "local"
-    assert "--type must be one of" in run("compute", "create", "-n", "x", "-t", "gpu", code=2)
+    wrong_type = run("compute", "create", "-n", "x", "-t", "gpu", code=2)
+    assert wrong_type.endswith("must be one of: local, dask (--type).")
     assert "must be tcp://HOST:PORT" in run("compute", "create", "-n", "x", "-t", "dask",
                                             "--scheduler-address", "h:1", code=2)
     assert "already exists" in run("compute", "create", "-n", "here", "-t", "local", code=4)

@@ -95,16 +95,17 @@ def test_env_build_reuse_from_the_cli_is_fast(built, models, env_home):
 def test_env_list_table_and_json(home):
     home, a, b = home
     deploy(home, "blue", a)
-    table = invoke(["env", "list"], home)
+    table = invoke(["env", "list", "-o", "table"], home)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["HASH", "PYTHON", "SIZE", "LAST", "USED", "MODELS", "DEPLOYMENTS"]
+    assert set(lines[1]) == {"-", " "}  # the dashes under the headers
     row_a = next(l for l in lines if l.startswith(a))
     row_b = next(l for l in lines if l.startswith(b))
     assert " 3.10." in row_a and row_a.endswith("blue") and re.search(r" (MB|GB) ", row_a)
     assert " 3.11." in row_b and row_b.endswith("-")
 
-    rows = json.loads(invoke(["env", "list", "--format", "json"], home).stdout)
+    rows = json.loads(invoke(["env", "list"], home).stdout)  # JSON, as az ml's lists
     by_key = {r["key"]: r for r in rows}
     assert set(by_key) == {a, b}
     assert by_key[a]["deployments"] == ["blue"] and by_key[b]["deployments"] == []
@@ -351,3 +352,27 @@ def test_prune_removes_wheels_resolutions_and_lock_files_nothing_uses(home, tmp_
     assert sorted(p.name for p in memos.values() if p.exists()) == ["bbbbbbbbbbbbbbbb.lock"]
     assert (envs / b / "bin" / "python").exists()
     assert not list((envs / ".mutex").iterdir())  # nobody holds any
+
+
+def test_env_list_weighs_hard_linked_files_once_and_names_models_as_given(tmp_path):
+    """uv hard-links a file from its cache into every env that installs it: the disk holds it
+    once. And the models are the URIs users gave, not the folders we staged them in."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    for key in ("aaaa", "bbbb"):
+        (cache / key).mkdir(parents=True)
+    (cache / "aaaa" / "shared.so").write_bytes(b"s" * 300_000)
+    os.link(str(cache / "aaaa" / "shared.so"), str(cache / "aaaa" / "again.so"))  # one file
+    os.link(str(cache / "aaaa" / "shared.so"), str(cache / "bbbb" / "shared.so"))
+    (cache / "bbbb" / "own.pyc").write_bytes(b"o" * 100_000)
+    staged = str(home / "deployments" / "blue" / "model" / "1")
+    (cache / "aaaa.json").write_text(json.dumps({"models": [staged, "models:/diabetes/1"],
+                                                 "folders": [staged]}))
+    result = invoke(["env", "list"], home, cache=cache)
+    assert result.exit_code == 0, result.output
+    rows = {row["key"]: row for row in json.loads(result.stdout)}
+    assert rows["aaaa"]["size_bytes"] == 300_000 and rows["bbbb"]["size_bytes"] == 400_000
+    assert rows["aaaa"]["models"] == ["models:/diabetes/1"] and rows["bbbb"]["models"] == []
+    assert result.stderr == "mlflow-deploy: 2 environments: 390.6 KB on disk\n"  # 400,000 bytes
+    table = invoke(["env", "list", "-o", "table"], home, cache=cache).stdout.splitlines()
+    assert table[2].split()[:4] == ["aaaa", "?", "293.0", "KB"]
+    assert table[2].split()[-2:] == ["models:/diabetes/1", "-"]

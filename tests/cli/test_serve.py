@@ -92,7 +92,9 @@ def test_serve_refuses_a_busy_port(example_model_dirs):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = CliRunner().invoke(
-            cli, ["serve", example_model_dirs["diabetes"], "--port", str(taken.getsockname()[1])]
-        )
-    assert result.exit_code == 5 and result.output.startswith("Error: The port is already in use")
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", example_model_dirs["diabetes"], "--port",
+                                          str(port)])
+    assert result.exit_code == 5
+    assert result.output == (f"Error: Port {port} is taken by another program: give another port "
+                             "(--port).\n")

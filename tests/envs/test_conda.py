@@ -347,7 +347,7 @@ def test_the_whole_path_with_stand_ins_for_conda_and_conda_lock(tmp_path, monkey
     meta = EnvCache(home).read_metadata(env.key)
     assert (meta["manager"], meta["python_version"], meta["conda"]) == \
         ("conda", env.python_version, str(bin_dir / "micromamba"))
-    assert meta["models"] == [str(model.resolve())] and meta["size_bytes"] > 0
+    assert meta["models"] == meta["folders"] == [str(model.resolve())]
     assert any(line.startswith("locking conda.yaml for linux-64") for line in said)
     assert said[-1].startswith("built env " + env.key)
     again = prepare_environment(model, manager="conda", home=home)

@@ -123,7 +123,7 @@ def test_two_creates_of_one_name_leave_one_deployment(deploy_home, example_model
     won = [o for o in outcomes if isinstance(o, dict)]
     lost = [o for o in outcomes if isinstance(o, AlreadyExists)]
     assert len(won) == 1 and len(lost) == 1, outcomes
-    assert "--name" in str(lost[0])
+    assert "already exists" in str(lost[0]) and lost[0].argument == "name"
     blue = online.get_deployment("blue")
     assert blue["state"] == "Running" and blue["pid"] == won[0]["pid"]
     # the loser left nothing: one folder, one row, and only the winner's processes (its server

@@ -87,7 +87,7 @@ def test_create_predict_list_delete(deploy_home, example_models):
     assert not supervisor.is_alive(created["pid"])
     assert online.list_deployments() == [] and online.list_endpoints() == []
     assert_untouched(store)
-    with pytest.raises(NotFound, match="--name"):
+    with pytest.raises(NotFound, match="No deployment with this name"):
         online.get_deployment("blue")
 
 
@@ -197,9 +197,9 @@ def test_failed_creates_leave_no_trace(deploy_home, example_models, example_mode
         online.create_deployment("blue", example_models["diabetes"], config={"instance_count": "x"})
     with pytest.raises(InvalidParameter, match="Unknown config key 'colour'"):
         online.create_deployment("blue", example_models["diabetes"], config={"colour": "red"})
-    with pytest.raises(InvalidParameter, match="--name"):
+    with pytest.raises(InvalidParameter, match="Invalid deployment name"):
         online.create_deployment("b", example_models["diabetes"])
-    with pytest.raises(InvalidParameter, match="--flavor"):
+    with pytest.raises(InvalidParameter, match="python_function flavor"):
         online.create_deployment("blue", example_models["diabetes"], flavor="sklearn")
     assert_untouched(store)
     assert online.list_endpoints() == [] and server_pids_under(store.home) == []
@@ -241,9 +241,10 @@ def test_duplicates_and_ports(deploy_home, example_models):
     port = supervisor.free_port()
     created = online.create_deployment("blue", example_models["diabetes"], config={"port": port})
     assert created["port"] == port and created["config"]["port"] == port
-    with pytest.raises(AlreadyExists, match="--name"):
+    with pytest.raises(AlreadyExists, match="already exists: update it instead"):
         online.create_deployment("blue", example_models["diabetes"])
-    with pytest.raises(InvalidState, match="config 'port'"):
+    with pytest.raises(InvalidState, match=f"Port {port} .config 'port'. is taken by deployment "
+                       "blue of endpoint blue"):
         online.create_deployment("green", example_models["diabetes"], config={"port": port})
     assert_untouched(deploy_home, ["blue"])
     assert online.get_deployment("blue")["state"] == "Running"

@@ -63,7 +63,7 @@ def test_auth_none_and_rotation_without_a_deployment(deploy_home):
     after = endpoints.get_credentials("open")
     assert after["primaryKey"] == before["primaryKey"]
     assert after["secondaryKey"] != before["secondaryKey"]
-    with pytest.raises(InvalidParameter, match="--key-type"):
+    with pytest.raises(InvalidParameter, match="key_type"):
         endpoints.regenerate_keys("open", "tertiary")
 
 
@@ -72,8 +72,9 @@ def test_endpoint_config_errors(deploy_home):
         online.create_endpoint("diab", config={"auth_mode": "aml_token"})
     with pytest.raises(InvalidParameter, match="Unknown endpoint config key 'colour'"):
         online.create_endpoint("diab", config={"colour": "red"})
-    with pytest.raises(InvalidParameter, match="--endpoint"):
+    with pytest.raises(InvalidParameter, match="Invalid endpoint name") as caught:
         online.create_endpoint("9lives")
+    assert caught.value.argument == "endpoint"
     with pytest.raises(InvalidParameter, match="needs auth_mode 'key'"):
         online.create_endpoint("diab", config={"host": "0.0.0.0", "auth_mode": "none"})
     assert online.list_endpoints() == [] and server_pids_under(deploy_home.home) == []

@@ -144,8 +144,8 @@ class AzureMLLocalDeploymentClient(BaseDeploymentClient):
     ) -> PredictionsResponse:
         if _is_batch(endpoint):
             raise InvalidParameter(
-                "A batch endpoint scores files in jobs, not requests: run `mlflow-deploy "
-                "batch-endpoint invoke --name <endpoint> --input <file or folder>`.")
+                "A batch endpoint scores files in jobs, not requests: start a job with "
+                "`mlflow-deploy batch-endpoint invoke` or mlflow_deploy.batch.jobs.invoke.")
         predictions = online.predict(deployment_name, inputs, endpoint=endpoint, params=params)
         return PredictionsResponse({"predictions": predictions})
 
