@@ -2,7 +2,8 @@
 verbs, flags and YAML files (``-f endpoint.yml``, ``--set defaults.deployment_name=D``).
 
 Like ``az ml``, ``show``, ``list`` and the changes print JSON on stdout; warnings and progress go
-to stderr.
+to stderr. ``ui``, which ``az ml`` has not (Azure ML studio is its page), serves the jobs' page in
+the foreground and prints its URL.
 """
 from typing import Optional
 
@@ -150,3 +151,16 @@ def list_jobs(name: str):
     from mlflow_deploy.batch import jobs
 
     print_json(jobs.list_jobs(endpoint=name))
+
+
+@batch_endpoint_group.command("ui")
+@NAME
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+def ui(name: Optional[str], port: int):
+    """Serve a page of the batch endpoints' jobs (or only this endpoint's) until Ctrl-C: their
+    deployments, each job's status, progress, failed files and log, kept up to date. Its
+    URL, printed here, carries the page's token: keep it to yourself."""
+    from mlflow_deploy.batch import ui as page
+
+    page.serve(name, port, announce=click.echo)
