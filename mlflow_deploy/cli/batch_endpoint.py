@@ -155,7 +155,7 @@ def list_jobs(name: str):
 
 @batch_endpoint_group.command("ui")
 @NAME
-@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+@click.option("--port", type=int, default=0, show_default=True,
               help="Port on 127.0.0.1 (0: a free one).")
 def ui(name: Optional[str], port: int):
     """Serve a page of the batch endpoints' jobs (or only this endpoint's) until Ctrl-C: their
@@ -163,4 +163,6 @@ def ui(name: Optional[str], port: int):
     URL, printed here, carries the page's token: keep it to yourself."""
     from mlflow_deploy.batch import ui as page
 
+    if not 0 <= port <= 65535:
+        raise click.BadParameter("must be a port number from 0 to 65535.", param_hint="--port")
     page.serve(name, port, announce=click.echo)

@@ -5,6 +5,7 @@ Chromium (tests/browser.py: when it skips; screenshots in test-artifacts/ui/).""
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -114,11 +115,18 @@ def test_the_data_routes_under_the_token(jobs_home, job, page):  # noqa: F811
         assert answer.status_code == 409 and "has" in answer.json()["message"]
 
 
-def test_an_unknown_endpoint_is_one_line(jobs_home, monkeypatch):  # noqa: F811
+def test_an_unknown_endpoint_or_a_busy_port_is_one_line(jobs_home, monkeypatch):  # noqa: F811
     monkeypatch.setenv(HOME_ENV, str(jobs_home.home))
-    result = CliRunner().invoke(cli, ["batch-endpoint", "ui", "--name", "ghost"])
-    assert result.exit_code != 0
-    assert result.output.strip() == "Error: No batch endpoint with this name (--name)."
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        for args, line in ((["--name", "ghost"], "No batch endpoint with this name (--name)."),
+                           (["--port", busy.getsockname()[1]],
+                            "The port is in use or cannot be bound (--port)."),
+                           (["--port", 99999], "must be a port number from 0 to 65535.")):
+            result = CliRunner().invoke(cli, ["batch-endpoint", "ui", *map(str, args)])
+            assert result.exit_code != 0 and "Traceback" not in result.output
+            assert result.output.strip().splitlines()[-1].endswith(line)
 
 
 def test_the_page_in_a_browser(browser, jobs_home, job, page):  # noqa: F811
