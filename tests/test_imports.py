@@ -34,6 +34,9 @@ FORBIDDEN = {
     "envs": {"online", "batch", "cli"},
     # what online and batch deployments share: it may reach neither
     "revisions": {"online", "batch", "testing", "cli"},
+    # what the online endpoint's page and the batch jobs' page share: it may reach neither
+    "pages": {"errors", "specs", "names", "settings", "model", "store", "envs", "revisions",
+              "online", "batch", "testing", "cli"},
     "testing": {"store", "online", "batch", "cli"},
     "online": {"batch", "cli"},
     "batch": {"online", "cli"},

@@ -67,6 +67,7 @@ from mlflow_deploy.store import BATCH_ENDPOINTS, JOBS, Job, Store
 
 __all__ = ["invoke", "parse_overrides", "list_jobs", "show_job", "cancel_job", "resume_job",
            "stream_job", "follow_job", "JobProgress", "clock", "run_job", "describe_job",
+           "job_rows", "failures",
            "collect_inputs", "JOB_ENV", "TERMINAL", "OVERRIDE_KEYS"]
 
 #: set in the job process's environment (and so its workers'): tells ours from a reused pid
@@ -478,10 +479,15 @@ def list_jobs(endpoint: Optional[str] = None, store: Optional[Store] = None
     if endpoint is not None:
         if not isinstance(endpoint, str) or store.find(BATCH_ENDPOINTS, endpoint) is None:
             raise NotFound("No batch endpoint with this name.", argument="endpoint")
-        rows = store.select(JOBS, endpoint=endpoint)
-    else:
-        rows = store.select(JOBS)
-    return [describe_job(_checked(store, job)) for job in rows]
+    return [describe_job(job) for job in job_rows(store, endpoint)]
+
+
+def job_rows(store: Store, endpoint: Optional[str] = None) -> List[Job]:
+    """Every job's row (of ``endpoint``'s when given, the endpoint deleted or not), oldest
+    first, a job whose process died before it ended recorded as Failed: for a caller that
+    needs more than ``describe_job`` (its progress, its failures)."""
+    rows = store.select(JOBS, endpoint=endpoint) if endpoint is not None else store.select(JOBS)
+    return [_checked(store, job) for job in rows]
 
 
 def show_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
@@ -553,18 +559,20 @@ def resume_job(name: str, store: Optional[Store] = None) -> Dict[str, Any]:
 class JobProgress:
     """Where a job is, as ``job stream`` shows it: mini-batches ended (done or failed) of all,
     files, rows, and the rate and time left from the job's own start (a stream attached to a
-    running job sees its true rate). Everything derives from the job's counts and start."""
+    running job sees its true rate) to now, or to its end once it has ended (a page open long
+    after shows the rate it ran at). Everything derives from the job's counts and times."""
 
     name: str
     status: str
     error: Optional[str]
     counts: Mapping[str, int]  # the job's counts, as the job recorded them
-    elapsed: Optional[float]  # seconds since the job started; None before it has
+    elapsed: Optional[float]  # seconds from the job's start to now or its end; None before
 
     @classmethod
     def of(cls, job: Job, now: float) -> "JobProgress":
+        end = job.finished if job.finished and job.status in TERMINAL else now
         return cls(name=job.name, status=job.status, error=job.error, counts=dict(job.counts),
-                   elapsed=max(now - job.started, 1e-6) if job.started else None)
+                   elapsed=max(end - job.started, 1e-6) if job.started else None)
 
     @property
     def mini_batches(self) -> int:
@@ -700,6 +708,35 @@ class _Done:
             return cls(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None  # never written whole: write_part renames it into place
+
+
+def failures(job: Job, limit: int) -> List[Dict[str, Any]]:
+    """The job's mini-batches that failed, or had files that failed, in order (at most
+    ``limit``), each with its files and one line per failure as the job log has it: what the
+    mini-batch's done record says, so a resumed job's earlier failures show as well. Reads
+    nothing while the counts show no failure."""
+    counts = job.counts
+    if not (counts.get("files_failed") or counts.get("mini_batches_failed")):
+        return []
+    folder = Path(job.dir)
+    try:
+        names = sorted(name for name in os.listdir(folder / "done") if name.endswith(".json"))
+        inputs: List[str] = json.loads((folder / "inputs.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    size = job.settings["mini_batch_size"]
+    found: List[Dict[str, Any]] = []
+    for name in names:
+        record = _Done.read(folder / "done" / name)
+        if record is None or not (record.failed or record.files_failed):
+            continue
+        found.append({"mini_batch": record.index + 1,
+                      "files": inputs[record.index * size:(record.index + 1) * size],
+                      "failed": record.failed, "files_failed": record.files_failed,
+                      "tries": record.tries, "reasons": list(record.messages)})
+        if len(found) >= limit:
+            break
+    return found
 
 
 class _Run:

@@ -2,7 +2,8 @@
 verbs, flags and YAML files (``-f endpoint.yml``, ``--set defaults.deployment_name=D``).
 
 Like ``az ml``, ``show``, ``list`` and the changes print JSON on stdout; warnings and progress go
-to stderr.
+to stderr. ``ui``, which ``az ml`` has not (Azure ML studio is its page), serves the jobs' page in
+the foreground and prints its URL.
 """
 from typing import Optional
 
@@ -156,3 +157,18 @@ def list_jobs(name: str):
     from .job import JOB_TABLE
 
     print_json(jobs.list_jobs(endpoint=name), JOB_TABLE)
+
+
+@batch_endpoint_group.command("ui")
+@NAME
+@click.option("--port", type=int, default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+def ui(name: Optional[str], port: int):
+    """Serve a page of the batch endpoints' jobs (or only this endpoint's) until Ctrl-C: their
+    deployments, each job's status, progress, failed files and log, kept up to date. Its
+    URL, printed here, carries the page's token: keep it to yourself."""
+    from mlflow_deploy.batch import ui as page
+
+    if not 0 <= port <= 65535:
+        raise click.BadParameter("must be a port number from 0 to 65535.", param_hint="--port")
+    page.serve(name, port, announce=click.echo)

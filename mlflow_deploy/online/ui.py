@@ -24,24 +24,20 @@ import json
 import os
 import sqlite3
 import sys
-from importlib import resources
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from aiohttp import web
 
+from mlflow_deploy import pages
 from mlflow_deploy.errors import DeployError
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.deployments import describe
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.store import Deployment, Store
 
-__all__ = ["add_routes", "tail"]
+__all__ = ["add_routes"]
 
 PAGE = "ui.html"
-LOG_LINES = 100  # lines the page shows of a deployment's log unless it asks for another number
-MAX_LOG_LINES = 2000
-# the most of a log read to find its last lines: a log of long lines shows fewer, never stalls
-_TAIL_BYTES = 1024 * 1024
 # the child that makes a body imports mlflow (about 2 s); past this the Test tab starts empty
 EXAMPLE_TIMEOUT_S = 60.0
 
@@ -60,19 +56,8 @@ def add_routes(app: web.Application, gateway: Any) -> None:
     app.router.add_get("/ui/api/example", example)
 
 
-def _answer(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
-
-
 async def page(request: web.Request) -> web.Response:
-    text = resources.files(__package__).joinpath(PAGE).read_bytes()
-    return web.Response(body=text, content_type="text/html", charset="utf-8",
-                        headers={"Cache-Control": "no-store",
-                                 # the page's own script and style only, inline; data from here
-                                 "Content-Security-Policy":
-                                     "default-src 'none'; script-src 'unsafe-inline'; "
-                                     "style-src 'unsafe-inline'; img-src data:; "
-                                     "connect-src 'self'"})
+    return pages.page(__package__, PAGE)
 
 
 def _refused(request: web.Request) -> Optional[web.Response]:
@@ -135,25 +120,9 @@ async def _deployment(request: web.Request
     gateway = request.app[_GATEWAY]
     found = (await _read_records(gateway.config)).get(name)
     if found is None and name not in gateway.backends:
-        return name, None, _answer(404, "This endpoint has no deployment of the name given in "
+        return name, None, pages.answer(404, "This endpoint has no deployment of the name given in "
                                         "'deployment'.")
     return name, found[0] if found else None, None
-
-
-def tail(path: str, count: int) -> List[str]:
-    """The last ``count`` lines of a text file, reading at most its last ``_TAIL_BYTES``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > _TAIL_BYTES and lines:
-        lines = lines[1:]  # the first one read is likely cut
-    return lines[-count:]
 
 
 async def logs(request: web.Request) -> web.Response:
@@ -163,17 +132,14 @@ async def logs(request: web.Request) -> web.Response:
     name, deployment, missing = await _deployment(request)
     if missing is not None:
         return missing
-    try:
-        count = int(request.query.get("lines", LOG_LINES))
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_LOG_LINES:
-        return _answer(400, "'lines' must be an integer from 1 to {}.".format(MAX_LOG_LINES))
+    count = pages.asked_lines(request)
+    if isinstance(count, web.Response):
+        return count
     try:
         lines = await asyncio.get_running_loop().run_in_executor(
-            None, tail, deployment.log_path, count) if deployment else []
+            None, pages.tail, deployment.log_path, count) if deployment else []
     except OSError:
-        return _answer(503, "The deployment's log could not be read.")
+        return pages.answer(503, "The deployment's log could not be read.")
     return web.json_response({"deployment": name, "lines": lines})
 
 

@@ -1,14 +1,10 @@
 """The endpoint's page (GET /ui): its data routes under the endpoint's key, then the page itself
 in a real headless Chromium, against one endpoint of two real deployments (test_gateway's
-doublers, 90/10). Screenshots of each tab go to test-artifacts/ui/.
-
-Where no Chromium or chromedriver is found the browser test skips, saying so; under CI=true it
-fails instead, so CI never passes without having run it."""
+doublers, 90/10). Screenshots of each tab go to test-artifacts/ui/; the browser, and when its
+test skips: tests/browser.py."""
 import json
-import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,12 +13,12 @@ from mlflow_deploy import online
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import endpoints as _endpoints
 from mlflow_deploy.online.routes import MISSING_KEY
+from tests.browser import ARTIFACTS, browser  # noqa: F401 - the fixture
 from tests.online.fixtures import private_home
 from tests.online.test_gateway import auth, body, models, two_deployments  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 INVALID = {"input_data": {"columns": ["y"], "data": [[1.0]]}}
 
 
@@ -94,38 +90,8 @@ def test_the_page_is_public_and_its_data_under_the_endpoint_key(
     assert example["body"]["input_data"]["columns"] == ["x"]
 
 
-def _browser():
-    """A headless Chromium under chromedriver, or the reason there is none."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        return None, "selenium is not installed (the dev extra)"
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        return None, ("chromium or chromedriver not found on PATH (Debian: apt-get install "
-                      "chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(driver), options=options), None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    driver, missing = _browser()
-    if driver is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true and the browser tests cannot run: " + missing)
-        pytest.skip(missing)
-    yield driver
-    driver.quit()
-
-
-def test_the_page_in_a_browser(browser, endpoint):  # no browser: skipped before the endpoint
+# no browser: skipped before the endpoint is made
+def test_the_page_in_a_browser(browser, endpoint):  # noqa: F811 - the fixture imported above
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
