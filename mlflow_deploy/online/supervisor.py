@@ -28,6 +28,7 @@ from mlflow_deploy.detached import reap as _reap
 from mlflow_deploy.errors import InvalidState, ServerFailed
 from mlflow_deploy.online import forkserver
 from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
+from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
 __all__ = [
     "gunicorn_command",
@@ -110,6 +111,7 @@ def start_server(
     packages installed into it later would not reach a fork server that imported them before."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     command, env = gunicorn_command(python), server_env(config_path)
+    env[LOG_FILE_ENV] = os.path.abspath(log_path)  # its master keeps it to a size
     if python and os.path.abspath(python) != os.path.abspath(sys.executable):
         pid = forkserver.spawn(python, command[1:], env, Path(config_path).parent, log_path)
         if pid is not None:
@@ -214,7 +216,10 @@ def last_log_line(log_path: os.PathLike, since: int = 0) -> Optional[str]:
     exception line of a traceback if any, else the last line that is not gunicorn's boilerplate."""
     try:
         with open(log_path, "rb") as f:
-            f.seek(max(since, os.path.getsize(log_path) - 65536))
+            size = os.path.getsize(log_path)
+            if since > size:
+                since = 0  # rotated since: what it wrote is at the start again
+            f.seek(max(since, size - 65536))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
