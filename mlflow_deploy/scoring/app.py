@@ -261,9 +261,11 @@ def log_requests(app: Flask) -> None:
     def log_when_sent(response: Response) -> Response:
         # after_request hooks run last-registered first: this one sees the final headers
         status = response.status_code
+        rule = request.url_rule.rule if request.url_rule is not None else "-"
+        if rule in access.UNLOGGED and status == 200:
+            return response
         response.call_on_close(functools.partial(
-            access.write, response.headers.get("x-request-id", "-"), request.method,
-            request.url_rule.rule if request.url_rule is not None else "-", status,
+            access.write, response.headers.get("x-request-id", "-"), request.method, rule, status,
             g.get("access_reason") if status >= 400 else None,
             g.get("access_started") or time.perf_counter()))
         return response
