@@ -6,11 +6,14 @@
 (one line). ``request_id`` is the x-request-id the client was answered with; ``route`` the rule
 that matched ("-" for none: never the raw path, which is the client's text); ``reason``, for a
 4xx or 5xx, the first line of our own error message, which never quotes the client's data (an
-answer a scoring script made itself has none).
+answer a scoring script made itself has none). The requests the app never answers have theirs
+too, with "-" for what is not known: those gunicorn refuses before the app (worker.py, new
+request ids) and those the master's watchdog answers 504 for a stuck worker (watchdog.py).
 
-A healthy answer of the liveness route ``GET /`` has no line: the gateway's probes ask it every
-second or so, and the control plane while it waits for a server, so its lines would bury the
-requests of an idle deployment (an average of one a second, 13 MB a day).
+A healthy answer of the liveness route ``GET /`` has no line: the gateway's liveness and
+readiness probes each ask it every second by default, and the control plane while it waits for
+a server, so its lines would bury the requests of an idle deployment (two a second, some 20 MB a
+day).
 
 Written by a hook of the Flask app (app.py) rather than by gunicorn's access log: the reason is
 known only inside the app, and gunicorn builds a dict of every header and environ value per
@@ -30,12 +33,12 @@ UNLOGGED = frozenset({"/"})
 
 
 def write(request_id: str, method: str, route: str, status: int, reason: Optional[str],
-          started: float) -> None:
-    """Write the line of a request answered with ``status``, begun at ``started``
-    (``time.perf_counter``)."""
-    line = "{} [{}] [ACCESS] request_id={} method={} route={} status={} latency_ms={:.1f}{}\n"\
+          latency_ms: Optional[float]) -> None:
+    """Write the line of a request answered with ``status``."""
+    line = "{} [{}] [ACCESS] request_id={} method={} route={} status={} latency_ms={}{}\n"\
         .format(time.strftime("[%Y-%m-%d %H:%M:%S %z]"), os.getpid(), token(request_id),
-                token(method), route, status, (time.perf_counter() - started) * 1000.0,
+                token(method), route, status,
+                "-" if latency_ms is None else "{:.1f}".format(latency_ms),
                 " reason=" + json.dumps(reason.split("\n", 1)[0]) if reason else "")
     try:
         os.write(2, line.encode("utf-8", "replace"))

@@ -4,7 +4,6 @@ Every scoring route hands the request to the deployment's Scorer (scorer.py: an 
 through pipeline.py, or a user's scoring script); this module only does HTTP.
 """
 import ctypes
-import functools
 import io
 import logging
 import re
@@ -264,10 +263,11 @@ def log_requests(app: Flask) -> None:
         rule = request.url_rule.rule if request.url_rule is not None else "-"
         if rule in access.UNLOGGED and status == 200:
             return response
-        response.call_on_close(functools.partial(
-            access.write, response.headers.get("x-request-id", "-"), request.method, rule, status,
-            g.get("access_reason") if status >= 400 else None,
-            g.get("access_started") or time.perf_counter()))
+        line = (response.headers.get("x-request-id", "-"), request.method, rule, status,
+                g.get("access_reason") if status >= 400 else None)
+        started = g.get("access_started") or time.perf_counter()
+        response.call_on_close(
+            lambda: access.write(*line, (time.perf_counter() - started) * 1000.0))
         return response
 
 
