@@ -207,7 +207,8 @@ def is_healthy(port: int, timeout: float = 2.0) -> bool:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(:|$)")
 _GUNICORN_NOISE = re.compile(
     r"(Shutting down|Worker exiting|Reason: |Handling signal|Booting worker|Starting gunicorn|"
-    r"Listening at|Using worker|Arbiter booted|Worker failed to boot|App failed to load)"
+    r"Listening at|Using worker|Arbiter booted|Worker failed to boot|App failed to load|"
+    r"\[ACCESS\] )"  # a request's line (scoring/access.py) never says why a server failed
 )
 
 
