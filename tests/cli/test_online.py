@@ -16,6 +16,7 @@ import requests
 from mlflow_deploy import logs, processes
 from mlflow_deploy.online import traffic
 from mlflow_deploy.scoring import logfile
+from tests.connections import wait_until
 from tests.online.fixtures import private_home, server_pids_under
 
 pytestmark = pytest.mark.slow
@@ -155,7 +156,7 @@ def check_logs(store, blue, scoring_uri, key):
         copy = rotated_copy(log_path)
         for _ in range(LOG_LIMIT // 100):  # an access line is longer than 100 bytes
             requests.get("http://127.0.0.1:{}/ping".format(blue["port"]), timeout=30)
-        wait_for(lambda: rotated_copy(log_path) != copy)
+        wait_until(lambda: rotated_copy(log_path) != copy, timeout=30, message="not rotated")
         ok = requests.post(scoring_uri, json=SPLIT, headers=headers, timeout=30)
         bad = requests.post(scoring_uri, headers=headers, timeout=30,
                             json={"input_data": {"columns": ["age"], "data": [[1.0]]}})
@@ -183,13 +184,6 @@ def rotated_copy(path):
         return os.stat(logfile.rotated(path, 1)).st_ino
     except FileNotFoundError:
         return None
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 class Lines:
