@@ -96,6 +96,7 @@ def _command(config: GatewayConfig, config_path: Path) -> List[str]:
 def _env(config_path: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env[CONFIG_ENV] = str(config_path)  # what tells our gateway from a reused pid
+    env.pop(LOG_FILE_ENV, None)  # a log to rotate is only a detached gateway's (start)
     return env
 
 

@@ -73,6 +73,7 @@ def gunicorn_command(python: Optional[str] = None) -> List[str]:
 def server_env(config_path: os.PathLike) -> Dict[str, str]:
     env = dict(os.environ)
     env[CONFIG_ENV] = str(config_path)
+    env.pop(LOG_FILE_ENV, None)  # a log to rotate is only a detached server's (start_server)
     # envs are installed without bytecode (a build 4x faster): the first server to import a module
     # writes its .pyc, later starts load it (10.7 s -> 4.2 s of cold start, bench/RESULTS.md)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
