@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import (Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence,
                     TextIO, Tuple)
 
-from mlflow_deploy import detached, processes
+from mlflow_deploy import detached, logs, processes
 from mlflow_deploy.batch import executors, metrics, output
 from mlflow_deploy.batch.computes import get_compute
 from mlflow_deploy.batch.deployments import BatchDeploymentSettings, resolve_deployment
@@ -648,21 +648,14 @@ def follow_job(name: str, store: Optional[Store] = None,
     ``stream_job`` as plain lines, the CLI as a bar on a terminal."""
     store = store or Store()
     job = _get(store, name)
-    offset, pending = 0, b""
+    follower = logs.Follower(job.log_path, 0)
     while True:
         job = _checked(store, _get(store, job.name))
-        try:
-            with open(job.log_path, "rb") as log:
-                log.seek(offset)
-                chunk = log.read()
-        except OSError:
-            chunk = b""
-        offset += len(chunk)
-        *lines, pending = (pending + chunk).split(b"\n")
+        lines = follower.read()
         progress = JobProgress.of(job, time.time())
-        if progress.over and pending:
-            lines, pending = lines + [pending], b""
-        yield [line.decode("utf-8", "replace") for line in lines], progress
+        if progress.over:
+            lines += follower.rest()
+        yield lines, progress
         if progress.over:
             return
         time.sleep(poll)

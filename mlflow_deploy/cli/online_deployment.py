@@ -5,7 +5,6 @@ same ``managedOnlineDeployment`` YAML (``model``, ``code_configuration``, ``envi
 A new deployment of an existing endpoint takes no traffic unless ``--all-traffic`` (Azure's
 rule); an endpoint that does not exist yet is created with the deployment and gives it all.
 """
-from pathlib import Path
 from typing import Optional
 
 import click
@@ -114,15 +113,21 @@ add_show_list_delete(online_deployment_group, "deployment", "deployment", _show,
 @click.option("-n", "--name", required=True, help="The deployment's name.")
 @click.option("-e", "--endpoint-name", required=True, help="The endpoint's name.")
 @click.option("-l", "--lines", type=click.IntRange(min=1), default=None,
-              help="Only the last N lines.")
-def get_logs(name: str, endpoint_name: str, lines: Optional[int]):
-    """Print the deployment's server log."""
+              help="Only the last N lines (of each instance).")
+@click.option("-f", "--follow", is_flag=True,
+              help="Then print each new line as it comes, until Ctrl-C.")
+def get_logs(name: str, endpoint_name: str, lines: Optional[int], follow: bool):
+    """Print the deployment's server log: a line per request (its request id, route, status,
+    latency and, for an error, why) and whatever the server, the model or the scoring script
+    printed. With several instances each line starts with its instance's number, "[k] ", and
+    --lines takes the last N of each."""
     from mlflow_deploy import online
 
-    log_path = Path(online.get_deployment(name, endpoint=endpoint_name)["log_path"])
+    several = len(online.deployment_log_paths(name, endpoint=endpoint_name)) > 1
+    found = (online.follow_deployment_logs if follow else online.deployment_logs)(
+        name, endpoint=endpoint_name, lines=lines)
     try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        text = ""
-    tail = text.splitlines()[-lines:] if lines else text.splitlines()
-    click.echo("\n".join(tail))
+        for index, line in found:
+            click.echo("[{}] {}".format(index, line) if several else line)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how following ends

@@ -9,9 +9,10 @@ deployment holding its traffic.
 """
 
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import (
     InvalidParameter,
@@ -20,6 +21,7 @@ from mlflow_deploy.errors import (
     ServerFailed,
     name_taken,
 )
+from mlflow_deploy import logs
 from mlflow_deploy.model import PYFUNC
 from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
@@ -456,6 +458,48 @@ def get_deployment(
     return describe(_get_in_endpoint(store, name, endpoint), store)
 
 
+def deployment_log_paths(name: str, endpoint: Optional[str] = None,
+                         store: Optional[Store] = None) -> List[Path]:
+    """Each instance's server log, by instance index (old copies beside it: ``<log>.1``, ...)."""
+    deployment = _get_in_endpoint(store or Store(), name, endpoint)
+    return [instance.log_path for instance in instances.instances_of(deployment)]
+
+
+def deployment_logs(name: str, endpoint: Optional[str] = None, lines: Optional[int] = None,
+                    store: Optional[Store] = None) -> List[Tuple[int, str]]:
+    """Each instance's last ``lines`` log lines (all it keeps, rotated copies too, when None),
+    instance by instance, as (instance index, line): the access line of every request, and
+    whatever the server, the model or the scoring script printed."""
+    return [(index, line) for index, last, _ in _log_followers(name, endpoint, lines, store)
+            for line in last]
+
+
+def follow_deployment_logs(name: str, endpoint: Optional[str] = None,
+                           lines: Optional[int] = None, poll: float = 0.2,
+                           store: Optional[Store] = None) -> Iterator[Tuple[int, str]]:
+    """``deployment_logs``, then each line any instance appends as it comes (a rotation of its
+    log included), for as long as the caller iterates: the instances are those of the
+    deployment when it began."""
+    followers = _log_followers(name, endpoint, lines, store)
+    for index, last, _ in followers:
+        yield from ((index, line) for line in last)
+    while True:
+        time.sleep(poll)
+        for index, _, follower in followers:
+            yield from ((index, line) for line in follower.read())
+
+
+def _log_followers(name: str, endpoint: Optional[str], lines: Optional[int],
+                   store: Optional[Store]) -> List[Tuple[int, List[str], logs.Follower]]:
+    """Each instance's index, its last ``lines`` log lines, and a follower of its log from
+    there."""
+    followers = []
+    for index, path in enumerate(deployment_log_paths(name, endpoint, store)):
+        last, end = logs.tail(path, lines)
+        followers.append((index, last, logs.Follower(path, end)))
+    return followers
+
+
 def predict(
     deployment_name: Optional[str] = None,
     inputs: Any = None,
@@ -543,7 +587,8 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "scoring_uri": scoring_uri_of(deployment),
         "instance_count": deployment.config.get("instance_count", 1),
         "worker_count": DeploymentSettings(**deployment.config).workers,
-        "instances": [{"index": i.index, "port": i.port, "pid": i.pid, "state": instances.state(i)}
+        "instances": [{"index": i.index, "port": i.port, "pid": i.pid, "state": instances.state(i),
+                       "log_path": str(i.log_path)}
                       for i in instances.instances_of(deployment)],
         "traffic": (endpoint.traffic.get(deployment.name, 0) if endpoint else 0),
         "port": deployment.port,

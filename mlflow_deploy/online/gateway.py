@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from multidict import CIMultiDict
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from mlflow_deploy.online import metrics, probes, ui, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
@@ -50,6 +51,7 @@ from mlflow_deploy.online.routes import (
     authorized,
     pick_deployment,
 )
+from mlflow_deploy.scoring import logfile
 from mlflow_deploy.scoring.errors import MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG
 
 log = logging.getLogger("mlflow_deploy.gateway")
@@ -397,6 +399,22 @@ class Gateway:
         return web.json_response({"pid": os.getpid(), "endpoint": self.config.endpoint})
 
 
+class AccessLog(AbstractAccessLogger):
+    """One line per request, written by aiohttp once the answer is sent: the request id
+    answered with, the deployment chosen, the status, the latency, and the deployment's own
+    status behind a 424. An answer of the gateway's before a deployment is chosen (401, 413,
+    a 404 for an unknown deployment, 429) has "-" for what it lacks."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        headers = response.headers
+        self.logger.info(
+            "access request_id=%s deployment=%s status=%d latency_ms=%.1f%s",
+            logfile.token(headers.get(REQUEST_ID, "-")), headers.get(DEPLOYMENT_HEADER, "-"),
+            response.status, time * 1000.0,
+            " upstream_status=" + headers[MODEL_ERROR_STATUS]
+            if MODEL_ERROR_STATUS in headers else "")
+
+
 def _decoded(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -420,8 +438,10 @@ async def serve(config_path: str) -> None:
     # a body is forwarded as the client encoded it, Content-Encoding and all: the scoring server
     # refuses an encoded body as Azure's does (decoded here, it would pass locally and fail
     # there), and the gateway never inflates a compressed body
-    public_runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                  auto_decompress=False)
+    # in transparent mode the server behind writes the request's line itself
+    public_runner = web.AppRunner(
+        app, access_log=None if config.mode == TRANSPARENT else log, access_log_class=AccessLog,
+        handle_signals=False, auto_decompress=False)
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await public_runner.setup()
     await admin_runner.setup()
@@ -449,6 +469,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s [gateway %(process)d] %(levelname)s %(message)s")
+    logfile.keep_rotated()  # its own log, when started detached
     try:
         import uvloop
     except ImportError:

@@ -22,6 +22,7 @@ from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
+from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
 __all__ = ["start", "start_attached", "reload", "mirror_report", "is_alive", "stop",
            "START_TIMEOUT_S"]
@@ -68,7 +69,8 @@ def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
 def start(config: GatewayConfig, config_path: Path, log_path: Path) -> int:
     """Write the config, start the gateway detached and wait until it listens; its pid. On
     failure nothing runs and the error points to the log."""
-    proc = detached.start(_command(config, config_path), log_path, env=_env(config_path),
+    env = dict(_env(config_path), **{LOG_FILE_ENV: os.path.abspath(log_path)})  # it rotates it
+    proc = detached.start(_command(config, config_path), log_path, env=env,
                           cwd=config_path.parent)
     _wait_listening(proc, config, log_path)
     return proc.pid
@@ -94,6 +96,7 @@ def _command(config: GatewayConfig, config_path: Path) -> List[str]:
 def _env(config_path: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env[CONFIG_ENV] = str(config_path)  # what tells our gateway from a reused pid
+    env.pop(LOG_FILE_ENV, None)  # a log to rotate is only a detached gateway's (start)
     return env
 
 

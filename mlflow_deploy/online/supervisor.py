@@ -28,6 +28,7 @@ from mlflow_deploy.detached import reap as _reap
 from mlflow_deploy.errors import InvalidState, ServerFailed
 from mlflow_deploy.online import forkserver
 from mlflow_deploy.scoring.config import CONFIG_ENV, ServerConfig
+from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
 __all__ = [
     "gunicorn_command",
@@ -72,6 +73,7 @@ def gunicorn_command(python: Optional[str] = None) -> List[str]:
 def server_env(config_path: os.PathLike) -> Dict[str, str]:
     env = dict(os.environ)
     env[CONFIG_ENV] = str(config_path)
+    env.pop(LOG_FILE_ENV, None)  # a log to rotate is only a detached server's (start_server)
     # envs are installed without bytecode (a build 4x faster): the first server to import a module
     # writes its .pyc, later starts load it (10.7 s -> 4.2 s of cold start, bench/RESULTS.md)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -110,6 +112,7 @@ def start_server(
     packages installed into it later would not reach a fork server that imported them before."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     command, env = gunicorn_command(python), server_env(config_path)
+    env[LOG_FILE_ENV] = os.path.abspath(log_path)  # its master keeps it to a size
     if python and os.path.abspath(python) != os.path.abspath(sys.executable):
         pid = forkserver.spawn(python, command[1:], env, Path(config_path).parent, log_path)
         if pid is not None:
@@ -205,7 +208,8 @@ def is_healthy(port: int, timeout: float = 2.0) -> bool:
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b(:|$)")
 _GUNICORN_NOISE = re.compile(
     r"(Shutting down|Worker exiting|Reason: |Handling signal|Booting worker|Starting gunicorn|"
-    r"Listening at|Using worker|Arbiter booted|Worker failed to boot|App failed to load)"
+    r"Listening at|Using worker|Arbiter booted|Worker failed to boot|App failed to load|"
+    r"\[ACCESS\] )"  # a request's line (scoring/access.py) never says why a server failed
 )
 
 
@@ -214,7 +218,10 @@ def last_log_line(log_path: os.PathLike, since: int = 0) -> Optional[str]:
     exception line of a traceback if any, else the last line that is not gunicorn's boilerplate."""
     try:
         with open(log_path, "rb") as f:
-            f.seek(max(since, os.path.getsize(log_path) - 65536))
+            size = os.path.getsize(log_path)
+            if since > size:
+                since = 0  # rotated since: what it wrote is at the start again
+            f.seek(max(since, size - 65536))
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from .. import __version__
-from . import payload, pipeline
+from . import access, payload, pipeline
 from .config import ServerConfig
 from .errors import (MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG, BadRequest,
                      HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed,
@@ -91,6 +91,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
     request outlives the timeout stuck where the in-worker deadline cannot reach."""
     options = config.options
     app = Flask("mlflow_deploy.scoring")
+    log_requests(app)  # first: its clock starts before any hook that may refuse the request
     app.config["MAX_CONTENT_LENGTH"] = options.max_request_bytes
     app.config["ON_TIMEOUT"] = on_timeout
     metrics = metrics or ServerMetrics()
@@ -148,6 +149,8 @@ def create_app(scorer: Scorer, config: ServerConfig,
         response = Response(result.body, status=result.status, content_type=result.content_type,
                             headers=result.headers)
         response.headers.update(pipeline.response_headers(result, rid, client_rid))
+        if result.reason:
+            g.access_reason = result.reason
         metrics.observe(route, result.status, time.perf_counter() - started, result,
                         g.get("body_bytes"))
         return response
@@ -247,6 +250,30 @@ def create_app(scorer: Scorer, config: ServerConfig,
     return app
 
 
+def log_requests(app: Flask) -> None:
+    """A line per request in the server's log, once its answer is sent (access.py), with the
+    reason our own error answers note in ``g.access_reason``. Installed before any other
+    before_request hook: one that answers (a refusal) skips those after it."""
+
+    @app.before_request
+    def start_clock():
+        g.access_started = time.perf_counter()
+
+    @app.after_request
+    def log_when_sent(response: Response) -> Response:
+        # after_request hooks run last-registered first: this one sees the final headers
+        status = response.status_code
+        rule = request.url_rule.rule if request.url_rule is not None else "-"
+        if rule in access.UNLOGGED and status == 200:
+            return response
+        line = (response.headers.get("x-request-id", "-"), request.method, rule, status,
+                g.get("access_reason") if status >= 400 else None)
+        started = g.get("access_started") or time.perf_counter()
+        response.call_on_close(
+            lambda: access.write(*line, (time.perf_counter() - started) * 1000.0))
+        return response
+
+
 def score_request(request_id: str, max_bytes: int, too_large: str) -> ScoreRequest:
     """Flask's current request as the scorer's transport-neutral one (the body is read here,
     inside the deadline)."""
@@ -322,4 +349,5 @@ def _too_large(config: ServerConfig) -> str:
 
 
 def _json_error(status: int, message: str) -> Response:
+    g.access_reason = message
     return Response(pipeline.error_body(message), status=status, content_type=JSON)

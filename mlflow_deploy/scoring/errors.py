@@ -15,9 +15,12 @@ class ScoringError(Exception):
     #: a response: it may hold the caller's values)
     traceback: Optional[str] = None
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, reason: Optional[str] = None):
         super().__init__(message)
         self.message = message
+        #: what a log line may say of it: the message's first line, unless the message carries
+        #: someone else's words (the model's own exception text may quote the caller's values)
+        self.reason = reason or message.split("\n", 1)[0]
 
 
 class BadRequest(ScoringError):

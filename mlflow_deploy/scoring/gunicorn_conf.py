@@ -39,11 +39,12 @@ proc_name = "mlflow-deploy:{}".format(_config.deployment or "serve")
 
 
 def when_ready(server):
-    from mlflow_deploy.scoring import wsgi
+    from mlflow_deploy.scoring import logfile, wsgi
     from mlflow_deploy.scoring.forkserver import report_modules
 
     report_modules()  # a master forked by the env's fork server: what to import there next time
     wsgi.watchdog.start()
+    logfile.keep_rotated()  # the log every process of this server appends to
 
 
 def pre_fork(server, worker):

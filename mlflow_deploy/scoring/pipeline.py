@@ -36,6 +36,7 @@ class Result:
     rows: Optional[int] = None
     coercion_kinds: List[str] = field(default_factory=list)
     headers: List[Tuple[str, str]] = field(default_factory=list)  # a script's own Response headers
+    reason: Optional[str] = None  # an error of ours: what the access log may say of it
 
 
 def error_body(message: str) -> bytes:
@@ -43,7 +44,7 @@ def error_body(message: str) -> bytes:
 
 
 def error_result(exc: ScoringError) -> Result:
-    return Result(exc.status, error_body(exc.message))
+    return Result(exc.status, error_body(exc.message), reason=exc.reason)
 
 
 def check(raw: bytes, content_type: Optional[str], predictor: "Predictor",
@@ -181,7 +182,7 @@ def _rejected(exc: BaseException, error_details: bool) -> ModelRejectedInput:
     if len(first) > MAX_DETAIL:
         first = first[:MAX_DETAIL] + "..."
     return ModelRejectedInput("The model rejected the input: {}: {}".format(
-        type(exc).__name__, first))
+        type(exc).__name__, first), reason="The model rejected the input: " + type(exc).__name__)
 
 
 def response_headers(result: Result, request_id: str, client_request_id: str) -> Dict[str, str]:

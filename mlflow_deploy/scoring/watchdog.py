@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any, Dict, Optional, Set
 
-from . import pipeline
+from . import access, pipeline
 from .errors import ScoringTimeout
 
 log = logging.getLogger("mlflow_deploy.scoring")
@@ -110,8 +110,10 @@ class Watchdog:
         log.error("request %s: %s in worker %s, stuck outside Python; %s and the worker was "
                   "killed (a fresh one replaces it)", rid, message, pid,
                   "answered 504" if answered else "the connection was closed")
+        seconds = (time.monotonic_ns() - started) / 1e9
+        access.write(rid, "-", "/" + route, 504, message, seconds * 1000.0)
         if self.metrics is not None:
-            self.metrics.observe(route, 504, (time.monotonic_ns() - started) / 1e9)
+            self.metrics.observe(route, 504, seconds)
 
     def _reword(self, record: logging.LogRecord) -> bool:
         """gunicorn guesses "Perhaps out of memory?" for any SIGKILLed worker: say why instead."""

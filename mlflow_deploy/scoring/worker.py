@@ -17,7 +17,7 @@ from gunicorn import util
 from gunicorn.http import errors
 from gunicorn.workers.sync import SyncWorker
 
-from . import pipeline
+from . import access, pipeline
 
 REQUEST_LINE = "The request line is not valid HTTP/1.1 (a method, a target and the version)."
 REQUEST_LINE_TOO_LONG = ("The request line is longer than {} bytes: send the input in a POST "
@@ -62,7 +62,7 @@ def refusal(exc: BaseException, limit_request_line: int) -> Optional[pipeline.Re
         if classes and isinstance(exc, classes):
             status, message = status_of, message_of.format(limit_request_line)
             break
-    return pipeline.Result(status, pipeline.error_body(message))
+    return pipeline.Result(status, pipeline.error_body(message), reason=message)
 
 
 def misframed(headers: Any) -> Optional[str]:
@@ -90,7 +90,7 @@ class ScoringWorker(SyncWorker):
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
         why = misframed(req.headers)
         if why is not None:
-            self.refuse(client, pipeline.Result(400, pipeline.error_body(why)))
+            self.refuse(client, pipeline.Result(400, pipeline.error_body(why), reason=why))
             return None
         if any(name in PATH_HEADERS for name, _ in req.headers):
             req.headers = [(name, value) for name, value in req.headers
@@ -114,3 +114,5 @@ class ScoringWorker(SyncWorker):
             util.write_nonblock(client, pipeline.raw_answer(answer, rid, rid))
         except Exception:  # noqa: BLE001 - the client may be gone: nothing is left to answer
             self.log.debug("Failed to send the refusal.")
+        # nothing of the request was read or trusted: no method, no route, no start to time from
+        access.write(rid, "-", "-", answer.status, answer.reason, None)

@@ -2,14 +2,21 @@
 same YAML files and flags, through the real console script, against real gateways and servers."""
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import pytest
 import requests
 
-from mlflow_deploy import processes
+from mlflow_deploy import logs, processes
+from mlflow_deploy.online import traffic
+from mlflow_deploy.scoring import logfile
+from tests.connections import wait_until
 from tests.online.fixtures import private_home, server_pids_under
 
 pytestmark = pytest.mark.slow
@@ -24,15 +31,20 @@ def deploy_home(tmp_path, monkeypatch):
     yield from private_home(tmp_path, monkeypatch)
 
 
+MLFLOW_DEPLOY = os.path.join(os.path.dirname(sys.executable), "mlflow-deploy")
+
+
 def cli(*args, check=True):
-    done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "mlflow-deploy"),
-                           *args], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([MLFLOW_DEPLOY, *args], capture_output=True, text=True, timeout=600)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dirs, tmp_path):
+def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dirs, tmp_path,
+                                                  monkeypatch):
+    # small enough that the requests of check_logs rotate blue's log
+    monkeypatch.setenv(logfile.MAX_BYTES_ENV, str(LOG_LIMIT))
     model = example_model_dirs["diabetes"]
     (tmp_path / "endpoint.yml").write_text(textwrap.dedent("""\
         $schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json
@@ -111,8 +123,7 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     assert refused.returncode == 2 and "also has live traffic" in refused.stderr
     listed = json.loads(cli("online-deployment", "list", "-e", "diab-ep").stdout)
     assert sorted(d["name"] for d in listed) == ["blue", "green"]
-    logs = cli("online-deployment", "get-logs", "-n", "blue", "-e", "diab-ep", "--lines", "3")
-    assert 0 < len(logs.stdout.splitlines()) <= 3
+    check_logs(deploy_home, blue, shown["scoring_uri"], keys["primaryKey"])
 
     still = cli("online-deployment", "delete", "-n", "green", "-e", "diab-ep", "--yes",
                 check=False)
@@ -125,6 +136,70 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     assert [e["state"] for e in json.loads(cli("online-endpoint", "list").stdout)] == ["Running"]
     cli("online-endpoint", "delete", "-n", "diab-ep", "--yes")
     assert server_pids_under(deploy_home.home) == []
+
+
+LOG_LIMIT = 4096
+
+
+def check_logs(store, blue, scoring_uri, key):
+    """`get-logs` shows each request's line (the request id the client got, the 400's reason),
+    `--follow` prints a request made after it began, across a rotation of the log, and the
+    gateway wrote its own line."""
+    log_path = blue["instances"][0]["log_path"]
+    headers = {"Authorization": "Bearer " + key, "azureml-model-deployment": "blue"}
+    follow = subprocess.Popen([MLFLOW_DEPLOY, "online-deployment", "get-logs", "-n", "blue", "-e",
+                               "diab-ep", "--lines", "1", "--follow"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = Lines(follow.stdout)
+        lines.until(lambda line: True)  # the last line so far: it follows from here
+        copy = rotated_copy(log_path)
+        for _ in range(LOG_LIMIT // 100):  # an access line is longer than 100 bytes
+            requests.get("http://127.0.0.1:{}/ping".format(blue["port"]), timeout=30)
+        wait_until(lambda: rotated_copy(log_path) != copy, timeout=30, message="not rotated")
+        ok = requests.post(scoring_uri, json=SPLIT, headers=headers, timeout=30)
+        bad = requests.post(scoring_uri, headers=headers, timeout=30,
+                            json={"input_data": {"columns": ["age"], "data": [[1.0]]}})
+        assert (ok.status_code, bad.status_code) == (200, 424)
+        lines.until(lambda line: bad.headers["x-request-id"] in line)
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=30) == 0 and follow.stderr.read() == ""
+    finally:
+        follow.kill()
+        follow.wait()
+    last = cli("online-deployment", "get-logs", "-n", "blue", "-e", "diab-ep", "--lines", "5")
+    ok_line, = [line for line in last.stdout.splitlines() if ok.headers["x-request-id"] in line]
+    bad_line, = [line for line in last.stdout.splitlines() if bad.headers["x-request-id"] in line]
+    assert "method=POST route=/score status=200 latency_ms=" in ok_line
+    reason = bad.json()["message"]  # the deployment's 400, inside the gateway's 424
+    assert "route=/score status=400" in bad_line and \
+        bad_line.endswith(" reason=" + json.dumps(reason))
+    gateway_log = logs.tail(traffic.gateway_paths(store, "diab-ep")[1])[0]
+    assert any(bad.headers["x-request-id"] in line and "deployment=blue status=424" in line and
+               line.endswith("upstream_status=400") for line in gateway_log)
+
+
+def rotated_copy(path):
+    try:
+        return os.stat(logfile.rotated(path, 1)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+class Lines:
+    """A child's output, line by line as it comes, read with a deadline."""
+
+    def __init__(self, stream):
+        self.queue = queue.Queue()
+        threading.Thread(target=lambda: [self.queue.put(line) for line in stream],
+                         daemon=True).start()
+
+    def until(self, wanted, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            if wanted(line):
+                return line
 
 
 def test_yaml_errors_are_one_line_naming_file_and_line(deploy_home, tmp_path):

@@ -382,8 +382,18 @@ def test_instances_serve_apart_and_one_killed_is_restarted_failing_no_request(de
         assert answer.status_code == 200
     for instance in (first, second):
         direct = requests.post(f"http://127.0.0.1:{instance['port']}/score", json=body(1.0),
+                               headers={"x-request-id": f"direct-{instance['index']}"},
                                timeout=30)
         assert direct.status_code == 200
+    # each instance's log has its own request's line (written once the answer is sent)
+    def logged():
+        return {index for index, line in online.deployment_logs("blue", lines=5)
+                if f"request_id=direct-{index} " in line}
+
+    deadline = time.monotonic() + 10
+    while logged() != {0, 1}:
+        assert time.monotonic() < deadline, online.deployment_logs("blue", lines=5)
+        time.sleep(0.05)
 
     with SteadyLoad(uri, body(2.0), threads=3) as load:
         load.served_more(30)

@@ -84,3 +84,4 @@ def test_a_predict_stuck_in_native_code_gets_504_at_the_timeout(deploy_home, stu
     log = open(created["log_path"]).read()
     assert "request stuck-request: Scoring timeout after {} ms".format(SERVER_MS) in log
     assert "killed by the scoring watchdog" in log and "out of memory" not in log
+    assert "[ACCESS] request_id=stuck-request method=- route=/score status=504 latency_ms=" in log

@@ -425,6 +425,10 @@ def test_a_request_gunicorn_refuses_gets_the_apps_kind_of_answer(server, request
     assert all(answer.headers.get(name.encode()) for name in ID_HEADERS)
     assert answer.headers[b"content-type"] == JSON.encode()
     assert b"x(y" not in answer.body and b"x-zip" not in answer.body
+    # its access line, as the app's: the new request id, the status, our message as the reason
+    line = "request_id={} method=- route=- status={} latency_ms=- reason={}\n".format(
+        answer.headers[b"x-request-id"].decode(), status, json.dumps(message))
+    wait_until(lambda: line in server.log(), timeout=10, message="no access line")
 
 
 @pytest.mark.parametrize("coding", [b"gzip", b"deflate", b"identity", b"gzip, deflate"])

@@ -63,6 +63,10 @@ also takes traffic='{{"blue": 90, "green": 10}}' (or "blue=90 green=10") and mir
 A deployment that takes traffic cannot be deleted; deleting an endpoint deletes its deployments.
 Deleting what does not exist is not an error.
 
+Logs: `get` shows each instance's log_path (a line per request: request id, route, status,
+latency, the reason of an error); `mlflow-deploy online-deployment get-logs --name D
+--endpoint-name E [--lines N] [--follow]` prints them.
+
 predict: --input-path takes an Azure payload file ({{"input_data": ...}}, split, tensor or named
 tensors). It cannot carry params, because MLflow reads the file with pd.read_json: send params with
 the Python API (client.predict(..., params={{...}})) or over HTTP to the scoring URI.
