@@ -52,8 +52,11 @@ example-models: setup
 demo: example-models
 	bash example_models/demo.sh
 
+# two test files at a time (pytest-xdist, a file's tests stay together so its module fixtures
+# start once): most of the suite waits on servers and env builds, not on its own CPU
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The flavor matrix with the heavy flavors (PyTorch, TensorFlow/Keras, transformers), which
 # `make test` leaves out: their libraries (gigabytes) go into a venv of their own, .venv-flavors,

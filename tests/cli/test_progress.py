@@ -36,6 +36,9 @@ def run_cli(args, env, terminal: bool, timeout: float = 120.0):
         return done.returncode, done.stdout, done.stderr
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    # the terminal's own size, not one a test runner exported (pytest-xdist's workers have
+    # COLUMNS=80, which rich obeys first)
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=slave, env=env)
     os.close(slave)
