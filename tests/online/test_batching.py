@@ -83,6 +83,8 @@ REQUESTS = [
     (split(13, 14), {}),  # integers for a double column
     (split(15.0, params={"scale": 3.0, "nope": 1}), {}),  # a param the model does not take
     (split(16.0), {"x-ms-client-request-id": "client-16"}),
+    # joined with the other of its kind: the joined answer reports coercions, so both go alone
+    (split(17.0, params={"scale": 3.0, "nope": 1}), {}),
 ]
 
 
@@ -118,7 +120,7 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
         answer, request_id, took = post(uri, index, "alone", body, headers)
         alone.append(outcome(answer, request_id))
         predict_s = max(predict_s, took)
-    assert [o[0] for o in alone].count(200) == 9 and alone[5][:2] == (424, "500") and \
+    assert [o[0] for o in alone].count(200) == 10 and alone[5][:2] == (424, "500") and \
         alone[6][:2] == (424, "400")
     assert "<id>" in alone[5][2]["message"] and alone[12][4] == "client-16"
 
