@@ -111,7 +111,7 @@ def outcome(answer, request_id):
 def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, tmp_path):
     uri = online.create_endpoint("ept", config={"auth_mode": "none"})["scoring_uri"]
     settings = {"max_concurrent_requests_per_instance": "4",
-                "environment_variables": {"WORKER_COUNT": "2"}}
+                "environment_variables": {"WORKER_COUNT": "1"}}
     online.create_deployment("blue", scaler, endpoint="ept",
                              config={**settings, "all_traffic": "true"})
 
@@ -128,7 +128,7 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
         name: blue
         endpoint_name: ept
         request_settings: {{max_concurrent_requests_per_instance: 4}}
-        environment_variables: {{WORKER_COUNT: "2"}}
+        environment_variables: {{WORKER_COUNT: "1"}}
         tags:
           mlflow-deploy/max_batch_size: "16"
           mlflow-deploy/max_batch_time_ms: "{int(BATCH_TIME_S * 1000)}"
@@ -170,3 +170,24 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
     assert updated["config"]["max_batch_size"] == 1
     answer, request_id, took = post(uri, 0, "off", *REQUESTS[0])
     assert outcome(answer, request_id) == alone[0] and took < BATCH_TIME_S + predict_s + 1.0
+
+
+def test_only_what_splits_by_rows_is_split_and_only_plain_rows_are_joined():
+    from mlflow_deploy.online.batching import _shape, _split
+
+    # Azure's renderings: a list per row (Series, array, records), a dict of such lists
+    assert _split(b'[{"y":1.0},{"y":2.0},{"y":3.0}]', [2, 1]) == \
+        [b'[{"y":1.0},{"y":2.0}]', b'[{"y":3.0}]']
+    assert _split(b'{"a":[1,2,3],"b":[[1],[2],[3]]}', [1, 2]) == \
+        [b'{"a":[1],"b":[[1]]}', b'{"a":[2,3],"b":[[2],[3]]}']
+    for unsplittable in (b'[1,2]', b'"text"', b'{"a":[1,2,3],"b":1}', b'{}', b'3'):
+        assert _split(unsplittable, [1, 2]) is None
+    # what goes alone: records, an index of its own, tensors of other lengths, no rows, a
+    # number JSON cannot write back
+    assert _shape([{"x": 1.0}]) is None
+    assert _shape({"columns": ["x"], "index": [5], "data": [[1.0]]}) is None
+    assert _shape({"a": [1, 2], "b": [1]}) is None
+    assert _shape({"columns": ["x"], "data": []}) is None
+    assert _shape([1, 2])[1] == 2 and _shape({"a": [[1], [2]], "b": [3, 4]})[1] == 2
+    # the kinds of values decide what joins: ints and floats are inferred apart
+    assert _shape([[1.0]])[0] != _shape([[1]])[0] and _shape([[1.0]])[0] == _shape([[2.5]])[0]
