@@ -25,7 +25,8 @@ by construction rather than by hope:
 * A request's ``request_timeout_ms`` counts from its arrival, its wait in a batch included.
 
 Each answer keeps its own request ids, as the server would have answered them; its other
-headers (content type, ``x-ms-run-fn-exec-ms``: the joined call's) come from the joined call.
+headers (content type, ``x-ms-run-fn-exec-ms``: the joined call's) come from the joined call,
+which the server logs under a request id of its own.
 """
 
 import asyncio
