@@ -100,7 +100,8 @@ SETTING_HELP = {
     "max_batch_size": f"most rows the endpoint joins from concurrent /score requests into "
     f"one call (1-{MAX_BATCH_SIZE}, default {NO_BATCHING}: off); only for an MLflow model whose "
     "predictions are row-wise (a row's prediction depends on that row alone): requests of "
-    "the same form, columns and params are joined, the answer split back by rows",
+    "the same form, columns and params are joined, the answer split back by rows; the 429 "
+    "bound is multiplied by it",
     "max_batch_time_ms": f"longest a request waits for others to join its batch, 0-"
     f"{MAX_BATCH_TIME_MS} ms (default {BATCH_TIME_MS}); below request_timeout_ms",
     "liveness_probe": "a JSON object of Azure's probe fields (initial_delay, period, timeout, "
@@ -199,7 +200,9 @@ def check_batching(settings: DeploymentSettings) -> None:
     """Joining requests needs Azure's ``input_data`` envelope, which only an MLflow model's
     server reads: a scoring script's run() takes any body. A batch that waits past the request
     timeout would answer 408 to every request in it."""
-    if settings.max_batch_size > 1 and settings.scoring_script:
+    if settings.max_batch_size == NO_BATCHING:
+        return
+    if settings.scoring_script:
         raise InvalidParameter("Config 'max_batch_size' joins the rows of an MLflow model's "
                                "requests; a scoring script's run() takes any body: leave it 1.")
     if settings.max_batch_time_ms >= settings.request_timeout_ms:

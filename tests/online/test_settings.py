@@ -92,7 +92,6 @@ def test_python_values_and_base():
         ("max_batch_size", "0"),
         ("max_batch_size", "1025"),
         ("max_batch_time_ms", "-1"),
-        ("max_batch_time_ms", "5000"),  # not below request_timeout_ms
     ],
 )
 def test_bad_values_name_the_key_not_the_value(key, value):
@@ -137,6 +136,13 @@ def test_package_is_an_absolute_folder(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
     assert parse_settings({"package": "pkg"}).package == str(tmp_path / "pkg")
     assert parse_settings({"package": ""}).package is None
+
+
+def test_a_batch_waits_less_than_the_request_timeout():
+    assert parse_settings({"request_timeout_ms": 5}).max_batch_time_ms == 10  # batching off
+    with pytest.raises(InvalidParameter, match="'max_batch_time_ms' must be below "
+                                               "'request_timeout_ms'"):
+        parse_settings({"max_batch_size": 8, "max_batch_time_ms": 5000})
 
 
 def test_unknown_key_lists_known_ones():
