@@ -5,7 +5,7 @@ checked on its own, and an error names the key (never its value).
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidParameter
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
+           "GATEWAY_ONLY", "only_gateway_changed",
            "config_from_spec", "boolean"]
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
@@ -194,6 +195,16 @@ def parse_settings(
     check_script_settings(settings)
     check_batching(settings)
     return settings
+
+
+# what only the endpoint's gateway reads: a change of these alone needs no new server revision
+GATEWAY_ONLY = ("max_batch_size", "max_batch_time_ms")
+
+
+def only_gateway_changed(old: DeploymentSettings, new: DeploymentSettings) -> bool:
+    """Whether ``new`` differs from ``old``, in GATEWAY_ONLY settings alone. An update that
+    changes nothing is a new revision still: it is how a script's edited code folder is taken."""
+    return new != old and replace(new, **{key: getattr(old, key) for key in GATEWAY_ONLY}) == old
 
 
 def check_batching(settings: DeploymentSettings) -> None:

@@ -139,7 +139,8 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
                                str(tmp_path / "blue.yml")], capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
-        assert '"max_batch_size": 16' in done.stdout  # what show prints
+        # what show prints; no new revision: only the gateway reads the setting
+        assert '"max_batch_size": 16' in done.stdout and '"revision": 1,' in done.stdout
         load.served_more()
         with ThreadPoolExecutor(len(REQUESTS)) as pool:
             for round_ in range(3):
@@ -168,10 +169,16 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
         load.served_more()
         updated = online.update_deployment("blue", config={"max_batch_size": 1}, endpoint="ept")
         load.served_more()
+        waits_on = prometheus.value(prometheus.parse(requests.get(
+            uri.replace("/score", "/metrics"), timeout=30).text),
+            "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
     assert load.failed == [] and load.ok > 0
-    assert updated["config"]["max_batch_size"] == 1
-    answer, request_id, took = post(uri, 0, "off", *REQUESTS[0])
-    assert outcome(answer, request_id) == alone[0] and took < BATCH_TIME_S + predict_s + 1.0
+    assert updated["config"]["max_batch_size"] == 1 and updated["revision"] == 1
+    answer, request_id, _ = post(uri, 0, "off", *REQUESTS[0])
+    assert outcome(answer, request_id) == alone[0]
+    scrape = prometheus.parse(requests.get(uri.replace("/score", "/metrics"), timeout=30).text)
+    assert prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count",
+                            **labels) == waits_on  # off: no request went through a batch
 
 
 def test_only_what_splits_by_rows_is_split_and_only_plain_rows_are_joined():
@@ -190,6 +197,8 @@ def test_only_what_splits_by_rows_is_split_and_only_plain_rows_are_joined():
     assert _shape({"columns": ["x"], "index": [5], "data": [[1.0]]}) is None
     assert _shape({"a": [1, 2], "b": [1]}) is None
     assert _shape({"columns": ["x"], "data": []}) is None
+    with pytest.raises(ValueError):
+        _shape([[float("nan")]])
     assert _shape([1, 2])[1] == 2 and _shape({"a": [[1], [2]], "b": [3, 4]})[1] == 2
     # the kinds of values decide what joins: ints and floats are inferred apart
     assert _shape([[1.0]])[0] != _shape([[1]])[0] and _shape([[1.0]])[0] == _shape([[2.5]])[0]
