@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
 .PHONY: setup env demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
-	bench-soak bench-fuzz clean
+	bench-batching bench-soak bench-fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -78,6 +78,10 @@ bench: setup
 # the endpoint's gateway against calling its deployment directly (wrk, the peers' model)
 bench-gateway: setup
 	$(PY) bench/gateway.py
+
+# 1-row requests at concurrency 32 through an endpoint, its batching off and on
+bench-batching: setup
+	$(PY) bench/batching.py
 
 # environments against `mlflow models prepare-env` / `mlflow models serve` (issue 3)
 # a batch job of ours beside `mlflow models predict` and a one-process floor (bench/batch.py);

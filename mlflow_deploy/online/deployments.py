@@ -46,7 +46,12 @@ from mlflow_deploy.revisions import (
     stage_revision,
     staged_then_locked,
 )
-from mlflow_deploy.online.settings import DeploymentSettings, boolean, parse_settings
+from mlflow_deploy.online.settings import (
+    DeploymentSettings,
+    boolean,
+    only_gateway_changed,
+    parse_settings,
+)
 from mlflow_deploy.scoring.config import ServerConfig
 from mlflow_deploy.store import DEPLOYMENTS, Deployment, Store, home_dir
 
@@ -272,7 +277,9 @@ def update_deployment(
     model and pass the self-test; a dead instance is started afresh (this is how one restarts
     it). Only once every instance serves the new revision are the old masters drained; added
     instances start then, and surplus ones leave the endpoint's routing before they stop. On
-    failure every instance keeps serving the old revision with its old config."""
+    failure every instance keeps serving the old revision with its old config. A change of what
+    only the endpoint's gateway reads (batching), on a running deployment, is no new revision:
+    the gateway takes it when its routing table is reloaded, and the servers keep running."""
     store = store or Store()
     check_flavor(flavor)
     _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
@@ -284,6 +291,13 @@ def update_deployment(
                 "Config 'port' cannot change on update: create a new deployment on the new port."
             )
         settings = replace(settings, port=deployment.config.get("port"))
+        if model_uri is None and runtime_state(deployment) == "Running" and \
+                only_gateway_changed(DeploymentSettings(**deployment.config), settings):
+            with store.lock():
+                deployment.config = settings.to_dict()
+                store.save_deployment(deployment)
+                sync_gateway(store, deployment.endpoint)
+            return describe(deployment, store)
         deployment_dir = Path(deployment.dir)
         running = instances.instances_of(deployment)
         kept, surplus = running[:settings.instance_count], running[settings.instance_count:]

@@ -37,7 +37,7 @@ from multidict import CIMultiDict
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mlflow_deploy.online import metrics, probes, ui, upstream
+from mlflow_deploy.online import batching, metrics, probes, ui, upstream
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
     DEPLOYMENT_HEADER,
@@ -154,6 +154,7 @@ class Gateway:
         self.instances: Dict[str, Instance] = {}
         self.mirrors: Dict[str, MirrorReport] = {}
         self.mirror_tasks: Set[asyncio.Task] = set()
+        self.batcher = batching.Batcher(self)
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -257,9 +258,12 @@ class Gateway:
         status, answer_headers, answer = None, "unreachable", b""
         backend.in_flight += 1
         try:
-            status, answer_headers, answer = await self._forward(
-                backend, request.method, request.path_qs, headers, body,
-                None if transparent else backend.route.request_timeout_ms)
+            if self.batcher.takes(backend, request.method, request.path_qs):
+                call = self.batcher.forward(backend, request.path_qs, headers, body)
+            else:
+                call = self._forward(backend, request.method, request.path_qs, headers, body,
+                                     None if transparent else backend.route.request_timeout_ms)
+            status, answer_headers, answer = await call
         finally:
             backend.in_flight -= 1
             if live is not None:  # always, or the copies would wait for it forever
@@ -382,7 +386,9 @@ class Gateway:
             return _json_answer(500, "The gateway config could not be read; the previous "
                                      "routing table stays in force.")
         deadline = time.monotonic() + DRAIN_LIMIT_S
-        while any(i.outstanding for i in retired) and time.monotonic() < deadline:
+        # a request still in a batch has not picked its instance: it may pick a dropped one
+        while (any(i.outstanding for i in retired) or self.batcher.holds(retired)) and \
+                time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return web.json_response({"reloaded": True,
                                   "undrained": sum(i.outstanding for i in retired)})
@@ -426,8 +432,10 @@ async def serve(config_path: str) -> None:
     gateway = Gateway(config_path)
     await gateway.reload()
     config = gateway.config
+    counts = metrics.GatewayMetrics(gateway)
+    gateway.batcher.metrics = counts
     app = web.Application(client_max_size=config.max_request_bytes,
-                          middlewares=[metrics.GatewayMetrics(gateway).middleware])
+                          middlewares=[counts.middleware])
     if config.mode != TRANSPARENT:  # serve and run-local pass every route through
         ui.add_routes(app, gateway)
     app.router.add_route("*", "/{tail:.*}", gateway.handle)

@@ -37,6 +37,9 @@ DEPLOYMENT = "mlflow_deploy.deployment"
 ANSWERED = "mlflow_deploy.answered"
 # how long a scrape waits for the instances: one that does not answer by then is left out
 SCRAPE_TIMEOUT_S = 5.0
+# requests per call, and a request's wait for its batch (max_batch_time_ms is 10 by default)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCH_WAITS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,7 +61,26 @@ class GatewayMetrics:
             "Requests the gateway answered itself (no key, no deployment, too many in flight, "
             "a timeout, an instance gone), by status.",
             ("endpoint", "status"), registry=self.registry)
+        self.batch_size = Histogram(
+            "mlflow_deploy_gateway_batch_size",
+            "Requests sent together in one call to an instance of a deployment that batches "
+            "(max_batch_size; 1: a request sent alone).",
+            ("endpoint", "deployment"), buckets=BATCH_SIZES, registry=self.registry)
+        self.batch_wait = Histogram(
+            "mlflow_deploy_gateway_batch_wait_seconds",
+            "Time a request of a deployment that batches waited for its batch to be sent "
+            "(max_batch_time_ms at most).",
+            ("endpoint", "deployment"), buckets=BATCH_WAITS, registry=self.registry)
         self.registry.register(_State(gateway))
+
+    def observe_batch(self, deployment: str, size: int, waits: Iterable[float]) -> None:
+        """One call of a deployment that batches: how many requests it carried, and how long
+        each of them waited for it."""
+        endpoint = self.gateway.config.endpoint
+        self.batch_size.labels(endpoint, deployment).observe(size)
+        wait = self.batch_wait.labels(endpoint, deployment)
+        for seconds in waits:
+            wait.observe(seconds)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

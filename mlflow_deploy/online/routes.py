@@ -20,6 +20,8 @@ from mlflow_deploy.specs import LIVENESS, READINESS
 __all__ = [
     "ENDPOINT",
     "TRANSPARENT",
+    "NO_BATCHING",
+    "BATCH_TIME_MS",
     "DEPLOYMENT_HEADER",
     "MODEL_ERROR_STATUS",
     "NO_POSITIVE_WEIGHT",
@@ -47,6 +49,12 @@ MISSING_KEY = ("Missing or invalid key: send 'Authorization: Bearer <key>' with 
                "endpoint.")
 
 
+# a deployment's batching (``batching.py``): at most this many rows joined into one call (1: each
+# request goes alone), sent once the first request of a batch has waited this long
+NO_BATCHING = 1
+BATCH_TIME_MS = 10
+
+
 @dataclass(frozen=True)
 class Route:
     """One deployment behind the gateway: where its instances listen, how much it takes, and how
@@ -57,11 +65,16 @@ class Route:
     max_concurrent_requests_per_instance: int = 1
     liveness: Dict[str, int] = field(default_factory=lambda: asdict(LIVENESS))
     readiness: Dict[str, int] = field(default_factory=lambda: asdict(READINESS))
+    max_batch_size: int = NO_BATCHING
+    max_batch_time_ms: int = BATCH_TIME_MS
 
     def max_in_flight(self, ready_instances: int) -> int:
         """Azure's router answers 429 past twice the concurrency the ready instances allow (one
-        instance's worth while none is ready, so a restarting deployment is not refused)."""
-        return 2 * self.max_concurrent_requests_per_instance * max(1, ready_instances)
+        instance's worth while none is ready, so a restarting deployment is not refused). With
+        batching, each call an instance takes holds up to ``max_batch_size`` requests, so the
+        bound grows with it: otherwise a batch could never fill."""
+        return (2 * self.max_concurrent_requests_per_instance * self.max_batch_size
+                * max(1, ready_instances))
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ checked on its own, and an error names the key (never its value).
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
 from mlflow_deploy.errors import InvalidParameter
+from mlflow_deploy.online.routes import BATCH_TIME_MS, NO_BATCHING
 from mlflow_deploy.scoring.options import DEFAULTS, ScoringOptions, Validation
 from mlflow_deploy.settings import (
     ENVIRONMENT_HELP,
@@ -27,11 +28,14 @@ if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
+           "GATEWAY_ONLY", "only_gateway_changed",
            "config_from_spec", "boolean"]
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
 WORKER_COUNT = "WORKER_COUNT"
 MAX_INSTANCES = 20
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_TIME_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class DeploymentSettings:
     # Azure's request_settings: the endpoint's gateway answers 429 past twice this many
     # requests in flight per instance (Azure's default 1, kept: set it for loaded endpoints)
     max_concurrent_requests_per_instance: int = 1
+    # the endpoint's gateway joins concurrent requests' rows into one call (online/batching.py):
+    # at most max_batch_size rows, sent once the first has waited max_batch_time_ms (1: off)
+    max_batch_size: int = NO_BATCHING
+    max_batch_time_ms: int = BATCH_TIME_MS
     # set in the server before it loads the model; WORKER_COUNT (azmlinfsrv's knob) is the number
     # of workers per instance
     environment_variables: Dict[str, str] = field(default_factory=dict)
@@ -90,6 +98,13 @@ SETTING_HELP = {
     "WORKER_COUNT sets the number of workers (as on Azure)",
     "max_concurrent_requests_per_instance": "requests one instance takes at once; the "
     "endpoint answers 429 past twice that (1-1000, default 1, as on Azure)",
+    "max_batch_size": f"most rows the endpoint joins from concurrent /score requests into "
+    f"one call (1-{MAX_BATCH_SIZE}, default {NO_BATCHING}: off); only for an MLflow model whose "
+    "predictions are row-wise (a row's prediction depends on that row alone): requests of "
+    "the same form, columns and params are joined, the answer split back by rows; the 429 "
+    "bound is multiplied by it",
+    "max_batch_time_ms": f"longest a request waits for others to join its batch, 0-"
+    f"{MAX_BATCH_TIME_MS} ms (default {BATCH_TIME_MS}); below request_timeout_ms",
     "liveness_probe": "a JSON object of Azure's probe fields (initial_delay, period, timeout, "
     "failure_threshold, success_threshold; seconds): an instance failing it is restarted "
     f"(default {json.dumps(asdict(LIVENESS))})",
@@ -152,6 +167,8 @@ _PARSERS: Dict[str, Callable[[Any], Any]] = {
     "port": _integer("port", 1024, 65535),
     "max_concurrent_requests_per_instance": _integer(
         "max_concurrent_requests_per_instance", 1, 1000),
+    "max_batch_size": _integer("max_batch_size", 1, MAX_BATCH_SIZE),
+    "max_batch_time_ms": _integer("max_batch_time_ms", 0, MAX_BATCH_TIME_MS),
     "environment_variables": _environment_variables,
     "liveness_probe": _probe("liveness_probe", LIVENESS),
     "readiness_probe": _probe("readiness_probe", READINESS),
@@ -176,7 +193,31 @@ def parse_settings(
         values[key] = parser(value)
     settings = DeploymentSettings(**values)
     check_script_settings(settings)
+    check_batching(settings)
     return settings
+
+
+# what only the endpoint's gateway reads: a change of these alone needs no new server revision
+GATEWAY_ONLY = ("max_batch_size", "max_batch_time_ms")
+
+
+def only_gateway_changed(old: DeploymentSettings, new: DeploymentSettings) -> bool:
+    """Whether ``new`` differs from ``old``, in GATEWAY_ONLY settings alone. An update that
+    changes nothing is a new revision still: it is how a script's edited code folder is taken."""
+    return new != old and replace(new, **{key: getattr(old, key) for key in GATEWAY_ONLY}) == old
+
+
+def check_batching(settings: DeploymentSettings) -> None:
+    """Joining requests needs Azure's ``input_data`` envelope, which only an MLflow model's
+    server reads: a scoring script's run() takes any body. A batch that waits past the request
+    timeout would answer 408 to every request in it."""
+    if settings.max_batch_size == NO_BATCHING:
+        return
+    if settings.scoring_script:
+        raise InvalidParameter("Config 'max_batch_size' joins the rows of an MLflow model's "
+                               "requests; a scoring script's run() takes any body: leave it 1.")
+    if settings.max_batch_time_ms >= settings.request_timeout_ms:
+        raise InvalidParameter("Config 'max_batch_time_ms' must be below 'request_timeout_ms'.")
 
 
 def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:

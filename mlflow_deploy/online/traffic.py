@@ -160,7 +160,9 @@ def _route(deployment: Deployment) -> Route:
                  request_timeout_ms=settings.request_timeout_ms,
                  max_concurrent_requests_per_instance=(
                      settings.max_concurrent_requests_per_instance),
-                 liveness=settings.liveness_probe, readiness=settings.readiness_probe)
+                 liveness=settings.liveness_probe, readiness=settings.readiness_probe,
+                 max_batch_size=settings.max_batch_size,
+                 max_batch_time_ms=settings.max_batch_time_ms)
 
 
 def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:

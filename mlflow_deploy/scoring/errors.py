@@ -57,6 +57,9 @@ MAX_REQUEST_ID = 100
 REQUEST_ID_TOO_LONG = "x-request-id must not exceed {} characters".format(MAX_REQUEST_ID)
 MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {} "
                    "characters".format(MAX_REQUEST_ID))
+# the header of a 200 that names the coercions compatible mode applied: the gateway reads it too
+# (a joined call that reports any is re-sent one request at a time, so each gets its own)
+COERCIONS_HEADER = "x-mlflow-deploy-coercions"
 
 
 class NotFound(ScoringError):

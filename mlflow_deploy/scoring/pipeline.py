@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import payload, schema
-from .errors import ModelFailed, ModelRejectedInput, ScoringError, ScoringTimeout
+from .errors import (COERCIONS_HEADER, ModelFailed, ModelRejectedInput, ScoringError,
+                     ScoringTimeout)
 
 if TYPE_CHECKING:  # predictor imports mlflow, which a scoring-script server must not need
     from .predictor import Predictor
@@ -194,7 +195,7 @@ def response_headers(result: Result, request_id: str, client_request_id: str) ->
     if result.exec_ms is not None:
         headers["x-ms-run-fn-exec-ms"] = "{:.3f}".format(result.exec_ms)
     if result.coercions:
-        headers["x-mlflow-deploy-coercions"] = "; ".join(result.coercions)
+        headers[COERCIONS_HEADER] = "; ".join(result.coercions)
     return headers
 
 

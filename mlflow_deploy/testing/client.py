@@ -27,6 +27,7 @@ import mlflow
 
 from mlflow_deploy.model import load_model
 from mlflow_deploy.scoring import pipeline
+from mlflow_deploy.scoring.errors import COERCIONS_HEADER
 from mlflow_deploy.scoring.options import ScoringOptions, Validation
 from mlflow_deploy.scoring.payload import json_default, to_azure_body
 from mlflow_deploy.scoring.scorer import ModelScorer, ScoreRequest
@@ -149,7 +150,7 @@ class Response:
             text = text[:SHOWN_BODY] + "... ({} characters)".format(len(text))
         lines = ["HTTP {} {}".format(self.status, text)]
         if self.coercions:
-            lines.append("x-mlflow-deploy-coercions: " + "; ".join(self.coercions))
+            lines.append(COERCIONS_HEADER + ": " + "; ".join(self.coercions))
         lines.extend(self.log)
         return "\n".join(lines)
 
@@ -311,7 +312,7 @@ def _score_served(model_uri: str, raw: bytes, mode: str, error_details: bool) ->
         body = json.loads(answer.body) if answer.body else None
     except ValueError:
         body = answer.body.decode("utf-8", errors="replace")
-    coercions = answer.headers.get("x-mlflow-deploy-coercions")
+    coercions = answer.headers.get(COERCIONS_HEADER)
     return Response(status=answer.status, body=body, headers=answer.headers, raw=answer.body,
                     validation=mode, coercions=tuple(coercions.split("; ")) if coercions else (),
                     log=answer.log, served=True)

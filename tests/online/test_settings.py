@@ -23,6 +23,8 @@ def test_defaults():
         "error_details": True,
         "port": None,
         "max_concurrent_requests_per_instance": 1,
+        "max_batch_size": 1,
+        "max_batch_time_ms": 10,
         "environment_variables": {},
         "liveness_probe": {"initial_delay": 0, "period": 1, "timeout": 2,
                            "failure_threshold": 3, "success_threshold": 1},
@@ -87,6 +89,9 @@ def test_python_values_and_base():
         ("env_manager", "pipenv"),
         ("python_version_policy", "closest"),
         ("package", "no/such/folder"),
+        ("max_batch_size", "0"),
+        ("max_batch_size", "1025"),
+        ("max_batch_time_ms", "-1"),
     ],
 )
 def test_bad_values_name_the_key_not_the_value(key, value):
@@ -133,6 +138,13 @@ def test_package_is_an_absolute_folder(tmp_path, monkeypatch):
     assert parse_settings({"package": ""}).package is None
 
 
+def test_a_batch_waits_less_than_the_request_timeout():
+    assert parse_settings({"request_timeout_ms": 5}).max_batch_time_ms == 10  # batching off
+    with pytest.raises(InvalidParameter, match="'max_batch_time_ms' must be below "
+                                               "'request_timeout_ms'"):
+        parse_settings({"max_batch_size": 8, "max_batch_time_ms": 5000})
+
+
 def test_unknown_key_lists_known_ones():
     with pytest.raises(InvalidParameter, match="Unknown config key 'workers'.*instance_count"):
         parse_settings({"workers": "2"})
@@ -151,6 +163,9 @@ def test_script_settings_go_together(tmp_path):
         ({"code": str(tmp_path), "scoring_script": "../score.py"}, "relative"),
         ({"conda_file": str(tmp_path / "env.yml")}, "environment of a scoring script"),
         ({"conda_file": str(tmp_path / "missing.yml")}, "existing file"),
+        # a script's run() takes any body: there are no rows to join
+        ({"code": str(tmp_path), "scoring_script": "score.py", "max_batch_size": 8},
+         "'max_batch_size'"),
     ]:
         with pytest.raises(InvalidParameter, match=fragment):
             parse_settings(config)
