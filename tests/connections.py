@@ -1,5 +1,6 @@
 """A server's TCP connections as the kernel lists them, so that a test waits for a request to be
 taken or finished instead of sleeping."""
+import os
 import time
 
 _LISTEN = "0A"
@@ -24,6 +25,31 @@ def accepted(port: int) -> int:
             if int(local.rsplit(":", 1)[1], 16) == port and state != _LISTEN and inode != "0":
                 count += 1
     return count
+
+
+def listening_ports(pid: int) -> set:
+    """The TCP ports ``pid`` listens on: the kernel's LISTEN rows whose socket is one of the
+    process's open files."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == _LISTEN and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def wait_until(condition, timeout: float = 60.0, message: str = "timed out") -> None:

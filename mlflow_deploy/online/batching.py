@@ -36,7 +36,7 @@ import math
 import uuid
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, TRANSPARENT
+from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
 from mlflow_deploy.scoring.errors import COERCIONS_HEADER
 
 try:  # the gateway's JSON: orjson where installed (the scoring server's own, so an answer split
@@ -118,10 +118,9 @@ class Batcher:
         self.alone: Dict["Backend", Tuple[Any, Set[Any]]] = {}
 
     def takes(self, backend: "Backend", method: str, path: str) -> bool:
-        """Whether a request goes through ``forward``: a POST to /score of a deployment that
-        batches, at an endpoint (``serve`` passes requests through untouched)."""
-        return (backend.route.max_batch_size > 1 and method == "POST" and path == SCORE
-                and self.gateway.config.mode != TRANSPARENT)
+        """Whether a routed request goes through ``forward``: a POST to /score of a deployment
+        that batches (the gateway asks only for what it does not pass through untouched)."""
+        return backend.route.max_batch_size > 1 and method == "POST" and path == SCORE
 
     def holds(self, instances: Iterable["Instance"]) -> bool:
         """Whether a request of a deployment served by any of ``instances`` is still in a

@@ -85,30 +85,33 @@ def server_config_for(
     files: Mapping[str, Optional[str]],
     model_uri: str,
     settings: DeploymentSettings,
-    port: int,
+    unix_socket: str,
     revision: int,
     deployment_dir: Optional[Path],
     python: Optional[str] = None,
 ) -> ServerConfig:
     """The scoring server's config for one revision of a deployment (or a foreground server,
     ``deployment_dir`` None); ``files`` locate the model and any scoring script
-    (revision.stage_revision). A deployment's server, behind its endpoint's gateway, times a
-    request out ``GATEWAY_GRACE_MS`` after the gateway does: the caller gets Azure's 408 from
-    the gateway, never a race between it and the server's own 504, and the stuck worker is still
-    recycled. A foreground server's timeout is the caller's (its gateway has none)."""
+    (revision.stage_revision). The server listens only on the Unix socket ``unix_socket`` (a
+    deployment's: relative to its instance's folder), in a folder only its owner can enter:
+    its TCP port is the gateway's, which reads each whole request before the server sees it, so
+    a slow client never holds one of its synchronous workers. A deployment's server times a
+    request out ``GATEWAY_GRACE_MS`` after its endpoint's gateway does: the caller gets Azure's
+    408 from the gateway, never a race between it and the server's own 504, and the stuck
+    worker is still recycled. A foreground server's timeout is the caller's (its gateway has none)."""
     options = settings.scoring_options.to_dict()
     if deployment_dir is not None:
         options["request_timeout_ms"] += GATEWAY_GRACE_MS
     return ServerConfig(
         **files,
-        bind=f"{supervisor.HOST}:{port}",
+        bind=None,
         **options,
         model_uri=model_uri,
         deployment=name,
         revision=revision,
         pidfile=str(deployment_dir / "gunicorn.pid") if deployment_dir else None,
         ready_file=str(deployment_dir / "ready.json") if deployment_dir else None,
-        unix_socket=instances.SOCKET if deployment_dir else None,
+        unix_socket=unix_socket,
         python=python,
         environment_variables=dict(settings.environment_variables),
     )
@@ -219,8 +222,8 @@ def create_deployment(
                         instance = instances.Instance(
                             index, instances.instance_dir(deployment_dir, index), port)
                         instance.pid, self_test = instances.start(server_config_for(
-                            name, files, model_uri, settings, port, 1, instance.dir,
-                            env.python), instance)
+                            name, files, model_uri, settings, instances.SOCKET, 1,
+                            instance.dir, env.python), instance)
                         started.append(instance)
                         deployment.self_test = deployment.self_test or self_test
                 except ServerFailed as exc:
@@ -306,6 +309,7 @@ def update_deployment(
         revision = deployment.revision + 1
         remove_revision(deployment_dir, revision)
         handed: List[Tuple[instances.Instance, Optional[int], int]] = []  # (it, old, new pid)
+        unserved: Optional[InvalidState] = None
         added: List[instances.Instance] = []
         committed = False
         try:
@@ -317,7 +321,7 @@ def update_deployment(
 
                 def config_for(instance: instances.Instance) -> ServerConfig:
                     return server_config_for(name, files, model_uri or deployment.model_uri,
-                                             settings, instance.port, revision, instance.dir,
+                                             settings, instances.SOCKET, revision, instance.dir,
                                              env.python)
 
                 self_test: Dict[str, Any] = {}
@@ -351,7 +355,10 @@ def update_deployment(
                     add_to_endpoint(store, deployment.endpoint, name)
                 committed = True
                 # routes the added instances, and drops the surplus once they have answered
-                sync_gateway(store, deployment.endpoint)
+                try:
+                    sync_gateway(store, deployment.endpoint)
+                except InvalidState as exc:  # a port not served: the new table is in force
+                    unserved = exc
         except BaseException:
             if not committed:
                 _roll_back(kept, handed, added, saved)
@@ -368,6 +375,10 @@ def update_deployment(
             shutil.rmtree(instance.dir, ignore_errors=True)
         kept_folders = ("model", "code", "environment") if model_uri else ("code", "environment")
         remove_revisions_except(deployment_dir, revision, kept_folders)
+    if unserved is not None:
+        # an old master an earlier version started held its instance's port until now
+        with store.lock():
+            sync_gateway(store, deployment.endpoint)
     return describe(deployment, store)
 
 

@@ -1,9 +1,10 @@
 """A scoring server in the foreground: ``mlflow deployments run-local`` and ``mlflow-deploy serve``.
 
-The same two processes as an endpoint: the scoring server on an internal port, and in front of it,
-on the user's port, a gateway in transparent mode (no key, no 424 wrapping, every route and status
-passed through), so a slow or stalled client holds a coroutine of the gateway, never one of the
-server's synchronous workers. The user's port opens once the model is loaded.
+The same two processes as an endpoint: the scoring server on a Unix socket in its own temporary
+folder (only its owner can enter it), and in front of it, on the user's port, a gateway in
+transparent mode (no key, no 424 wrapping, every route and status passed through), so a slow or
+stalled client holds a coroutine of the gateway, never one of the server's synchronous workers.
+The user's port opens once the model is loaded.
 
 Nothing is recorded in the store; the model is fetched into a temporary directory that goes away
 with the server. Ctrl-C stops it.
@@ -47,9 +48,11 @@ def serve(
                            argument="port")
     with tempfile.TemporaryDirectory(prefix="mlflow-deploy-serve-") as tmp:
         files, env = stage_revision(Path(tmp), 1, model_uri, settings)
-        internal = supervisor.free_port(exclude=[port])
+        # absolute: the server runs in the user's folder, where a script may read its files
+        socket_path = str(Path(tmp) / "server.sock")
+        internal = f"unix:{socket_path}"
         config_path = Path(tmp) / "server.json"
-        server_config_for(name or "serve", files, model_uri, settings, internal, revision=1,
+        server_config_for(name or "serve", files, model_uri, settings, socket_path, revision=1,
                           deployment_dir=None, python=env.python).write(str(config_path))
         front = _transparent_gateway(name or "serve", settings, port, internal, Path(tmp))
         code = _run(config_path, env.python, front, Path(tmp) / "gateway.json", internal)
@@ -57,16 +60,16 @@ def serve(
         raise ServerFailed(f"The scoring server exited with code {code}; see its output above.")
 
 
-def _transparent_gateway(name: str, settings: DeploymentSettings, port: int, internal: int,
+def _transparent_gateway(name: str, settings: DeploymentSettings, port: int, internal: str,
                          folder: Path) -> GatewayConfig:
     return GatewayConfig(
         endpoint=name, port=port, admin_socket=str(folder / "admin.sock"), mode=TRANSPARENT,
         auth_mode="none", max_request_bytes=int(settings.max_request_mb * 1024 * 1024),
-        deployments={name: Route(upstreams=(f"http://{supervisor.HOST}:{internal}",))})
+        deployments={name: Route(upstreams=(internal,))})
 
 
 def _run(config_path: Path, python: str, front: GatewayConfig, front_path: Path,
-         internal: int) -> int:
+         internal: str) -> int:
     """Start the server, then (once it answers) its gateway; wait until either exits, then
     stop the other. SIGTERM, SIGHUP and SIGINT sent to us alone (``timeout``, an IDE's stop
     button, a container runtime) are passed on to both; Ctrl-C in a terminal reaches all three

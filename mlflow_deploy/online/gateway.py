@@ -10,6 +10,13 @@ fire-and-forget, and their answers feed the comparison report (``mirror.py``). E
 liveness and readiness probes run here too (``probes.py``): the gateway is the one process that
 lives as long as the endpoint, so it is the one that notices an instance die and restarts it.
 
+It also listens on each instance's own port (127.0.0.1 only; the first instance's is the
+deployment's own URI) and passes what comes there through to that instance, transparently (no
+key, every route and status as the instance answers them): an instance listens only on its Unix
+socket in its owner-only folder, so no client ever reaches one of its synchronous workers
+before its whole request is read. A port another program holds is retried at each reload and
+reported to the control plane.
+
 The control plane talks to it over an owner-only Unix socket: ``POST /reload`` re-reads the
 config file and answers once the new routing table is in force (a request already forwarded
 finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror reports, ``GET
@@ -51,6 +58,7 @@ from mlflow_deploy.online.routes import (
     authorized,
     pick_deployment,
 )
+from mlflow_deploy.online.supervisor import HOST
 from mlflow_deploy.scoring import logfile
 from mlflow_deploy.scoring.errors import MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG
 
@@ -155,6 +163,13 @@ class Gateway:
         self.mirrors: Dict[str, MirrorReport] = {}
         self.mirror_tasks: Set[asyncio.Task] = set()
         self.batcher = batching.Batcher(self)
+        # the instances' own ports: what each passes through to, where it listens, and the
+        # ports another program holds (by the deployment they belong to)
+        self.direct: Dict[int, Backend] = {}
+        self.sites: Dict[int, web.TCPSite] = {}
+        self.unbound: Dict[int, str] = {}
+        self.direct_runner: Optional[web.AppRunner] = None
+        self.listening = asyncio.Lock()  # one reload's sites at a time
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -167,6 +182,7 @@ class Gateway:
         keys = Keys.read(config.keys_file) if config.auth_mode == "key" else None
         instances = {}
         backends = {}
+        direct = {}
         for name, route in config.deployments.items():
             members = []
             for index, address in enumerate(route.upstreams):
@@ -176,6 +192,8 @@ class Gateway:
                     instance.watch(name, index, route, config.store_home)
                 instances[address] = instance
                 members.append(instance)
+            for port, instance in zip(route.ports, members):
+                direct[port] = Backend(name, route, [instance])
             backend = self.backends.get(name)
             if backend is None:
                 backend = Backend(name, route, members)
@@ -186,11 +204,43 @@ class Gateway:
         for instance in retired:
             instance.unwatch()
         self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
+        self.direct = direct
         for name in config.mirror_traffic:
             self.mirrors.setdefault(name, MirrorReport())
         log.info("routing table loaded: %d deployment(s), traffic %s, mirror %s",
                  len(backends), config.traffic, config.mirror_traffic)
         return retired
+
+    async def listen(self) -> None:
+        """Listen on every instance's port of the routing table, and on no other: a port
+        dropped (its deployment deleted, an instance removed) is released at once, while the
+        requests already read there finish. A port another program holds is left in
+        ``unbound`` and tried again at the next reload."""
+        if self.direct_runner is None:
+            return
+        async with self.listening:
+            await self._listen()
+
+    async def _listen(self) -> None:
+        for port in [p for p in self.sites if p not in self.direct]:
+            await self.sites.pop(port).stop()
+            log.info("stopped listening on port %d", port)
+        self.unbound = {}
+        for port, backend in self.direct.items():
+            if port in self.sites:
+                continue
+            site = web.TCPSite(self.direct_runner, HOST, port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                await site.stop()
+                self.unbound[port] = backend.name
+                log.error("%s: port %d is taken by another program (%s): it is not served "
+                          "until a reload finds it free", backend.name, port,
+                          type(exc).__name__)
+                continue
+            self.sites[port] = site
+            log.info("%s: listening on port %d", backend.name, port)
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -200,10 +250,19 @@ class Gateway:
             return None
         return _json_answer(401, MISSING_KEY)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle_direct(self, request: web.Request) -> web.StreamResponse:
+        """A request on an instance's own port: passed through to that instance."""
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return await self.handle(request, direct=sockname[1] if sockname else -1)
+
+    async def handle(self, request: web.Request,
+                     direct: Optional[int] = None) -> web.StreamResponse:
+        """A request on the endpoint's port (``serve``'s, transparent), or with ``direct`` on
+        that instance's own port."""
         config = self.config
-        transparent = config.mode == TRANSPARENT
-        refused = self.unauthorized(request)
+        transparent = direct is not None or config.mode == TRANSPARENT
+        refused = None if direct is not None else self.unauthorized(request)
         if refused is not None:
             return refused
         length = request.content_length
@@ -219,7 +278,9 @@ class Gateway:
             return _json_answer(400, "The connection closed before the request body was "
                                      "complete.")
         named = request.headers.get(DEPLOYMENT_HEADER)
-        if transparent:
+        if direct is not None:
+            backend = self.direct.get(direct)
+        elif transparent:
             backend = next(iter(self.backends.values()), None)
         elif named:
             backend = self.backends.get(named)
@@ -258,7 +319,8 @@ class Gateway:
         status, answer_headers, answer = None, "unreachable", b""
         backend.in_flight += 1
         try:
-            if self.batcher.takes(backend, request.method, request.path_qs):
+            # passed through untouched where transparent: serve's port, a deployment's own
+            if not transparent and self.batcher.takes(backend, request.method, request.path_qs):
                 call = self.batcher.forward(backend, request.path_qs, headers, body)
             else:
                 call = self._forward(backend, request.method, request.path_qs, headers, body,
@@ -385,13 +447,15 @@ class Gateway:
             log.error("routing table not reloaded: %s", type(exc).__name__)
             return _json_answer(500, "The gateway config could not be read; the previous "
                                      "routing table stays in force.")
+        await self.listen()
         deadline = time.monotonic() + DRAIN_LIMIT_S
         # a request still in a batch has not picked its instance: it may pick a dropped one
         while (any(i.outstanding for i in retired) or self.batcher.holds(retired)) and \
                 time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         return web.json_response({"reloaded": True,
-                                  "undrained": sum(i.outstanding for i in retired)})
+                                  "undrained": sum(i.outstanding for i in retired),
+                                  "unbound": sorted(self.unbound)})
 
     async def admin_mirror(self, request: web.Request) -> web.Response:
         try:
@@ -402,7 +466,8 @@ class Gateway:
                                   for name, report in sorted(self.mirrors.items())})
 
     async def admin_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"pid": os.getpid(), "endpoint": self.config.endpoint})
+        return web.json_response({"pid": os.getpid(), "endpoint": self.config.endpoint,
+                                  "unbound": sorted(self.unbound)})
 
 
 class AccessLog(AbstractAccessLogger):
@@ -453,12 +518,21 @@ async def serve(config_path: str) -> None:
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await public_runner.setup()
     await admin_runner.setup()
+    if config.mode != TRANSPARENT:
+        # the instances' own ports: each request passes through as it came, and the instance
+        # behind writes its line
+        direct = web.Application(client_max_size=config.max_request_bytes)
+        direct.router.add_route("*", "/{tail:.*}", gateway.handle_direct)
+        gateway.direct_runner = web.AppRunner(direct, access_log=None, handle_signals=False,
+                                              auto_decompress=False)
+        await gateway.direct_runner.setup()
     # bound by its name in its folder: the full path may exceed a Unix socket address's 107
     # bytes (the control plane connects the same way, through the folder)
     os.chdir(os.path.dirname(config.admin_socket))
     admin_name = os.path.basename(config.admin_socket)
     Path(admin_name).unlink(missing_ok=True)
     await web.TCPSite(public_runner, config.host, config.port, reuse_address=True).start()
+    await gateway.listen()
     await web.UnixSite(admin_runner, admin_name).start()
     os.chmod(admin_name, 0o600)
     log.info("gateway of endpoint %s listening on %s:%d", config.endpoint, config.host,
@@ -469,7 +543,9 @@ async def serve(config_path: str) -> None:
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("stopping: finishing the requests in flight")
-    await public_runner.cleanup()  # stops listening, then waits for the handlers in flight
+    # each stops listening, then waits for the handlers in flight
+    await asyncio.gather(*(runner.cleanup() for runner in (public_runner, gateway.direct_runner)
+                           if runner is not None))
     await admin_runner.cleanup()
 
 

@@ -7,10 +7,8 @@ server's, so the same liveness check tells ours from a pid reused after a reboot
 socket sits in its endpoint's owner-only folder.
 """
 
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,36 +22,15 @@ from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
-__all__ = ["start", "start_attached", "reload", "mirror_report", "is_alive", "stop",
-           "START_TIMEOUT_S"]
+__all__ = ["start", "start_attached", "reload", "unbound_ports", "mirror_report", "is_alive",
+           "stop", "START_TIMEOUT_S"]
 
 START_TIMEOUT_S = 30.0
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket: the one thing the standard library lacks for talking to
-    the admin socket, and small enough not to need a dependency. The socket is reached through
-    its open folder (``/proc/self/fd/N/admin.sock``): its own path may be longer than the 107
-    bytes a Unix socket address holds (a home deep in a tree)."""
-
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        folder = os.open(os.path.dirname(self.unix_path), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            self.sock.connect("/proc/self/fd/{}/{}".format(
-                folder, os.path.basename(self.unix_path)))
-        finally:
-            os.close(folder)
-
-
 def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
            ) -> Dict[str, Any]:
-    connection = _UnixConnection(config.admin_socket, timeout)
+    connection = supervisor.UnixConnection(config.admin_socket, timeout)
     try:
         connection.request(method, path)
         answer = connection.getresponse()
@@ -122,11 +99,17 @@ def _wait_listening(proc: subprocess.Popen, config: GatewayConfig,
             time.sleep(0.05)
 
 
-def reload(config: GatewayConfig, config_path: Path) -> None:
+def reload(config: GatewayConfig, config_path: Path) -> List[int]:
     """Give the running gateway a new routing table; returns once it is in force and the
-    instances it no longer routes to have answered what they were sent."""
+    instances it no longer routes to have answered what they were sent. Returns the instances'
+    ports it could not listen on (another program holds them)."""
     config.write(config_path)
-    _admin(config, "POST", "/reload", timeout=200.0)
+    return _admin(config, "POST", "/reload", timeout=200.0).get("unbound", [])
+
+
+def unbound_ports(config: GatewayConfig) -> List[int]:
+    """The instances' ports the running gateway could not listen on."""
+    return _admin(config, "GET", "/health").get("unbound", [])
 
 
 def mirror_report(config: GatewayConfig, rtol: Optional[float] = None) -> Dict[str, Any]:

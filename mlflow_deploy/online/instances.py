@@ -1,20 +1,21 @@
 """A deployment's instances: ``instance_count`` independent server process trees (each a
-gunicorn master and its ``WORKER_COUNT`` workers, on a port of its own), as Azure runs them, so a
-crashed instance leaves the others serving and a rollout replaces them one at a time.
+gunicorn master and its ``WORKER_COUNT`` workers, with a port of its own), as Azure runs them, so
+a crashed instance leaves the others serving and a rollout replaces them one at a time.
 
 Instance 0 lives in the deployment's folder and its row's ``port``/``pid`` (as every deployment
 did before instances); instance k > 0 lives in ``instances/<k>/`` under it, with the same files
 (``server.json``, ``gunicorn.pid``, ``ready.json``, ``server.log``, and the Unix socket
 ``server.sock`` the gateway forwards to), and its port and pid in the row's ``instances`` list.
-``instances_of`` and ``record`` are the one place that knows this. The TCP port stays: the
-deployment's own scoring URI, and the control plane's health checks.
+``instances_of`` and ``record`` are the one place that knows this. An instance listens only on
+its socket, in a folder only its owner can enter; its TCP port (instance 0's is the deployment's
+own scoring URI) is its endpoint's gateway's, which passes what comes there through to it once
+the whole request is read. The control plane's health checks and self-test go over the socket.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from mlflow_deploy.errors import InvalidState
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.selftest import run_self_test
 from mlflow_deploy.scoring.config import ServerConfig
@@ -52,12 +53,9 @@ class Instance:
 
     @property
     def address(self) -> str:
-        """Where the gateway reaches it: its Unix socket, or its port when it has none (a
-        server started before instances had one keeps its listeners across updates)."""
-        socket_path = self.dir / SOCKET
-        if socket_path.is_socket():
-            return f"unix:{socket_path}"
-        return f"http://{supervisor.HOST}:{self.port}"
+        """Where the gateway and the control plane reach it: its Unix socket, the one place it
+        listens (its port is the gateway's own)."""
+        return f"unix:{self.dir / SOCKET}"
 
 
 def instance_dir(deployment_dir: Path, index: int) -> Path:
@@ -89,8 +87,8 @@ def start(config: ServerConfig, instance: Instance) -> Tuple[int, Dict]:
     pid = supervisor.start_server(instance.config_path, instance.log_path, python=config.python)
     try:
         ready = supervisor.wait_ready(config, instance.log_path, supervisor.started_alive(pid),
-                                      offset)
-        return ready, run_self_test(config, instance.log_path)
+                                      offset, address=instance.address)
+        return ready, run_self_test(config, instance.address, instance.log_path)
     except BaseException:
         supervisor.stop(pid, grace=5)
         raise
@@ -109,8 +107,9 @@ def hand_over(instance: Instance, new_config: ServerConfig) -> Tuple[int, Dict]:
     supervisor.reexec(old_pid)
     try:
         ready = supervisor.wait_ready(new_config, instance.log_path,
-                                      supervisor.reexec_alive(old_pid), offset)
-        return ready, run_self_test(new_config, instance.log_path)
+                                      supervisor.reexec_alive(old_pid), offset,
+                                      address=instance.address)
+        return ready, run_self_test(new_config, instance.address, instance.log_path)
     except BaseException:
         child = supervisor.reexec_child(old_pid)
         if child is not None:
@@ -119,14 +118,9 @@ def hand_over(instance: Instance, new_config: ServerConfig) -> Tuple[int, Dict]:
 
 
 def restart(instance: Instance, new_config: ServerConfig) -> Tuple[int, Dict]:
-    """Start a dead instance's server again on its port."""
+    """Start a dead instance's server again (its port stays with the gateway)."""
     # anything left of the old process group (a worker orphaned by a killed master) goes first
     stop(instance, grace=5)
-    if not supervisor.wait_port_free(instance.port):
-        raise InvalidState(
-            f"The deployment's port {instance.port} is taken by another program; delete and "
-            "recreate the deployment."
-        )
     return start(new_config, instance)
 
 
@@ -140,7 +134,7 @@ def state(instance: Instance) -> str:
     """Running, Unhealthy (alive but not answering its liveness route) or Dead."""
     if not supervisor.is_alive(instance.pid, instance.config_path):
         return "Dead"
-    if not supervisor.is_healthy(instance.port, timeout=2.0):
+    if not supervisor.is_healthy(instance.address, timeout=2.0):
         return "Unhealthy"
     return "Running"
 

@@ -58,9 +58,14 @@ BATCH_TIME_MS = 10
 @dataclass(frozen=True)
 class Route:
     """One deployment behind the gateway: where its instances listen, how much it takes, and how
-    the gateway probes them (``specs.ProbeSettings`` fields; the defaults are the local ones)."""
+    the gateway probes them (``specs.ProbeSettings`` fields; the defaults are the local ones).
+    ``ports`` are the instances' own TCP ports (the first is the deployment's own URI's): the
+    gateway listens on each and passes what comes there through to that instance, transparently,
+    as if the instance listened there itself (it listens only on its Unix socket, so a slow
+    client holds the gateway's coroutine, never one of its synchronous workers)."""
 
     upstreams: Tuple[str, ...]  # "http://127.0.0.1:PORT" or "unix:/path/to.sock", one per instance
+    ports: Tuple[int, ...] = ()  # one per instance, in the same order; none for `serve`
     request_timeout_ms: int = 5000
     max_concurrent_requests_per_instance: int = 1
     liveness: Dict[str, int] = field(default_factory=lambda: asdict(LIVENESS))
@@ -105,7 +110,8 @@ class GatewayConfig:
     def read(cls, path: os.PathLike) -> "GatewayConfig":
         data = json.loads(Path(path).read_text())
         data["deployments"] = {
-            name: Route(upstreams=tuple(route.pop("upstreams")), **route)
+            name: Route(upstreams=tuple(route.pop("upstreams")),
+                        ports=tuple(route.pop("ports", ())), **route)
             for name, route in data.get("deployments", {}).items()
         }
         return cls(**data)

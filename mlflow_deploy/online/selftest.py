@@ -9,10 +9,10 @@ is not tried, and the deployment says so. While an update hands over, the old ma
 accepts on the same socket; it answers a request for another revision 421 without scoring it,
 and the request is sent again until the new revision has answered it.
 """
+import http.client
+import json
 import time
 from typing import Any, Dict
-
-import requests
 
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
@@ -23,8 +23,9 @@ __all__ = ["run_self_test"]
 NOT_MINE = 421
 
 
-def run_self_test(config: ServerConfig, log_path: Any) -> Dict[str, Any]:
-    """What the revision was tried with and how it answered; ServerFailed if it failed."""
+def run_self_test(config: ServerConfig, address: str, log_path: Any) -> Dict[str, Any]:
+    """What the revision was tried with and how it answered (at ``address``, the instance's
+    socket); ServerFailed if it failed."""
     if config.scoring_script:
         return {"kind": "skipped", "reason": "a scoring script answers as it chooses"}
     from mlflow_deploy.scoring.selftest import REVISION_HEADER, self_test_for
@@ -33,7 +34,6 @@ def run_self_test(config: ServerConfig, log_path: Any) -> Dict[str, Any]:
     if test is None:
         return {"kind": "skipped",
                 "reason": "the model has no input example and no signature to make one from"}
-    url = "http://{}:{}/score".format(supervisor.HOST, config.port)
     headers = {"Content-Type": "application/json", REVISION_HEADER: str(config.revision),
                "x-request-id": "self-test-{}".format(config.revision)}
     timeout_s = config.request_timeout_ms / 1000.0
@@ -41,27 +41,28 @@ def run_self_test(config: ServerConfig, log_path: Any) -> Dict[str, Any]:
     while True:
         started = time.monotonic()
         try:
-            answer = requests.post(url, data=test.body, headers=headers, timeout=timeout_s + 5)
-        except requests.RequestException as exc:
+            status, reason, answer = supervisor.local_request(
+                address, "POST", "/score", test.body, headers, timeout=timeout_s + 5)
+        except (OSError, http.client.HTTPException) as exc:
             raise ServerFailed(_failed(test.kind, "no answer ({})".format(type(exc).__name__),
                                        log_path)) from None
-        if answer.status_code != NOT_MINE:
+        if status != NOT_MINE:
             break
         if time.monotonic() > deadline:
             raise ServerFailed(_failed(test.kind, "the new revision never took the request",
                                        log_path))
     elapsed_ms = round((time.monotonic() - started) * 1000.0, 1)
-    if not test.passed(answer.status_code):
+    if not test.passed(status):
         raise ServerFailed(_failed(test.kind, "{}: {}".format(
-            answer.status_code, _message(answer)), log_path))
-    return {"kind": test.kind, "status": answer.status_code, "ms": elapsed_ms}
+            status, _message(answer, reason)), log_path))
+    return {"kind": test.kind, "status": status, "ms": elapsed_ms}
 
 
-def _message(answer: requests.Response) -> str:
+def _message(answer: bytes, reason: str) -> str:
     try:
-        return str(answer.json().get("message") or "").strip() or answer.reason
+        return str(json.loads(answer).get("message") or "").strip() or reason
     except (ValueError, AttributeError):
-        return answer.reason
+        return reason
 
 
 def _failed(kind: str, what: str, log_path: Any) -> str:

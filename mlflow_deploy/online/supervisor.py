@@ -8,6 +8,7 @@ pid alone: a zombie is dead, and a pid that neither carries our config path in i
 runs in the config's folder (a pid reused after a reboot) is not ours.
 """
 
+import http.client
 import json
 import os
 import re
@@ -17,9 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
-
-import requests
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from mlflow_deploy import detached, processes
 from mlflow_deploy.detached import adopt
@@ -44,6 +43,9 @@ __all__ = [
     "reexec",
     "is_alive",
     "is_healthy",
+    "http_address",
+    "local_request",
+    "UnixConnection",
     "stop",
     "read_ready",
     "last_log_line",
@@ -198,10 +200,57 @@ def _serves(pid: int, config_path: os.PathLike) -> bool:
     return processes.cwd(pid) == os.path.abspath(os.path.dirname(config_path))
 
 
-def is_healthy(port: int, timeout: float = 2.0) -> bool:
+def http_address(port: int) -> str:
+    """The address (as the gateway's routes and ``local_request`` take it) of a TCP port here."""
+    return f"http://{HOST}:{port}"
+
+
+class UnixConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: the one thing the standard library lacks for talking to
+    an instance's socket or a gateway's admin socket, and small enough not to need a dependency.
+    The socket is reached through its open folder (``/proc/self/fd/N/NAME``): its own path may
+    be longer than the 107 bytes a Unix socket address holds (a home deep in a tree)."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        folder = os.open(os.path.dirname(self.unix_path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.sock.connect("/proc/self/fd/{}/{}".format(
+                folder, os.path.basename(self.unix_path)))
+        finally:
+            os.close(folder)
+
+
+def local_request(address: str, method: str, path: str, body: bytes = b"",
+                  headers: Optional[Mapping[str, str]] = None, timeout: float = 30.0
+                  ) -> Tuple[int, str, bytes]:
+    """One request to a server of ours at ``address`` ("unix:/PATH" or "http://HOST:PORT"):
+    (status, reason, body). The control plane reaches an instance over its Unix socket, the
+    one place it listens. Raises OSError or http.client.HTTPException when there is no
+    answer."""
+    if address.startswith("unix:"):
+        connection: http.client.HTTPConnection = UnixConnection(address[len("unix:"):], timeout)
+    else:
+        host, _, port = address[len("http://"):].rstrip("/").rpartition(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        return requests.get(f"http://{HOST}:{port}/", timeout=timeout).status_code == 200
-    except requests.RequestException:
+        connection.request(method, path, body=body, headers=dict(headers or {}))
+        answer = connection.getresponse()
+        return answer.status, answer.reason, answer.read()
+    finally:
+        connection.close()
+
+
+def is_healthy(address: str, timeout: float = 2.0) -> bool:
+    """Whether the server at ``address`` answers its liveness route ``GET /`` with a 200."""
+    try:
+        return local_request(address, "GET", "/", timeout=timeout)[0] == 200
+    except (OSError, http.client.HTTPException):
         return False
 
 
@@ -248,10 +297,13 @@ def wait_ready(
     starting: Callable[[], bool],
     log_offset: int = 0,
     timeout: float = START_TIMEOUT_S,
+    address: Optional[str] = None,
 ) -> int:
-    """Wait until the master serving ``config.revision`` reports ready and answers ``GET /``;
-    return its pid. ``starting()`` turning False means the starting master died (see
+    """Wait until the master serving ``config.revision`` reports ready and answers ``GET /`` at
+    ``address`` (a deployment's instance: its Unix socket; else the config's TCP bind); return
+    its pid. ``starting()`` turning False means the starting master died (see
     ``started_alive`` and ``reexec_alive``). Raises ServerFailed with the log's telling line."""
+    address = address or http_address(config.port)
     deadline = time.monotonic() + timeout
     while True:
         ready = read_ready(config.ready_file) if config.ready_file else None
@@ -260,7 +312,7 @@ def wait_ready(
                 reason = ready.get("error") or last_log_line(log_path, log_offset)
                 raise ServerFailed(_failure("failed to start", reason, log_path))
             pid = int(ready["pid"])
-            if is_healthy(config.port, timeout=5):
+            if is_healthy(address, timeout=5):
                 return pid
             if not is_alive(pid):
                 reason = last_log_line(log_path, log_offset)

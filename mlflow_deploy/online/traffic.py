@@ -11,7 +11,7 @@ if it is not running.
 
 import secrets
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from mlflow_deploy.errors import AlreadyExists, InvalidParameter, InvalidState
 from mlflow_deploy.online import gateways, instances, supervisor
@@ -43,8 +43,9 @@ SERVING = ("Succeeded",)  # the deployment states the gateway routes to
 
 
 def scoring_uri_of(deployment: Deployment) -> str:
-    """A deployment's own server, without the endpoint's key: for the tests and tools that
-    talk to one server directly."""
+    """A deployment's own URI, without the endpoint's key: for the tests and tools that talk to
+    one server directly. The endpoint's gateway listens on its port and passes everything
+    through to the deployment's first instance."""
     return f"http://{supervisor.HOST}:{deployment.port}/score"
 
 
@@ -156,7 +157,8 @@ def gateway_paths(store: Store, endpoint_name: str):
 
 def _route(deployment: Deployment) -> Route:
     settings = DeploymentSettings(**deployment.config)
-    return Route(upstreams=tuple(i.address for i in instances.instances_of(deployment)),
+    members = instances.instances_of(deployment)
+    return Route(upstreams=tuple(i.address for i in members), ports=tuple(i.port for i in members),
                  request_timeout_ms=settings.request_timeout_ms,
                  max_concurrent_requests_per_instance=(
                      settings.max_concurrent_requests_per_instance),
@@ -206,20 +208,35 @@ def sync_gateway(store: Store, endpoint_name: str) -> None:
     config_path, log_path = gateway_paths(store, endpoint.name)
     if gateway_alive(store, endpoint):
         try:
-            gateways.reload(gateway_config(store, endpoint), config_path)
+            config = gateway_config(store, endpoint)
+            _check_bound(config, gateways.reload(config, config_path))
             return
         except OSError:  # its admin socket is gone: a fresh gateway, on the same port
             stop_gateway(store, endpoint)
             supervisor.wait_port_free(endpoint.port)
     if endpoint.port is None:
-        taken = [d.port for d in store.list_deployments()] + [
-            e.port for e in store.list_endpoints() if e.port]
+        taken = [i.port for d in store.list_deployments() for i in instances.instances_of(d)]
+        taken += [e.port for e in store.list_endpoints() if e.port]
         endpoint.port = supervisor.free_port(exclude=taken)
     elif not supervisor.port_is_free(endpoint.port):
         raise InvalidState(f"The endpoint's port {endpoint.port} is taken by another program; "
                            "stop it, or delete and recreate the endpoint.")
-    endpoint.pid = gateways.start(gateway_config(store, endpoint), config_path, log_path)
+    config = gateway_config(store, endpoint)
+    endpoint.pid = gateways.start(config, config_path, log_path)
     store.save_endpoint(endpoint)
+    _check_bound(config, gateways.unbound_ports(config))
+
+
+def _check_bound(config: GatewayConfig, unbound: List[int]) -> None:
+    """The gateway listens on every instance's port (the deployment's own URI among them), or
+    the first it could not is an error naming its deployment. The routing table is in force
+    all the same: the endpoint's URI serves."""
+    for name, route in sorted(config.deployments.items()):
+        for port in route.ports:
+            if port in unbound:
+                raise InvalidState(
+                    f"The port {port} of deployment {name} is taken by another program; stop "
+                    "it, or delete and recreate the deployment.")
 
 
 def stop_gateway(store: Store, endpoint: Endpoint) -> None:

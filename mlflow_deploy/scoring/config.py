@@ -16,9 +16,12 @@ CONFIG_ENV = "MLFLOW_DEPLOY_SERVER_CONFIG"
 @dataclass
 class ServerConfig:
     model_dir: str  # a local directory holding MLmodel
-    bind: str = "127.0.0.1:5001"  # host:port
-    # also listen on this Unix socket, a path relative to the server's folder (a deployment's):
-    # the endpoint's gateway forwards over it, sparing a TCP handshake per request
+    # host:port, or None for none: a deployment's server listens only on its Unix socket, and
+    # its port is its gateway's, so no client reaches a synchronous worker before its whole
+    # request is read (a slow one would hold the worker)
+    bind: Optional[str] = "127.0.0.1:5001"
+    # listen on this Unix socket, a path relative to the server's folder (a deployment's) or
+    # absolute: its gateway forwards over it, sparing a TCP handshake per request
     unix_socket: Optional[str] = None
     # how it scores (options.ScoringOptions, where the defaults are), flat in the file
     workers: int = DEFAULTS.workers
@@ -67,5 +70,5 @@ class ServerConfig:
         return ScoringOptions.taken_from(self)
 
     @property
-    def port(self) -> int:
-        return int(self.bind.rsplit(":", 1)[1])
+    def port(self) -> Optional[int]:
+        return int(self.bind.rsplit(":", 1)[1]) if self.bind else None

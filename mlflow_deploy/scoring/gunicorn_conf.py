@@ -15,7 +15,8 @@ _config = ServerConfig.from_env()
 metrics.open_directory(os.path.dirname(os.path.abspath(os.environ[CONFIG_ENV])))
 
 # a USR2 re-exec keeps the listening sockets it inherits (GUNICORN_FD) and binds nothing new
-bind = [_config.bind] + (["unix:" + _config.unix_socket] if _config.unix_socket else [])
+bind = ([_config.bind] if _config.bind else []) + (
+    ["unix:" + _config.unix_socket] if _config.unix_socket else [])
 workers = max(1, int(_config.workers))
 # gunicorn's sync worker, whose own refusals (a malformed header, a request line too long) are
 # answered as the app answers: JSON, request ids, a 4xx
@@ -43,8 +44,21 @@ def when_ready(server):
     from mlflow_deploy.scoring.forkserver import report_modules
 
     report_modules()  # a master forked by the env's fork server: what to import there next time
+    if not _config.bind:
+        _drop_tcp_listeners(server)
     wsgi.watchdog.start()
     logfile.keep_rotated()  # the log every process of this server appends to
+
+
+def _drop_tcp_listeners(server):
+    """A master re-exec'd by an update from one an earlier version started inherits its TCP
+    listener too: that port is the endpoint's gateway's now, so this master closes its copy
+    before any worker is forked, and the port is free once the old master has drained."""
+    from gunicorn.sock import TCPSocket
+
+    for listener in [each for each in server.LISTENERS if isinstance(each, TCPSocket)]:
+        listener.close()
+        server.LISTENERS.remove(listener)
 
 
 def pre_fork(server, worker):

@@ -22,7 +22,7 @@ def serve_until_ready(command, port, timeout=180):
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(proc.stdout.read())
-        if supervisor.is_healthy(port, timeout=1):
+        if supervisor.is_healthy(supervisor.http_address(port), timeout=1):
             return proc
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from mlflow.models import Model
 
-from mlflow_deploy import online
+from mlflow_deploy import online, processes
 from mlflow_deploy.errors import (
     AlreadyExists,
     InvalidParameter,
@@ -21,6 +21,7 @@ from mlflow_deploy.errors import (
     ServerFailed,
 )
 from mlflow_deploy.online import supervisor
+from tests.connections import listening_ports
 from tests.online.fixtures import server_pids_under
 from tests.online.load import SteadyLoad
 
@@ -70,6 +71,14 @@ def test_create_predict_list_delete(deploy_home, example_models):
     assert by_dict == by_frame == by_endpoint and len(by_dict) == 2
     direct = requests.post(created["scoring_uri"], json=SPLIT, timeout=10)
     assert direct.status_code == 200 and direct.json() == by_dict
+    # no process of the instance listens on TCP: its only listener is its socket, in a folder
+    # only its owner enters; the deployment's port is the gateway's, which passes it through
+    for pid in [created["pid"]] + processes.children(created["pid"]):
+        assert listening_ports(pid) == set(), pid
+    folder = os.path.dirname(created["log_path"])
+    assert oct(os.stat(folder).st_mode & 0o777) == "0o700"
+    assert os.listdir(folder).count("server.sock") == 1
+    assert created["port"] in listening_ports(store.get_endpoint("blue").pid)
 
     with pytest.raises(PredictionFailed) as caught:
         online.predict("blue", {"input_data": {"columns": ["age"], "data": [[1.0]]}})

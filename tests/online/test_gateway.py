@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import textwrap
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +19,7 @@ import requests
 from example_models.build import shared_requirements
 from mlflow_deploy import online, processes
 from mlflow_deploy.online import endpoints as _endpoints
+from mlflow_deploy.online import supervisor
 from mlflow_deploy.errors import InvalidState, PredictionFailed
 from tests import prometheus
 from tests.connections import wait_until
@@ -291,8 +293,8 @@ def test_mirror_reports_agreement_and_never_reaches_the_caller(deploy_home, mode
 def test_lifecycle_changes_under_load_fail_no_request(deploy_home, models):
     created = online.create_endpoint("ept", config={"auth_mode": "none"})
     uri = created["scoring_uri"]
-    online.create_deployment("blue", models["right"], endpoint="ept",
-                             config={**LOADED, "all_traffic": "true"})
+    blue = online.create_deployment("blue", models["right"], endpoint="ept",
+                                    config={**LOADED, "all_traffic": "true"})
     with SteadyLoad(uri, body(2.0), expect=[4.0]) as load:
         load.served_more()
         online.create_deployment("green", models["right"], endpoint="ept", config=LOADED)
@@ -306,16 +308,50 @@ def test_lifecycle_changes_under_load_fail_no_request(deploy_home, models):
         with pytest.raises(InvalidState, match="traffic"):
             online.delete_deployment("green", endpoint="ept")
         online.delete_deployment("blue", endpoint="ept")
+        assert supervisor.port_is_free(blue["port"])  # the gateway serving on released it
         load.served_more()
     assert load.failed == [] and load.ok > 100
 
 
+def trickle_headers(slow, seconds, stop):
+    """Each of the connections ``slow`` sends one more byte of its headers every 0.5 s, for
+    ``seconds`` (or until ``stop`` is set)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop.is_set():
+        for sock in slow:
+            sock.sendall(b"a")
+        stop.wait(0.5)
+
+
 def test_slow_clients_never_hold_a_worker(deploy_home, models):
-    """100 clients that send their headers and then trickle their bodies: the gateway holds
-    them, and a deployment with one worker keeps answering everybody else."""
+    """Clients that trickle their headers, at the endpoint's port and at the deployment's own,
+    and 100 that send their headers and then trickle their bodies: the gateway holds them all,
+    and a deployment with one worker keeps answering everybody else at once, on both ports."""
     created = online.create_deployment("blue", models["right"])
     online.update_endpoint("blue", config={"auth_mode": "none"})
-    port = int(created and online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    port = int(uri.split(":")[2].split("/")[0])
+    stop = threading.Event()
+    trickling = [socket.create_connection(("127.0.0.1", p), timeout=10)
+                 for p in (port, created["port"]) for _ in range(20)]
+    try:
+        for sock in trickling:  # connected first: a sync worker would be theirs now
+            sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        with ThreadPoolExecutor(1) as pool:
+            slowed = pool.submit(trickle_headers, trickling, 5.0, stop)
+            try:
+                while not slowed.done():
+                    for target in (uri, created["scoring_uri"]):
+                        started = time.monotonic()
+                        answer = requests.post(target, json=body(1.0), timeout=10)
+                        assert answer.status_code == 200 and answer.json() == [2.0]
+                        assert time.monotonic() - started < 1.0, target
+            finally:
+                stop.set()
+            slowed.result()
+    finally:
+        for sock in trickling:
+            sock.close()
     payload = b'{"input_data": {"columns": ["x"], "data": [[1.0]]}}'
     slow = []
     try:
@@ -324,7 +360,6 @@ def test_slow_clients_never_hold_a_worker(deploy_home, models):
             sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n" % len(payload) + payload[:5])
             slow.append(sock)
-        uri = online.get_endpoint("blue")["scoring_uri"]
         for _ in range(20):
             started = time.monotonic()
             answer = requests.post(uri, json=body(1.0), timeout=10)
@@ -355,13 +390,21 @@ def test_restart_after_every_process_is_gone(deploy_home, models):
         time.sleep(0.05)  # SIGKILL'ed processes take a moment to go
     assert states() == ("Stopped", "Dead")
     assert [e["state"] for e in online.list_endpoints()] == ["Stopped"]
-    started = _endpoints.start_endpoint("blue")
+    with socket.socket() as squatter:  # another program took the deployment's port meanwhile
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", deployment.port))
+        squatter.listen()
+        with pytest.raises(InvalidState, match=f"^The port {deployment.port} of deployment blue "
+                                               "is taken by another program; stop it"):
+            _endpoints.start_endpoint("blue")
+    started = _endpoints.start_endpoint("blue")  # the port is free again: the gateway takes it
     assert started["scoring_uri"] == before["scoring_uri"] and started["state"] == "Running"
     assert _endpoints.get_credentials("blue") == keys
     answer = requests.post(started["scoring_uri"], json=body(1.0), headers=auth(keys["primaryKey"]),
                            timeout=30)
     assert answer.status_code == 200 and answer.json() == [2.0]
-    assert created["name"] == "blue"
+    answer = requests.post(created["scoring_uri"], json=body(1.0), timeout=30)
+    assert answer.status_code == 200 and answer.json() == [2.0]
 
 
 def test_instances_serve_apart_and_one_killed_is_restarted_failing_no_request(deploy_home,
@@ -416,7 +459,7 @@ def test_instances_serve_apart_and_one_killed_is_restarted_failing_no_request(de
     log = (deploy_home.home / "logs" / "gateway-blue.log").read_text()
     assert "failed its liveness probe" in log and "serves" in log
     fewer = online.update_deployment("blue", config={"instance_count": "1"})
-    assert len(fewer["instances"]) == 1
+    assert len(fewer["instances"]) == 1 and supervisor.port_is_free(second["port"])
     assert not os.path.exists(os.path.join(fewer["log_path"], "..", "instances", "1"))
     assert requests.post(uri, json=body(3.0), timeout=30).json() == [6.0]
 
