@@ -6,13 +6,8 @@ import time
 _LISTEN = "0A"
 
 
-def accepted(port: int) -> int:
-    """How many connections to local ``port`` a server process has accepted and not closed yet.
-
-    A connection still in the listen backlog is listed without an inode: accept() gives it one
-    and the server's close() takes it away, whatever the client does.
-    """
-    count = 0
+def _sockets():
+    """(local port, state, inode) of every TCP socket the kernel lists, IPv4 and IPv6."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -21,9 +16,19 @@ def accepted(port: int) -> int:
             continue
         for row in rows:
             fields = row.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if int(local.rsplit(":", 1)[1], 16) == port and state != _LISTEN and inode != "0":
-                count += 1
+            yield int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+
+
+def accepted(port: int) -> int:
+    """How many connections to local ``port`` a server process has accepted and not closed yet.
+
+    A connection still in the listen backlog is listed without an inode: accept() gives it one
+    and the server's close() takes it away, whatever the client does.
+    """
+    count = 0
+    for local_port, state, inode in _sockets():
+        if local_port == port and state != _LISTEN and inode != "0":
+            count += 1
     return count
 
 
@@ -38,18 +43,8 @@ def listening_ports(pid: int) -> set:
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:["):-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as handle:
-                rows = handle.read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == _LISTEN and fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return {local_port for local_port, state, inode in _sockets()
+            if state == _LISTEN and inode in inodes}
 
 
 def wait_until(condition, timeout: float = 60.0, message: str = "timed out") -> None:

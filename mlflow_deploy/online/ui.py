@@ -114,9 +114,12 @@ async def endpoint_state(request: web.Request) -> web.Response:
 async def _deployment(request: web.Request
                       ) -> Tuple[str, Optional[Deployment], Optional[web.Response]]:
     """The deployment the query names with its record (None where the store cannot say), or
-    the answer when it names none of this endpoint's. One the gateway does not route (it
-    failed to start) is still the endpoint's: its log says why."""
+    the answer when the request lacks the key or names none of this endpoint's. One the
+    gateway does not route (it failed to start) is still the endpoint's: its log says why."""
     name = request.query.get("deployment", "")
+    refused = _refused(request)
+    if refused is not None:
+        return name, None, refused
     gateway = request.app[_GATEWAY]
     found = (await _read_records(gateway.config)).get(name)
     if found is None and name not in gateway.backends:
@@ -126,9 +129,6 @@ async def _deployment(request: web.Request
 
 
 async def logs(request: web.Request) -> web.Response:
-    refused = _refused(request)
-    if refused is not None:
-        return refused
     name, deployment, missing = await _deployment(request)
     if missing is not None:
         return missing
@@ -144,9 +144,6 @@ async def logs(request: web.Request) -> web.Response:
 
 
 async def example(request: web.Request) -> web.Response:
-    refused = _refused(request)
-    if refused is not None:
-        return refused
     name, deployment, missing = await _deployment(request)
     if missing is not None:
         return missing
