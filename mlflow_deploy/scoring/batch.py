@@ -287,7 +287,7 @@ class MlflowBatchDriver:
         """One file read, enforced and predicted (predict once per file). Raises ScoringError."""
         name = os.path.basename(path)
         parsed = read_file(path, self.scorer.signature)
-        predictions, _ = self.scorer.predict_parsed(parsed, request_id=name)
+        predictions = self.scorer.predict_parsed(parsed, request_id=name).predictions
         return FileRows(name, predictions, prediction_rows(predictions))
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import payload, schema
 from .errors import (COERCIONS_HEADER, ModelFailed, ModelRejectedInput, ScoringError,
@@ -71,13 +71,24 @@ def score_parsed(parsed: payload.ParsedInput, predictor: "Predictor", *,
                 request_id)
 
 
+class Scored(NamedTuple):
+    """What enforcing and predicting gave: the predictions, the enforced input (its rows and
+    coercions), and the seconds in the model's predict call alone (the server's metric)."""
+    predictions: Any
+    enforced: schema.Enforced
+    predict_s: float
+
+
 def predict_parsed(parsed: payload.ParsedInput, predictor: "Predictor", *,
                    validation: str = "compatible", error_details: bool = True,
-                   request_id: str = "") -> Tuple[Any, schema.Enforced]:
-    """Enforce and predict without rendering: batch files keep the predictions as objects to
-    write one row each. Raises the ScoringError the online path would answer with."""
+                   request_id: str = "") -> Scored:
+    """Enforce and predict without rendering: the step every path shares (the server renders
+    the predictions, batch files keep them as objects to write one row each). Raises the
+    ScoringError the online path answers with."""
     enforced = schema.enforce(parsed, predictor.signature, validation)
-    return predict(predictor, enforced, error_details, request_id), enforced
+    started = time.perf_counter()
+    predictions = predict(predictor, enforced, error_details, request_id)
+    return Scored(predictions, enforced, time.perf_counter() - started)
 
 
 def invocations(raw: bytes, content_type: Optional[str], predictor: "Predictor", *,
@@ -93,14 +104,13 @@ def _run(parse: Callable[[], payload.ParsedInput], render: Callable[[Any], bytes
     try:
         parsed = parse()
         started = time.perf_counter()
-        enforced = schema.enforce(parsed, predictor.signature, validation)
-        predicting = time.perf_counter()
-        predictions = predict(predictor, enforced, error_details, request_id)
-        done = time.perf_counter()
-        return Result(200, _rendered(render, predictions, request_id),
-                      coercions=enforced.coercions, exec_ms=(done - started) * 1000.0,
-                      predict_s=done - predicting, rows=enforced.rows,
-                      coercion_kinds=enforced.coercion_kinds)
+        scored = predict_parsed(parsed, predictor, validation=validation,
+                                error_details=error_details, request_id=request_id)
+        exec_ms = (time.perf_counter() - started) * 1000.0
+        enforced = scored.enforced
+        return Result(200, _rendered(render, scored.predictions, request_id),
+                      coercions=enforced.coercions, exec_ms=exec_ms, predict_s=scored.predict_s,
+                      rows=enforced.rows, coercion_kinds=enforced.coercion_kinds)
     except ScoringTimeout:
         raise  # the server answers 504 and recycles the worker
     except ScoringError as exc:

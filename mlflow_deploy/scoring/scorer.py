@@ -12,7 +12,7 @@ import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from . import payload, pipeline
 from .errors import NotFound, ScoringError, StartupError, one_line
@@ -151,7 +151,8 @@ class ModelScorer(Scorer):
         return pipeline.invocations(request.body, request.content_type, self.predictor,
                                     request_id=request.request_id, **self._pipeline_options)
 
-    def predict_parsed(self, parsed: payload.ParsedInput, request_id: str = "") -> Tuple[Any, Any]:
+    def predict_parsed(self, parsed: payload.ParsedInput, request_id: str = ""
+                       ) -> pipeline.Scored:
         """Enforce and predict without rendering (batch files keep predictions as objects)."""
         return pipeline.predict_parsed(parsed, self.predictor, request_id=request_id,
                                        **self._pipeline_options)
