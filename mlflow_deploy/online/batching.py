@@ -37,6 +37,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
+from mlflow_deploy.scoring import payload
 from mlflow_deploy.scoring.errors import COERCIONS_HEADER
 
 try:  # the gateway's JSON: orjson where installed (the scoring server's own, so an answer split
@@ -175,7 +176,7 @@ class Batcher:
                 content_type = value
             elif lowered == CLIENT_REQUEST_ID:
                 client_id = value
-        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        if not payload.is_json(content_type):
             return None
         try:
             envelope = _loads(body)
@@ -308,15 +309,16 @@ def _kind(value: Any) -> Any:
 
 
 def _shape(data: Any) -> Optional[Tuple[Tuple[str, Any], int]]:
-    """((form, what must match to join), rows) of Azure's ``input_data`` (its three forms, as
-    ``scoring/payload.form_of`` tells them apart), or None for what goes alone."""
-    if isinstance(data, list):
-        if not data or any(isinstance(row, dict) for row in data):
-            return None  # records: Azure's /score takes none
-        return ("tensor", frozenset(_kind(row) for row in data)), len(data)
-    if not isinstance(data, dict) or not data:
-        return None
-    if "data" in data or "columns" in data:
+    """((form, what must match to join), rows) of Azure's ``input_data``, its form as the
+    server tells it (``payload.form_of``), or None for what goes alone."""
+    form = payload.form_of(data)
+    if form == "records" or not data or not isinstance(data, (list, dict)):
+        return None  # records: Azure's /score takes none; a scalar or nothing: the server's 400
+    if form == "tensor":
+        if any(isinstance(row, dict) for row in data):
+            return None  # records mixed with rows: whatever the server says of it, alone
+        return (form, frozenset(_kind(row) for row in data)), len(data)
+    if form == "split":
         columns, rows = data.get("columns"), data.get("data")
         if not (data.keys() <= _SPLIT_KEYS and isinstance(columns, list) and columns
                 and all(isinstance(c, str) for c in columns) and isinstance(rows, list) and rows
@@ -325,15 +327,15 @@ def _shape(data: Any) -> Optional[Tuple[Tuple[str, Any], int]]:
         if "index" in data and data["index"] != list(range(len(rows))):
             return None  # an index of its own: joined, the model would see others' rows' index
         kinds = tuple(frozenset(_kind(row[j]) for row in rows) for j in range(len(columns)))
-        return ("split", (tuple(columns), "index" in data, kinds)), len(rows)
+        return (form, (tuple(columns), "index" in data, kinds)), len(rows)
     tensors = list(data.values())
     if not all(isinstance(t, list) for t in tensors):
         return None
     rows = len(tensors[0])
     if rows == 0 or any(len(t) != rows for t in tensors):
         return None  # a tensor of another length: the first axis is not rows
-    return ("named", tuple((name, frozenset(_kind(v) for v in values))
-                           for name, values in data.items())), rows
+    return (form, tuple((name, frozenset(_kind(v) for v in values))
+                        for name, values in data.items())), rows
 
 
 def _joined_body(form: str, items: List[_Item]) -> bytes:
