@@ -4,20 +4,17 @@ jobs' page of ``batch-endpoint ui`` (batch/ui.py), which may not import each oth
 Each page is one self-contained HTML file of package data, answered under a
 Content-Security-Policy that lets it run only its own inline script and style and reach only
 the server it came from; its data routes answer JSON, a refusal as ``{"message": ...}``; both
-show the last lines of a log.
+show the last lines of a log (``logs.tail``, as get-logs reads them).
 """
-import os
 from importlib import resources
-from typing import List, Union
+from typing import Union
 
 from aiohttp import web
 
-__all__ = ["page", "answer", "tail", "asked_lines", "LOG_LINES", "MAX_LOG_LINES"]
+__all__ = ["page", "answer", "asked_lines", "LOG_LINES", "MAX_LOG_LINES"]
 
 LOG_LINES = 100  # lines a page shows of a log unless it asks for another number
 MAX_LOG_LINES = 2000
-# the most of a log read to find its last lines: a log of long lines shows fewer, never stalls
-_TAIL_BYTES = 1024 * 1024
 # the page's own script and style only, inline; data from the server it came from
 _POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
            "img-src data:; connect-src 'self'")
@@ -45,19 +42,3 @@ def asked_lines(request: web.Request) -> Union[int, web.Response]:
     if not 1 <= count <= MAX_LOG_LINES:
         return answer(400, "'lines' must be an integer from 1 to {}.".format(MAX_LOG_LINES))
     return count
-
-
-def tail(path: str, count: int) -> List[str]:
-    """The last ``count`` lines of a text file, reading at most its last ``_TAIL_BYTES``."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    if size > _TAIL_BYTES and lines:
-        lines = lines[1:]  # the first one read is likely cut
-    return lines[-count:]

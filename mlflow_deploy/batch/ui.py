@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from aiohttp import web
 
 from mlflow_deploy import pages
+from mlflow_deploy.logs import tail as tail_log
 from mlflow_deploy.batch import deployments, endpoints, jobs
 from mlflow_deploy.errors import DeployError, InvalidParameter, NotFound
 from mlflow_deploy.store import JOBS, Job, Store
@@ -173,7 +174,7 @@ async def log(request: web.Request) -> web.Response:
     app = request.app
     try:
         job = await _in_thread(_find, app[_HOME], app[_ENDPOINT], name)
-        lines = await _in_thread(pages.tail, job.log_path, count)
+        lines = (await _in_thread(tail_log, job.log_path, count))[0]
     except NotFound as exc:
         return pages.answer(404, exc.message)
     except (OSError, sqlite3.Error):

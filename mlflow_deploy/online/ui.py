@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Tuple
 from aiohttp import web
 
 from mlflow_deploy import pages
+from mlflow_deploy.logs import tail as tail_log
 from mlflow_deploy.errors import DeployError
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.deployments import describe
@@ -135,11 +136,9 @@ async def logs(request: web.Request) -> web.Response:
     count = pages.asked_lines(request)
     if isinstance(count, web.Response):
         return count
-    try:
-        lines = await asyncio.get_running_loop().run_in_executor(
-            None, pages.tail, deployment.log_path, count) if deployment else []
-    except OSError:
-        return pages.answer(503, "The deployment's log could not be read.")
+    # its old copies too, when a rotation just emptied it; a log that cannot be read has none
+    lines = (await asyncio.get_running_loop().run_in_executor(
+        None, tail_log, deployment.log_path, count))[0] if deployment else []
     return web.json_response({"deployment": name, "lines": lines})
 
 
