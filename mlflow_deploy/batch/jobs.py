@@ -355,7 +355,8 @@ def describe_job(job: Job) -> Dict[str, Any]:
         "started": _iso(job.started),
         "finished": _iso(job.finished),
         "duration_s": round(end - job.started, 3) if end and job.started else None,
-        "metrics": metrics.read(Path(job.dir)),
+        # the same counts, as Prometheus text for a scraper: its path, never read back here
+        "metrics_file": str(Path(job.dir) / metrics.FILE),
     }
 
 

@@ -3,16 +3,16 @@
 The textfile-collector way (a node exporter's, or any scraper that reads files): the job's own
 process has no port to scrape, so it rewrites the file whole each time its counts change, into
 a temporary file renamed into place (prometheus_client's ``write_to_textfile``): a reader never
-sees half of it. ``job show`` reads a few of its values back.
+sees half of it. ``job show`` gives its path; the counts themselves it takes from the job's
+record, which they are written from.
 """
 from pathlib import Path
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["FILE", "write", "read"]
+__all__ = ["FILE", "write"]
 
 FILE = "metrics.prom"
 # counters: (metric name without _total, help, the job's count it is)
@@ -53,23 +53,3 @@ def write(folder: Path, job: str, counts: Mapping[str, int], rate: float) -> Non
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Progress(job, counts, rate))
     write_to_textfile(str(folder / FILE), registry)
-
-
-def read(folder: Path) -> Optional[Dict[str, float]]:
-    """What ``job show`` says of the file: its path and a few values; None before the job's
-    process wrote it."""
-    path = folder / FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return None
-    values: Dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[sample.name] = sample.value
-    return {"file": str(path),
-            "rows_per_second": round(values.get(_RATE, 0.0), 3),
-            "rows": int(values.get("mlflow_deploy_job_rows_total", 0)),
-            "files_done": int(values.get("mlflow_deploy_job_files_done_total", 0)),
-            "files_failed": int(values.get("mlflow_deploy_job_files_failed_total", 0)),
-            "retries": int(values.get("mlflow_deploy_job_retries_total", 0))}

@@ -11,6 +11,7 @@ import pytest
 from mlflow_deploy import processes
 from mlflow_deploy.batch import jobs
 from mlflow_deploy.errors import InvalidState
+from tests import prometheus
 from tests.batch.job_fixtures import (ENDPOINT, jobs_home, wait_for, wait_job,  # noqa: F401
                                       write_inputs)
 
@@ -100,7 +101,8 @@ def test_a_worker_killed_mid_mini_batch_is_retried_and_nothing_is_lost(jobs_home
     done = wait_job(jobs_home, job["name"])
     assert done["status"] == "Completed", done
     assert done["counts"]["retries"] == 1 and done["counts"]["files_failed"] == 0
-    assert done["metrics"]["retries"] == 1  # in the job's metrics file as well
+    scraped = prometheus.parse(Path(done["metrics_file"]).read_text())  # the same count there
+    assert prometheus.value(scraped, "mlflow_deploy_job_retries_total", job=job["name"]) == 1
     assert Path(done["output_file"]).read_bytes() == clean.replace(b"f3.csv", b"f3-slow.csv")
     assert "ended while scoring a mini-batch" in Path(done["log_path"]).read_text()
 

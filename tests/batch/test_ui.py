@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,6 +19,7 @@ from mlflow_deploy.batch import jobs
 from mlflow_deploy.batch.ui import MISSING_TOKEN
 from mlflow_deploy.cli import cli
 from mlflow_deploy.store import HOME_ENV
+from tests import prometheus
 from tests.batch.job_fixtures import (ENDPOINT, ROWS, jobs_home, wait_job,  # noqa: F401
                                       write_inputs)
 from tests.browser import ARTIFACTS, browser  # noqa: F401 - the fixture
@@ -93,7 +95,8 @@ def test_the_data_routes_under_the_token(jobs_home, job, page):  # noqa: F811
         "files": 2, "files_done": 1, "files_failed": 1, "mini_batches": 2,
         "mini_batches_done": 2, "retries": 0, "rows": ROWS}
     assert progress["rows_per_second"] > 0 and progress["elapsed"].startswith("0:00:")
-    assert shown["metrics"]["files_failed"] == 1  # the job's metrics.prom, read back
+    scraped = prometheus.parse(Path(shown["metrics_file"]).read_text())  # the page's Metrics
+    assert prometheus.value(scraped, "mlflow_deploy_job_files_failed_total", job=shown["name"]) == 1
     # the corrupt file's mini-batch (the second: files sorted by path) and its one-line reason
     [failure] = shown["failures"]
     assert (failure["mini_batch"], failure["files"], failure["failed"], failure["files_failed"]) \
