@@ -20,9 +20,11 @@ Everything runs single-threaded per worker (one BLAS/OpenMP thread) so that one 
 core: rows per CPU-second is then comparable across methods. Job start-up (endpoint and job
 creation to the first finished mini-batch) is reported apart from the steady-state rate.
 CPU is the whole machine's busy time during the run (/proc/stat), so run it on a quiet machine.
-Peak memory of one worker above its size before (the kernel's high-water mark, reset first) is
-measured on the largest file with a worker started directly, beside that file's size as a
-DataFrame: on its first file (which also imports the reader) and on the next (every later file).
+Peak memory of one worker above its idle size (model loaded; the kernel's high-water mark, reset
+first) is measured on the largest file with a worker started directly, beside that file's size as
+a DataFrame: that is the target's figure. A second file's peak above what the first left resident
+is printed too: it is small because the allocators keep the first file's memory for reuse, so it
+says nothing about the working memory.
 """
 import argparse
 import json
@@ -130,10 +132,9 @@ def peak_above_kb(pid, score) -> int:
 
 
 def worker_memory(deployment: dict, largest: Path) -> dict:
-    """Peak resident memory of one batch worker above its size before, scoring the largest input
-    file, beside that file's in-memory size as a DataFrame: first on a worker that has only
-    loaded the model (the first file also imports the reader, e.g. pyarrow.parquet, once per
-    worker), then again on the same, now warm, worker (every later file)."""
+    """Peak resident memory of one batch worker above its idle size (model loaded), scoring the
+    largest input file, beside that file's in-memory size as a DataFrame; then a second file's
+    peak above what the first left resident (memory the allocators kept for reuse)."""
     import pandas as pd
 
     from mlflow_deploy.batch.worker import BatchWorker, WorkerSpec
@@ -151,10 +152,9 @@ def worker_memory(deployment: dict, largest: Path) -> dict:
     reader = pd.read_parquet if largest.suffix == ".parquet" else pd.read_csv
     frame_mb = reader(largest).memory_usage(deep=True).sum() / 2 ** 20
     return {"worker_idle_mb": round(idle / 1024), "largest_file_in_memory_mb": round(frame_mb, 1),
-            "first_file_peak_above_mb": round(first / 1024, 1),
-            "first_file_ratio": round(first / 1024 / frame_mb, 2),
-            "warm_peak_above_mb": round(warm / 1024, 1),
-            "ratio": round(warm / 1024 / frame_mb, 2)}
+            "peak_above_idle_mb": round(first / 1024, 1),
+            "ratio": round(first / 1024 / frame_mb, 2),
+            "second_file_above_retained_mb": round(warm / 1024, 1)}
 
 
 def cli(*args, env):

@@ -4,9 +4,10 @@ The job (jobs.py) hands an executor one try of one mini-batch at a time and gets
 ``concurrent.futures.Future`` back; it never learns which engine runs it. Retries, the error
 threshold and the output stay in the job: an executor only runs a try, within its timeout, in a
 batch worker (worker.py) that loads the model once and is kept for the next tries, and writes
-the try's rows to the part file the job names, where it runs (so the rows do not travel back
-through the job's process, and the writes of concurrent tries overlap); a Dask worker that cannot
-see the job's folder returns them instead, and the job writes them.
+the try's rows to the part file the job names, from the batch worker itself (so the rows do not
+travel back through the job's process, and the writes of concurrent tries overlap); a batch
+worker that cannot see the job's folder (a Dask worker on another machine) returns them instead,
+and the job writes them.
 
 - ``local`` (the default): threads of the job process, as many as the job runs mini-batches at
   once, each using one batch worker process at a time.
@@ -30,11 +31,10 @@ import json
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Set
 
 from mlflow_deploy.errors import InvalidParameter
-from mlflow_deploy.batch import output, remote
+from mlflow_deploy.batch import remote
 from mlflow_deploy.batch.worker import BatchWorker, MiniBatchOutcome, WorkerDied, WorkerSpec
 
 __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "open_executor",
@@ -46,6 +46,9 @@ class Executor(Protocol):
 
     #: how many tries run at once (instance_count x max_concurrency_per_instance)
     slots: int
+    #: how many tries the job keeps submitted: ``slots``, or more where an engine hides the
+    #: hand-over between one try's end and the next one's start behind a queue of its own
+    in_flight: int
 
     def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
@@ -64,15 +67,14 @@ class LocalExecutor:
     """Threads of the job process, each try in one of at most ``slots`` batch workers."""
 
     def __init__(self, spec: WorkerSpec, slots: int, log_path: Optional[str] = None):
-        self.slots = slots
+        self.slots = self.in_flight = slots
         self._pool = _WorkerPool(spec, log_path)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=slots, thread_name_prefix="mini-batch")
 
     def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
-        return self._threads.submit(
-            lambda: _write_part(self._pool.run(list(files), timeout), part))
+        return self._threads.submit(self._pool.run, list(files), timeout, part)
 
     def close(self, abort: bool = False) -> None:
         if abort:
@@ -85,14 +87,16 @@ class _WorkerPool:
     """Batch workers of one spec: a try takes an idle one (or starts one) and gives it back.
     Never more workers than tries running at once, so each keeps its loaded model."""
 
-    def __init__(self, spec: WorkerSpec, log_path: Optional[str]):
-        self.spec, self.log_path = spec, log_path
+    def __init__(self, spec: WorkerSpec, log_path: Optional[str],
+                 base_env: Optional[Mapping[str, str]] = None):
+        self.spec, self.log_path, self.base_env = spec, log_path, base_env
         self._lock = threading.Lock()
         self._idle: List[BatchWorker] = []
         self._busy: Set[BatchWorker] = set()
         self._closed = False
 
-    def run(self, files: List[str], timeout: float) -> MiniBatchOutcome:
+    def run(self, files: List[str], timeout: float, part: Optional[str] = None
+            ) -> MiniBatchOutcome:
         with self._lock:
             if self._closed:
                 raise WorkerDied("the job is stopping; the mini-batch was not run")
@@ -100,10 +104,10 @@ class _WorkerPool:
                 worker = self._idle.pop()
                 worker.log_path = self.log_path
             else:
-                worker = BatchWorker(self.spec, self.log_path)
+                worker = BatchWorker(self.spec, self.log_path, base_env=self.base_env)
             self._busy.add(worker)
         try:
-            return worker.run(files, timeout)
+            return worker.run(files, timeout, part)
         finally:
             with self._lock:
                 self._busy.discard(worker)
@@ -157,6 +161,10 @@ class DaskExecutor:
                  max_concurrency_per_instance: int = 1):
         distributed = _distributed()
         self.slots = slots
+        # a task's end reaches the job, and the next task its Dask worker, only after a round
+        # trip through the scheduler (milliseconds, against a mini-batch's tenths of a second):
+        # a second task waiting on each worker keeps it busy meanwhile
+        self.in_flight = 2 * slots
         self._spec = spec.to_dict()
         self._key = _spec_key(self._spec)
         self._log_path = log_path
@@ -257,18 +265,25 @@ def _run_in_dask_worker(spec: Dict[str, Any], files: List[str], timeout: float,
             local = WorkerSpec.from_dict(spec)
             if shipment is not None:  # under the lock: the other threads need it too
                 local = remote.localize(local, shipment)
-            pool = _DASK_POOLS[key] = _WorkerPool(local, log_path)
+            pool = _DASK_POOLS[key] = _WorkerPool(local, log_path, _without_dask_tuning())
         elif log_path and os.path.isdir(os.path.dirname(log_path)):
             pool.log_path = log_path  # a worker started from now on logs to this job's log
-    return _write_part(pool.run(files, timeout), part)
+    return pool.run(files, timeout, part)
 
 
-def _write_part(outcome: MiniBatchOutcome, part: Optional[str]) -> MiniBatchOutcome:
-    """The try's rows written to ``part`` where the job's folder is visible from here."""
-    if part and outcome.error is None and outcome.data and os.path.isdir(os.path.dirname(part)):
-        output.write_part(Path(part), outcome.data)
-        outcome.data, outcome.written = b"", True
-    return outcome
+def _without_dask_tuning() -> Dict[str, str]:
+    """This Dask worker's environment without what Dask's nanny set for the worker process
+    itself (``distributed.nanny.pre-spawn-environ`` and ``.environ``): a batch worker starts
+    from the environment it would have under the local executor. MALLOC_TRIM_THRESHOLD_=65536,
+    among them, has glibc give every freed frame back to the kernel and fault it in again for
+    the next file; the batch worker measured up to 1.4x slower with it."""
+    import dask.config
+
+    env = dict(os.environ)
+    for section in ("distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"):
+        for name in dask.config.get(section, default=None) or {}:
+            env.pop(str(name), None)
+    return env
 
 
 def _kill_busy_in_dask_worker(key: str) -> None:

@@ -883,10 +883,10 @@ class _Run:
                 if self.stop.is_set():
                     ending = ("Canceled", "Canceled by `job cancel`.")
                     break
-                while pending and len(running) < executor.slots:
+                while pending and len(running) < executor.in_flight:
                     index = pending.popleft()
                     self.tries[index] = self.tries.get(index, 0) + 1
-                    self.log.info("mini-batch %d/%d started (%d files, try %d)", index + 1,
+                    self.log.info("mini-batch %d/%d submitted (%d files, try %d)", index + 1,
                                   len(self.batches), len(self.batches[index]),
                                   self.tries[index])
                     self.log.debug("mini-batch %d files: %s", index + 1,

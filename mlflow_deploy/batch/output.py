@@ -12,28 +12,11 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from mlflow_deploy.scoring.batchworker import FORMATS
+# the batch worker writes its own mini-batches' parts (where the rows are); the job writes the
+# rest of its files with the same function
+from mlflow_deploy.scoring.batchworker import FORMATS, discard, fsync_dir, write_part
 
 __all__ = ["FORMATS", "write_part", "assemble"]
-
-
-def write_part(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync'ed, renamed into
-    place, and the folder fsync'ed, so the part is there whole or not at all, even after a
-    crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, str(path))
-    except BaseException:
-        _remove(temp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def assemble(parts: Sequence[Path], destination: Path, output_format: str) -> int:
@@ -60,9 +43,9 @@ def assemble(parts: Sequence[Path], destination: Path, output_format: str) -> in
             size = out.tell()
         os.replace(temp, str(destination))
     except BaseException:
-        _remove(temp)
+        discard(temp)
         raise
-    _fsync_dir(destination.parent)
+    fsync_dir(destination.parent)
     return size
 
 
@@ -129,23 +112,3 @@ def _conform(table, schema, pa):
         else:
             columns.append(pa.nulls(table.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(str(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

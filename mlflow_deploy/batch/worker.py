@@ -76,7 +76,7 @@ class MiniBatchOutcome:
     file_errors: Dict[str, str] = field(default_factory=dict)  # path -> one-line reason
     error: Optional[str] = None          # failed as a whole (run() raised...): retry it
     traceback: Optional[str] = None      # for the job log only
-    written: bool = False                # the executor wrote ``data`` to the part file itself
+    written: bool = False                # the worker wrote the rows to the part file itself
 
     @property
     def failed(self) -> int:
@@ -120,10 +120,14 @@ class BatchWorker:
     """One worker process, started on first use and kept for the next mini-batches."""
 
     def __init__(self, spec: WorkerSpec, log_path: Optional[str] = None, *,
-                 start_timeout: float = START_TIMEOUT_S):
+                 start_timeout: float = START_TIMEOUT_S,
+                 base_env: Optional[Mapping[str, str]] = None):
         self.spec = spec
         self.log_path = log_path
         self.start_timeout = start_timeout
+        #: the environment the process starts from (this process's by default), before the
+        #: spec's environment_variables
+        self.base_env = base_env
         self._proc: Optional[subprocess.Popen] = None
 
     @property
@@ -137,24 +141,28 @@ class BatchWorker:
         if proc is not None:
             _signal_group(proc.pid)
 
-    def run(self, files: Sequence[str], timeout: float) -> MiniBatchOutcome:
+    def run(self, files: Sequence[str], timeout: float, part: Optional[str] = None
+            ) -> MiniBatchOutcome:
         """Score one mini-batch within ``timeout`` seconds (the model's load, on first use, is not
-        counted). Raises WorkerTimedOut (the process group was killed), WorkerDied or
-        WorkerStartFailed; the next call starts a fresh process."""
+        counted). ``part``: the file its rows go to, written by the worker when it can see that
+        folder (the outcome is then ``written``, without ``data``). Raises WorkerTimedOut (the
+        process group was killed), WorkerDied or WorkerStartFailed; the next call starts a fresh
+        process."""
         files = [str(f) for f in files]
         self._ensure_started()
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         deadline = time.monotonic() + timeout
         try:
-            write_frame(proc.stdin.fileno(), json.dumps({"files": files}).encode("utf-8"))
+            write_frame(proc.stdin.fileno(),
+                        json.dumps({"files": files, "part": part}).encode("utf-8"))
             header = json.loads(self._read_frame(deadline, timeout).decode("utf-8"))
             data = self._read_frame(deadline, timeout)
         except (BrokenPipeError, ConnectionResetError):
             raise self._died() from None
         return MiniBatchOutcome(files, data, int(header.get("rows") or 0),
                                 dict(header.get("file_errors") or {}), header.get("error"),
-                                header.get("traceback"))
+                                header.get("traceback"), bool(header.get("written")))
 
     def close(self) -> None:
         """End the process: its input closes, so a script's shutdown() runs; killed if it is not
@@ -190,9 +198,15 @@ class BatchWorker:
 
     def _start(self) -> None:
         spec = self.spec
-        env = dict(os.environ)
+        env = dict(os.environ if self.base_env is None else self.base_env)
         # envs are installed without bytecode: the first worker writes it, later ones load it
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # Arrow's tables live only until they become pandas frames (numpy's memory, from malloc):
+        # with Arrow on malloc too, the next file reuses what the last one freed, where Arrow's
+        # own mimalloc heap kept its high-water mark beside malloc's. Measured on a 100,000 x 10
+        # file: peak above the loaded model 36 -> 28 MB (CSV), 68 -> 44 MB (Parquet), and CSV
+        # rows/s no lower. A value the user set, here or in the job, wins.
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         env.update(spec.environment_variables)  # before the interpreter starts (thread pools)
         cwd = spec.code_dir if spec.scoring_script and spec.code_dir else spec.model_dir
         if self.log_path:

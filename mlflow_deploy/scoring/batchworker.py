@@ -7,10 +7,14 @@ mlflow_deploy.batch.worker.BatchWorker.
 The protocol, over the process's stdin and stdout, is frames: an 8-byte big-endian length, then
 that many bytes.
   client -> worker  the spec (JSON: WorkerSpec.to_dict()), once; then per mini-batch a request
-                    (JSON: {"files": [...]})
+                    (JSON: {"files": [...], "part": path or null})
   worker -> client  once: {"ready": true, "pid": ...} or {"ready": false, "error": one line,
                     "traceback": ...}, and the worker exits; then per request the outcome
-                    header (JSON: rows, file_errors, error, traceback) and the output's bytes
+                    header (JSON: rows, file_errors, error, traceback, written) and the
+                    output's bytes: none when ``written``, the rows having gone to ``part``
+The worker writes the rows to ``part`` itself (atomically, write_part) when it can see that
+file's folder: they are not copied through a pipe into a second process that only writes them,
+and the worker is not kept idle meanwhile. A worker on another machine sends them instead.
 End of input: the script's shutdown() is called and the worker exits 0.
 
 A user's script may print, and libraries log to stdout: before anything else is imported the
@@ -26,6 +30,7 @@ import logging
 import os
 import struct
 import sys
+import tempfile
 import traceback
 from typing import Any, Dict, Optional
 
@@ -38,6 +43,49 @@ FORMATS = ("azure", "csv", "parquet")
 #: Azure's logging_level values
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 CHUNK = 1 << 20
+
+
+def write_part(path: "os.PathLike[str] | str", data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync'ed, renamed into
+    place, and the folder fsync'ed, so the file is there whole or not at all, even after a
+    crash."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        discard(temp)
+        raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: "os.PathLike[str] | str") -> None:
+    """Make a rename in ``folder`` durable (best effort: some filesystems refuse it)."""
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def discard(path: str) -> None:
+    """Remove a temporary file if it is there."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 class ProtocolEnd(Exception):
@@ -150,9 +198,16 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
             frame = read_frame(proto_in)
             if frame is None:
                 return 0
-            files = [str(f) for f in json.loads(frame.decode("utf-8"))["files"]]
+            request = json.loads(frame.decode("utf-8"))
+            files = [str(f) for f in request["files"]]
+            part = request.get("part")
             result: MiniBatchResult = driver.run_mini_batch(files)
             data, result = render_result(result, output_format)
+            written = bool(part and data and result.error is None
+                           and os.path.isdir(os.path.dirname(part)))
+            if written:
+                write_part(part, data)
+                data = b""
             if result.traceback:
                 print(result.traceback, file=sys.stderr, flush=True)
             errors = dict(result.file_errors)
@@ -163,7 +218,7 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
             # the problems travel in the outcome: the job logs each once, as its own line
             write_json(proto_out, {"rows": result.count if result.error is None else 0,
                                    "file_errors": errors, "error": result.error,
-                                   "traceback": result.traceback})
+                                   "traceback": result.traceback, "written": written})
             write_frame(proto_out, data)
     finally:
         driver.close()  # a script's shutdown(), at the end of input as on any way out

@@ -63,7 +63,7 @@ def test_a_folder_of_csv_and_parquet_files_in_mini_batches(jobs_home, folder, ex
     assert done["settings"]["mini_batch_size"] == 2 and done["settings"]["instance_count"] == 1
     assert done["started"] and done["finished"] and done["duration_s"] > 0
     log = Path(done["log_path"]).read_text()
-    assert log.count("started (2 files, try 1)") == 2 and log.count("done: 6 rows") == 2
+    assert log.count("submitted (2 files, try 1)") == 2 and log.count("done: 6 rows") == 2
     assert "nested folders are not explored" in log
 
 

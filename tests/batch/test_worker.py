@@ -125,6 +125,31 @@ def test_csv_and_parquet_files_score_and_bad_files_fail_alone(tmp_path, model_py
     assert "File type '.xml' is not supported" not in log.read_text()
 
 
+def test_the_worker_writes_its_rows_to_the_part_where_it_sees_the_folder(
+        tmp_path, model_python, example_model_dirs, workers):
+    """The rows go to the job's part file from the worker itself, not through the pipe; where the
+    part's folder is not there (a Dask worker on another machine) they come back as data, and a
+    mini-batch without rows writes no part."""
+    pd.DataFrame(HEART_ROWS, columns=HEART).to_csv(tmp_path / "heart.csv", index=False)
+    (tmp_path / "notes.xml").write_text("<x/>")
+    worker = workers(WorkerSpec(python=model_python, model_dir=example_model_dirs["heart"]))
+    files = [str(tmp_path / "heart.csv")]
+    returned = worker.run(files, timeout=60)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    written = worker.run(files, timeout=60, part=str(parts / "00000.part"))
+    assert written.written and written.data == b"" and written.rows == 3
+    assert (parts / "00000.part").read_bytes() == returned.data
+    assert sorted(p.name for p in parts.iterdir()) == ["00000.part"]  # no temporary file left
+
+    elsewhere = worker.run(files, timeout=60, part=str(tmp_path / "absent" / "00001.part"))
+    assert not elsewhere.written and elsewhere.data == returned.data
+    assert not (tmp_path / "absent").exists()
+    empty = worker.run([str(tmp_path / "notes.xml")], timeout=60,
+                       part=str(parts / "00002.part"))
+    assert not empty.written and empty.failed == 1 and not (parts / "00002.part").exists()
+
+
 def test_parquet_output_of_a_dataframe_model(tmp_path, model_python, example_model_dirs,
                                              workers):
     import pyarrow.parquet as pq

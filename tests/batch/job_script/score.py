@@ -9,7 +9,10 @@ environment_variables):
   is created and run() waits for the test to kill the worker; the retry then scores it;
 - JOB_TEST_DELAY: seconds to wait after each file (a job that lasts long enough to be killed or
   canceled in the middle);
-- JOB_TEST_TAG: written into every row (the job's environment variables reached the worker).
+- JOB_TEST_TAG: written into every row (the job's environment variables reached the worker);
+- JOB_TEST_ECHO: names of environment variables, comma-separated; their values in the worker
+  ("-" when unset), joined by "|", are written into every row's "echo" column (what else of
+  the environment reached it).
 """
 import os
 import time
@@ -38,4 +41,8 @@ def run(mini_batch):
             names.append(name)
             predictions.append(round(float(value), 6))
         time.sleep(delay)
-    return pd.DataFrame({"file": names, "prediction": predictions, "tag": tag})
+    rows = pd.DataFrame({"file": names, "prediction": predictions, "tag": tag})
+    if os.environ.get("JOB_TEST_ECHO"):
+        rows["echo"] = "|".join(os.environ.get(name, "-")
+                                for name in os.environ["JOB_TEST_ECHO"].split(","))
+    return rows
