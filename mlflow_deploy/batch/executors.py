@@ -152,6 +152,13 @@ def _distributed():
     return distributed
 
 
+#: the job's own LocalCluster, which runs nothing but its tries: no statistical profiler sampling
+#: every thread's stack each 10 ms in every worker (it is for the dashboard, which is off), no
+#: work stealing (a worker holds at most its next try, and the tries are alike)
+_QUIET_CLUSTER = {"distributed.worker.profile.enabled": False,
+                  "distributed.scheduler.work-stealing": False}
+
+
 class DaskExecutor:
     """Each try is a Dask task that runs the mini-batch in a batch worker of the Dask worker's
     process (``_run_in_dask_worker``)."""
@@ -160,6 +167,8 @@ class DaskExecutor:
                  scheduler_address: Optional[str] = None, instance_count: int = 1,
                  max_concurrency_per_instance: int = 1):
         distributed = _distributed()
+        import dask.config
+
         self.slots = slots
         # a task's end reaches the job, and the next task its Dask worker, only after a round
         # trip through the scheduler (milliseconds, against a mini-batch's tenths of a second):
@@ -178,12 +187,13 @@ class DaskExecutor:
         else:
             # bound to loopback only; Dask's own lines below errors stay out of the job log;
             # the workers' scratch space is the job's folder
-            self._cluster = distributed.LocalCluster(
-                processes=True, host="127.0.0.1", dashboard_address=None,
-                n_workers=instance_count, threads_per_worker=max_concurrency_per_instance,
-                silence_logs=logging.ERROR,
-                local_directory=os.path.join(os.path.dirname(log_path), "dask")
-                if log_path else None)
+            with dask.config.set(_QUIET_CLUSTER):
+                self._cluster = distributed.LocalCluster(
+                    processes=True, host="127.0.0.1", dashboard_address=None,
+                    n_workers=instance_count, threads_per_worker=max_concurrency_per_instance,
+                    silence_logs=logging.ERROR,
+                    local_directory=os.path.join(os.path.dirname(log_path), "dask")
+                    if log_path else None)
             self._client = distributed.Client(self._cluster, set_as_default=False)
         # Dask forgets a task whose future nobody holds: keep each until it has ended
         self._running: Dict[Any, concurrent.futures.Future] = {}
