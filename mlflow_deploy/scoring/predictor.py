@@ -6,9 +6,12 @@ so nothing on the request path touches MLmodel or the disk again.
 import inspect
 import json
 import os
+import warnings
 from typing import Any, Callable, Dict, Optional
 
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 
 from .schema import Signature
 
@@ -37,6 +40,8 @@ class Predictor:
         self._takes_params = "params" in inspect.signature(model.predict).parameters
         loader = (meta.flavors.get("python_function") or {}).get("loader_module")
         self._direct = direct_predict(model, loader)
+        self._as_array = self._direct is not None and takes_array(model, loader, self._direct,
+                                                                  self.signature)
 
     @classmethod
     def load(cls, model_dir: str) -> "Predictor":
@@ -46,6 +51,13 @@ class Predictor:
         """Predict on input our enforcement produced (schema.enforce): straight through the
         flavor's own predict where that is all MLflow would do after enforcing again."""
         if self._direct is not None and not params:
+            if self._as_array and isinstance(model_input, pd.DataFrame):
+                # a worker predicts one request at a time (sync workers, one batch file at a
+                # time): the process-wide filter list may be swapped for the call
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=_NO_NAMES_WARNING,
+                                            category=UserWarning)
+                    return self._direct(model_input.to_numpy())
             return self._direct(model_input)
         if params and self._takes_params:
             return self.model.predict(model_input, params=params)
@@ -63,6 +75,46 @@ def direct_predict(model: Any, loader: Optional[str]) -> Optional[Callable[[Any]
         return None
     function = getattr(model, "_predict_fn", None)
     return function if callable(function) else None
+
+
+#: scikit-learn's warning for an array given to an estimator fitted on a DataFrame: takes_array
+#: gives it one only where the columns are those of the fit, in the fit's order
+_NO_NAMES_WARNING = "X does not have valid feature names"
+
+
+def takes_array(model: Any, loader: Optional[str], direct: Callable[[Any], Any],
+                signature: Signature) -> bool:
+    """Whether a scikit-learn model may be given the enforced frame as its numpy array: the same
+    array its own input check would make of the frame (``frame.to_numpy()``), without the check's
+    per-call work on a DataFrame (column names, dtypes), most of a 1-row request's CPU.
+
+    Only when that cannot change a prediction: every column a required double (one float
+    block), the estimator fitted on these columns in this order or on an array (its
+    ``feature_names_in_``, read through the public ``get_raw_model``), and an example row
+    predicted both ways gives the same answer (a pipeline that selects columns by name fails
+    on an array, and keeps the frame).
+    """
+    if loader != "mlflow.sklearn" or signature.kind != "columns" or not signature.columns:
+        return False
+    if not all(c.type == "double" and c.required for c in signature.columns):
+        return False
+    try:
+        estimator = model.get_raw_model()
+    except Exception:  # noqa: BLE001 - mlflow < 2.12 has no get_raw_model: keep the frame
+        return False
+    names = [c.name for c in signature.columns]
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is not None and [str(n) for n in fitted] != names:
+        return False
+    example = pd.DataFrame(np.full((2, len(names)), 0.5), columns=names)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            same = np.array_equal(np.asarray(direct(example)),
+                                  np.asarray(direct(example.to_numpy())))
+    except Exception:  # noqa: BLE001 - whatever fails on an array keeps the frame
+        return False
+    return bool(same)
 
 
 def loader_module(model_dir: str) -> Optional[str]:
