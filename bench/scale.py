@@ -10,10 +10,11 @@ home and a fork-server folder of its own, removed at the end.
 
 1. Cold start. The entry point timed is our Python API, ``mlflow_deploy.online.create_deployment``
    called in this process: no CLI start-up of any kind is counted (MLflow's takes about 4.7 s
-   here, ours about 1 s; the CLI calls this same function). Two cases: the deployment with an
-   endpoint of its own made with it (``create_deployment`` alone, as create_to_200.py times it:
-   the endpoint's gateway starts inside the clock), and a new deployment of an endpoint that
-   exists (its gateway runs already; ``all_traffic``). From the call until a 1-row POST answers
+   here; ours 0.2 s, plus mlflow's import in the commands that fetch a model; the CLI calls this
+   same function). Two cases: the deployment with an endpoint of its own made with it
+   (``create_deployment`` alone, as create_to_200.py times it: the endpoint's gateway starts
+   inside the clock), and a new deployment of an endpoint that exists (its gateway runs already;
+   ``all_traffic``). From the call until a 1-row POST answers
    200 on the deployment's own URI ("direct") and on the endpoint's (with its key): both are
    polled from the moment the call returns, each by a thread of its own. One warm-up create
    first (it starts the env's fork server, which every later create reuses), then --runs.
@@ -26,7 +27,11 @@ home and a fork-server folder of its own, removed at the end.
    --concurrency 1-row requests in flight through the endpoint, each with an x-request-id of its
    own. After --warm seconds of load, `mlflow-deploy online-deployment update -f
    deployment.yml --set instance_count=2` runs (the real command, in a subprocess: its start-up
-   is in the clock; the CLI's bare start-up is printed apart). Measured from the update's start:
+   is in the clock; the CLI's bare start-up is printed apart). Such an update is a new revision
+   of the deployment: the command fetches the model again, the running instance re-execs its
+   master on the new revision (gunicorn's USR2, a fresh interpreter) and passes its self-test,
+   then the added instance starts (forked from the env's fork server), is recorded and routed,
+   and last the old master drains. Measured from the update's start:
    - new instance ready: the deployment's row (what `show` reads) records the second instance,
      which it does only once that instance serves and passed its self-test (polled every 10 ms);
    - first request served by the new instance: the earliest answer, as this client saw it, of
