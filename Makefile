@@ -20,7 +20,7 @@ UV_VERSION := 0.13.9
 export MLFLOW_DEPLOY_EXCLUDE_NEWER ?= $(RESOLVED_AS_OF)
 
 .PHONY: setup env demo test test-flavors example-models bench bench-envs bench-gateway bench-batch \
-	bench-batching bench-soak bench-fuzz clean
+	bench-batching bench-soak bench-scale bench-fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -93,6 +93,10 @@ bench-batch: example-models
 # process's resident memory, fds and threads and the latency, watched for growth (bench/soak.py)
 bench-soak: example-models
 	$(PY) bench/soak.py --duration $${DURATION:-600}
+
+# create -> first 200, and a 2nd instance under load -> its first request; RUNS=3 (bench/scale.py)
+bench-scale: example-models
+	$(PY) bench/scale.py --runs $${RUNS:-3}
 
 bench-envs: setup
 	$(PY) bench/envs.py --runs 3
