@@ -108,6 +108,22 @@ def to_mlflow_uri(uri: str) -> str:
     return uri
 
 
+def names_fixed_version(uri: str) -> bool:
+    """Whether ``uri`` names files that cannot change under it: a registered model's version
+    number (``models:/NAME/3``, ``azureml:NAME:3``) or a run's artifacts (``runs:/``). A local
+    path, an alias or ``latest`` may name other files tomorrow."""
+    try:
+        mlflow_uri = to_mlflow_uri(uri)
+    except InvalidParameter:
+        return False
+    if mlflow_uri.startswith("runs:/"):
+        return True
+    if mlflow_uri.startswith("models:/"):
+        name, _, version = mlflow_uri[len("models:/"):].rpartition("/")
+        return bool(name) and version.isdigit()
+    return False
+
+
 def _local_path(uri: str) -> Optional[Path]:
     scheme = _scheme(uri)
     if scheme == "":

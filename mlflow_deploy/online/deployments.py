@@ -22,7 +22,7 @@ from mlflow_deploy.errors import (
     name_taken,
 )
 from mlflow_deploy import logs
-from mlflow_deploy.model import PYFUNC
+from mlflow_deploy.model import PYFUNC, names_fixed_version
 from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
@@ -50,6 +50,7 @@ from mlflow_deploy.online.settings import (
     DeploymentSettings,
     boolean,
     only_gateway_changed,
+    only_scaled,
     parse_settings,
 )
 from mlflow_deploy.scoring.config import ServerConfig
@@ -282,7 +283,9 @@ def update_deployment(
     instances start then, and surplus ones leave the endpoint's routing before they stop. On
     failure every instance keeps serving the old revision with its old config. A change of what
     only the endpoint's gateway reads (batching), on a running deployment, is no new revision:
-    the gateway takes it when its routing table is reloaded, and the servers keep running."""
+    the gateway takes it when its routing table is reloaded, and the servers keep running. Nor
+    is a change of instance_count alone (``_scale``): instances are added or removed, and the
+    running ones keep serving untouched."""
     store = store or Store()
     check_flavor(flavor)
     _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
@@ -301,6 +304,10 @@ def update_deployment(
                 store.save_deployment(deployment)
                 sync_gateway(store, deployment.endpoint)
             return describe(deployment, store)
+        if runtime_state(deployment) == "Running" and \
+                only_scaled(DeploymentSettings(**deployment.config), settings) and \
+                _same_files(model_uri, deployment, settings):
+            return _scale(store, deployment, settings)
         deployment_dir = Path(deployment.dir)
         running = instances.instances_of(deployment)
         kept, surplus = running[:settings.instance_count], running[settings.instance_count:]
@@ -379,6 +386,57 @@ def update_deployment(
         # an old master an earlier version started held its instance's port until now
         with store.lock():
             sync_gateway(store, deployment.endpoint)
+    return describe(deployment, store)
+
+
+def _same_files(model_uri: Optional[str], deployment: Deployment,
+                settings: DeploymentSettings) -> bool:
+    """Whether an update serves the running revision's files: no model given, or the same URI
+    of a fixed version, and no scoring script's code folder given again (an update re-reads a
+    local model or code folder: it is how edits to them are taken)."""
+    if model_uri is None:
+        return True
+    return model_uri == deployment.model_uri and names_fixed_version(model_uri) and \
+        not settings.scoring_script
+
+
+def _scale(store: Store, deployment: Deployment, settings: DeploymentSettings
+           ) -> Dict[str, Any]:
+    """Only instance_count changed: new instances start from the first one's config (the
+    running revision; only their folders differ), and surplus ones leave the endpoint's routing,
+    then stop. The running instances are not restarted, so a scale-up takes an instance's
+    start, not a new revision's (model fetched again, every master re-exec'd). If an added
+    instance does not start, those added stop and the deployment is as it was."""
+    running = instances.instances_of(deployment)
+    kept, surplus = running[:settings.instance_count], running[settings.instance_count:]
+    first = ServerConfig.from_dict(_read_json(deployment.server_config_path))
+    added: List[instances.Instance] = []
+    committed = False
+    try:
+        more = settings.instance_count - len(kept)  # 0 when scaling down
+        for index, port in enumerate(_pick_ports(store, replace(settings, port=None), more),
+                                     len(kept)):
+            instance = instances.Instance(
+                index, instances.instance_dir(Path(deployment.dir), index), port)
+            instance.pid, _ = instances.start(
+                replace(first, pidfile=str(instance.pidfile), ready_file=str(instance.ready_file)),
+                instance)
+            added.append(instance)
+        with store.lock():
+            instances.record(deployment, kept + added)
+            deployment.config = settings.to_dict()
+            store.save_deployment(deployment)
+            committed = True
+            sync_gateway(store, deployment.endpoint)
+    except BaseException:
+        if not committed:
+            for instance in added:
+                instances.stop(instance, grace=5)
+                shutil.rmtree(instance.dir, ignore_errors=True)
+        raise
+    for instance in surplus:
+        instances.stop(instance)
+        shutil.rmtree(instance.dir, ignore_errors=True)
     return describe(deployment, store)
 
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from mlflow_deploy.specs import DeploymentSpec
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
-           "GATEWAY_ONLY", "only_gateway_changed",
+           "GATEWAY_ONLY", "only_gateway_changed", "only_scaled",
            "config_from_spec", "boolean"]
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
@@ -205,6 +205,13 @@ def only_gateway_changed(old: DeploymentSettings, new: DeploymentSettings) -> bo
     """Whether ``new`` differs from ``old``, in GATEWAY_ONLY settings alone. An update that
     changes nothing is a new revision still: it is how a script's edited code folder is taken."""
     return new != old and replace(new, **{key: getattr(old, key) for key in GATEWAY_ONLY}) == old
+
+
+def only_scaled(old: DeploymentSettings, new: DeploymentSettings) -> bool:
+    """Whether ``new`` differs from ``old`` in instance_count (and GATEWAY_ONLY settings) alone:
+    instances to add or remove, none to restart."""
+    unchanged = {key: getattr(old, key) for key in ("instance_count",) + GATEWAY_ONLY}
+    return new.instance_count != old.instance_count and replace(new, **unchanged) == old
 
 
 def check_batching(settings: DeploymentSettings) -> None:

@@ -96,7 +96,8 @@ def test_a_build_holds_up_no_other_deployment(deploy_home, example_model_dirs, t
         created = fast.outcome()
         assert isinstance(created, dict), created
         assert created["state"] == "Running"
-        updated = online.update_deployment("fast", config={"instance_count": 2})
+        updated = online.update_deployment("fast", config={
+            "instance_count": 2, "environment_variables": {"REVISION": "2"}})
         assert updated["revision"] == 2 and updated["state"] == "Running"
         assert [d["name"] for d in online.list_deployments()] == ["fast"]
         online.delete_deployment("fast")

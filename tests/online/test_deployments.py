@@ -171,7 +171,8 @@ def test_failed_update_keeps_the_old_server(
     with pytest.raises(NotFound):
         online.update_deployment("blue", model_uri="models:/diabetes/99")
     # and the next good update still works (the failed attempt's ready file is not mistaken)
-    updated = online.update_deployment("blue", config={"instance_count": 2})
+    updated = online.update_deployment("blue", config={
+        "instance_count": 2, "environment_variables": {"REVISION": "2"}})
     assert updated["revision"] == 2 and version(updated)["revision"] == 2
 
 

@@ -79,9 +79,11 @@ def test_servers_fork_from_the_env_fork_server(deploy_home, example_models, run_
     assert score(green).status_code == 200
     assert online.get_deployment("green", endpoint="blue")["state"] == "Running"
 
-    # an update re-execs the forked master (USR2) with the same interpreter, socket kept
+    # an update re-execs the forked master (USR2) with the same interpreter, socket kept (a
+    # new setting: an update of instance_count alone adds an instance and restarts none)
     updated = online.update_deployment("green", example_models["diabetes"], endpoint="blue",
-                                       config={"instance_count": 2})
+                                       config={"instance_count": 2,
+                                               "environment_variables": {"REVISION": "2"}})
     assert updated["pid"] != green["pid"] and "gunicorn" in " ".join(cmdline(updated["pid"]))
     assert score(updated).status_code == 200
 

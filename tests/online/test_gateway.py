@@ -464,6 +464,35 @@ def test_instances_serve_apart_and_one_killed_is_restarted_failing_no_request(de
     assert requests.post(uri, json=body(3.0), timeout=30).json() == [6.0]
 
 
+def test_instance_count_alone_adds_and_removes_instances_restarting_none(deploy_home, models):
+    """A scale-up starts one instance from the running revision, and the endpoint sends it
+    requests; the running master is not re-exec'd and no revision is made. A scale-down takes
+    the instance out of routing before it stops. Under steady load no request fails."""
+    created = online.create_deployment("blue", models["right"], config=LOADED)
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+
+    def served_by_second():
+        return any(index == 1 and "request_id=" in line
+                   for index, line in online.deployment_logs("blue", lines=5))
+
+    with SteadyLoad(uri, body(1.0), threads=3, expect=[2.0]) as load:
+        load.served_more(30)
+        more = online.update_deployment("blue", config={"instance_count": "2"})
+        deadline = time.monotonic() + 30
+        while not served_by_second():
+            assert time.monotonic() < deadline, online.deployment_logs("blue", lines=5)
+            time.sleep(0.05)
+        fewer = online.update_deployment("blue", config={"instance_count": "1"})
+        load.served_more(30)
+    assert load.failed == [], load.failed
+    assert (more["revision"], more["pid"]) == (created["revision"], created["pid"])
+    assert [i["state"] for i in more["instances"]] == ["Running", "Running"]
+    assert (fewer["revision"], fewer["pid"]) == (created["revision"], created["pid"])
+    assert len(fewer["instances"]) == 1 and fewer["instance_count"] == 1
+    assert supervisor.port_is_free(more["instances"][1]["port"])
+
+
 def test_reloads_while_requests_are_in_flight_leave_no_phantom_load(deploy_home, models):
     """The 429 limit counts what is in flight: requests that were in flight across a reload of
     the routing table count down when they finish, or the endpoint would soon refuse all."""
