@@ -172,10 +172,13 @@ def _alive(pid: Optional[int]) -> bool:
         return False
 
 
-def _argv0(pid: int) -> str:
+def _command(pid: int) -> str:
+    """The process's command line, shortened: a master forked by the env's fork server still
+    shows the fork server's (`-m mlflow_deploy.scoring.forkserver`), one started by exec (the
+    fallback when the fork server cannot serve) shows gunicorn's."""
     try:
         with open("/proc/{}/cmdline".format(pid), "rb") as f:
-            return f.read().split(b"\0")[0].decode("utf-8", "replace")
+            return f.read().rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")[:200]
     except OSError:
         return "?"
 
@@ -232,7 +235,7 @@ def serve(args, state: Path) -> int:
             return rc
         pid = _server_pid(state, args.name)
         log("created in {:.2f} s; gunicorn master pid {} runs {}".format(
-            time.monotonic() - t0, pid, _argv0(pid) if pid else "?"))
+            time.monotonic() - t0, pid, _command(pid) if pid else "?"))
         while _alive(pid):
             time.sleep(1.0)
         log("the server exited")

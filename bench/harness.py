@@ -25,7 +25,7 @@ endpoint gateway's own CPU per request (the process running mlflow_deploy.online
 the server's CPU already includes), and PSS (smaps_rollup: a page shared by N processes counts
 1/N in each, so sums count it once) by role: per instance (a process whose children are
 workers, with them: a gunicorn master and its workers), per worker (a process whose parent is
-the peer's too and that has no child of its own), the gateway, and the rest (the env's fork
+the peer's too and that has no child of its own, but a multiprocessing resource tracker), the gateway, and the rest (the env's fork
 server, launchers). They are added to bench.py's load.jsonl rows, and `report` prints two more
 tables from them.
 """
@@ -195,6 +195,12 @@ def _is_gateway(pid):
     return GATEWAY_MODULE in (processes.cmdline(pid) or [])
 
 
+def _is_helper(pid):
+    """Python's multiprocessing resource tracker (MLServer's main process starts one beside its
+    workers): a child that serves no request, so among the others, not the workers."""
+    return any("multiprocessing.resource_tracker" in arg for arg in processes.cmdline(pid) or [])
+
+
 def gateway_cpu_s(server):
     return sum(proc_cpu(pid) for pid in group_pids(server.proc.pid) if _is_gateway(pid))
 
@@ -206,7 +212,7 @@ def memory(server):
     parent = {pid: processes.stat_field(pid, processes.PPID) for pid in pids}
     gateways = [pid for pid in pids if _is_gateway(pid)]
     workers = [pid for pid in pids if parent[pid] in pss and pid not in parent.values()
-               and pid not in gateways]
+               and pid not in gateways and not _is_helper(pid)]
     masters = sorted({parent[pid] for pid in workers})
     instances = [pss[m] + sum(pss[w] for w in workers if parent[w] == m) for m in masters]
     total = sum(pss.values())
@@ -215,7 +221,7 @@ def memory(server):
             "pss_worker_mb": round(statistics.mean(pss[w] for w in workers), 1) if workers else None,
             "pss_gateway_mb": round(sum(pss[g] for g in gateways), 1) if gateways else None,
             "pss_other_mb": round(total - sum(instances) - sum(pss[g] for g in gateways), 1),
-            "instances": len(masters), "workers": len(workers)}
+            "pss_instances": len(masters), "pss_workers": len(workers)}
 
 
 _samples = []  # (requests, duration_s, figures) of the wrk runs since the last load.jsonl row
@@ -312,14 +318,14 @@ def report(out):
                 f"{_median([r['pss_worker_mb'] for r in c])} | "
                 f"{_median([r['pss_gateway_mb'] for r in c])} | "
                 f"{_median([r['pss_other_mb'] for r in c])} | "
-                f"{_median([r['instances'] for r in c], '{:.0f}')} x "
-                f"{_median([r['workers'] / max(r['instances'], 1) for r in c], '{:.0f}')} |")
+                f"{_median([r['pss_instances'] for r in c], '{:.0f}')} x "
+                f"{_median([r['pss_workers'] / max(r['pss_instances'], 1) for r in c], '{:.0f}')} |")
     return "\n".join(lines) + "\n" if lines else ""
 
 
 def main():
     bench.main()
-    if sys.argv[1:2] == ["report"]:
+    if "report" in sys.argv[1:]:  # bench.py's command, among its options
         ap = argparse.ArgumentParser(add_help=False)
         ap.add_argument("--out", default=os.path.join(bench.BENCH_ROOT, "results", "latest"))
         ap.add_argument("--md")
