@@ -43,7 +43,7 @@ bash "$PEERS_DIR/setup.sh" 2>&1 | tail -3        # peers' venvs, models, wrk (ke
 # deployments (and fork servers) a killed earlier run left: they would hold the peer's port
 leftovers() {
   shopt -s nullglob
-  local dirs=("$BENCH_ROOT"/run/*/deployment "$OUT/env-build")
+  local dirs=("$BENCH_ROOT"/run/*/d "$OUT/env-build")  # bench/peers.toml's state folders
   [ ${#dirs[@]} = 0 ] || "$MLFLOW_DEPLOY_VENV/bin/python" "$MLFLOW_DEPLOY_BENCH/deployment_peer.py" \
     --cleanup "${dirs[@]}"
 }
