@@ -25,9 +25,11 @@ endpoint gateway's own CPU per request (the process running mlflow_deploy.online
 the server's CPU already includes), and PSS (smaps_rollup: a page shared by N processes counts
 1/N in each, so sums count it once) by role: per instance (a process whose children are
 workers, with them: a gunicorn master and its workers), per worker (a process whose parent is
-the peer's too and that has no child of its own, but a multiprocessing resource tracker), the gateway, and the rest (the env's fork
-server, launchers). They are added to bench.py's load.jsonl rows, and `report` prints two more
-tables from them.
+the peer's too and that has no child of its own, but a multiprocessing resource tracker), the
+gateway, and the rest (the env's fork server, launchers). They are added to bench.py's
+load.jsonl rows, and `report` prints two more tables from them. A page of a shared library
+counts 1/N in each of the N processes that map it, on the whole machine: the gateway's PSS, whose
+libraries are the control plane's venv's, moves with what other programs run from that venv.
 """
 import argparse
 import importlib.util
