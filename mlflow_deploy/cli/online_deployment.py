@@ -68,8 +68,8 @@ def create(file, name, endpoint_name, set_values, all_traffic, local, no_wait):
 @click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
 def update(file, name, endpoint_name, set_values, local, no_wait):
     """Serve a new model or settings with no failed request; on failure the running revision
-    keeps serving. With a file, the file is the whole deployment (a setting it leaves out goes
-    back to its default); with --set items alone, only what they name changes."""
+    keeps serving. With a file, the file is the whole deployment (an Azure setting it leaves
+    out goes back to its default); with --set items alone, only what they name changes."""
     from mlflow_deploy import online
     from mlflow_deploy.online.settings import config_from_set, config_from_spec
     from mlflow_deploy.specs import set_path
