@@ -28,7 +28,7 @@ from mlflow_deploy.errors import InvalidParameter
 __all__ = ["SpecError", "RequestSettings", "ProbeSettings", "PROBE_LIMITS", "EndpointSpec", "DeploymentSpec",
            "RetrySettings", "BatchSettings", "BatchEndpointSpec", "BatchDeploymentSpec",
            "load_endpoint_spec", "load_deployment_spec", "load_batch_endpoint_spec",
-           "load_batch_deployment_spec", "parse_share_map"]
+           "load_batch_deployment_spec", "parse_share_map", "set_path"]
 
 
 class SpecError(InvalidParameter):
@@ -276,12 +276,17 @@ def _walk(doc: _Document, constructor: SafeConstructor, path: Path, node: yaml.N
     return constructor.construct_object(node, deep=True)
 
 
+def set_path(item: str) -> Path:
+    """The key path a ``--set a.b=value`` item names: the spec holds only the values, and an
+    update by ``--set`` alone changes only what its paths name."""
+    return tuple(str(item).partition("=")[0].strip().split("."))
+
+
 def _document(file: Optional[str], schema: str, set_values: Sequence[str]) -> _Document:
     doc = _read(file, schema) if file else _Document(schema, None)
     at_set = _Origin("--set", os.getcwd())  # a path given on the command line is the shell's
     for number, item in enumerate(set_values, 1):
-        key, equals, text = str(item).partition("=")
-        path = tuple(key.strip().split("."))
+        path, (_, equals, text) = set_path(item), str(item).partition("=")
         if not equals or "" in path:
             raise SpecError(f"--set item {number}: expected key=value, the key a dotted path")
         try:

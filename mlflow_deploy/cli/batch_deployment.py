@@ -7,6 +7,7 @@ The first deployment of an endpoint without a default becomes its default, as on
 ``python_version_policy``, ``exclude_newer``, ``package``) go in ``tags`` as
 ``mlflow-deploy/<setting>`` or through ``--set``, so the same file still passes ``az ml``.
 """
+from dataclasses import fields
 from typing import Any, Dict, Optional, Sequence, Set
 
 import click
@@ -43,9 +44,15 @@ def _spec(file, name, endpoint_name, set_values):
 
 def _touched(set_values: Sequence[str]) -> Set[str]:
     """The config keys (and ``model``, ``description``, ``tags``) that ``--set`` items give."""
+    from mlflow_deploy.specs import BatchSettings, set_path
+
+    # a whole block given gives each key in it, from the spec: a key the block leaves out has
+    # its default, as the block replaces the deployment's (environment variables are added to
+    # the others, as below)
+    blocks = {"settings": [f.name for f in fields(BatchSettings)] + ["instance_count"],
+              "resources": ["instance_count"]}
     keys: Set[str] = set()
-    for item in set_values:
-        path = str(item).split("=", 1)[0].strip().split(".")
+    for path in map(set_path, set_values):
         if path[0] == "settings" and len(path) > 1:
             path = path[1:]
         head = path[0]
@@ -53,6 +60,8 @@ def _touched(set_values: Sequence[str]) -> Set[str]:
             keys.add(path[1])  # one field: max_retries or timeout, the other one kept
         elif head == "resources" and len(path) > 1:
             keys.add(path[1])
+        elif head in blocks:
+            keys.update(blocks[head])
         elif head in _SCRIPT_KEYS:
             keys.update(_SCRIPT_KEYS[head])
         elif head == "tags":

@@ -26,13 +26,11 @@ def online_deployment_group():
     """Deployments of a model behind an online endpoint."""
 
 
-def _spec_and_config(file, name, endpoint_name, set_values):
-    from mlflow_deploy.online.settings import config_from_spec
+def _spec(file, name, endpoint_name, set_values):
     from mlflow_deploy.specs import load_deployment_spec
 
-    spec = say_warnings(load_deployment_spec(file, name=name, endpoint_name=endpoint_name,
+    return say_warnings(load_deployment_spec(file, name=name, endpoint_name=endpoint_name,
                                              set_values=set_values))
-    return spec, config_from_spec(spec)
 
 
 @online_deployment_group.command("create")
@@ -47,8 +45,10 @@ def _spec_and_config(file, name, endpoint_name, set_values):
 def create(file, name, endpoint_name, set_values, all_traffic, local, no_wait):
     """Build the model's environment, start the deployment, self-test it; print it."""
     from mlflow_deploy import online
+    from mlflow_deploy.online.settings import config_from_spec
 
-    spec, config = _spec_and_config(file, name, endpoint_name, set_values)
+    spec = _spec(file, name, endpoint_name, set_values)
+    config = config_from_spec(spec)
     if not spec.model:
         raise InvalidParameter("key 'model' is missing: give the model in the file or with "
                                "--set model=...")
@@ -68,10 +68,18 @@ def create(file, name, endpoint_name, set_values, all_traffic, local, no_wait):
 @click.option("--no-wait", is_flag=True, hidden=True, help="Accepted.")
 def update(file, name, endpoint_name, set_values, local, no_wait):
     """Serve a new model or settings with no failed request; on failure the running revision
-    keeps serving."""
+    keeps serving. With a file, the file is the whole deployment (an Azure setting it leaves
+    out goes back to its default); with --set items alone, only what they name changes."""
     from mlflow_deploy import online
+    from mlflow_deploy.online.settings import config_from_set, config_from_spec
+    from mlflow_deploy.specs import set_path
 
-    spec, config = _spec_and_config(file, name, endpoint_name, set_values)
+    spec = _spec(file, name, endpoint_name, set_values)
+    if file:
+        config = config_from_spec(spec)
+    else:
+        current = online.get_deployment(spec.name, endpoint=spec.endpoint_name)["config"]
+        config = config_from_set(spec, map(set_path, set_values), current)
     with steps():
         updated = online.update_deployment(spec.name, model_uri=spec.model, config=config,
                                            endpoint=spec.endpoint_name)

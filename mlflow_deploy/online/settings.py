@@ -5,8 +5,8 @@ checked on its own, and an error names the key (never its value).
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import InvalidParameter
 from mlflow_deploy.online.routes import BATCH_TIME_MS, NO_BATCHING
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DeploymentSettings", "parse_settings", "check_script_settings", "SETTING_HELP",
            "GATEWAY_ONLY", "only_gateway_changed", "only_scaled",
-           "config_from_spec", "boolean"]
+           "SPEC_PATHS", "config_from_spec", "config_from_set", "boolean"]
 
 MAX_REQUEST_TIMEOUT_MS = 180_000  # Azure's maximum request_settings.request_timeout_ms
 WORKER_COUNT = "WORKER_COUNT"
@@ -227,17 +227,57 @@ def check_batching(settings: DeploymentSettings) -> None:
         raise InvalidParameter("Config 'max_batch_time_ms' must be below 'request_timeout_ms'.")
 
 
+# where each config key an ``az ml`` deployment YAML gives is in it (specs.DeploymentSpec): the
+# one table of both readings, the whole spec (create, update -f) and what --set items name
+SPEC_PATHS: Dict[str, Tuple[str, ...]] = {
+    "instance_count": ("instance_count",),
+    "request_timeout_ms": ("request_settings", "request_timeout_ms"),
+    "max_concurrent_requests_per_instance": ("request_settings",
+                                             "max_concurrent_requests_per_instance"),
+    "environment_variables": ("environment_variables",),
+    "liveness_probe": ("liveness_probe",),
+    "readiness_probe": ("readiness_probe",),
+}
+
+
+def _in_spec(spec: "DeploymentSpec", path: Tuple[str, ...]) -> Any:
+    value: Any = spec
+    for name in path:
+        value = getattr(value, name)
+    if is_dataclass(value):
+        return asdict(value)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
 def config_from_spec(spec: "DeploymentSpec") -> Dict[str, Any]:
     """The ``-C`` config an ``az ml`` deployment YAML (specs.DeploymentSpec) asks for: its
-    request settings, environment variables and scoring script, then the local settings given as
-    ``mlflow-deploy/<setting>`` tags (checked by ``parse_settings`` like any other)."""
-    config: Dict[str, Any] = {
-        "instance_count": spec.instance_count,
-        "request_timeout_ms": spec.request_settings.request_timeout_ms,
-        "max_concurrent_requests_per_instance":
-            spec.request_settings.max_concurrent_requests_per_instance,
-        "environment_variables": dict(spec.environment_variables),
-        "liveness_probe": asdict(spec.liveness_probe),
-        "readiness_probe": asdict(spec.readiness_probe),
-    }
+    request settings, environment variables, probes and scoring script, then the local settings
+    given as ``mlflow-deploy/<setting>`` tags (checked by ``parse_settings`` like any other).
+    Every key of SPEC_PATHS is in it, a default where the YAML says nothing: a file is the
+    whole deployment, as ``az ml`` updates one from its file."""
+    config = {key: _in_spec(spec, path) for key, path in SPEC_PATHS.items()}
     return with_script_and_tags(config, spec)
+
+
+def config_from_set(spec: "DeploymentSpec", paths: Iterable[Tuple[str, ...]],
+                    current: Mapping[str, Any]) -> Dict[str, Any]:
+    """The config an update by ``--set`` items alone asks for, the items' key ``paths`` read
+    into ``spec``: only the keys they name, as ``az ml`` sets them on the deployment it fetched
+    and keeps the rest (the spec alone has a default for every other key). A path naming a
+    block (``request_settings``) names each key in it; one naming an entry of a mapping
+    (``environment_variables.K``, ``liveness_probe.period``) changes that entry over the
+    deployment's ``current`` config. ``parse_settings`` replaces a mapping given whole, so that
+    an API caller can drop a variable; the entries are merged here, where it is known which
+    were given."""
+    paths = list(paths)
+    whole = config_from_spec(spec)
+    config = with_script_and_tags({}, spec)  # a script or a tag only when the items give one
+    for key, at in SPEC_PATHS.items():
+        if any(at[:len(path)] == path for path in paths):
+            config[key] = whole[key]
+            continue
+        entries = {path[len(at)] for path in paths if path[:len(at)] == at}
+        if entries:
+            config[key] = {**(current.get(key) or {}),
+                           **{entry: whole[key][entry] for entry in entries}}
+    return config

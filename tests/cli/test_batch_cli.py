@@ -103,8 +103,9 @@ def test_endpoints_and_deployments_from_azure_yaml(home, example_model_dirs, tmp
                   "mnist-batch", "--set", "settings.mini_batch_size=3",
                   "--set", "settings.retry_settings.timeout=9",
                   "--set", "settings.environment_variables.MORE=1",
-                  "--set", "tags.mlflow-deploy/env_manager=uv")
-    assert updated["revision"] == 2
+                  "--set", "tags.mlflow-deploy/env_manager=uv",
+                  "--set", "resources={instance_count: 3}")
+    assert updated["revision"] == 2 and updated["resources"] == {"instance_count": 3}
     assert updated["settings"]["mini_batch_size"] == 3
     assert updated["settings"]["retry_settings"] == {"max_retries": 5, "timeout": 9}
     assert updated["settings"]["error_threshold"] == 2

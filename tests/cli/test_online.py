@@ -93,8 +93,15 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     assert "app_insights_enabled" in made.stderr and "instance_type" in made.stderr
     green = json.loads(cli("online-deployment", "create", "-f", str(tmp_path / "blue.yml"),
                            "--set", "name=green", "--set",
-                           "request_settings.request_timeout_ms=4000").stdout)
+                           "request_settings.request_timeout_ms=4000", "--set",
+                           "tags.mlflow-deploy/max_request_mb=2").stdout)
     assert green["traffic"] == 0 and green["config"]["request_timeout_ms"] == 4000
+    # --set alone changes what it names, the rest of the deployment kept (as az ml does)
+    cli("online-deployment", "update", "-n", "green", "-e", "diab-ep", "--set",
+        "environment_variables.EXTRA=1", "--set", "liveness_probe.timeout=3")
+    kept = {**green["config"], "environment_variables": {"WORKER_COUNT": "2", "EXTRA": "1"},
+            "liveness_probe": {**green["config"]["liveness_probe"], "timeout": 3}}
+    assert green["config"]["max_request_mb"] == 2 and kept["liveness_probe"]["period"] == 2
 
     keys = json.loads(cli("online-endpoint", "get-credentials", "-n", "diab-ep").stdout)
     assert set(keys) == {"primaryKey", "secondaryKey"}
@@ -123,6 +130,8 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     assert refused.returncode == 2 and "also has live traffic" in refused.stderr
     listed = json.loads(cli("online-deployment", "list", "-e", "diab-ep").stdout)
     assert sorted(d["name"] for d in listed) == ["blue", "green"]
+    assert [(d["config"], d["revision"]) for d in listed if d["name"] == "green"] == [
+        (kept, green["revision"] + 1)]
     check_logs(deploy_home, blue, shown["scoring_uri"], keys["primaryKey"])
 
     still = cli("online-deployment", "delete", "-n", "green", "-e", "diab-ep", "--yes",

@@ -169,3 +169,36 @@ def test_script_settings_go_together(tmp_path):
     ]:
         with pytest.raises(InvalidParameter, match=fragment):
             parse_settings(config)
+
+
+def test_set_items_alone_change_only_what_they_name():
+    """An update by --set without a file: a path naming a block replaces each key in it, one
+    naming an entry of a mapping changes that entry over the deployment's current value, in
+    whichever order the items come; an empty update keeps every setting."""
+    from mlflow_deploy.online.settings import config_from_set
+    from mlflow_deploy.specs import load_deployment_spec, set_path
+
+    current = parse_settings({"environment_variables": {"WORKER_COUNT": "2", "A": "1"},
+                              "liveness_probe": {"period": 2}, "request_timeout_ms": 3000,
+                              "max_concurrent_requests_per_instance": 4}).to_dict()
+
+    def config(*items):
+        spec = load_deployment_spec(name="blue", endpoint_name="ept", set_values=items)
+        return config_from_set(spec, map(set_path, items), current)
+
+    assert config() == {}
+    assert config("instance_count=2") == {"instance_count": 2}
+    assert config("environment_variables.B=x", "liveness_probe.timeout=3") == {
+        "environment_variables": {"WORKER_COUNT": "2", "A": "1", "B": "x"},
+        "liveness_probe": {**current["liveness_probe"], "timeout": 3}}
+    assert config("environment_variables.B=x", "environment_variables={C: 1}") == \
+        config("environment_variables={C: 1}") == {"environment_variables": {"C": "1"}}
+    assert config("environment_variables={C: 1}", "environment_variables.B=x") == {
+        "environment_variables": {"C": "1", "B": "x"}}
+    assert config("request_settings.request_timeout_ms=100") == {"request_timeout_ms": 100}
+    assert config("request_settings={request_timeout_ms: 100}") == {
+        "request_timeout_ms": 100, "max_concurrent_requests_per_instance": 1}
+    assert config("tags.mlflow-deploy/validation=strict") == {"validation": "strict"}
+    assert parse_settings(config("environment_variables.B=x"), base=DeploymentSettings(
+        **current)).to_dict() == {**current, "environment_variables": {
+            "WORKER_COUNT": "2", "A": "1", "B": "x"}}
