@@ -44,11 +44,9 @@ __all__ = ["Executor", "LocalExecutor", "DaskExecutor", "EXECUTORS", "open_execu
 class Executor(Protocol):
     """Runs tries of mini-batches, ``slots`` of them at once."""
 
-    #: how many tries run at once (instance_count x max_concurrency_per_instance)
+    #: how many tries run at once (instance_count x max_concurrency_per_instance); the job keeps
+    #: more submitted, which wait for a slot
     slots: int
-    #: how many tries the job keeps submitted: ``slots``, or more where an engine hides the
-    #: hand-over between one try's end and the next one's start behind a queue of its own
-    in_flight: int
 
     def submit(self, files: Sequence[str], timeout: float, part: Optional[str] = None
                ) -> "concurrent.futures.Future[MiniBatchOutcome]":
@@ -67,7 +65,7 @@ class LocalExecutor:
     """Threads of the job process, each try in one of at most ``slots`` batch workers."""
 
     def __init__(self, spec: WorkerSpec, slots: int, log_path: Optional[str] = None):
-        self.slots = self.in_flight = slots
+        self.slots = slots
         self._pool = _WorkerPool(spec, log_path)
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=slots, thread_name_prefix="mini-batch")
@@ -170,10 +168,6 @@ class DaskExecutor:
         import dask.config
 
         self.slots = slots
-        # a task's end reaches the job, and the next task its Dask worker, only after a round
-        # trip through the scheduler (milliseconds, against a mini-batch's tenths of a second):
-        # a second task waiting on each worker keeps it busy meanwhile
-        self.in_flight = 2 * slots
         self._spec = spec.to_dict()
         self._key = _spec_key(self._spec)
         self._log_path = log_path

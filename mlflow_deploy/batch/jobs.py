@@ -77,6 +77,10 @@ TERMINAL = ("Completed", "Failed", "Canceled")
 START_GRACE_S = 60.0
 #: how long `job cancel` waits for the job's process to stop its workers and end
 CANCEL_GRACE_S = 60.0
+#: tries the job keeps submitted per slot: the next one starts where one ends (a local thread,
+#: or the Dask worker that holds it), without waiting for the job to record the last one (its
+#: done record and the job's row, each fsync'ed) or for a round trip through Dask's scheduler
+SUBMITTED_PER_SLOT = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _GLOB = re.compile(r"[*?\[]")
 _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:[0-9]{1,5}$")
@@ -883,7 +887,7 @@ class _Run:
                 if self.stop.is_set():
                     ending = ("Canceled", "Canceled by `job cancel`.")
                     break
-                while pending and len(running) < executor.in_flight:
+                while pending and len(running) < executor.slots * SUBMITTED_PER_SLOT:
                     index = pending.popleft()
                     self.tries[index] = self.tries.get(index, 0) + 1
                     self.log.info("mini-batch %d/%d submitted (%d files, try %d)", index + 1,

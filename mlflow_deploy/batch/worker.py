@@ -201,12 +201,6 @@ class BatchWorker:
         env = dict(os.environ if self.base_env is None else self.base_env)
         # envs are installed without bytecode: the first worker writes it, later ones load it
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        # Arrow's tables live only until they become pandas frames (numpy's memory, from malloc):
-        # with Arrow on malloc too, the next file reuses what the last one freed, where Arrow's
-        # own mimalloc heap kept its high-water mark beside malloc's. Measured on a 100,000 x 10
-        # file: peak above the loaded model 36 -> 28 MB (CSV), 68 -> 44 MB (Parquet), and CSV
-        # rows/s no lower. A value the user set, here or in the job, wins.
-        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
         env.update(spec.environment_variables)  # before the interpreter starts (thread pools)
         cwd = spec.code_dir if spec.scoring_script and spec.code_dir else spec.model_dir
         if self.log_path:

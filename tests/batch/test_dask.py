@@ -44,23 +44,21 @@ def test_a_batch_worker_under_dask_starts_from_the_local_executors_environment(j
                                                                                tmp_path):
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_ (and thread limits) for its own worker process;
     the batch worker it starts does not inherit them (glibc would hand every freed frame back
-    to the kernel), while the job's environment_variables still reach it, and under both
-    executors Arrow allocates with malloc unless the job says otherwise."""
+    to the kernel), while the job's environment_variables still reach it."""
     data = write_inputs(tmp_path / "data", ["a.csv", "b.csv"])
     echoed = {}
     for executor in ("local", "dask"):
         job = jobs.invoke(ENDPOINT, str(data), deployment="script", store=jobs_home,
                           overrides=jobs.parse_overrides(
                               ["output_format=csv", "executor=" + executor,
-                               "environment_variables.JOB_TEST_ECHO=MALLOC_TRIM_THRESHOLD_,"
-                               "ARROW_DEFAULT_MEMORY_POOL",
+                               "environment_variables.JOB_TEST_ECHO=MALLOC_TRIM_THRESHOLD_",
                                "environment_variables.JOB_TEST_TAG=" + executor]))
         done = wait_job(jobs_home, job["name"])
         assert done["status"] == "Completed", done
         rows = list(csv.reader(Path(done["output_file"]).read_text().splitlines()))
         assert rows[0] == ["file", "prediction", "tag", "echo"] and len(rows) == 7
         echoed[executor] = {tuple(row[2:]) for row in rows[1:]}
-    assert echoed == {"local": {("local", "-|system")}, "dask": {("dask", "-|system")}}
+    assert echoed == {"local": {("local", "-")}, "dask": {("dask", "-")}}
 
 
 def test_a_dask_compute_makes_its_jobs_dask_tasks(jobs_home):
