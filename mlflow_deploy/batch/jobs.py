@@ -961,7 +961,9 @@ class _Run:
         """The part first, then the done record: a mini-batch counts as done only once both are
         on disk."""
         part = self.append and (outcome.written or bool(outcome.data))
-        if part and not outcome.written:  # the executor could not write it where it ran
+        if outcome.written:  # by the batch worker, unsynced
+            output.make_durable(self._part_path(index))
+        elif part:  # the worker could not see the job's folder: its rows came back
             output.write_part(self._part_path(index), outcome.data)
         messages = outcome.messages()
         self._write_done(_Done(index, len(outcome.files), outcome.failed, outcome.rows,

@@ -14,9 +14,9 @@ from typing import Sequence
 
 # the batch worker writes its own mini-batches' parts (where the rows are); the job writes the
 # rest of its files with the same function
-from mlflow_deploy.scoring.batchworker import FORMATS, discard, fsync_dir, write_part
+from mlflow_deploy.scoring.batchworker import FORMATS, discard, fsync_dir, make_durable, write_part
 
-__all__ = ["FORMATS", "write_part", "assemble"]
+__all__ = ["FORMATS", "write_part", "make_durable", "assemble"]
 
 
 def assemble(parts: Sequence[Path], destination: Path, output_format: str) -> int:

@@ -45,10 +45,11 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 CHUNK = 1 << 20
 
 
-def write_part(path: "os.PathLike[str] | str", data: bytes) -> None:
+def write_part(path: "os.PathLike[str] | str", data: bytes, sync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync'ed, renamed into
     place, and the folder fsync'ed, so the file is there whole or not at all, even after a
-    crash."""
+    crash. ``sync`` False: renamed into place unsynced, whole for every process, and durable
+    only once ``make_durable`` is called (by the one that records it as done)."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
@@ -57,13 +58,25 @@ def write_part(path: "os.PathLike[str] | str", data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
         discard(temp)
         raise
-    fsync_dir(folder)
+    if sync:
+        fsync_dir(folder)
+
+
+def make_durable(path: "os.PathLike[str] | str") -> None:
+    """fsync a file written by ``write_part(..., sync=False)``, and its folder's rename."""
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(os.fspath(path)) or ".")
 
 
 def fsync_dir(folder: "os.PathLike[str] | str") -> None:
@@ -206,7 +219,9 @@ def serve(proto_in: int, proto_out: int, spec: Dict[str, Any]) -> int:
             written = bool(part and data and result.error is None
                            and os.path.isdir(os.path.dirname(part)))
             if written:
-                write_part(part, data)
+                # unsynced: the job syncs it before recording the mini-batch as done, while
+                # this worker goes on with its next mini-batch instead of waiting on the disk
+                write_part(part, data, sync=False)
                 data = b""
             if result.traceback:
                 print(result.traceback, file=sys.stderr, flush=True)
