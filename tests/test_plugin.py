@@ -192,9 +192,14 @@ def test_mlflow_cli_end_to_end(deploy_home, example_models, tmp_path):
     assert rejected.stderr.strip().splitlines()[-1].startswith(
         "Error: 424 (the deployment answered 400): ")
 
+    # instance_count alone: the surplus instance stops, the first serves on untouched (no new
+    # revision, no restart)
     updated = mlflow_cli("update", *target, "--name", "blue", "-C", "instance_count=1")
     assert "Deployment blue is updated (with flavor python_function)" in updated.stdout
-    assert deploy_home.get_deployment("blue").revision == 2
+    scaled = deploy_home.get_deployment("blue")
+    assert (scaled.revision, scaled.pid) == (row.revision, row.pid)
+    assert "instance_count: 1" in mlflow_cli("get", *target, "--name", "blue").stdout
+    assert requests.post(scoring_uri, json=SPLIT, timeout=10).status_code == 200
 
     failed = mlflow_cli("create", *target, "--name", "green", "-m", "ftp://host/model", check=False)
     assert failed.returncode == 2 and "Traceback" not in failed.stderr

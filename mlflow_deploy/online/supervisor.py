@@ -11,6 +11,7 @@ runs in the config's folder (a pid reused after a reboot) is not ours.
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -83,15 +84,39 @@ def server_env(config_path: os.PathLike) -> Dict[str, str]:
     return env
 
 
+#: the lowest port free_port hands out
+PORTS_FROM = 20000
+
+
 def free_port(exclude: Optional[List[int]] = None) -> int:
-    """A port nobody listens on now (the OS picks it), avoiding ones other deployments hold."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
+    """A port nobody uses now, avoiding ones other deployments hold, below the range the kernel
+    gives the local end of outgoing connections: an endpoint keeps its port while its gateway
+    is down (a restart, a reboot), where a port from that range may meanwhile become any
+    client's local port and stay taken for as long as that connection lives. Where that range
+    leaves too little room below it, the OS picks."""
+    low = _ephemeral_ports()[0]
+    for _ in range(100):
+        if low - PORTS_FROM >= 1000:
+            port = random.randrange(PORTS_FROM, low)
+            if not port_is_free(port):
+                continue
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((HOST, 0))
+                port = sock.getsockname()[1]
         if not exclude or port not in exclude:
             return port
     raise InvalidState("No free TCP port found on 127.0.0.1.")
+
+
+def _ephemeral_ports() -> Tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default else)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(word) for word in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def port_is_free(port: int) -> bool:

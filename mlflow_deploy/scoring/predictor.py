@@ -39,9 +39,9 @@ class Predictor:
         # mlflow < 2.6 has no params argument
         self._takes_params = "params" in inspect.signature(model.predict).parameters
         loader = (meta.flavors.get("python_function") or {}).get("loader_module")
+        self._loader = loader
         self._direct = direct_predict(model, loader)
-        self._as_array = self._direct is not None and takes_array(model, loader, self._direct,
-                                                                  self.signature)
+        self._as_array: Optional[bool] = None  # decided at the first prediction (frame_as_array)
 
     @classmethod
     def load(cls, model_dir: str) -> "Predictor":
@@ -51,7 +51,7 @@ class Predictor:
         """Predict on input our enforcement produced (schema.enforce): straight through the
         flavor's own predict where that is all MLflow would do after enforcing again."""
         if self._direct is not None and not params:
-            if self._as_array and isinstance(model_input, pd.DataFrame):
+            if isinstance(model_input, pd.DataFrame) and self.frame_as_array():
                 # a worker predicts one request at a time (sync workers, one batch file at a
                 # time): the process-wide filter list may be swapped for the call
                 with warnings.catch_warnings():
@@ -62,6 +62,16 @@ class Predictor:
         if params and self._takes_params:
             return self.model.predict(model_input, params=params)
         return self.model.predict(model_input)
+
+    def frame_as_array(self) -> bool:
+        """takes_array, decided by the process that predicts, at its first prediction, never at
+        load: its trial prediction starts the flavor's native thread pools (OpenMP, as
+        HistGradientBoosting's), and a gunicorn master that loaded the model and then forks
+        would leave each worker blocked forever in the pool it inherited."""
+        if self._as_array is None:
+            self._as_array = self._direct is not None and takes_array(
+                self.model, self._loader, self._direct, self.signature)
+        return self._as_array
 
 
 def direct_predict(model: Any, loader: Optional[str]) -> Optional[Callable[[Any], Any]]:

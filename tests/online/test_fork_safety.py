@@ -2,7 +2,8 @@
 LightGBM) serve from forked gunicorn workers: nothing runs a prediction in a process that later
 forks (libgomp's pool does not survive a fork: the child blocks forever in its first parallel
 region), so a deployment answers with the in-process predictions with 1 or 2 workers, forked from
-the env's fork server or started by exec."""
+the env's fork server or started by exec. That includes the trial prediction that decides whether
+a model on double columns is given arrays (predictor.takes_array): made in the worker."""
 import numpy as np
 import pytest
 import requests
@@ -34,6 +35,27 @@ def hgb_model(tmp_path_factory):
     return path, rows, model.predict(rows).tolist()
 
 
+@pytest.fixture(scope="module")
+def hgb_frame_model(tmp_path_factory):
+    """The same fitted on a DataFrame of double columns: a column signature, so the first
+    prediction also tries the model on an array."""
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = make_classification(200, 8, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, y)
+    path = tmp_path_factory.mktemp("hgb-frame") / "model"
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(frame, y),
+                              input_example=frame[:3], pip_requirements=shared_requirements(),
+                              skops_trusted_types=[HGB_TREES])
+    rows = frame[:7].round(6)
+    return path, rows, model.predict(rows).tolist()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("fork_servers", [True, False], ids=["forked", "exec"])
 def test_openmp_model_answers_from_forked_workers(deploy_home, hgb_model, monkeypatch, workers,
@@ -46,5 +68,18 @@ def test_openmp_model_answers_from_forked_workers(deploy_home, hgb_model, monkey
     for _ in range(2 * workers):  # every worker answers, none is stuck in its thread pool
         answer = requests.post(created["scoring_uri"], json={"input_data": rows.tolist()},
                                timeout=20)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == expected
+
+
+def test_a_model_on_double_columns_answers_from_forked_workers(deploy_home, hgb_frame_model):
+    path, rows, expected = hgb_frame_model
+    created = online.create_deployment("hgb", str(path),
+                                       config={"environment_variables": {"WORKER_COUNT": 2}})
+    assert created["provisioning_state"] == "Succeeded"
+    body = {"input_data": {"columns": list(rows.columns), "index": list(range(len(rows))),
+                           "data": rows.values.tolist()}}
+    for _ in range(4):
+        answer = requests.post(created["scoring_uri"], json=body, timeout=20)
         assert answer.status_code == 200, answer.text
         assert answer.json() == expected

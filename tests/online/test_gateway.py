@@ -390,6 +390,8 @@ def test_restart_after_every_process_is_gone(deploy_home, models):
         time.sleep(0.05)  # SIGKILL'ed processes take a moment to go
     assert states() == ("Stopped", "Dead")
     assert [e["state"] for e in online.list_endpoints()] == ["Stopped"]
+    while not supervisor.port_is_free(deployment.port) and time.monotonic() < deadline:
+        time.sleep(0.05)  # what the kernel keeps of the killed gateway's connections
     with socket.socket() as squatter:  # another program took the deployment's port meanwhile
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", deployment.port))

@@ -141,3 +141,10 @@ def test_early_death_is_reported_with_the_log_line(tmp_path):
     assert "(log: " in str(caught.value)
     supervisor.stop(pid, grace=5)
     assert not supervisor.is_alive(pid)
+
+
+def test_free_ports_lie_below_the_range_of_outgoing_connections():
+    """A stopped endpoint's port cannot become some client's local port meanwhile."""
+    low = supervisor._ephemeral_ports()[0]
+    ports = [supervisor.free_port(exclude=[supervisor.PORTS_FROM]) for _ in range(20)]
+    assert all(supervisor.PORTS_FROM < port < low for port in ports) and len(set(ports)) > 1

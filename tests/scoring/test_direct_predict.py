@@ -56,7 +56,7 @@ def test_a_sklearn_model_on_double_columns_is_given_the_frames_own_array(predict
     the estimator gets the array that check would have made, and predicts the same, bit for
     bit. MLflow before get_raw_model keeps the frame."""
     predictor = predictors["diabetes"]
-    assert predictor._as_array == hasattr(predictor.model, "get_raw_model")
+    assert predictor.frame_as_array() == hasattr(predictor.model, "get_raw_model")
     enforced = _enforced(predictor, 1000)
     expected = predictor.model.predict(enforced.model_input)
     if predictor._as_array:
@@ -87,5 +87,5 @@ def test_a_model_fitted_on_other_columns_or_not_all_double_keeps_the_frame(predi
     mlflow_sklearn.save_model(model, str(tmp_path / "m"),
                               signature=infer_signature(frame[["a", "b"]]))
     predictor = Predictor.load(str(tmp_path / "m"))
-    assert predictor._direct is not None and not predictor._as_array
-    assert not predictors["heart"]._as_array  # integer columns
+    assert predictor._direct is not None and not predictor.frame_as_array()
+    assert not predictors["heart"].frame_as_array()  # integer columns
