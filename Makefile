@@ -56,7 +56,7 @@ demo: example-models
 # start once): most of the suite waits on servers and env builds, not on its own CPU
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The flavor matrix with the heavy flavors (PyTorch, TensorFlow/Keras, transformers), which
 # `make test` leaves out: their libraries (gigabytes) go into a venv of their own, .venv-flavors,

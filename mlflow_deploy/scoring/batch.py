@@ -260,10 +260,12 @@ class MlflowBatchDriver:
     def load(cls, model_dir: str, *,
              options: ScoringOptions = DEFAULTS) -> "MlflowBatchDriver":
         try:  # imports mlflow: only this driver needs it
-            return cls(ModelScorer.load(model_dir, options, will_fork=False))
+            driver = cls(ModelScorer.load(model_dir, options, will_fork=False))
         except Exception as exc:  # noqa: BLE001 - mlflow and the flavor may raise anything
             raise StartupError("the MLflow model could not be loaded: " + one_line(exc),
                                traceback.format_exc()) from None
+        warm_readers()
+        return driver
 
     def run_mini_batch(self, files: Sequence[str]) -> MiniBatchResult:
         files = [str(f) for f in files]
@@ -326,6 +328,29 @@ _PANDAS_TYPES = {"double": "float64", "float": "float32", "long": "int64", "inte
                  "boolean": "bool", "string": "object"}
 
 
+def warm_readers() -> None:
+    """Read a two-row CSV and Parquet file once, as the worker starts: a reader's first use
+    faults in its library's code and sets up Arrow's allocator (about 5 MB of a first 100,000 x
+    10 Parquet file's peak here, 2 MB of a CSV's), which the first mini-batch would otherwise
+    pay for, in time and in that file's peak. Best effort: a failure here is the first file's
+    to meet and report."""
+    arrow = _pyarrow()
+    if arrow is None:
+        return
+    import tempfile
+
+    table = arrow.table({"x": [0.5, 1.5]})
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlflow-deploy-warm-") as folder:
+            for name, write in (("warm.csv", arrow.csv.write_csv),
+                                ("warm.parquet", arrow.parquet.write_table)):
+                path = os.path.join(folder, name)
+                write(table, path)
+                read_table(path, None)
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+
+
 def _pyarrow() -> Any:
     try:
         import pyarrow  # noqa: F401  installed into model envs with mlflow-deploy; optional
@@ -351,8 +376,7 @@ def read_table(path: str, signature: Any) -> pd.DataFrame:
             return _pandas_csv(path, columns)
         if csv:
             return _arrow_csv(arrow, path, columns)
-        table = arrow.parquet.read_table(path, use_threads=False)
-        return table.to_pandas(use_threads=False)
+        return _arrow_parquet(arrow, path)
     except BatchFileError:
         raise
     except pd.errors.EmptyDataError:
@@ -383,6 +407,62 @@ def _arrow_csv(arrow: Any, path: str, columns: Mapping[str, str]) -> pd.DataFram
             raise
         table = arrow.csv.read_csv(path, read_options=read, memory_pool=pool)
     return table.to_pandas(use_threads=False, memory_pool=pool)
+
+
+def _arrow_parquet(arrow: Any, path: str) -> pd.DataFrame:
+    """A Parquet file as a DataFrame. A file whose columns are all of one float type (a table of
+    features, as most batch inputs are) is read one column of one row group at a time into a
+    preallocated block that becomes the frame without a copy: Arrow holds one column chunk at a
+    time instead of the whole table beside its pandas copy (a worker's peak on a 100,000 x 10
+    file: 9.4x its frame before, 3.3x now; a column chunk is decoded whole, so batches of rows
+    would not help). Any
+    other file, and any file whose pandas metadata says more than a range index and its column
+    names: read_table and to_pandas, which restore what that metadata describes."""
+    source = arrow.parquet.ParquetFile(path)
+    layout = _float_layout(source)
+    if layout is None:
+        return arrow.parquet.read_table(path, use_threads=False).to_pandas(use_threads=False)
+    dtype, names, index = layout
+    block = np.empty((len(names), len(index)), dtype=dtype)
+    start = 0
+    for group in range(source.metadata.num_row_groups):
+        stop = start + source.metadata.row_group(group).num_rows
+        for position, name in enumerate(names):  # nulls come out as NaN, as to_pandas has them
+            chunk = source.read_row_group(group, columns=[name], use_threads=False)
+            block[position, start:stop] = chunk.column(0).to_numpy()
+            del chunk
+        start = stop
+    return pd.DataFrame(block.T, columns=names, index=index, copy=False)
+
+
+def _float_layout(source: Any) -> Optional[Tuple[Any, List[str], Any]]:
+    """(numpy dtype, column names, index) of a Parquet file whose every column is of one float
+    type and whose pandas metadata, if any, holds only a range index and the same names; None
+    for any other file."""
+    schema = source.schema_arrow
+    types = {str(f.type) for f in schema}
+    names = list(schema.names)
+    if len(types) != 1 or types.pop() not in ("double", "float") or len(set(names)) != len(names):
+        return None
+    dtype = np.float64 if str(schema.types[0]) == "double" else np.float32
+    rows = source.metadata.num_rows
+    meta = schema.pandas_metadata
+    if not meta:
+        return dtype, names, pd.RangeIndex(rows)
+    indexes = meta.get("index_columns") or []
+    column_names = [c.get("name") for c in meta.get("columns") or []]
+    labels = meta.get("column_indexes") or []
+    if column_names != names or any(label.get("name") is not None for label in labels) \
+            or len(labels) > 1 or len(indexes) > 1:
+        return None
+    if not indexes:
+        return dtype, names, pd.RangeIndex(rows)
+    index = indexes[0]
+    if not isinstance(index, dict) or index.get("kind") != "range":
+        return None
+    ranged = pd.RangeIndex(index.get("start", 0), index.get("stop", rows), index.get("step", 1),
+                           name=index.get("name"))
+    return (dtype, names, ranged) if len(ranged) == rows else None
 
 
 def _pandas_csv(path: str, columns: Mapping[str, str]) -> pd.DataFrame:

@@ -466,3 +466,38 @@ def test_a_scripts_rows_in_each_format():
     listed = batch.MiniBatchResult(["a.png"], ["a.png 3"])
     assert render(listed, "csv") == b'"prediction"\n"a.png 3"\n'
     assert render(listed, "none") == b"" and render(batch.MiniBatchResult([]), "csv") == b""
+
+
+@pytest.mark.parametrize("case", ["range-index", "offset-index", "named-index", "float32",
+                                  "nulls", "no-metadata", "row-groups", "no-rows",
+                                  "stored-index", "int-column", "named-columns"])
+def test_parquet_files_read_as_pyarrows_own_to_pandas_gives_them(tmp_path, case):
+    """Float tables are read a column at a time into one block; the frame is the one
+    read_table().to_pandas() makes, values, dtypes, index and names alike, and every other
+    file is read that way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(np.random.default_rng(3).normal(size=(5000, 4)), columns=list("abcd"))
+    path = tmp_path / "f.parquet"
+    writes = {
+        "range-index": lambda: frame.to_parquet(path),
+        "offset-index": lambda: frame.set_axis(pd.RangeIndex(5, 5005), axis=0).to_parquet(path),
+        "named-index": lambda: frame.rename_axis("rid").to_parquet(path),
+        "float32": lambda: frame.astype("float32").to_parquet(path),
+        "nulls": lambda: frame.mask(frame > 1.0).to_parquet(path),
+        "no-metadata": lambda: pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None), path),
+        "row-groups": lambda: pq.write_table(pa.Table.from_pandas(frame), path,
+                                             row_group_size=1500),
+        "no-rows": lambda: frame.iloc[:0].to_parquet(path),
+        "stored-index": lambda: frame.set_axis(pd.Index(np.arange(5000) * 2), axis=0)
+        .to_parquet(path),
+        "int-column": lambda: frame.assign(e=1).to_parquet(path),
+        "named-columns": lambda: frame.rename_axis("features", axis=1).to_parquet(path),
+    }
+    writes[case]()
+    streamed = case not in ("stored-index", "int-column", "named-columns")
+    assert (batch._float_layout(pq.ParquetFile(path)) is not None) == streamed
+    got = batch.read_table(str(path), None)
+    pd.testing.assert_frame_equal(got, pq.read_table(path).to_pandas(), check_exact=True)
