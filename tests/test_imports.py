@@ -192,3 +192,14 @@ def test_env_build_of_a_local_folder_runs_without_mlflow(example_model_dirs, sha
         assert done.returncode == 0, done.stderr
         assert modules == "[]", "`mlflow-deploy env build` imported mlflow: " + modules
     assert "status: reused" in done.stdout
+
+
+def test_the_online_control_plane_imports_no_pandas():
+    """Every `online-*` command imports mlflow_deploy.online: pandas' import was most of a
+    scale-up's own time. Payloads import it where they are made."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, mlflow_deploy.online\n"
+         "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
