@@ -12,15 +12,19 @@ and the request is sent again until the new revision has answered it.
 import http.client
 import json
 import time
+from pathlib import Path
 from typing import Any, Dict
 
 from mlflow_deploy.errors import ServerFailed
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.scoring.config import ServerConfig
+from mlflow_deploy.scoring.errors import REVISION_HEADER
 
 __all__ = ["run_self_test"]
 
 NOT_MINE = 421
+#: the file in a deployment's model folder that keeps its self-test (_test_of)
+KEPT_TEST = ".mlflow-deploy-self-test.json"
 
 
 def run_self_test(config: ServerConfig, address: str, log_path: Any) -> Dict[str, Any]:
@@ -28,9 +32,7 @@ def run_self_test(config: ServerConfig, address: str, log_path: Any) -> Dict[str
     socket); ServerFailed if it failed."""
     if config.scoring_script:
         return {"kind": "skipped", "reason": "a scoring script answers as it chooses"}
-    from mlflow_deploy.scoring.selftest import REVISION_HEADER, self_test_for
-
-    test = self_test_for(config.model_dir)
+    test = _test_of(config)
     if test is None:
         return {"kind": "skipped",
                 "reason": "the model has no input example and no signature to make one from"}
@@ -56,6 +58,30 @@ def run_self_test(config: ServerConfig, address: str, log_path: Any) -> Dict[str
         raise ServerFailed(_failed(test.kind, "{}: {}".format(
             status, _message(answer, reason)), log_path))
     return {"kind": test.kind, "status": status, "ms": elapsed_ms}
+
+
+def _test_of(config: ServerConfig) -> Any:
+    """The model's self-test (scoring.selftest.SelfTest, or None), made once per model folder.
+    A deployment's model folder is its own copy, made for one revision, and the test is kept
+    in it: an instance added later (a scale-up, a restart by the liveness probe) is tried
+    without this process importing mlflow to read the model (2.3 of a scale-up's 4.2 s). A
+    foreground server's folder may be the user's: nothing is written there."""
+    from mlflow_deploy.scoring.selftest import SelfTest, self_test_for
+
+    kept = Path(config.model_dir, KEPT_TEST) if config.deployment else None
+    if kept is not None:
+        try:
+            saved = json.loads(kept.read_text(encoding="utf-8"))
+            return SelfTest(saved["kind"], saved["body"].encode("utf-8")) if saved else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # not made yet, or unreadable: made again
+    test = self_test_for(config.model_dir)
+    if kept is not None:
+        text = json.dumps({"kind": test.kind, "body": test.body.decode("utf-8")} if test else None)
+        temporary = kept.with_name(kept.name + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(kept)  # whole or not there, for the instance started beside this one
+    return test
 
 
 def _message(answer: bytes, reason: str) -> str:

@@ -60,6 +60,9 @@ MS_IDS_TOO_LONG = ("x-ms-request-id and x-ms-client-request-id must not exceed {
 # the header of a 200 that names the coercions compatible mode applied: the gateway reads it too
 # (a joined call that reports any is re-sent one request at a time, so each gets its own)
 COERCIONS_HEADER = "x-mlflow-deploy-coercions"
+#: a self-test names the revision it is for: while an update hands over, the old master still
+#: accepts on the same socket, and answers such a request 421 (not mine) without scoring it
+REVISION_HEADER = "x-mlflow-deploy-self-test-revision"
 
 
 class NotFound(ScoringError):

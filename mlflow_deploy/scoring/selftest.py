@@ -8,17 +8,13 @@ or a crash fails it). Runs where mlflow is: the control plane, or a model's envi
 """
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-import numpy as np
+if TYPE_CHECKING:  # numpy and the schema (pandas) load where a test is made: a kept test is
+    # read by the control plane, which need not import them (online/selftest.py)
+    from .schema import Column, Signature, Tensor
 
-from .schema import Column, Signature, Tensor
-
-__all__ = ["SelfTest", "self_test_for", "generated_body", "REVISION_HEADER"]
-
-#: a self-test names the revision it is for: while an update hands over, the old master still
-#: accepts on the same socket, and answers such a request 421 (not mine) without scoring it
-REVISION_HEADER = "x-mlflow-deploy-self-test-revision"
+__all__ = ["SelfTest", "self_test_for", "generated_body"]
 
 #: one plain value per signature type; a required column of any other type (array, object, map,
 #: any) has no value to make up, and then there is no generated payload
@@ -44,6 +40,7 @@ def self_test_for(model_dir: str) -> Optional[SelfTest]:
     from mlflow.models import Model
 
     from .predictor import azure_example
+    from .schema import Signature
 
     meta = Model.load(model_dir)
     example = azure_example(model_dir, meta)
@@ -54,7 +51,7 @@ def self_test_for(model_dir: str) -> Optional[SelfTest]:
     return SelfTest("generated", json.dumps(body).encode("utf-8")) if body else None
 
 
-def generated_body(signature: Signature) -> Optional[Dict[str, Any]]:
+def generated_body(signature: "Signature") -> Optional[Dict[str, Any]]:
     """One row the signature accepts, as an Azure body; None for no signature or a required
     column or tensor of a type with no plain value."""
     if signature.columns:
@@ -74,14 +71,16 @@ def generated_body(signature: Signature) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _value(column: Column) -> Any:
+def _value(column: "Column") -> Any:
     return _VALUES.get(column.type)
 
 
-def _tensor(tensor: Tensor) -> Optional[List[Any]]:
+def _tensor(tensor: "Tensor") -> Optional[List[Any]]:
     kind = tensor.dtype.kind
     value = {"f": 0.5, "i": 1, "u": 1, "b": True, "U": "a", "S": "a"}.get(kind)
     if value is None:
         return None
+    import numpy as np
+
     shape = [1 if d is None or d < 0 else d for d in tensor.shape] or [1]
     return np.full(shape, value, dtype=object).tolist()
