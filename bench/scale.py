@@ -27,11 +27,12 @@ home and a fork-server folder of its own, removed at the end.
    --concurrency 1-row requests in flight through the endpoint, each with an x-request-id of its
    own. After --warm seconds of load, `mlflow-deploy online-deployment update -f
    deployment.yml --set instance_count=2` runs (the real command, in a subprocess: its start-up
-   is in the clock; the CLI's bare start-up is printed apart). Such an update is a new revision
-   of the deployment: the command fetches the model again, the running instance re-execs its
-   master on the new revision (gunicorn's USR2, a fresh interpreter) and passes its self-test,
-   then the added instance starts (forked from the env's fork server), is recorded and routed,
-   and last the old master drains. Measured from the update's start:
+   is in the clock; the CLI's bare start-up is printed apart). A change of instance_count alone
+   is no new revision: the running instance is not touched, the added one starts from its
+   config (forked from the env's fork server), passes the self-test the create kept, and is
+   recorded and routed. (The rows about the env lookup and the existing instance's hand-over
+   are for an update that is a new revision, and stay empty here.) Measured from the update's
+   start:
    - new instance ready: the deployment's row (what `show` reads) records the second instance,
      which it does only once that instance serves and passed its self-test (polled every 10 ms);
    - first request served by the new instance: the earliest answer, as this client saw it, of
