@@ -3,14 +3,12 @@ server's ``/score``, and turn a non-200 answer into the control plane's error.""
 
 from typing import Any, Dict, Optional
 
-import requests
-
 from mlflow_deploy.errors import InvalidParameter, PredictionFailed
 from mlflow_deploy.online.routes import MODEL_ERROR_STATUS
 
-# pandas, numpy and the payload encoder are imported where a payload is made: every control-plane
-# command imports this module (through online.deployments), and pandas' import was most of an
-# `online-deployment update`'s own time (0.6 of 1.1 s)
+# pandas, numpy, the payload encoder and requests are imported where a payload is made or sent:
+# every control-plane command imports this module (through online.deployments), and pandas'
+# import was most of an `online-deployment update`'s own time (0.6 of 1.1 s)
 
 __all__ = ["to_payload", "score", "post"]
 
@@ -73,6 +71,8 @@ def post(scoring_uri: str, body: bytes, timeout_s: float,
     """POST a JSON body; return the decoded answer, or raise PredictionFailed with the server's
     own message (its body is ours, so it never echoes the payload). An endpoint wraps its
     deployment's error in a 424 naming the inner status: the error shows both."""
+    import requests
+
     try:
         answer = requests.post(
             scoring_uri,
