@@ -70,6 +70,16 @@ def first_200(name: str, model: str) -> float:
         delete_deployment(name)
 
 
+
+def write_records(name, records):
+    """One JSON line per measurement, to bench/out/<name>-<UTC time>.jsonl."""
+    out = ROOT / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    with open(out / "{}-{}.jsonl".format(name, stamp), "w") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -97,12 +107,7 @@ def main() -> int:
                         min(times), max(times)))
         finally:
             stop_all(os.environ[RUN_DIR_ENV])
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    with open(out / "create-to-200-{}.jsonl".format(stamp), "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    write_records("create-to-200", records)
     print("| model | fork servers | create -> first 200, s (median, min-max) |")
     print("|---|---|---|")
     print("\n".join(rows))

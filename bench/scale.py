@@ -70,6 +70,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from create_to_200 import write_records  # noqa: E402  (bench/ is this script's own folder)
+
 # our CLI from this checkout (what `mlflow-deploy` runs, imported from ROOT first)
 CLI = [sys.executable, "-m", "mlflow_deploy.cli"]
 COLD_EP, SCALE_EP, SCALE_DEPLOYMENT = "cold-ep", "scale-ep", "scale"
@@ -450,12 +452,7 @@ def main(argv=None) -> int:
                 print("could not delete endpoint {}: {}".format(endpoint, exc), file=sys.stderr)
         stop_all(work / "run")
         shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    with open(out / "scale-{}.jsonl".format(stamp), "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    write_records("scale", records)
     runs = "median (min-max) of {} run{}".format(args.runs, "" if args.runs == 1 else "s")
     if cold_rows:
         print("\n| create -> first 200, s ({}) | direct | through the endpoint |".format(runs))
