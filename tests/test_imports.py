@@ -5,10 +5,11 @@ starts without mlflow."""
 import ast
 import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
+
+from tests.imports import modules_after
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mlflow_deploy"
@@ -156,20 +157,13 @@ NO_MLFLOW_AT_START = sorted(
 
 
 def _mlflow_modules_after(code, env=None):
-    done = subprocess.run(
-        [sys.executable, "-c", "import atexit, sys\n"
-         "atexit.register(lambda: print('MLFLOW', sorted(m for m in sys.modules "
-         "if m == 'mlflow' or m.startswith('mlflow.')), file=sys.stderr))\n" + code],
-        capture_output=True, text=True, timeout=300, env=env)
-    lines = [line for line in done.stderr.splitlines() if line.startswith("MLFLOW ")]
-    assert lines, done.stderr
-    return done, lines[-1][len("MLFLOW "):]
+    return modules_after(code, ["mlflow"], env)
 
 
 def test_the_cli_imports_no_mlflow():
     done, modules = _mlflow_modules_after("import " + ", ".join(NO_MLFLOW_AT_START))
     assert done.returncode == 0, done.stderr
-    assert modules == "[]", "importing the CLI imported mlflow: " + modules
+    assert modules == [], "importing the CLI imported mlflow: {}".format(modules)
 
 
 def test_env_commands_run_without_mlflow(tmp_path):
@@ -178,7 +172,7 @@ def test_env_commands_run_without_mlflow(tmp_path):
     done, modules = _mlflow_modules_after(
         "from mlflow_deploy.cli import main\nmain(['env', 'list', '--format', 'json'])", env)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
-    assert modules == "[]", "`mlflow-deploy env list` imported mlflow: " + modules
+    assert modules == [], "`mlflow-deploy env list` imported mlflow: {}".format(modules)
 
 
 @pytest.mark.slow
@@ -190,16 +184,13 @@ def test_env_build_of_a_local_folder_runs_without_mlflow(example_model_dirs, sha
     for _ in range(2):  # build (or reuse), then certainly reuse
         done, modules = _mlflow_modules_after(command, dict(os.environ))
         assert done.returncode == 0, done.stderr
-        assert modules == "[]", "`mlflow-deploy env build` imported mlflow: " + modules
+        assert modules == [], "`mlflow-deploy env build` imported mlflow: {}".format(modules)
     assert "status: reused" in done.stdout
 
 
 def test_the_online_control_plane_imports_no_pandas():
     """Every `online-*` command imports mlflow_deploy.online: pandas' import was most of a
     scale-up's own time. Payloads import it where they are made."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys, mlflow_deploy.online\n"
-         "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=300)
+    done, modules = modules_after("import mlflow_deploy.online", ["pandas", "numpy"])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]", done.stdout
+    assert modules == [], modules

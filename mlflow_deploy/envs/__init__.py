@@ -9,7 +9,7 @@ cached venv that runs the scoring server, in its own interpreter with the model'
     env = prepare_environment("pkg/model", package="pkg")
 """
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 #: each public name and the module that defines it, imported on first use (PEP 562): a process
 #: that needs only envs.cache's file lock (every online-* command, through the fork server's
@@ -42,19 +42,6 @@ _HOMES = {
     "read_model_requirements": "requirements",
 }
 __all__ = list(_HOMES)
-
-if TYPE_CHECKING:
-    from mlflow_deploy.envs.cache import EnvCache
-    from mlflow_deploy.envs.environment import BuildContext, EnvManager, Environment, Request
-    from mlflow_deploy.envs.errors import (BuildFailed, EnvError, ManagerUnavailable, PackageError,
-                                           PythonNotFound, RequirementConflict, RequirementsError,
-                                           UnsatisfiedRequirements)
-    from mlflow_deploy.envs.lock import Locked, environment_key, lock_requirements
-    from mlflow_deploy.envs.managers import MANAGERS
-    from mlflow_deploy.envs.package import Package, read_package, write_package
-    from mlflow_deploy.envs.prepare import prepare_environment
-    from mlflow_deploy.envs.pythons import POLICIES, PythonVersionWarning, find_interpreters
-    from mlflow_deploy.envs.requirements import read_model_requirements
 
 
 def __getattr__(name: str) -> Any:

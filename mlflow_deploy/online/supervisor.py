@@ -94,7 +94,7 @@ def free_port(exclude: Optional[List[int]] = None) -> int:
     is down (a restart, a reboot), where a port from that range may meanwhile become any
     client's local port and stay taken for as long as that connection lives. Where that range
     leaves too little room below it, the OS picks."""
-    low = _ephemeral_ports()[0]
+    low = _first_ephemeral_port()
     for _ in range(100):
         if low - PORTS_FROM >= 1000:
             port = random.randrange(PORTS_FROM, low)
@@ -109,14 +109,14 @@ def free_port(exclude: Optional[List[int]] = None) -> int:
     raise InvalidState("No free TCP port found on 127.0.0.1.")
 
 
-def _ephemeral_ports() -> Tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux's default else)."""
+def _first_ephemeral_port() -> int:
+    """The start of the kernel's range for the local ports of outgoing connections (Linux's
+    default where it cannot be read)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(word) for word in f.read().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def port_is_free(port: int) -> bool:

@@ -22,8 +22,8 @@ from .. import __version__
 from . import access, payload, pipeline
 from .config import ServerConfig
 from .errors import (MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG, REVISION_HEADER,
-                     BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout, ServerFailed,
-                     UnsupportedMediaType)
+                     BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
+                     ServerFailed, UnsupportedMediaType)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .scorer import ScoreRequest, Scorer

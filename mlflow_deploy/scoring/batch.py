@@ -415,14 +415,14 @@ def _arrow_parquet(arrow: Any, path: str) -> pd.DataFrame:
     preallocated block that becomes the frame without a copy: Arrow holds one column chunk at a
     time instead of the whole table beside its pandas copy (a worker's peak on a 100,000 x 10
     file: 9.4x its frame before, 3.3x now; a column chunk is decoded whole, so batches of rows
-    would not help). Any
-    other file, and any file whose pandas metadata says more than a range index and its column
-    names: read_table and to_pandas, which restore what that metadata describes."""
+    would not help). Any other file, and any whose pandas metadata says more than a range index
+    and the column names: read_table and to_pandas, which restore what that metadata says."""
     source = arrow.parquet.ParquetFile(path)
     layout = _float_layout(source)
     if layout is None:
         return arrow.parquet.read_table(path, use_threads=False).to_pandas(use_threads=False)
-    dtype, names, index = layout
+    dtype, index = layout
+    names = source.schema_arrow.names
     block = np.empty((len(names), len(index)), dtype=dtype)
     start = 0
     for group in range(source.metadata.num_row_groups):
@@ -430,39 +430,40 @@ def _arrow_parquet(arrow: Any, path: str) -> pd.DataFrame:
         for position, name in enumerate(names):  # nulls come out as NaN, as to_pandas has them
             chunk = source.read_row_group(group, columns=[name], use_threads=False)
             block[position, start:stop] = chunk.column(0).to_numpy()
-            del chunk
         start = stop
     return pd.DataFrame(block.T, columns=names, index=index, copy=False)
 
 
-def _float_layout(source: Any) -> Optional[Tuple[Any, List[str], Any]]:
-    """(numpy dtype, column names, index) of a Parquet file whose every column is of one float
-    type and whose pandas metadata, if any, holds only a range index and the same names; None
-    for any other file."""
+#: the numpy type of a Parquet file whose columns are all of one float type
+_FLOAT_FILES = {"double": np.float64, "float": np.float32}
+
+
+def _float_layout(source: Any) -> Optional[Tuple[Any, pd.RangeIndex]]:
+    """(numpy dtype, index) of a Parquet file whose every column is of one float type, under
+    distinct names, and whose pandas metadata, if any, holds only a range index and the same
+    names; None for any other file."""
     schema = source.schema_arrow
-    types = {str(f.type) for f in schema}
     names = list(schema.names)
-    if len(types) != 1 or types.pop() not in ("double", "float") or len(set(names)) != len(names):
+    kinds = {str(t) for t in schema.types}
+    if len(kinds) != 1 or len(set(names)) != len(names):
         return None
-    dtype = np.float64 if str(schema.types[0]) == "double" else np.float32
+    dtype = _FLOAT_FILES.get(kinds.pop())
     rows = source.metadata.num_rows
-    meta = schema.pandas_metadata
-    if not meta:
-        return dtype, names, pd.RangeIndex(rows)
+    meta = schema.pandas_metadata or {}
     indexes = meta.get("index_columns") or []
-    column_names = [c.get("name") for c in meta.get("columns") or []]
     labels = meta.get("column_indexes") or []
-    if column_names != names or any(label.get("name") is not None for label in labels) \
-            or len(labels) > 1 or len(indexes) > 1:
+    if dtype is None or len(indexes) > 1 or len(labels) > 1 \
+            or any(label.get("name") is not None for label in labels) \
+            or (meta and [c.get("name") for c in meta.get("columns") or []] != names):
         return None
     if not indexes:
-        return dtype, names, pd.RangeIndex(rows)
+        return dtype, pd.RangeIndex(rows)
     index = indexes[0]
     if not isinstance(index, dict) or index.get("kind") != "range":
         return None
     ranged = pd.RangeIndex(index.get("start", 0), index.get("stop", rows), index.get("step", 1),
                            name=index.get("name"))
-    return (dtype, names, ranged) if len(ranged) == rows else None
+    return (dtype, ranged) if len(ranged) == rows else None
 
 
 def _pandas_csv(path: str, columns: Mapping[str, str]) -> pd.DataFrame:

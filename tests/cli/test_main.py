@@ -1,6 +1,5 @@
 """The root group (mlflow_deploy/cli/__init__.py): every noun registered once, reached through the
 console script and `python -m mlflow_deploy.cli`, and any failure one line."""
-import ast
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 from mlflow_deploy.cli import NOUNS as NOUN_MODULES
 from mlflow_deploy.cli import cli, main
 from mlflow_deploy.errors import DeployError
+from tests.imports import modules_after
 
 NOUNS = {"check", "env", "package", "serve", "validate", "online-endpoint", "online-deployment",
          "batch-endpoint", "batch-deployment", "compute", "job"}
@@ -27,19 +27,12 @@ def test_every_noun_is_registered():
 def test_a_command_imports_its_own_noun_alone(tmp_path):
     """Nouns load when named: `online-endpoint list` does not import the env builders or the
     batch machinery (0.25 s of every call when all were imported)."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import atexit, sys\n"
-         "atexit.register(lambda: print('LOADED', sorted(m for m in sys.modules if "
-         "m.startswith('mlflow_deploy.cli.')), file=sys.stderr))\n"
-         "from mlflow_deploy.cli import main\nmain(['online-endpoint', 'list'])"],
-        capture_output=True, text=True, timeout=120,
+    others = ["mlflow_deploy.cli." + module for module, _ in NOUN_MODULES.values()]
+    done, loaded = modules_after(
+        "from mlflow_deploy.cli import main\nmain(['online-endpoint', 'list'])", others,
         env={**os.environ, "MLFLOW_DEPLOY_HOME": str(tmp_path)})
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
-    loaded = set(ast.literal_eval(done.stderr.split("LOADED ", 1)[1].strip()))
-    assert "mlflow_deploy.cli.online_endpoint" in loaded
-    others = {"mlflow_deploy.cli." + module for module, _ in NOUN_MODULES.values()} - {
-        "mlflow_deploy.cli.online_endpoint"}
-    assert not loaded & others, loaded
+    assert loaded == ["mlflow_deploy.cli.online_endpoint"], loaded
 
 
 def test_the_console_script_is_main():

@@ -4,7 +4,6 @@ forks (libgomp's pool does not survive a fork: the child blocks forever in its f
 region), so a deployment answers with the in-process predictions with 1 or 2 workers, forked from
 the env's fork server or started by exec. That includes the trial prediction that decides whether
 a model on double columns is given arrays (predictor.takes_array): made in the worker."""
-import numpy as np
 import pytest
 import requests
 
@@ -17,28 +16,10 @@ pytestmark = pytest.mark.slow
 HGB_TREES = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
 
 
-@pytest.fixture(scope="module")
-def hgb_model(tmp_path_factory):
-    """A HistGradientBoostingClassifier in the example models' env, and what it predicts here."""
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.datasets import make_classification
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    X, y = make_classification(200, 8, random_state=0)
-    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
-    path = tmp_path_factory.mktemp("hgb") / "model"
-    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)),
-                              input_example=X[:3], pip_requirements=shared_requirements(),
-                              skops_trusted_types=[HGB_TREES])
-    rows = np.round(X[:7], 6)
-    return path, rows, model.predict(rows).tolist()
-
-
-@pytest.fixture(scope="module")
-def hgb_frame_model(tmp_path_factory):
-    """The same fitted on a DataFrame of double columns: a column signature, so the first
-    prediction also tries the model on an array."""
+def _hgb(folder, on_frame):
+    """A HistGradientBoostingClassifier in the example models' env, fitted on an array (a tensor
+    signature) or on a DataFrame of double columns (a column signature: the first prediction
+    also tries the model on an array); its path, 7 rows and what it predicts for them here."""
     import mlflow.sklearn
     import pandas as pd
     from mlflow.models import infer_signature
@@ -46,14 +27,25 @@ def hgb_frame_model(tmp_path_factory):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     X, y = make_classification(200, 8, random_state=0)
-    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
-    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(frame, y)
-    path = tmp_path_factory.mktemp("hgb-frame") / "model"
-    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(frame, y),
-                              input_example=frame[:3], pip_requirements=shared_requirements(),
+    if on_frame:
+        X = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    model = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
+    path = folder / "model"
+    mlflow.sklearn.save_model(model, str(path), signature=infer_signature(X, model.predict(X)),
+                              input_example=X[:3], pip_requirements=shared_requirements(),
                               skops_trusted_types=[HGB_TREES])
-    rows = frame[:7].round(6)
+    rows = X[:7].round(6)
     return path, rows, model.predict(rows).tolist()
+
+
+@pytest.fixture(scope="module")
+def hgb_model(tmp_path_factory):
+    return _hgb(tmp_path_factory.mktemp("hgb"), on_frame=False)
+
+
+@pytest.fixture(scope="module")
+def hgb_frame_model(tmp_path_factory):
+    return _hgb(tmp_path_factory.mktemp("hgb-frame"), on_frame=True)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -63,7 +55,8 @@ def test_openmp_model_answers_from_forked_workers(deploy_home, hgb_model, monkey
     if not fork_servers:
         monkeypatch.setenv(forkserver.IDLE_ENV, "0")
     path, rows, expected = hgb_model
-    created = online.create_deployment("hgb", str(path), config={"environment_variables": {"WORKER_COUNT": workers}})
+    created = online.create_deployment(
+        "hgb", str(path), config={"environment_variables": {"WORKER_COUNT": workers}})
     assert created["provisioning_state"] == "Succeeded"
     for _ in range(2 * workers):  # every worker answers, none is stuck in its thread pool
         answer = requests.post(created["scoring_uri"], json={"input_data": rows.tolist()},

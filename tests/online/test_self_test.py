@@ -102,26 +102,21 @@ def test_an_added_instance_is_tried_with_the_test_kept_at_create(deploy_home, tm
     """A scale-up tries its new instance with the test the create made, kept in the
     deployment's model folder: the command does not import mlflow to read the model again."""
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
     from mlflow_deploy.online.selftest import KEPT_TEST
+    from tests.imports import modules_after
 
     created = online.create_deployment("scaled", save(tmp_path, "picky", PICKY))
     config = json.loads(Path(deploy_home.get_deployment("scaled").server_config_path).read_text())
     assert json.loads(Path(config["model_dir"], KEPT_TEST).read_text())["kind"] == \
         "input_example"
-    done = subprocess.run(
-        [sys.executable, "-c", "import atexit, sys\n"
-         "atexit.register(lambda: print('MLFLOW', [m for m in sys.modules if m == 'mlflow'],"
-         " file=sys.stderr))\n"
-         "from mlflow_deploy.cli import main\n"
-         "main(['online-deployment', 'update', '--name', 'scaled', '--endpoint-name', 'scaled',"
-         " '--set', 'instance_count=2'])"],
-        capture_output=True, text=True, timeout=300)
+    done, loaded = modules_after(
+        "from mlflow_deploy.cli import main\n"
+        "main(['online-deployment', 'update', '--name', 'scaled', '--endpoint-name', 'scaled',"
+        " '--set', 'instance_count=2'])", ["mlflow"])
     assert done.returncode == 0, done.stderr
-    assert "MLFLOW []" in done.stderr, done.stderr
+    assert loaded == [], loaded
     scaled = online.get_deployment("scaled")
     assert scaled["revision"] == created["revision"] and len(scaled["instances"]) == 2
     tried = [line for index, line in online.deployment_logs("scaled") if index == 1

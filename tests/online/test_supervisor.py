@@ -145,6 +145,6 @@ def test_early_death_is_reported_with_the_log_line(tmp_path):
 
 def test_free_ports_lie_below_the_range_of_outgoing_connections():
     """A stopped endpoint's port cannot become some client's local port meanwhile."""
-    low = supervisor._ephemeral_ports()[0]
+    low = supervisor._first_ephemeral_port()
     ports = [supervisor.free_port(exclude=[supervisor.PORTS_FROM]) for _ in range(20)]
     assert all(supervisor.PORTS_FROM < port < low for port in ports) and len(set(ports)) > 1
