@@ -501,3 +501,65 @@ def test_parquet_files_read_as_pyarrows_own_to_pandas_gives_them(tmp_path, case)
     assert (batch._float_layout(pq.ParquetFile(path)) is not None) == streamed
     got = batch.read_table(str(path), None)
     pd.testing.assert_frame_equal(got, pq.read_table(path).to_pandas(), check_exact=True)
+
+
+def _csv_cases(frame: pd.DataFrame) -> dict:
+    """Each case's CSV text, from a frame of 4 double columns."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    plain = frame.to_csv(index=False)
+    head, _, body = plain.partition("\n")
+    lines = body.splitlines()
+    quoted = io.BytesIO()
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), quoted)
+    return {
+        "plain": plain,
+        "float32": plain,
+        "nulls": frame.mask(frame > 1.0).to_csv(index=False, na_rep="")
+        .replace("\n,", "\nNA,", 7),
+        "crlf": plain.replace("\n", "\r\n"),
+        "no-final-newline": plain.rstrip("\n"),
+        "bom": "\ufeff" + plain,
+        "arrow-quoted-header": quoted.getvalue().decode(),
+        "rows-shorter-later": "\n".join([head] + lines[:100] + ["1.0,2.0,3.0,4.0"] * 4000) + "\n",
+        "a-line-longer-than-a-piece": "\n".join([head, "1." + "0" * 600 + ",2,3,4"] + lines) + "\n",
+        "blank-lines": "\n".join([head] + lines[:50] + ["", ""] + lines[50:]) + "\n",
+        "quoted-values": "\n".join([head] + ['"1.5",2,3,4'] + lines) + "\n",
+        "a-text-value": "\n".join([head] + ["1.5,2,abc,4"] + lines) + "\n",
+        "a-column-not-in-the-signature": frame.assign(e=1.5).to_csv(index=False),
+        "header-only": head + "\n",
+    }
+
+
+@pytest.mark.parametrize("case", ["plain", "float32", "nulls", "crlf", "no-final-newline", "bom",
+                                  "arrow-quoted-header", "rows-shorter-later",
+                                  "a-line-longer-than-a-piece", "blank-lines", "quoted-values",
+                                  "a-text-value", "a-column-not-in-the-signature",
+                                  "header-only"])
+def test_csv_files_read_as_arrows_read_csv_gives_them(tmp_path, case):
+    """CSV files of one float type are read a few lines at a time into one block; the frame is
+    the one Arrow's read_csv and to_pandas make with the signature's types (without them when
+    a value is not of its column's type), values, dtypes, index and names alike, and every
+    other file is read that way."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from mlflow_deploy.scoring.schema import Column, Signature
+
+    frame = pd.DataFrame(np.random.default_rng(5).normal(size=(3000, 4)), columns=list("abcd"))
+    path = tmp_path / "f.csv"
+    path.write_bytes(_csv_cases(frame)[case].encode("utf-8"))
+    kind = "float" if case == "float32" else "double"
+    signature = Signature(columns=tuple(Column(name, kind) for name in "abcd"))
+    types = {name: pa.float32() if kind == "float" else pa.float64() for name in "abcd"}
+    streamed = case not in ("quoted-values", "a-text-value", "a-column-not-in-the-signature",
+                            "header-only")
+    piecewise = batch._float_csv(pa, str(path), types, piece=512)  # many pieces, and growth
+    assert (piecewise is not None) == streamed
+    expected = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types=types) if case != "a-text-value" else None).to_pandas()
+    if streamed:
+        pd.testing.assert_frame_equal(piecewise, expected, check_exact=True)
+    got = batch.read_table(str(path), signature)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
