@@ -18,9 +18,9 @@ import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 
-from mlflow_deploy.envs import Environment, prepare_environment
+from mlflow_deploy import envs
 from mlflow_deploy.errors import InvalidState
 from mlflow_deploy.model import is_mlflow_model, load_model, place_model
 from mlflow_deploy.progress import say
@@ -42,7 +42,10 @@ __all__ = [
 
 REVISION_FOLDERS = ("model", "code", "environment")
 
-Staged = Tuple[Dict[str, Optional[str]], Environment]
+if TYPE_CHECKING:
+    from mlflow_deploy.envs import Environment
+
+Staged = Tuple[Dict[str, Optional[str]], "Environment"]
 
 
 class RevisionSettings(ScriptSettings, Protocol):
@@ -68,14 +71,16 @@ class PreviousFiles(Protocol):
 
 
 def build_environment(source: Path, settings: RevisionSettings, local: bool = False,
-                      model_uri: Optional[str] = None) -> Environment:
+                      model_uri: Optional[str] = None) -> "Environment":
     """The environment built from the requirement files in ``source`` (envs.prepare_environment), reused from
     the cache when it was built before. A build prints progress on stderr: it can take a minute.
     ``local``: this Python (env_manager local), whatever the settings say. ``model_uri``: the
     model as the user named it, which `env list` shows as a user of the env (``source`` is a
     staging folder of ours)."""
     extra = {"package": settings.package} if settings.package and not local else {}
-    return prepare_environment(
+    # envs' builders load here, on first use: a scale or a delete never builds (the online
+    # package imports this module, and the builders cost a tenth of a scale-up's start)
+    return envs.prepare_environment(
         source,
         manager="local" if local else settings.env_manager,
         python_version_policy=settings.python_version_policy,
@@ -86,7 +91,7 @@ def build_environment(source: Path, settings: RevisionSettings, local: bool = Fa
     )
 
 
-def environment_record(env: Environment) -> Dict[str, Any]:
+def environment_record(env: "Environment") -> Dict[str, Any]:
     """What a deployment keeps of its environment (get_deployment shows it)."""
     return {
         "key": env.key,
@@ -163,7 +168,7 @@ def staged_then_locked(
 def _script_environment(
     settings: RevisionSettings, model_path: Path, code_dir: Path, source: Path,
     model_uri: Optional[str],
-) -> Environment:
+) -> "Environment":
     """A script's environment, as Azure picks it: the given conda file, else the code folder's
     requirements.txt, else the MLflow model's own environment, else this Python (with a notice,
     since Azure would refuse a deployment without an environment here)."""

@@ -188,9 +188,13 @@ def test_env_build_of_a_local_folder_runs_without_mlflow(example_model_dirs, sha
     assert "status: reused" in done.stdout
 
 
-def test_the_online_control_plane_imports_no_pandas():
+def test_the_online_control_plane_imports_no_pandas_nor_the_env_builders():
     """Every `online-*` command imports mlflow_deploy.online: pandas' import was most of a
-    scale-up's own time. Payloads import it where they are made."""
-    done, modules = modules_after("import mlflow_deploy.online", ["pandas", "numpy"])
+    scale-up's own time, the env builders (and packaging, through them) a quarter of the rest.
+    Payloads import pandas where they are made, a new revision the builders when it builds."""
+    builders = ["mlflow_deploy.envs." + name for name in (
+        "prepare", "build", "lock", "wheel", "managers", "conda", "environment")]
+    done, modules = modules_after("import mlflow_deploy.online",
+                                  ["pandas", "numpy", "packaging"] + builders)
     assert done.returncode == 0, done.stderr
     assert modules == [], modules

@@ -38,10 +38,13 @@ _HOMES = {
     "Package": "package",
     "write_package": "package",
     "read_package": "package",
-    "MANAGERS": "managers",
     "read_model_requirements": "requirements",
 }
-__all__ = list(_HOMES)
+#: the environment managers, here rather than in managers.py: settings validation names them,
+#: and every online-* command validates settings without building anything (managers.py
+#: imports packaging and the builders)
+MANAGERS = ("uv", "virtualenv", "local", "conda")
+__all__ = list(_HOMES) + ["MANAGERS"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,13 +15,13 @@ from typing import List, Optional
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from mlflow_deploy.envs import MANAGERS
 from mlflow_deploy.envs.environment import Environment, Request
 from mlflow_deploy.envs.errors import ManagerUnavailable, UnsatisfiedRequirements
 from mlflow_deploy.envs.requirements import read_model_requirements
 
 __all__ = ["MANAGERS", "LocalManager", "find_conda", "check_local", "unsatisfied"]
 
-MANAGERS = ("uv", "virtualenv", "local", "conda")
 _CONDA_TOOLS = ("micromamba", "mamba", "conda")
 _CONDA_INFO_KEYS = {"conda_version", "mamba_version", "micromamba version", "root_prefix",
                     "base environment", "platform"}

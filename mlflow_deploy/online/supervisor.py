@@ -55,6 +55,9 @@ __all__ = [
 HOST = "127.0.0.1"
 START_TIMEOUT_S = float(os.environ.get("MLFLOW_DEPLOY_START_TIMEOUT", "180"))
 STOP_GRACE_S = 30.0
+#: how often a starting server's ready file is read: a scale-up waits on it, and reading a small
+#: file costs microseconds, so every poll saved (half the interval, on average) is latency
+READY_POLL_S = 0.01
 
 def gunicorn_command(python: Optional[str] = None) -> List[str]:
     """Run the environment's ``gunicorn`` script with its Python, not ``python -m gunicorn``: a
@@ -353,7 +356,7 @@ def wait_ready(
                     log_path,
                 )
             )
-        time.sleep(0.05)
+        time.sleep(READY_POLL_S)
 
 
 def _failure(what: str, reason: Optional[str], log_path: os.PathLike) -> str:
