@@ -48,19 +48,6 @@ def when_ready(server):
         _drop_tcp_listeners(server)
     wsgi.watchdog.start()
     logfile.keep_rotated()  # the log every process of this server appends to
-    _spawn_back_to_back(server)
-
-
-def _spawn_back_to_back(server):
-    """gunicorn's Arbiter.spawn_workers sleeps a random 0-0.1 s after each worker it forks; a
-    new instance is ready only once all its workers are, so a scale-up waited on that sleep.
-    This master forks the workers it lacks one after another (the first spawn comes after
-    when_ready; so does every respawn)."""
-    def spawn_workers():
-        for _ in range(server.num_workers - len(server.WORKERS)):
-            server.spawn_worker()
-
-    server.spawn_workers = spawn_workers
 
 
 def _drop_tcp_listeners(server):
