@@ -441,18 +441,19 @@ def _float_csv(arrow: Any, path: str, types: Mapping[str, Any],
     read_csv's and to_pandas'. The pieces' tables live on Arrow's own heap, which keeps what
     one piece freed for the next (on malloc the same read was 8 % slower).
     """
-    header, names, dtype = _float_header(arrow, path, types)
-    if dtype is None:
-        return None
     size = os.path.getsize(path)
-    read = arrow.csv.ReadOptions(use_threads=False, column_names=names, block_size=piece)
-    convert = arrow.csv.ConvertOptions(column_types={name: types[name] for name in names})
-    unquoted = arrow.csv.ParseOptions(quote_char=False)
-    block: Optional[np.ndarray] = None
-    rows, consumed = 0, len(header)
-    buffer, kept = bytearray(piece), 0
-    with open(path, "rb", buffering=0) as source:
-        source.seek(len(header))
+    with open(path, "rb") as source:
+        header = source.readline()
+        layout = _float_columns(arrow, header, types)
+        if layout is None:
+            return None
+        names, dtype = layout
+        read = arrow.csv.ReadOptions(use_threads=False, column_names=names, block_size=piece)
+        convert = arrow.csv.ConvertOptions(column_types={name: types[name] for name in names})
+        unquoted = arrow.csv.ParseOptions(quote_char=False)
+        block: Optional[np.ndarray] = None
+        rows, consumed = 0, len(header)
+        buffer, kept = bytearray(piece), 0
         while True:
             got = source.readinto(memoryview(buffer)[kept:])
             end = kept + got
@@ -490,28 +491,27 @@ def _float_csv(arrow: Any, path: str, types: Mapping[str, Any],
                 break
             buffer[:end - cut] = buffer[cut:end]
             kept = end - cut
-    if block is None or rows == 0:
+    if not rows:
         return None
     return pd.DataFrame(block[:, :rows].T, columns=names, copy=False)
 
 
-def _float_header(arrow: Any, path: str, types: Mapping[str, Any]
-                  ) -> Tuple[bytes, List[str], Optional[Any]]:
-    """(header line, column names, numpy dtype) when every column of the file is typed by the
-    signature as one and the same float type, under distinct names; dtype None otherwise."""
-    with open(path, "rb") as source:
-        header = source.readline()
+def _float_columns(arrow: Any, header: bytes, types: Mapping[str, Any]
+                   ) -> Optional[Tuple[List[str], Any]]:
+    """(column names, numpy dtype) when the header line names distinct columns that the
+    signature types all as one and the same float type; None otherwise."""
     if not header.endswith(b"\n"):
-        return header, [], None
+        return None
     try:  # the names as read_csv reads them (a BOM dropped, quotes removed)
         names = arrow.csv.read_csv(arrow.BufferReader(header), read_options=arrow.csv.ReadOptions(
             use_threads=False)).column_names
     except (arrow.ArrowInvalid, arrow.ArrowNotImplementedError):
-        return header, [], None
+        return None
     kinds = {str(types[name]) if name in types else None for name in names}
     if len(kinds) != 1 or len(set(names)) != len(names):
-        return header, names, None
-    return header, names, _FLOAT_FILES.get(kinds.pop())
+        return None
+    dtype = _FLOAT_FILES.get(kinds.pop())
+    return None if dtype is None else (names, dtype)
 
 
 def _arrow_parquet(arrow: Any, path: str) -> pd.DataFrame:
