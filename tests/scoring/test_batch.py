@@ -553,8 +553,9 @@ def test_csv_files_read_as_arrows_read_csv_gives_them(tmp_path, case):
     kind = "float" if case == "float32" else "double"
     signature = Signature(columns=tuple(Column(name, kind) for name in "abcd"))
     types = {name: pa.float32() if kind == "float" else pa.float64() for name in "abcd"}
+    # Python 3.10 (the old stack): Arrow scans the heap at each call, so files go whole
     streamed = case not in ("quoted-values", "a-text-value", "a-column-not-in-the-signature",
-                            "header-only")
+                            "header-only") and not pa.lib.have_signal_refcycle
     piecewise = batch._float_csv(pa, str(path), types, piece=512)  # many pieces, and growth
     assert (piecewise is not None) == streamed
     expected = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
