@@ -1,5 +1,6 @@
 """upstream.py, the gateway's hop to an instance, against real servers: a Unix socket deeper than a
-socket address holds, a chunked answer, and a refused connection."""
+socket address holds, a chunked answer, a refused connection, an answer cut short and a
+timeout."""
 import asyncio
 import os
 
@@ -47,3 +48,48 @@ def test_a_socket_path_longer_than_an_address_holds(tmp_path):
 def test_a_socket_nobody_listens_on_is_unreachable(tmp_path):
     with pytest.raises(upstream.Unreachable):
         asyncio.run(upstream.exchange(f"unix:{tmp_path / 'gone.sock'}", "GET", "/", {}, b""))
+
+
+def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_connection(tmp_path):
+    """The instance closing in the middle of its body is an error, never a short body taken for
+    the answer; an exchange cancelled by the gateway's timeout closes its connection at once
+    (the instance sees the end of its stream) and leaves no error for nobody to retrieve."""
+    path = str(tmp_path / "server.sock")
+    seen_end = []
+    ended = asyncio.Event()
+
+    async def cut_short(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n[1.")
+        await writer.drain()
+        writer.close()
+
+    async def never_answers(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        seen_end.append(await reader.read() == b"{}")  # the body, then the end of the stream
+        ended.set()
+        writer.close()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        unretrieved = []
+        loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+        server = await asyncio.start_unix_server(cut_short, path)
+        async with server:
+            with pytest.raises(ConnectionError):
+                await upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}")
+        os.unlink(path)
+        server = await asyncio.start_unix_server(never_answers, path)
+        async with server:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}"), 0.3)
+            await asyncio.wait_for(ended.wait(), 5)  # the instance's side sees the close
+        import gc
+        gc.collect()
+        await asyncio.sleep(0)
+        return unretrieved
+
+    unretrieved = asyncio.run(scenario())
+    assert seen_end == [True]
+    assert unretrieved == []
