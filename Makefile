@@ -34,6 +34,10 @@ $(VENV)/.installed: pyproject.toml plugins/mlflow-azureml-local/pyproject.toml
 	$(VENV)/bin/uv pip install -q --compile-bytecode --exclude-newer $(RESOLVED_AS_OF) -p $(PY) \
 		-e '.[dev,dask]' \
 		-e plugins/mlflow-azureml-local
+	@# the checkout's own sources as well, which an editable install leaves out: where
+	@# PYTHONDONTWRITEBYTECODE is set, every CLI start would compile them again (--help: 0.32 s
+	@# against 0.25 s)
+	$(PY) -m compileall -q mlflow_deploy plugins/mlflow-azureml-local example_models
 	touch $@
 
 # The exports above, for a shell of your own: eval "$(make -s env)". Without them MLflow looks for

@@ -162,7 +162,8 @@ def cli(*args, env):
                           capture_output=True, text=True).stdout
 
 
-def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, workers: int):
+def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, workers: int,
+         overrides=()):
     """A job as a user runs it: endpoint, deployment (YAML), invoke --wait; timed from invoke."""
     env = {**os.environ, "MLFLOW_DEPLOY_HOME": str(home)}
     endpoint = "bench-" + name.replace("_", "-")
@@ -181,7 +182,8 @@ def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, w
         result = timed(name, [str(VENV_BIN / "mlflow-deploy"), "batch-endpoint", "invoke",
                               "--name", endpoint, "--input", str(folder), "--output-path",
                               str(out), "--instance-count", str(workers), "--wait",
-                              "--set", f"executor={executor}"],
+                              "--set", f"executor={executor}",
+                              *(arg for item in overrides for arg in ("--set", item))],
                        rows, env={"MLFLOW_DEPLOY_HOME": str(home)})
         jobs = json.loads(cli("batch-endpoint", "list-jobs", "--name", endpoint, env=env))
         if jobs:
@@ -217,6 +219,8 @@ def main():
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
     parser.add_argument("--model", default="models:/diabetes/1")
     parser.add_argument("--only", default="")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a job setting for our jobs (invoke --set), e.g. output_format=csv")
     parser.add_argument("--data", default=os.environ.get("BENCH_DATA") or str(
         Path.home() / ".cache" / "mlflow-deploy-bench"))
     args = parser.parse_args()
@@ -250,10 +254,12 @@ def main():
         for name, executor, workers in (("ours-1", "local", 1), ("ours-2", "local", 2),
                                         ("ours-dask-2", "dask", 2)):
             if want(name):
-                results.append(ours(name, inputs, args.model, args.rows, home, executor, workers))
+                results.append(ours(name, inputs, args.model, args.rows, home, executor, workers,
+                                    args.set))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.rows:,} rows in {args.files} {args.format} files\n")
+    print(f"\n{args.rows:,} rows in {args.files} {args.format} files"
+          f"{''.join(' --set ' + item for item in args.set)}\n")
     print("| method | rows/s | steady rows/s | start-up s | rows per CPU-s | wall s |")
     print("|---|---|---|---|---|---|")
     for r in results:
