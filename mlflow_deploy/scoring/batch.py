@@ -366,7 +366,22 @@ def _pyarrow() -> Any:
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         return None
-    return sys.modules["pyarrow"]
+    arrow = sys.modules["pyarrow"]
+    if getattr(arrow.lib, "have_signal_refcycle", False):
+        _without_heap_scans(arrow)
+    return arrow
+
+
+def _without_heap_scans(arrow: Any) -> None:
+    """On Python 3.10 Arrow works around a CPython bug (a reference cycle made while it looks up
+    the process's signal handlers) by scanning the whole heap at every read_csv call: 14-37 ms a
+    call in a worker with mlflow, scikit-learn and pandas loaded, 0.1 ms without, more than
+    parsing a small file costs. A batch worker needs no Arrow handler for Ctrl-C (the job stops
+    it by signal, or kills it), so the lookup is turned off, through Arrow's public switch, and
+    with it the cycle the scan is for; then the scan's own flag (a module global Arrow reads at
+    each call) is cleared."""
+    arrow.enable_signal_handlers(False)
+    arrow.lib.have_signal_refcycle = False
 
 
 def read_table(path: str, signature: Any) -> pd.DataFrame:
@@ -441,9 +456,8 @@ def _float_csv(arrow: Any, path: str, types: Mapping[str, Any],
     read_csv's and to_pandas'. The pieces' tables live on Arrow's own heap, which keeps what
     one piece freed for the next (on malloc the same read was 8 % slower).
 
-    Not on Python 3.10, where Arrow works around a CPython bug at every read_csv call by
-    scanning the whole heap (``gc.get_referrers``: 10-40 ms per call in a loaded worker, which
-    made a 2 MB piece cost as much again as its parse): there the file is read in one call.
+    Not where Arrow still scans the heap at each call (``_without_heap_scans``): there a piece
+    would cost as much again as its parse, and the file is read in one call.
     """
     if getattr(arrow.lib, "have_signal_refcycle", False):
         return None
