@@ -75,14 +75,13 @@ def update(file, name, endpoint_name, set_values, local, no_wait):
     from mlflow_deploy.specs import set_path
 
     spec = _spec(file, name, endpoint_name, set_values)
-    if file:
-        config = config_from_spec(spec)
-    else:
-        current = online.get_deployment(spec.name, endpoint=spec.endpoint_name)["config"]
-        config = config_from_set(spec, map(set_path, set_values), current)
+    paths = [set_path(item) for item in set_values]
     with steps():
-        updated = online.update_deployment(spec.name, model_uri=spec.model, config=config,
-                                           endpoint=spec.endpoint_name)
+        # --set items alone change the deployment as it is once its lock is ours
+        updated = online.update_deployment(
+            spec.name, model_uri=spec.model, endpoint=spec.endpoint_name,
+            config=config_from_spec(spec) if file else None,
+            config_of=None if file else lambda current: config_from_set(spec, paths, current))
     print_json(updated)
 
 

@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from mlflow_deploy.errors import (
     InvalidParameter,
@@ -275,6 +275,7 @@ def update_deployment(
     config: Optional[Mapping[str, Any]] = None,
     endpoint: Optional[str] = None,
     store: Optional[Store] = None,
+    config_of: Optional[Callable[[Dict[str, Any]], Mapping[str, Any]]] = None,
 ) -> Dict[str, Any]:
     """Serve a new model and/or settings with no failed request, one instance at a time: each
     running master re-execs a new one on the same socket (gunicorn's USR2), which must load the
@@ -285,12 +286,18 @@ def update_deployment(
     only the endpoint's gateway reads (batching), on a running deployment, is no new revision:
     the gateway takes it when its routing table is reloaded, and the servers keep running. Nor
     is a change of instance_count alone (``_scale``): instances are added or removed, and the
-    running ones keep serving untouched."""
+    running ones keep serving untouched.
+
+    ``config_of``, instead of ``config``: the config as a function of the deployment's own, for
+    a change relative to it (``--set environment_variables.K=V``); it is called once the
+    deployment's lock is held, so that two such updates at once both land."""
     store = store or Store()
     check_flavor(flavor)
     _get_in_endpoint(store, name, endpoint)  # a recorded name before its lock's file is named
     with store.lock_row(DEPLOYMENTS, name):
         deployment = _get_in_endpoint(store, name, endpoint)  # as the last command left it
+        if config_of is not None:
+            config = config_of(dict(deployment.config))
         settings = parse_settings(config, base=DeploymentSettings(**deployment.config))
         if settings.port not in (None, deployment.port) and "port" in (config or {}):
             raise InvalidParameter(

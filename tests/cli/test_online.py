@@ -96,10 +96,18 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
                            "request_settings.request_timeout_ms=4000", "--set",
                            "tags.mlflow-deploy/max_request_mb=2").stdout)
     assert green["traffic"] == 0 and green["config"]["request_timeout_ms"] == 4000
-    # --set alone changes what it names, the rest of the deployment kept (as az ml does)
-    cli("online-deployment", "update", "-n", "green", "-e", "diab-ep", "--set",
-        "environment_variables.EXTRA=1", "--set", "liveness_probe.timeout=3")
-    kept = {**green["config"], "environment_variables": {"WORKER_COUNT": "2", "EXTRA": "1"},
+    # --set alone changes what it names, the rest of the deployment kept (as az ml does); two
+    # such updates at once both land: each changes the deployment as the other left it
+    updates = [subprocess.Popen([MLFLOW_DEPLOY, "online-deployment", "update", "-n", "green",
+                                 "-e", "diab-ep", "--set", item, "--set", also],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for item, also in (("environment_variables.EXTRA=1", "liveness_probe.timeout=3"),
+                                  ("environment_variables.MORE=2", "liveness_probe.period=2"))]
+    for update in updates:
+        assert update.wait(timeout=600) == 0, update.stderr.read()[-3000:]
+        update.stderr.close()
+    kept = {**green["config"],
+            "environment_variables": {"WORKER_COUNT": "2", "EXTRA": "1", "MORE": "2"},
             "liveness_probe": {**green["config"]["liveness_probe"], "timeout": 3}}
     assert green["config"]["max_request_mb"] == 2 and kept["liveness_probe"]["period"] == 2
 
@@ -131,7 +139,7 @@ def test_endpoint_and_deployments_from_azure_yaml(deploy_home, example_model_dir
     listed = json.loads(cli("online-deployment", "list", "-e", "diab-ep").stdout)
     assert sorted(d["name"] for d in listed) == ["blue", "green"]
     assert [(d["config"], d["revision"]) for d in listed if d["name"] == "green"] == [
-        (kept, green["revision"] + 1)]
+        (kept, green["revision"] + 2)]
     check_logs(deploy_home, blue, shown["scoring_uri"], keys["primaryKey"])
 
     still = cli("online-deployment", "delete", "-n", "green", "-e", "diab-ep", "--yes",
