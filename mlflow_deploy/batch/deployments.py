@@ -348,11 +348,16 @@ def update_batch_deployment(
     description: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
     store: Optional[Store] = None,
+    added: bool = False,
 ) -> Dict[str, Any]:
     """Stage the next revision aside (a new model when ``model_uri`` is given, else the current
     one; the given settings over the current ones; the code folder copied again) and switch the
     deployment to it only once it is complete: on failure the deployment is as it was. Jobs
-    already running keep the revision they started with."""
+    already running keep the revision they started with.
+
+    ``added``: the config's environment variables and the tags are added to the deployment's
+    own, as ``--set`` items add them, merged once the deployment's lock is held, so that two
+    such updates at once both land."""
     store = store or Store()
     name, endpoint, model_uri, config, set_default, description, tags = _arguments(
         spec_or_name, endpoint, model_uri, config, set_default, description, tags,
@@ -361,6 +366,12 @@ def update_batch_deployment(
     _get(store, endpoint, name)  # a recorded name before its lock's file is named
     with store.lock_row(BATCH_DEPLOYMENTS, key):
         deployment = _get(store, endpoint, name)  # as the last command left it
+        if added and "environment_variables" in config:
+            config = {**config, "environment_variables": {
+                **(deployment.config.get("environment_variables") or {}),
+                **config["environment_variables"]}}
+        if added and tags is not None:
+            tags = {**deployment.tags, **tags}
         settings = parse_batch_settings(config, base=_settings_of(deployment))
         _check_compute(store, settings)
         root = Path(deployment.dir)

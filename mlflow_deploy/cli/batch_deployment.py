@@ -74,27 +74,22 @@ def _touched(set_values: Sequence[str]) -> Set[str]:
 def _update_arguments(spec, file: Optional[str], set_values: Sequence[str]) -> Dict[str, Any]:
     """With a file, everything it says (as ``az ml`` replaces a deployment by its file); with
     ``--set`` items alone, only what they change, as ``az ml`` sets them on the deployment it
-    fetched (a tag or an environment variable is added to the others): the spec would fill the
-    rest with defaults."""
-    from mlflow_deploy.batch.deployments import config_from_spec, get_batch_deployment
+    fetched (a tag or an environment variable is added to the others, by the update, under the
+    deployment's lock): the spec would fill the rest with defaults."""
+    from mlflow_deploy.batch.deployments import config_from_spec
 
     config = config_from_spec(spec)
     if file:
         return {"model_uri": spec.model, "config": config, "description": spec.description,
                 "tags": dict(spec.tags)}
     touched = _touched(set_values)
-    current = get_batch_deployment(spec.name, spec.endpoint_name)
     kept = {key: value for key, value in config.items()
             if key in touched or key in spec.settings}
     for field in ("max_retries", "timeout"):
         if field in touched and "retry_settings" not in touched:
             kept[field] = config["retry_settings"][field]
-    if "environment_variables" in kept:
-        kept["environment_variables"] = {**current["settings"]["environment_variables"],
-                                         **kept["environment_variables"]}
-    tags = {**current["tags"], **spec.tags} if "tags" in touched else None
     return {"model_uri": spec.model, "config": kept, "description": spec.description,
-            "tags": tags}
+            "tags": dict(spec.tags) if "tags" in touched else None, "added": True}
 
 
 @batch_deployment_group.command("create")

@@ -4,6 +4,8 @@ line and a non-zero exit on errors."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +22,9 @@ YAML = Path(__file__).resolve().parents[1] / "data" / "azure_yaml" / "batch"
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     yield from private_home(tmp_path, monkeypatch)
+
+
+MLFLOW_DEPLOY = os.path.join(os.path.dirname(sys.executable), "mlflow-deploy")
 
 
 def run(*args, code=0):
@@ -116,10 +121,24 @@ def test_endpoints_and_deployments_from_azure_yaml(home, example_model_dirs, tmp
     assert updated["config"]["python_version_policy"] == "nearest"  # kept from revision 1
     shown = run("batch-deployment", "show", "-n", "diabetes-dpl", "-e", "mnist-batch")
     assert shown == {**updated, "is_default": False}
+    # two such updates at once both land: each adds to the deployment as the other left it
+    updates = [subprocess.Popen(
+        [MLFLOW_DEPLOY, "batch-deployment", "update", "--name", "diabetes-dpl", "--endpoint-name",
+         "mnist-batch", "--set", f"settings.environment_variables.{name}=1",
+         "--set", f"tags.{name}=1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True) for name in ("FIRST", "SECOND")]
+    for update in updates:
+        assert update.wait(timeout=300) == 0, update.stderr.read()[-3000:]
+        update.stderr.close()
+    both = run("batch-deployment", "show", "-n", "diabetes-dpl", "-e", "mnist-batch")
+    assert both["settings"]["environment_variables"] == {"LABELS": "digits", "MORE": "1",
+                                                         "FIRST": "1", "SECOND": "1"}
+    assert both["tags"] == {**updated["tags"], "FIRST": "1", "SECOND": "1"}
+    assert both["revision"] == 4
     # the file again: its settings whole
     again = run("batch-deployment", "update", "-f", tmp_path / "deployment.yml", "--set-default")
     assert again["settings"]["mini_batch_size"] == 4 and again["is_default"]
-    assert again["revision"] == 3
+    assert again["revision"] == 5
 
     run("batch-endpoint", "update", "--name", "mnist-batch",
         "--set", "defaults.deployment_name=second", "--set", "description=digits")
