@@ -89,16 +89,17 @@ def create_batch_endpoint(name: str, description: Optional[str] = None,
 def update_batch_endpoint(name: str, description: Optional[str] = None,
                           tags: Optional[Mapping[str, str]] = None,
                           default_deployment: Optional[str] = None,
-                          store: Optional[Store] = None) -> Dict[str, Any]:
+                          store: Optional[Store] = None, added: bool = False) -> Dict[str, Any]:
     """Change what is given (None: unchanged). A new default must be a deployment of the
-    endpoint."""
+    endpoint. ``added``: the tags are added to the endpoint's own (as ``--set`` items add
+    them), under the store's lock, so that no update at the same time loses one."""
     store = store or Store()
     with store.lock():
         endpoint = _get(store, name)
         if description is not None:
             endpoint.description = _description(description)
         if tags is not None:
-            endpoint.tags = _tags(tags)
+            endpoint.tags = _tags({**endpoint.tags, **tags} if added else tags)
         if default_deployment is not None:
             check_name(default_deployment, "default deployment (defaults.deployment_name)")
             if store.find(BATCH_DEPLOYMENTS, _deployments.key_of(name, default_deployment)) \

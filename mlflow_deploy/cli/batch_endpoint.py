@@ -55,14 +55,13 @@ def update(file, name, set_values, local, no_wait):
     from mlflow_deploy.batch import endpoints
 
     spec = _spec(file, name, set_values)
-    # a file gives the tags whole; a --set item adds one to the others, as az ml sets it on the
-    # endpoint it fetched
-    tags = spec.tags if file else None
-    if not file and any(v.split("=", 1)[0].strip().split(".")[0] == "tags" for v in set_values):
-        tags = {**endpoints.get_batch_endpoint(spec.name)["tags"], **spec.tags}
+    # a file gives the tags whole; a --set item adds one to the others (under the store's
+    # lock), as az ml sets it on the endpoint it fetched
+    tagged = any(v.split("=", 1)[0].strip().split(".")[0] == "tags" for v in set_values)
+    tags = spec.tags if file or tagged else None
     print_json(endpoints.update_batch_endpoint(
         spec.name, description=spec.description, tags=tags,
-        default_deployment=spec.default_deployment))
+        default_deployment=spec.default_deployment, added=not file))
 
 
 def _show(name: str):
