@@ -21,10 +21,15 @@ def wait_until(condition, timeout=10.0):
 
 
 def test_zombie_is_dead():
-    # sh starts a child that exits at once, then execs a sleep that never reaps it: a zombie that
-    # is not our child, so only /proc tells the truth
+    # a child that forks one which exits at once, and never reaps it: a zombie that is not our
+    # child, so only /proc tells the truth (a shell's `sleep 0 &` was reaped by the shell itself
+    # when the shell ran after its child had exited)
     proc = subprocess.Popen(
-        ["sh", "-c", "sleep 0 & echo $!; exec sleep 30"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", "import os, time\n"
+         "pid = os.fork()\n"
+         "if pid == 0:\n    os._exit(0)\n"
+         "print(pid, flush=True)\n"
+         "time.sleep(30)\n"], stdout=subprocess.PIPE, text=True
     )
     try:
         zombie = int(proc.stdout.readline())
