@@ -455,12 +455,7 @@ def _float_csv(arrow: Any, path: str, types: Mapping[str, Any],
     not a number, makes Arrow fail here, and the file goes the general way. The frame equals
     read_csv's and to_pandas'. The pieces' tables live on Arrow's own heap, which keeps what
     one piece freed for the next (on malloc the same read was 8 % slower).
-
-    Not where Arrow still scans the heap at each call (``_without_heap_scans``): there a piece
-    would cost as much again as its parse, and the file is read in one call.
     """
-    if getattr(arrow.lib, "have_signal_refcycle", False):
-        return None
     size = os.path.getsize(path)
     with open(path, "rb") as source:
         header = source.readline()
@@ -527,10 +522,7 @@ def _float_columns(arrow: Any, header: bytes, types: Mapping[str, Any]
             use_threads=False)).column_names
     except (arrow.ArrowInvalid, arrow.ArrowNotImplementedError):
         return None
-    kinds = {str(types[name]) if name in types else None for name in names}
-    if len(kinds) != 1 or len(set(names)) != len(names):
-        return None
-    dtype = _FLOAT_FILES.get(kinds.pop())
+    dtype = _float_dtype(names, [str(types[name]) if name in types else None for name in names])
     return None if dtype is None else (names, dtype)
 
 
@@ -559,8 +551,17 @@ def _arrow_parquet(arrow: Any, path: str) -> pd.DataFrame:
     return pd.DataFrame(block.T, columns=names, index=index, copy=False)
 
 
-#: the numpy type of a Parquet file whose columns are all of one float type
+#: the numpy type of a file whose columns are all of one float type (Arrow's names for them)
 _FLOAT_FILES = {"double": np.float64, "float": np.float32}
+
+
+def _float_dtype(names: Sequence[str], kinds: Sequence[Optional[str]]) -> Optional[Any]:
+    """The numpy type of a file's columns (``names``, of Arrow types ``kinds``) when they are
+    under distinct names and all of one float type, which the readers can put in one block;
+    None otherwise."""
+    if len(set(kinds)) != 1 or len(set(names)) != len(names):
+        return None
+    return _FLOAT_FILES.get(kinds[0])
 
 
 def _float_layout(source: Any) -> Optional[Tuple[Any, pd.RangeIndex]]:
@@ -569,10 +570,7 @@ def _float_layout(source: Any) -> Optional[Tuple[Any, pd.RangeIndex]]:
     names; None for any other file."""
     schema = source.schema_arrow
     names = list(schema.names)
-    kinds = {str(t) for t in schema.types}
-    if len(kinds) != 1 or len(set(names)) != len(names):
-        return None
-    dtype = _FLOAT_FILES.get(kinds.pop())
+    dtype = _float_dtype(names, [str(t) for t in schema.types])
     rows = source.metadata.num_rows
     meta = schema.pandas_metadata or {}
     indexes = meta.get("index_columns") or []
