@@ -37,7 +37,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
-from mlflow_deploy.scoring import payload
+from mlflow_deploy.scoring import forms
 from mlflow_deploy.scoring.errors import COERCIONS_HEADER
 
 try:  # the gateway's JSON: orjson where installed (the scoring server's own, so an answer split
@@ -176,7 +176,7 @@ class Batcher:
                 content_type = value
             elif lowered == CLIENT_REQUEST_ID:
                 client_id = value
-        if not payload.is_json(content_type):
+        if not forms.is_json(content_type):
             return None
         try:
             envelope = _loads(body)
@@ -310,8 +310,8 @@ def _kind(value: Any) -> Any:
 
 def _shape(data: Any) -> Optional[Tuple[Tuple[str, Any], int]]:
     """((form, what must match to join), rows) of Azure's ``input_data``, its form as the
-    server tells it (``payload.form_of``), or None for what goes alone."""
-    form = payload.form_of(data)
+    server tells it (``forms.form_of``), or None for what goes alone."""
+    form = forms.form_of(data)
     if form == "records" or not data or not isinstance(data, (list, dict)):
         return None  # records: Azure's /score takes none; a scalar or nothing: the server's 400
     if form == "tensor":

@@ -96,7 +96,7 @@ def _wait_listening(proc: subprocess.Popen, config: GatewayConfig,
                 supervisor.stop(proc.pid, grace=2)
                 raise ServerFailed("The endpoint's gateway did not start in {:.0f} s {}".format(
                     START_TIMEOUT_S, see)) from None
-            time.sleep(0.05)
+            time.sleep(0.01)  # an endpoint's creation waits on this: a failed try costs 0.1 ms
 
 
 def reload(config: GatewayConfig, config_path: Path) -> List[int]:

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlflow_deploy import processes
 from mlflow_deploy.scoring import payload, pipeline
@@ -78,6 +80,31 @@ def test_the_depth_cap_counts_structure_not_strings(decoder):
         payload.loads(b'["a\\\\", ' + nested(cap) + b"]")
     with pytest.raises(ValueError):  # not JSON at all: still the decoder's ValueError
         payload.loads(b'["' + b"[" * 300)
+
+
+# strings full of what the skeleton keeps and drops, next to each other: escapes, digits, brackets
+_TRICKY = st.text(alphabet='[]{}"\\u0123456789.-+,: \ntrufalsedD8\ud800\U0001f600', max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | _TRICKY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TRICKY, inner, max_size=4),
+    max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON, indent=st.sampled_from([None, 1]), ascii_only=st.booleans())
+def test_the_skeleton_answers_every_scan_as_the_text_does(value, indent, ascii_only):
+    """The scans read a payload's skeleton (its text without numbers and separators) instead of
+    the text: on any JSON text they must say what they say on the text, and a text with true or
+    false must keep it."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only).encode(
+        "utf-8", "surrogatepass")
+    bare = payload.skeleton(text)
+    for limit in (0, 1, 2, 3, 5):
+        assert payload.nests_deeper_than(bare, limit) == payload.nests_deeper_than(text, limit)
+    if payload.has_lone_surrogate(text):
+        assert b"\\u" in bare  # where decode looks before it runs the regex on the text
+    if payload.has_bools(text):
+        assert payload.has_bools(bare)
 
 
 @pytest.mark.parametrize("text", ['"a\\ud800"', '"\\udfff"', '"\\uDBFF x"', '"\\\\\\udc00\\ud800"'])
