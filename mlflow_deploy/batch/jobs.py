@@ -81,6 +81,11 @@ CANCEL_GRACE_S = 60.0
 #: or the Dask worker that holds it), without waiting for the job to record the last one (its
 #: done record and the job's row, each fsync'ed) or for a round trip through Dask's scheduler
 SUBMITTED_PER_SLOT = 2
+#: how often a running job writes its counts to its row and metrics file: as often as `job
+#: stream` reads them (``follow_job``'s poll). Not at every mini-batch: a transaction and a file
+#: each time made the job's one loop the bottleneck of short mini-batches. The done records
+#: are the truth the counts are summed from, so a job killed in between loses nothing.
+COUNTS_EVERY_S = 0.2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 _GLOB = re.compile(r"[*?\[]")
 _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:[0-9]{1,5}$")
@@ -319,12 +324,16 @@ def _checked(store: Store, job: Job) -> Job:
     """The row, with a job whose process died before it ended recorded as Failed (resumable)."""
     if job.status in TERMINAL or _alive(job) or _starting(job):
         return job
+    try:  # its row's counts may lag its done records by COUNTS_EVERY_S
+        counts = _Run(store, job, logging.getLogger(__name__), threading.Event()).counts()
+    except (OSError, ValueError):  # its folder is gone: the row's counts are all there is
+        counts = job.counts
 
     def died(current: Job) -> bool:
         if current.status in TERMINAL or current.pid != job.pid:
             return False  # it ended, or was resumed, meanwhile
         current.status, current.error = "Failed", _DIED.format(current.name)
-        current.finished = time.time()
+        current.finished, current.counts = time.time(), counts
         return True
 
     return _update(store, job.name, died)
@@ -761,6 +770,7 @@ class _Run:
                 self._add(record)
                 self.retries += record.tries - 1
         self.tries: Dict[int, int] = {}
+        self.counts_saved, self.counts_owed = 0.0, False  # time.monotonic() of the last save
 
     def _add(self, record: _Done, sign: int = 1) -> None:
         """Count ``record`` among the done ones (``sign`` -1: no longer)."""
@@ -792,7 +802,14 @@ class _Run:
                 "retries": self.retries,
                 "rows": sums["rows"]}
 
-    def _save_counts(self) -> None:
+    def _save_counts(self, now: bool = False) -> None:
+        """Record the counts if ``now`` or COUNTS_EVERY_S have passed since the last time, else
+        owe them (``_run_batches`` pays within that time, ``run`` before the output is
+        assembled, and ``_end`` records them anyway)."""
+        if not now and time.monotonic() - self.counts_saved < COUNTS_EVERY_S:
+            self.counts_owed = True
+            return
+        self.counts_saved, self.counts_owed = time.monotonic(), False
         counts = self.counts()
 
         def change(job: Job) -> None:
@@ -846,6 +863,8 @@ class _Run:
             status, error = self._run_batches(deque(left))
             if status is not None:
                 return self._end(status, error)
+        if self.counts_owed:  # every mini-batch counted while a large output is assembled
+            self._save_counts(now=True)
         return self._assemble()
 
     def _slots(self) -> int:
@@ -898,13 +917,16 @@ class _Run:
                     running[executor.submit(self.batches[index], self.retry["timeout"],
                                             str(self._part_path(index)))] = index
                 finished, _ = concurrent.futures.wait(
-                    list(running), timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+                    list(running), timeout=COUNTS_EVERY_S,
+                    return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in finished:
                     ending = self._settle(running.pop(future), future, pending)
                     if ending[0] is not None:
                         break
                 if ending[0] is not None:
                     break
+                if self.counts_owed:
+                    self._save_counts()
         finally:
             stopping = ending[0] is not None or bool(running) or bool(pending)
             executor.close(abort=stopping)

@@ -166,3 +166,30 @@ def test_an_output_file_that_appears_while_the_job_runs_is_never_overwritten(job
     done = wait_job(jobs_home, job["name"])
     assert done["status"] == "Failed" and "output file already exists" in done["error"]
     assert (tmp_path / "predictions.csv").read_text() == "another job's results\n"
+
+
+def test_counts_catch_up_while_a_mini_batch_runs_and_a_dead_job_shows_its_done_records(
+        jobs_home, tmp_path):
+    """A running job writes its counts at most every COUNTS_EVERY_S: mini-batches that end
+    closer together than that are counted within that time even when no other ends for long,
+    and a job whose process died shows what its done records hold."""
+    quick = ["a{}.csv".format(i) for i in range(12)]
+    data = write_inputs(tmp_path / "data", quick + ["b-slow.csv"])
+    marker = tmp_path / "marker"
+    job = invoke(jobs_home, data, "environment_variables.JOB_TEST_MARKER=" + str(marker))
+    name = job["name"]
+    wait_for(marker.exists, 60, "the slow file's first try")  # it now waits to be killed
+    shown = wait_for(lambda: (lambda j: j if j["counts"]["mini_batches_done"] == len(quick)
+                              else None)(jobs.show_job(name, jobs_home)),
+                     5 * jobs.COUNTS_EVERY_S + 2, "the quick mini-batches counted")
+    assert shown["status"] == "Running" and shown["counts"]["rows"] == 3 * len(quick)
+    done_records = Path(jobs_home.job_dir(name)) / "done"
+    assert len(list(done_records.glob("*.json"))) == len(quick)
+
+    hung = batch_workers(jobs_home, name)  # the job's children until it dies: ours to stop
+    os.kill(jobs_home.find(jobs.JOBS, name).pid, signal.SIGKILL)
+    for pid in hung:
+        os.kill(pid, signal.SIGKILL)
+    died = wait_for(lambda: (lambda j: j if j["status"] == "Failed" else None)(
+        jobs.show_job(name, jobs_home)), 30, "the job to be seen dead")
+    assert died["counts"]["mini_batches_done"] == len(quick)
