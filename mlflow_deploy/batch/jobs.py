@@ -770,7 +770,9 @@ class _Run:
                 self._add(record)
                 self.retries += record.tries - 1
         self.tries: Dict[int, int] = {}
-        self.counts_saved, self.counts_owed = 0.0, False  # time.monotonic() of the last save
+        # the counts as last written to the row, and when (time.monotonic())
+        self.saved: Optional[Dict[str, int]] = None
+        self.saved_at = 0.0
 
     def _add(self, record: _Done, sign: int = 1) -> None:
         """Count ``record`` among the done ones (``sign`` -1: no longer)."""
@@ -802,15 +804,18 @@ class _Run:
                 "retries": self.retries,
                 "rows": sums["rows"]}
 
+    def _owed(self) -> bool:
+        """Whether the counts have changed since they were last written."""
+        return self.counts() != self.saved
+
     def _save_counts(self, now: bool = False) -> None:
-        """Record the counts if ``now`` or COUNTS_EVERY_S have passed since the last time, else
-        owe them (``_run_batches`` pays within that time, ``run`` before the output is
-        assembled, and ``_end`` records them anyway)."""
-        if not now and time.monotonic() - self.counts_saved < COUNTS_EVERY_S:
-            self.counts_owed = True
+        """Record the counts if ``now`` or COUNTS_EVERY_S have passed since the last time;
+        else they stay owed (``_run_batches`` pays within that time, ``run`` before the output
+        is assembled, and ``_end`` records them anyway)."""
+        if not now and time.monotonic() - self.saved_at < COUNTS_EVERY_S:
             return
-        self.counts_saved, self.counts_owed = time.monotonic(), False
         counts = self.counts()
+        self.saved, self.saved_at = counts, time.monotonic()
 
         def change(job: Job) -> None:
             job.counts = counts
@@ -846,6 +851,7 @@ class _Run:
             current.counts = self.counts()
 
         self.job = _update(self.store, job.name, running)
+        self.saved = self.job.counts
         self._publish()
         target = _output_file(self.job)
         if first and target is not None and target.exists():
@@ -863,7 +869,7 @@ class _Run:
             status, error = self._run_batches(deque(left))
             if status is not None:
                 return self._end(status, error)
-        if self.counts_owed:  # every mini-batch counted while a large output is assembled
+        if self._owed():  # every mini-batch counted while a large output is assembled
             self._save_counts(now=True)
         return self._assemble()
 
@@ -925,7 +931,7 @@ class _Run:
                         break
                 if ending[0] is not None:
                     break
-                if self.counts_owed:
+                if self._owed():
                     self._save_counts()
         finally:
             stopping = ending[0] is not None or bool(running) or bool(pending)

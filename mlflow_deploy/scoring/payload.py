@@ -161,12 +161,13 @@ def decode(raw: Any) -> Tuple[Any, bytes]:
     return json.loads(text), bare
 
 
-def _decode_body(raw: bytes) -> Tuple[Any, bytes]:
-    """The body and its skeleton, or the envelope's error."""
+def _decode_body(raw: bytes) -> Tuple[Dict[str, Any], bytes]:
+    """The body, a JSON dictionary as both envelopes require, and its skeleton; or the
+    envelope's error."""
     if not raw or not raw.strip():
         raise PayloadError("POST body is empty. Expecting a JSON dictionary.")
     try:
-        return decode(raw)
+        body, bare = decode(raw)
     except ValueError as exc:  # a JSONDecodeError, a UnicodeDecodeError or Undecodable
         # the decoder's text gives a position, never the content
         if isinstance(exc, json.JSONDecodeError):
@@ -179,6 +180,9 @@ def _decode_body(raw: bytes) -> Tuple[Any, bytes]:
             reason = "it has an integer of more than {} digits".format(
                 sys.get_int_max_str_digits())
         raise PayloadError("POST body could not be decoded as JSON: " + reason) from None
+    if not isinstance(body, dict):
+        raise PayloadError("POST body should be a JSON dictionary.")
+    return body, bare
 
 
 def _params(body: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -198,10 +202,7 @@ def json_object(raw: bytes, content_type: Optional[str]) -> Dict[str, Any]:
 def _json_object(raw: bytes, content_type: Optional[str]) -> Tuple[Dict[str, Any], bytes]:
     if not is_json(content_type):
         raise UnsupportedMediaType("Expects Content-Type to be application/json")
-    body, bare = _decode_body(raw)
-    if not isinstance(body, dict):
-        raise PayloadError("POST body should be a JSON dictionary.")
-    return body, bare
+    return _decode_body(raw)
 
 
 def parse_azure(raw: bytes, content_type: Optional[str]) -> ParsedInput:
@@ -279,8 +280,6 @@ def parse_mlflow(raw: bytes, content_type: Optional[str]) -> ParsedInput:
         raise UnsupportedMediaType(
             "Content type must be one of application/json or text/csv for /invocations.")
     body, bare = _decode_body(raw)
-    if not isinstance(body, dict):
-        raise PayloadError("POST body should be a JSON dictionary.")
     keys = [k for k in MLFLOW_KEYS if k in body]
     if len(keys) != 1:
         raise PayloadError("The body must have exactly one of the keys 'dataframe_split', "
