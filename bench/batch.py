@@ -2,6 +2,7 @@
 on the same model and the same files, in one run.
 
     python bench/batch.py [--rows 10000000] [--files 100] [--predict-files 3] [--only a,b]
+                          [--rounds N]
 
 Data: --rows x 10 float columns (the example diabetes model's columns) in --files CSV files and
 the same as Parquet, generated once under $BENCH_DATA (default ~/.cache/mlflow-deploy-bench).
@@ -19,6 +20,10 @@ Methods (each a whole command, timed from outside; rows/s counts every input row
 Everything runs single-threaded per worker (one BLAS/OpenMP thread) so that one worker is one
 core: rows per CPU-second is then comparable across methods. Job start-up (endpoint and job
 creation to the first finished mini-batch) is reported apart from the steady-state rate.
+With --rounds N our jobs run N times, in turn and in the reverse order every other round (the
+machine's speed drifts within minutes, and a steady window of 100 Parquet files is 1-3 s long),
+and the ratios the targets name (2 workers / 1, local / Dask) are printed per round and as
+medians.
 CPU is the whole machine's busy time during the run (/proc/stat), so run it on a quiet machine.
 Peak memory of one worker above its idle size (model loaded; the kernel's high-water mark, reset
 first) is measured on the largest file with a worker started directly, beside that file's size as
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,7 +169,7 @@ def cli(*args, env):
 
 
 def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, workers: int,
-         overrides=()):
+         overrides=(), memory=True):
     """A job as a user runs it: endpoint, deployment (YAML), invoke --wait; timed from invoke."""
     env = {**os.environ, "MLFLOW_DEPLOY_HOME": str(home)}
     endpoint = "bench-" + name.replace("_", "-")
@@ -199,7 +205,7 @@ def ours(name, folder: Path, model: str, rows: int, home: Path, executor: str, w
                     rows * (len(done) - workers) / len(done) / steady)
                 result["startup_s"] = round(done[workers - 1] - invoked, 2)
             print(json.dumps({"method": name, **result}), flush=True)
-        if workers == 1 and executor == "local":
+        if memory and workers == 1 and executor == "local":
             deployment = json.loads(cli("batch-deployment", "show", "--name", "main",
                                         "--endpoint-name", endpoint, env=env))
             largest = max(folder.iterdir(), key=lambda p: p.stat().st_size)
@@ -219,6 +225,7 @@ def main():
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv")
     parser.add_argument("--model", default="models:/diabetes/1")
     parser.add_argument("--only", default="")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each of our jobs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a job setting for our jobs (invoke --set), e.g. output_format=csv")
     parser.add_argument("--data", default=os.environ.get("BENCH_DATA") or str(
@@ -251,11 +258,13 @@ def main():
             results.append(timed("floor", [sys.executable, "-c", FLOOR, local_model, str(inputs),
                                            str(work / "floor.csv")], args.rows))
         home = work / "home"
-        for name, executor, workers in (("ours-1", "local", 1), ("ours-2", "local", 2),
-                                        ("ours-dask-2", "dask", 2)):
-            if want(name):
+        jobs = [job for job in (("ours-1", "local", 1), ("ours-2", "local", 2),
+                                ("ours-dask-2", "dask", 2)) if want(job[0])]
+        for round_ in range(args.rounds):
+            for name, executor, workers in jobs if round_ % 2 == 0 else jobs[::-1]:
                 results.append(ours(name, inputs, args.model, args.rows, home, executor, workers,
-                                    args.set))
+                                    args.set, memory=round_ == 0))
+                results[-1]["round"] = round_ + 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\n{args.rows:,} rows in {args.files} {args.format} files"
@@ -263,12 +272,26 @@ def main():
     print("| method | rows/s | steady rows/s | start-up s | rows per CPU-s | wall s |")
     print("|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['method']} | {r['rows_per_s']:,} | {r.get('steady_rows_per_s', '')} | "
+        name = r["method"] + (f" #{r['round']}" if args.rounds > 1 and "round" in r else "")
+        print(f"| {name} | {r['rows_per_s']:,} | {r.get('steady_rows_per_s', '')} | "
               f"{r.get('startup_s', '')} | {r['rows_per_cpu_s']:,} | {r['wall_s']}"
               f"{' (rc ' + str(r['rc']) + ')' if r['rc'] else ''} |")
     for r in results:
         if "memory" in r:
             print(f"\n{r['method']} worker memory: {json.dumps(r['memory'])}")
+    print_ratios(results, args.rounds)
+
+
+def print_ratios(results, rounds):
+    """The targets' ratios of steady rows/s, per round and their median."""
+    steady = {(r["method"], r.get("round", 1)): r.get("steady_rows_per_s") for r in results}
+    for label, top, bottom in (("2 workers / 1", "ours-2", "ours-1"),
+                               ("local / Dask (2 workers)", "ours-2", "ours-dask-2")):
+        ratios = [steady[(top, n)] / steady[(bottom, n)] for n in range(1, rounds + 1)
+                  if steady.get((top, n)) and steady.get((bottom, n))]
+        if ratios:
+            print(f"\n{label}: " + ", ".join(f"{x:.2f}x" for x in ratios) +
+                  f" (median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

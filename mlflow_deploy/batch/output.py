@@ -14,7 +14,7 @@ from typing import Sequence
 
 # the batch worker writes its own mini-batches' parts (where the rows are); the job writes the
 # rest of its files with the same function
-from mlflow_deploy.scoring.batchworker import FORMATS, discard, fsync_dir, make_durable, write_part
+from mlflow_deploy.scoring.parts import FORMATS, discard, fsync_dir, make_durable, write_part
 
 __all__ = ["FORMATS", "write_part", "make_durable", "assemble"]
 

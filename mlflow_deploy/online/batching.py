@@ -34,8 +34,9 @@ import json
 import logging
 import math
 import uuid
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+from mlflow_deploy.online.backends import Backend, Instance
 from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
 from mlflow_deploy.scoring import forms
 from mlflow_deploy.scoring.errors import COERCIONS_HEADER
@@ -46,14 +47,14 @@ try:  # the gateway's JSON: orjson where installed (the scoring server's own, so
 except ImportError:  # pragma: no cover - the control plane's `fast` extra brings it
     orjson = None
 
-if TYPE_CHECKING:
-    from mlflow_deploy.online.gateway import Backend, Gateway, Instance
-
 __all__ = ["Batcher", "SCORE", "JOIN_BODY_LIMIT", "BATCH_BYTES"]
 
 log = logging.getLogger("mlflow_deploy.gateway")
 
 Answer = Tuple[Optional[int], Any, bytes]
+#: the gateway's own forwarding of one request: (backend, method, path, headers, body,
+#: timeout_ms) -> its Answer; a joined call and a request sent alone both go through it
+Forward = Callable[[Backend, str, str, Dict[str, str], bytes, Optional[float]], Awaitable[Answer]]
 SCORE = "/score"
 # a body past this is sent alone, unread: batching pays for small requests, and parsing a large
 # one would hold the gateway's one event loop for what little a join saves
@@ -107,30 +108,30 @@ class Batcher:
     """The gateway's batches, per deployment and kind of request. ``metrics`` (the gateway's
     ``GatewayMetrics``, once it exists) records each call's size and each request's wait."""
 
-    def __init__(self, gateway: "Gateway"):
-        self.gateway = gateway
+    def __init__(self, forward: Forward):
+        self._forward = forward
         self.metrics: Any = None
-        self.pending: Dict[Tuple["Backend", Any], _Batch] = {}
+        self.pending: Dict[Tuple[Backend, Any], _Batch] = {}
         self.sending: Set[asyncio.Task] = set()
         # requests inside ``forward`` per deployment: a reload that drops instances waits for
         # those of the deployments they served (a batch has not picked its instance yet)
-        self.waiting: Dict["Backend", int] = {}
+        self.waiting: Dict[Backend, int] = {}
         # per deployment: (the route it was learnt under, kinds of request sent alone since)
-        self.alone: Dict["Backend", Tuple[Any, Set[Any]]] = {}
+        self.alone: Dict[Backend, Tuple[Any, Set[Any]]] = {}
 
-    def takes(self, backend: "Backend", method: str, path: str) -> bool:
+    def takes(self, backend: Backend, method: str, path: str) -> bool:
         """Whether a routed request goes through ``forward``: a POST to /score of a deployment
         that batches (the gateway asks only for what it does not pass through untouched)."""
         return backend.route.max_batch_size > 1 and method == "POST" and path == SCORE
 
-    def holds(self, instances: Iterable["Instance"]) -> bool:
+    def holds(self, instances: Iterable[Instance]) -> bool:
         """Whether a request of a deployment served by any of ``instances`` is still in a
         batch, or back from one on its way alone."""
         dropped = set(instances)
         return any(count and not dropped.isdisjoint(backend.instances)
                    for backend, count in self.waiting.items())
 
-    async def forward(self, backend: "Backend", path: str, headers: Dict[str, str],
+    async def forward(self, backend: Backend, path: str, headers: Dict[str, str],
                       body: bytes) -> Answer:
         """The request's answer as ``Gateway._forward`` gives it: from a joined call when it
         could be joined and the call's answer split, else from its own call."""
@@ -149,7 +150,7 @@ class Batcher:
             remaining_ms = (deadline - loop.time()) * 1000.0
             if remaining_ms <= 0:
                 return None, "timeout", b""
-            return await self.gateway._forward(backend, "POST", path, headers, body,
+            return await self._forward(backend, "POST", path, headers, body,
                                                remaining_ms)
         finally:
             left = self.waiting[backend] - 1
@@ -160,7 +161,7 @@ class Batcher:
 
     # --- joining -----------------------------------------------------------------------------
 
-    def _item(self, backend: "Backend", headers: Dict[str, str], body: bytes, arrived: float,
+    def _item(self, backend: Backend, headers: Dict[str, str], body: bytes, arrived: float,
               deadline: float) -> Optional[_Item]:
         """The request put in its batch (sending the batch when full), or None to send it
         alone."""
@@ -219,7 +220,7 @@ class Batcher:
             self._send(slot, batch)
         return item
 
-    def _send(self, slot: Tuple["Backend", Any], batch: _Batch) -> None:
+    def _send(self, slot: Tuple[Backend, Any], batch: _Batch) -> None:
         """Send the batch: one request back to its own call, more in a joined one."""
         if self.pending.get(slot) is batch:
             del self.pending[slot]
@@ -238,7 +239,7 @@ class Batcher:
         self.sending.add(task)
         task.add_done_callback(self.sending.discard)
 
-    async def _joined(self, backend: "Backend", key: Any, form: str, items: List[_Item]) -> None:
+    async def _joined(self, backend: Backend, key: Any, form: str, items: List[_Item]) -> None:
         answers: Optional[List[Answer]] = None
         try:
             answers = await self._call(backend, key, form, items)
@@ -249,7 +250,7 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(answers[index] if answers else None)
 
-    async def _call(self, backend: "Backend", key: Any, form: str,
+    async def _call(self, backend: Backend, key: Any, form: str,
                     items: List[_Item]) -> Optional[List[Answer]]:
         """Each request's answer from one joined call, or None when they must go alone."""
         loop = asyncio.get_running_loop()
@@ -257,7 +258,7 @@ class Batcher:
         if timeout_ms <= 0:
             return None
         headers = {"Content-Type": items[0].content_type, REQUEST_ID: str(uuid.uuid4())}
-        status, answer_headers, answer = await self.gateway._forward(
+        status, answer_headers, answer = await self._forward(
             backend, "POST", SCORE, headers, _joined_body(form, items), timeout_ms)
         if status != 200:
             return None  # alone, each gets its own status and message (a timeout: its 408)
@@ -272,13 +273,13 @@ class Batcher:
             return None
         return [(200, _with_ids(answer_headers, item), part) for item, part in zip(items, parts)]
 
-    def _learn(self, backend: "Backend", key: Any) -> None:
+    def _learn(self, backend: Backend, key: Any) -> None:
         learnt = self.alone.get(backend)
         if learnt is None or learnt[0] is not backend.route or len(learnt[1]) >= REMEMBERED:
             learnt = self.alone[backend] = (backend.route, set())
         learnt[1].add(key)
 
-    def _observe(self, backend: "Backend", size: int, waits: Sequence[float]) -> None:
+    def _observe(self, backend: Backend, size: int, waits: Sequence[float]) -> None:
         if self.metrics is not None:
             self.metrics.observe_batch(backend.name, size, waits)
 

@@ -12,7 +12,7 @@ One gateway is one process: its own metrics need no multiprocess mode.
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Optional
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,11 +20,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_deploy.online import upstream
-from mlflow_deploy.online.routes import TRANSPARENT
+from mlflow_deploy.online.backends import Backend
+from mlflow_deploy.online.mirror import MirrorReport
+from mlflow_deploy.online.routes import TRANSPARENT, GatewayConfig
 from mlflow_deploy.scoring.metrics import CONTENT_TYPE, SECONDS
-
-if TYPE_CHECKING:
-    from mlflow_deploy.online.gateway import Gateway
 
 __all__ = ["PATH", "DEPLOYMENT", "ANSWERED", "GatewayMetrics"]
 
@@ -44,8 +43,20 @@ BATCH_WAITS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Gateway(Protocol):
+    """What the metrics read of the endpoint's gateway: named here rather than imported, since
+    the gateway imports this module."""
+
+    config: Optional[GatewayConfig]
+    backends: Dict[str, Backend]
+    mirrors: Dict[str, MirrorReport]
+
+    def unauthorized(self, request: web.Request) -> Optional[web.Response]:
+        ...
+
+
 class GatewayMetrics:
-    def __init__(self, gateway: "Gateway"):
+    def __init__(self, gateway: Gateway):
         self.gateway = gateway
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -168,7 +179,7 @@ class _State:
     """What the gateway's state says at scrape time: the configured traffic weights and the
     mirror's verdicts (``mirror.MirrorReport``), at the reports' default tolerance."""
 
-    def __init__(self, gateway: "Gateway"):
+    def __init__(self, gateway: Gateway):
         self.gateway = gateway
 
     def collect(self) -> Iterable[Metric]:

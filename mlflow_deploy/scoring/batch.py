@@ -58,7 +58,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from . import batchworker, payload
+from . import parts, payload
 from .errors import BadRequest, ScoringError, StartupError, one_line
 from .options import DEFAULTS, ScoringOptions
 from .scorer import ModelScorer
@@ -69,7 +69,7 @@ Rows = Union[List[Any], pd.DataFrame]
 TABULAR = (".csv", ".parquet", ".pqt")
 IMAGES = (".png", ".jpg", ".jpeg", ".tiff", ".bmp", ".gif")
 #: the output formats a job asks for, and none (summary_only)
-FORMATS = batchworker.FORMATS + ("none",)
+FORMATS = parts.FORMATS + ("none",)
 FILENAME_COLUMN = "_azureml_filename"  # the column Azure's driver adds to a DataFrame prediction
 
 

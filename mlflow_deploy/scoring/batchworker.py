@@ -21,84 +21,26 @@ A user's script may print, and libraries log to stdout: before anything else is 
 protocol takes private copies of fds 0 and 1, fd 1 becomes a copy of stderr (which the client
 appends to the job's log) and fd 0 reads /dev/null, so nothing but frames reaches the client.
 
-Only the standard library and scoring/errors.py are imported at module level: the client imports
-the framing helpers from here without pandas or mlflow. The spec's environment variables are set
-by the client before this interpreter starts (thread pools read them at import).
+Only the standard library, scoring/errors.py and scoring/parts.py are imported at module level:
+the client imports the framing helpers from here without pandas or mlflow. The spec's
+environment variables are set by the client before this interpreter starts (thread pools read
+them at import).
 """
 import json
 import logging
 import os
 import struct
 import sys
-import tempfile
 import traceback
 from typing import Any, Dict, Optional
 
 from .errors import StartupError, one_line
+from .parts import write_part
 
 HEADER = struct.Struct(">Q")
-#: the output formats of a job's rows: Azure's append_row lines, a CSV with a header, Parquet
-#: (the worker also takes "none": summary_only writes no rows)
-FORMATS = ("azure", "csv", "parquet")
 #: Azure's logging_level values
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 CHUNK = 1 << 20
-
-
-def write_part(path: "os.PathLike[str] | str", data: bytes, sync: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, fsync'ed, renamed into
-    place, and the folder fsync'ed, so the file is there whole or not at all, even after a
-    crash. ``sync`` False: renamed into place unsynced, whole for every process, and durable
-    only once ``make_durable`` is called (by the one that records it as done)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        discard(temp)
-        raise
-    if sync:
-        fsync_dir(folder)
-
-
-def make_durable(path: "os.PathLike[str] | str") -> None:
-    """fsync a file written by ``write_part(..., sync=False)``, and its folder's rename."""
-    fd = os.open(os.fspath(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(os.path.dirname(os.fspath(path)) or ".")
-
-
-def fsync_dir(folder: "os.PathLike[str] | str") -> None:
-    """Make a rename in ``folder`` durable (best effort: some filesystems refuse it)."""
-    try:
-        fd = os.open(os.fspath(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def discard(path: str) -> None:
-    """Remove a temporary file if it is there."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class ProtocolEnd(Exception):

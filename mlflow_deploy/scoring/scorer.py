@@ -19,7 +19,7 @@ from .errors import NotFound, ScoringError, StartupError, one_line
 from .options import DEFAULTS, ScoringOptions
 from .pipeline import Result
 
-__all__ = ["Scorer", "ScoreRequest", "ModelScorer", "load_scorer"]
+__all__ = ["Scorer", "ScoreRequest", "ModelScorer"]
 
 JSON = "application/json"
 
@@ -188,13 +188,3 @@ def heartbeating(heartbeat: Callable[[], None], every_s: float = 1.0) -> Iterato
         yield
     finally:
         done.set()
-
-
-def load_scorer(config: Any) -> Scorer:
-    """The config's scorer: its scoring script if it names one, else its MLflow model. Raises
-    StartupError for a script that cannot be imported; a model's own load errors pass through."""
-    from .script import load_script
-
-    if config.scoring_script:
-        return load_script(config)
-    return ModelScorer.load(config.model_dir, config.options)

@@ -2,7 +2,7 @@
 
 Loaded once in the gunicorn master (preload) and forked into the workers, so a worker that is
 recycled after a timeout starts serving at once. What is served (an MLflow model or a user's
-scoring script) is chosen here once, by scorer.load_scorer; nothing below asks which.
+scoring script) is chosen here once, by load_scorer; nothing below asks which.
 
 The master never predicts, and loads the model only where its flavor loads fork-safely
 (scorer.FORK_SAFE_LOADERS): a prediction, or a load (LightGBM and XGBoost parse with OpenMP), may
@@ -26,7 +26,8 @@ from .app import create_app
 from .config import ServerConfig
 from .errors import StartupError, one_line
 from .metrics import ServerMetrics
-from .scorer import Scorer, load_scorer
+from .scorer import ModelScorer, Scorer
+from .script import load_script
 from .watchdog import Watchdog
 
 # gunicorn halts the master when a worker exits with this; Azure's server exits with 3 as well
@@ -55,6 +56,14 @@ def write_ready(config: ServerConfig, ok: bool, error: str = "", pid: Optional[i
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(state, f)
     os.replace(tmp, config.ready_file)
+
+
+def load_scorer(config: ServerConfig) -> Scorer:
+    """The config's scorer: its scoring script if it names one, else its MLflow model. Raises
+    StartupError for a script that cannot be imported; a model's own load errors pass through."""
+    if config.scoring_script:
+        return load_script(config)
+    return ModelScorer.load(config.model_dir, config.options)
 
 
 def load_in_master(config: ServerConfig) -> Scorer:
