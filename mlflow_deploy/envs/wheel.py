@@ -47,7 +47,7 @@ _RUNTIME = ("mlflow_deploy/__init__.py", "mlflow_deploy/scoring")
 #: env serves a model online and in batch, so both get them
 MODEL_ENV_EXTRAS = ("fast", "batch")
 #: dependencies of the control plane that a model env never needs
-CONTROL_PLANE_ONLY = {"uv", "aiohttp", "uvloop", "rich"}
+CONTROL_PLANE_ONLY = {"uv", "aiohttp", "uvloop", "httptools", "rich"}
 _NOT_SOURCES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "build", "*.egg-info")
 
 

@@ -44,7 +44,7 @@ from multidict import CIMultiDict
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from mlflow_deploy.online import batching, metrics, ui, upstream
+from mlflow_deploy.online import batching, metrics, passthrough, ui, upstream
 from mlflow_deploy.online.backends import DOWN_S, Backend, Instance
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
@@ -74,11 +74,16 @@ MS_IDS = ("x-ms-request-id", "x-ms-client-request-id")
 # how long a reload waits for the requests in flight at instances it dropped (the longest
 # request timeout Azure allows, 180 s, plus a margin)
 DRAIN_LIMIT_S = 190.0
+# how long a stopping gateway waits for the requests in flight (aiohttp's shutdown_timeout)
+SHUTDOWN_S = 60.0
+NO_INSTANCE = "The deployment has no instance ready to serve."
+NO_ANSWER = "The deployment's instance closed the connection without an answer."
 # hop-by-hop headers (RFC 9110 7.6.1) and those the gateway sets itself are never passed on;
-# the key stays at the gateway
+# the key stays at the gateway; Expect too: the gateway has answered it and read the whole
+# body, and an instance that answered it again would put its 100 Continue before its answer
 _NOT_FORWARDED = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length", "authorization",
+    "transfer-encoding", "upgrade", "host", "content-length", "authorization", "expect",
 })
 _NOT_RETURNED = frozenset({
     "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
@@ -114,9 +119,10 @@ class Gateway:
         # the instances' own ports: what each passes through to, where it listens, and the
         # ports another program holds (by the deployment they belong to)
         self.direct: Dict[int, Backend] = {}
-        self.sites: Dict[int, web.TCPSite] = {}
+        self.sites: Dict[int, asyncio.AbstractServer] = {}
         self.unbound: Dict[int, str] = {}
-        self.direct_runner: Optional[web.AppRunner] = None
+        self.passes_through = False  # serve and run-local have no instance ports of their own
+        self.passing: Set[asyncio.Task] = set()  # requests read whole there, not answered yet
         self.listening = asyncio.Lock()  # one reload's sites at a time
 
     # --- configuration -----------------------------------------------------------------------
@@ -164,24 +170,24 @@ class Gateway:
         dropped (its deployment deleted, an instance removed) is released at once, while the
         requests already read there finish. A port another program holds is left in
         ``unbound`` and tried again at the next reload."""
-        if self.direct_runner is None:
+        if not self.passes_through:
             return
         async with self.listening:
             await self._listen()
 
     async def _listen(self) -> None:
         for port in [p for p in self.sites if p not in self.direct]:
-            await self.sites.pop(port).stop()
+            self.sites.pop(port).close()
             log.info("stopped listening on port %d", port)
         self.unbound = {}
         for port, backend in self.direct.items():
             if port in self.sites:
                 continue
-            site = web.TCPSite(self.direct_runner, HOST, port, reuse_address=True)
             try:
-                await site.start()
+                site = await passthrough.serve_port(
+                    self.pass_through, HOST, port, lambda: self.config.max_request_bytes,
+                    self.passing)
             except OSError as exc:
-                await site.stop()
                 self.unbound[port] = backend.name
                 log.error("%s: port %d is taken by another program (%s): it is not served "
                           "until a reload finds it free", backend.name, port,
@@ -198,37 +204,52 @@ class Gateway:
             return None
         return _json_answer(401, MISSING_KEY)
 
-    async def handle_direct(self, request: web.Request) -> web.StreamResponse:
-        """A request on an instance's own port: passed through to that instance."""
-        transport = request.transport
-        sockname = transport.get_extra_info("sockname") if transport is not None else None
-        return await self.handle(request, direct=sockname[1] if sockname else -1)
+    async def pass_through(self, port: int, method: str, target: str, headers: Dict[str, str],
+                           body: bytes) -> Tuple[int, upstream.Headers, bytes]:
+        """A request read whole on an instance's own port (``passthrough.py``): the instance's
+        answer as it gave it, with the request id it was sent (the client's, else a new one);
+        the gateway's own 503 or 502 where there is none."""
+        backend = self.direct.get(port)
+        if backend is None or not backend.instances:
+            return passthrough.own_answer(503, NO_INSTANCE)
+        request_id = headers.get(REQUEST_ID) or str(uuid.uuid4())
+        forwarded = {k: v for k, v in headers.items()
+                     if k not in _NOT_FORWARDED and k != REQUEST_ID}
+        forwarded[REQUEST_ID] = request_id
+        if _overlong_id(headers) is not None:
+            # the server answers its own 431; an answer of the gateway's gets a new id
+            request_id = str(uuid.uuid4())
+        backend.in_flight += 1
+        try:
+            status, answer_headers, answer = await self._forward(backend, method, target,
+                                                                 forwarded, body, None)
+        finally:
+            backend.in_flight -= 1
+        if status is None:
+            return passthrough.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
+        if not any(k.lower() == REQUEST_ID for k, _ in answer_headers):
+            answer_headers = answer_headers + [(REQUEST_ID, request_id)]
+        return status, answer_headers, answer
 
-    async def handle(self, request: web.Request,
-                     direct: Optional[int] = None) -> web.StreamResponse:
-        """A request on the endpoint's port (``serve``'s, transparent), or with ``direct`` on
-        that instance's own port."""
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """A request on the endpoint's port (``serve``'s and ``run-local``'s: transparent)."""
         config = self.config
-        transparent = direct is not None or config.mode == TRANSPARENT
-        refused = None if direct is not None else self.unauthorized(request)
+        transparent = config.mode == TRANSPARENT
+        refused = self.unauthorized(request)
         if refused is not None:
             return refused
         length = request.content_length
         if length is not None and length > config.max_request_bytes:
-            return _json_answer(413, "The request body is larger than this endpoint accepts "
-                                     "({} bytes).".format(config.max_request_bytes))
+            return _json_answer(413, passthrough.BODY_TOO_LARGE.format(config.max_request_bytes))
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _json_answer(413, "The request body is larger than this endpoint accepts "
-                                     "({} bytes).".format(config.max_request_bytes))
+            return _json_answer(413, passthrough.BODY_TOO_LARGE.format(config.max_request_bytes))
         except ConnectionError:  # the client left before its body was complete: nobody to answer
             return _json_answer(400, "The connection closed before the request body was "
                                      "complete.")
         named = request.headers.get(DEPLOYMENT_HEADER)
-        if direct is not None:
-            backend = self.direct.get(direct)
-        elif transparent:
+        if transparent:
             backend = next(iter(self.backends.values()), None)
         elif named:
             backend = self.backends.get(named)
@@ -241,7 +262,7 @@ class Gateway:
             if backend is None:
                 return _json_answer(404, NO_POSITIVE_WEIGHT)
         if backend is None or not backend.instances:
-            return _json_answer(503, "The deployment has no instance ready to serve.")
+            return _json_answer(503, NO_INSTANCE)
         request[metrics.DEPLOYMENT] = backend.name
         if not transparent and backend.in_flight >= backend.max_in_flight:
             return _json_answer(429, "Too many requests in flight for this deployment: raise "
@@ -341,8 +362,7 @@ class Gateway:
             return _json_answer(408, "Request timeout after {} ms (request_settings."
                                      "request_timeout_ms).".format(
                                          backend.route.request_timeout_ms), **headers)
-        return _json_answer(502, "The deployment's instance closed the connection without an "
-                                 "answer.", **headers)
+        return _json_answer(502, NO_ANSWER, **headers)
 
     # --- mirroring ---------------------------------------------------------------------------
 
@@ -466,14 +486,9 @@ async def serve(config_path: str) -> None:
     admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
     await public_runner.setup()
     await admin_runner.setup()
-    if config.mode != TRANSPARENT:
-        # the instances' own ports: each request passes through as it came, and the instance
-        # behind writes its line
-        direct = web.Application(client_max_size=config.max_request_bytes)
-        direct.router.add_route("*", "/{tail:.*}", gateway.handle_direct)
-        gateway.direct_runner = web.AppRunner(direct, access_log=None, handle_signals=False,
-                                              auto_decompress=False)
-        await gateway.direct_runner.setup()
+    # the instances' own ports: each request passes through as it came, and the instance
+    # behind writes its line
+    gateway.passes_through = config.mode != TRANSPARENT
     # bound by its name in its folder: the full path may exceed a Unix socket address's 107
     # bytes (the control plane connects the same way, through the folder)
     os.chdir(os.path.dirname(config.admin_socket))
@@ -491,10 +506,18 @@ async def serve(config_path: str) -> None:
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("stopping: finishing the requests in flight")
-    # each stops listening, then waits for the handlers in flight
-    await asyncio.gather(*(runner.cleanup() for runner in (public_runner, gateway.direct_runner)
-                           if runner is not None))
+    for site in gateway.sites.values():  # the instances' ports stop listening at once
+        site.close()
+    # the endpoint's port stops listening and waits for its handlers in flight, as the
+    # instances' ports wait for theirs (aiohttp's own limit for both)
+    await asyncio.gather(public_runner.cleanup(), _finished(gateway.passing, SHUTDOWN_S))
     await admin_runner.cleanup()
+
+
+async def _finished(tasks: Set[asyncio.Task], limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while tasks and time.monotonic() < deadline:
+        await asyncio.wait(list(tasks), timeout=deadline - time.monotonic())
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -634,3 +634,60 @@ def test_over_long_request_ids_are_a_431_at_the_gateway_never_echoed(deploy_home
     os.killpg(os.getpgid(deploy_home.get_deployment("blue").pid), signal.SIGKILL)
     answer = requests.post(uri, json=body(1.0), headers={"x-request-id": long}, timeout=30)
     assert answer.status_code == 431 and long not in repr(answer.headers)
+
+
+def raw_exchange(port, request, body_after_continue=b""):
+    """One request written to ``port`` as raw bytes; (head, body) of the answer, read until
+    the gateway closes the connection. With ``body_after_continue`` the request announced it
+    with ``Expect: 100-continue``: the interim answer must come first."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        if body_after_continue:
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(4096)
+            assert answer == b"HTTP/1.1 100 Continue\r\n\r\n"
+            answer = b""
+            sock.sendall(body_after_continue)
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), rest
+
+
+def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_home, models):
+    """The deployment's own port: a chunked body, and one sent after ``Expect: 100-continue``,
+    reach the instance whole, with the client's request id; headers past the gateway's bound
+    are a 431, a body past the deployment's max_request_mb a 413, bytes that are not HTTP a
+    400, each the gateway's own JSON answer, and the connection closes after every answer."""
+    created = online.create_deployment("blue", models["right"], config={"max_request_mb": "1"})
+    port = created["port"]
+    payload = json.dumps(body(1.0, 2.0)).encode()
+    start = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"x-request-id: mine-1\r\n")
+
+    head, rest = raw_exchange(port, start + b"Transfer-Encoding: chunked\r\n\r\n" +
+                              b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+    assert head.startswith("HTTP/1.1 200 OK\r\n") and json.loads(rest) == [2.0, 4.0], head
+    assert "\r\nx-request-id: mine-1" in head and "\r\nConnection: close" in head
+
+    head, rest = raw_exchange(port, start + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                              % len(payload), body_after_continue=payload)
+    assert head.startswith("HTTP/1.1 200 OK\r\n") and json.loads(rest) == [2.0, 4.0], head
+
+    for request, status, message in (
+            (b"GET /score HTTP/1.1\r\nHost: x\r\n" + b"X-Big: %s\r\n" % (b"a" * 8000) * 9 +
+             b"\r\n", "431 Request Header Fields Too Large",
+             "The request's headers are larger than this endpoint accepts (65536 bytes)."),
+            (start + b"Content-Length: %d\r\n\r\n" % (1024 * 1024 + 1), "413 Request Entity Too "
+             "Large", "The request body is larger than this endpoint accepts (1048576 bytes)."),
+            (b"NOT HTTP AT ALL\r\n\r\n", "400 Bad Request", "The request is not valid HTTP/1.1.")):
+        head, rest = raw_exchange(port, request)
+        assert head.startswith("HTTP/1.1 " + status + "\r\n"), head
+        assert json.loads(rest) == {"message": message} and "\r\nConnection: close" in head
+    # and the port still serves
+    answer = requests.post(created["scoring_uri"], json=body(3.0), timeout=30)
+    assert answer.status_code == 200 and answer.json() == [6.0]
