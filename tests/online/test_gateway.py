@@ -674,9 +674,14 @@ def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_
     assert head.startswith("HTTP/1.1 200 OK\r\n") and json.loads(rest) == [2.0, 4.0], head
     assert "\r\nx-request-id: mine-1" in head and "\r\nConnection: close" in head
 
-    head, rest = raw_exchange(port, start + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n"
-                              % len(payload), body_after_continue=payload)
-    assert head.startswith("HTTP/1.1 200 OK\r\n") and json.loads(rest) == [2.0, 4.0], head
+    # the endpoint's port too: the instance is not asked to answer Expect a second time
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    endpoint_port = int(online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
+    for to in (port, endpoint_port):
+        head, rest = raw_exchange(to, start + b"Content-Length: %d\r\nConnection: close\r\n"
+                                  b"Expect: 100-continue\r\n\r\n" % len(payload),
+                                  body_after_continue=payload)
+        assert head.startswith("HTTP/1.1 200 OK\r\n") and json.loads(rest) == [2.0, 4.0], head
 
     for request, status, message in (
             (b"GET /score HTTP/1.1\r\nHost: x\r\n" + b"X-Big: %s\r\n" % (b"a" * 8000) * 9 +
