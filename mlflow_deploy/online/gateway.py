@@ -232,7 +232,8 @@ class Gateway:
         return status, answer_headers, answer
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """A request on the endpoint's port (``serve``'s and ``run-local``'s: transparent)."""
+        """A request on the endpoint's port (transparent where the gateway is ``serve``'s or
+        ``run-local``'s: one server behind it, no key, no rewriting)."""
         config = self.config
         transparent = config.mode == TRANSPARENT
         refused = self.unauthorized(request)
@@ -288,7 +289,7 @@ class Gateway:
         status, answer_headers, answer = None, "unreachable", b""
         backend.in_flight += 1
         try:
-            # passed through untouched where transparent: serve's port, a deployment's own
+            # passed through untouched where transparent (serve's and run-local's port)
             if not transparent and self.batcher.takes(backend, request.method, request.path_qs):
                 call = self.batcher.forward(backend, request.path_qs, headers, body)
             else:

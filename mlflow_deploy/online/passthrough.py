@@ -4,7 +4,7 @@ gave it, and the connection closes after it, as a sync worker's own does.
 
 On a bare asyncio protocol with httptools' parser instead of aiohttp's web server: this path
 routes nothing and rewrites no answer, and aiohttp's request, response and handler machinery
-was half of the gateway's CPU per request on it (0.35 ms against 0.18: bench/RESULTS.md).
+was a quarter of the gateway's CPU per request on it (0.35 ms, 0.26 without: bench/RESULTS.md).
 Reading the request whole before the instance sees it is the point of this hop: a client that
 trickles its headers or body holds this process's memory, never a synchronous worker.
 """
