@@ -68,7 +68,7 @@ class _Connection(asyncio.Protocol):
         self.max_body = max_body()
         self.transport: Optional[asyncio.Transport] = None
         self.parser = httptools.HttpRequestParser(self)
-        self.target = b""
+        self.method = self.target = b""
         self.headers: Dict[str, str] = {}
         self.body: List[bytes] = []
         self.received = self.head_bytes = self.body_bytes = 0
@@ -101,12 +101,18 @@ class _Connection(asyncio.Protocol):
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
 
-    # httptools' callbacks
+    # httptools' callbacks; past the first request's end (a client that pipelines) they do
+    # nothing: only the first is answered, and the connection's close tells the client to send
+    # the others again
     def on_url(self, url: bytes) -> None:
+        if self.complete:
+            return
         self.target += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:
+            return
         # latin-1: every byte as it came, and back to the same bytes on the instance's hop
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self._count_head(len(name) + len(value) + 4)
@@ -117,7 +123,10 @@ class _Connection(asyncio.Protocol):
             self._refuse(*_HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            return
         self.headers_done = True
+        self.method = self.parser.get_method()  # the parser's is the last request's
         try:
             length = int(self.headers.get("content-length", 0))
         except ValueError:
@@ -128,6 +137,8 @@ class _Connection(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
         self.body_bytes += len(body)
         if self.body_bytes > self.max_body:  # chunked: no length to refuse it by beforehand
             self._refuse(*self._body_too_large())
@@ -146,7 +157,7 @@ class _Connection(asyncio.Protocol):
     async def _pass(self) -> None:
         try:
             status, headers, body = await self.answer(
-                self.port, self.parser.get_method().decode("latin-1"),
+                self.port, self.method.decode("latin-1"),
                 self.target.decode("latin-1"), self.headers, b"".join(self.body))
         except Exception:  # a bug of the gateway's: the client still gets an answer
             log.exception("port %d: the request was not passed on", self.port)
