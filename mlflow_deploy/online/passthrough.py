@@ -176,7 +176,11 @@ class _Connection(asyncio.Protocol):
                      if name.lower() not in _FRAMING)
         if not any(name.lower() == "date" for name, _ in headers):
             lines.append("Date: " + formatdate(usegmt=True))
-        lines.append("Content-Length: {}".format(len(body)))
+        length = str(len(body))
+        if self.method == b"HEAD":  # the length of the body a GET would get, and no body
+            length = next((v for k, v in headers if k.lower() == "content-length"), length)
+            body = b""
+        lines.append("Content-Length: " + length)
         lines.append("Connection: close")
         self.transport.writelines([("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body])
         if linger and self.transport.can_write_eof():

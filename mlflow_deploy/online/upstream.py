@@ -76,7 +76,7 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
         # once, and a late error of it kept from an answer nobody awaits
         protocol.answer.cancel()
         transport.close()
-    return _parse(answer)
+    return _parse(answer, bodiless=method == "HEAD")
 
 
 async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Exchange, path: str):
@@ -91,7 +91,9 @@ async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Exchange, path:
         os.close(folder)
 
 
-def _parse(answer: bytes) -> Tuple[int, Headers, bytes]:
+def _parse(answer: bytes, bodiless: bool = False) -> Tuple[int, Headers, bytes]:
+    """(status, headers, body) of a whole answer; ``bodiless`` for the answer to a HEAD, whose
+    Content-Length is the length of a body that is not sent."""
     head, separator, rest = answer.partition(b"\r\n\r\n")
     if not separator:
         raise ConnectionError("the instance closed the connection before its answer's headers")
@@ -111,6 +113,8 @@ def _parse(answer: bytes) -> Tuple[int, Headers, bytes]:
         elif lowered == "transfer-encoding" and "chunked" in value.lower():
             chunked = True
         headers.append((name, value))
+    if bodiless or status in (204, 304):
+        return status, headers, b""
     if chunked:
         return status, headers, _unchunk(rest)
     if length is not None:

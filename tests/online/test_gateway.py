@@ -696,6 +696,13 @@ def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_
         head, rest = raw_exchange(port, request)
         assert head.startswith("HTTP/1.1 " + status + "\r\n"), head
         assert json.loads(rest) == {"message": message} and "\r\nConnection: close" in head
-    # and the port still serves
+    # and the port still serves; a HEAD gets a GET's head, without its body, on both ports
     answer = requests.post(created["scoring_uri"], json=body(3.0), timeout=30)
     assert answer.status_code == 200 and answer.json() == [6.0]
+    got = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
+    assert got.status_code == 200 and got.content
+    head, rest = raw_exchange(port, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200 OK\r\n") and rest == b"", head
+    assert "\r\nContent-Length: {}\r\n".format(len(got.content)) in head
+    answer = requests.head(f"http://127.0.0.1:{endpoint_port}/", timeout=30)
+    assert answer.status_code == 200 and answer.content == b""
