@@ -59,8 +59,8 @@ async def serve_port(answer: Answer, host: str, port: int, max_body: Callable[[]
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: one request, its answer, then the connection closes (any bytes
-    after the first request are not read)."""
+    """One client connection: one request, its answer, then the connection closes (a request
+    after the first, pipelined, is not answered)."""
 
     def __init__(self, answer: Answer, port: int, max_body: Callable[[], int],
                  in_flight: Set[asyncio.Task]):
