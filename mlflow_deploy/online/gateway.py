@@ -38,7 +38,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from multidict import CIMultiDict
 from aiohttp import web
@@ -104,6 +104,22 @@ def _overlong_id(headers: Any) -> Optional[str]:
     if any(len(headers.get(name, "")) > MAX_REQUEST_ID for name in MS_IDS):
         return MS_IDS_TOO_LONG
     return None
+
+
+def _forwarded(headers: Mapping[str, str], too_long: Optional[str]
+               ) -> Tuple[Dict[str, str], str]:
+    """The headers an instance is sent (hop-by-hop ones and the key dropped, the request id the
+    client's, else a new one), and the id the gateway's own answers carry: the same, but a new
+    one where the client's is over Azure's bound (``too_long``, from ``_overlong_id``): passed
+    on, the server answers its own 431, as if reached directly, and an answer of the gateway's
+    (the server gone) never echoes the over-long id."""
+    request_id = headers.get(REQUEST_ID) or str(uuid.uuid4())
+    forwarded = {k: v for k, v in headers.items()
+                 if k.lower() not in _NOT_FORWARDED and k.lower() != REQUEST_ID}
+    forwarded[REQUEST_ID] = request_id
+    if too_long is not None:
+        request_id = str(uuid.uuid4())
+    return forwarded, request_id
 
 
 class Gateway:
@@ -212,19 +228,9 @@ class Gateway:
         backend = self.direct.get(port)
         if backend is None or not backend.instances:
             return passthrough.own_answer(503, NO_INSTANCE)
-        request_id = headers.get(REQUEST_ID) or str(uuid.uuid4())
-        forwarded = {k: v for k, v in headers.items()
-                     if k not in _NOT_FORWARDED and k != REQUEST_ID}
-        forwarded[REQUEST_ID] = request_id
-        if _overlong_id(headers) is not None:
-            # the server answers its own 431; an answer of the gateway's gets a new id
-            request_id = str(uuid.uuid4())
-        backend.in_flight += 1
-        try:
-            status, answer_headers, answer = await self._forward(backend, method, target,
-                                                                 forwarded, body, None)
-        finally:
-            backend.in_flight -= 1
+        forwarded, request_id = _forwarded(headers, _overlong_id(headers))
+        status, answer_headers, answer = await self._forward(backend, method, target, forwarded,
+                                                             body, None)
         if status is None:
             return passthrough.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
         if not any(k.lower() == REQUEST_ID for k, _ in answer_headers):
@@ -274,14 +280,7 @@ class Gateway:
             # Azure's server's rule, at the point its server would apply it (after the router's
             # own answers), but answered here: then no answer of either hop echoes such an id
             return _json_answer(431, too_long, **{REQUEST_ID: str(uuid.uuid4())})
-        request_id = request.headers.get(REQUEST_ID) or str(uuid.uuid4())
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() not in _NOT_FORWARDED and k.lower() != REQUEST_ID}
-        headers[REQUEST_ID] = request_id
-        if too_long is not None:
-            # transparent: the server answers its own 431, as if reached directly; an answer
-            # of the gateway's (the server gone) carries a new id, never the over-long one
-            request_id = str(uuid.uuid4())
+        headers, request_id = _forwarded(request.headers, too_long)
         live = None
         if not transparent and not named and config.mirror_traffic:
             live = self._mirror(request, headers, body, request_id)

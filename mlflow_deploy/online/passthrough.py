@@ -17,11 +17,12 @@ from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
 import httptools
 
-__all__ = ["Answer", "Headers", "serve_port", "own_answer", "MAX_HEAD_BYTES", "BODY_TOO_LARGE"]
+from mlflow_deploy.online.upstream import Headers
+
+__all__ = ["Answer", "serve_port", "own_answer", "MAX_HEAD_BYTES", "BODY_TOO_LARGE"]
 
 log = logging.getLogger("mlflow_deploy.gateway")
 
-Headers = List[Tuple[str, str]]
 #: the gateway's answer to one request read whole: (port, method, target, headers by lowercase
 #: name, body) -> (status, headers, body)
 Answer = Callable[[int, str, str, Dict[str, str], bytes], Awaitable[Tuple[int, Headers, bytes]]]
@@ -39,13 +40,15 @@ _HEAD_TOO_LARGE = (431, "The request's headers are larger than this endpoint acc
 # the answer's framing is this hop's own: the body goes whole with its length, and the
 # connection closes after it
 _FRAMING = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 def own_answer(status: int, message: str, *headers: Tuple[str, str]
                ) -> Tuple[int, Headers, bytes]:
-    """An answer of the gateway's own, in the JSON shape of its others."""
-    return (status, [("Content-Type", "application/json"), *headers],
-            json.dumps({"message": message}).encode())
+    """An answer of the gateway's own, in the JSON shape of its others (with a Date, which an
+    instance's answers bring with them)."""
+    return (status, [("Content-Type", "application/json"), ("Date", formatdate(usegmt=True)),
+                     *headers], json.dumps({"message": message}).encode())
 
 
 async def serve_port(answer: Answer, host: str, port: int, max_body: Callable[[], int],
@@ -167,15 +170,9 @@ class _Connection(asyncio.Protocol):
 
     def _write(self, status: int, headers: Headers, body: bytes, linger: bool = False) -> None:
         self.answered = True
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        lines = ["HTTP/1.1 {} {}".format(status, phrase)]
+        lines = ["HTTP/1.1 {} {}".format(status, _PHRASES.get(status, ""))]
         lines.extend("{}: {}".format(name, value) for name, value in headers
                      if name.lower() not in _FRAMING)
-        if not any(name.lower() == "date" for name, _ in headers):
-            lines.append("Date: " + formatdate(usegmt=True))
         length = str(len(body))
         if self.method == b"HEAD":  # the length of the body a GET would get, and no body
             length = next((v for k, v in headers if k.lower() == "content-length"), length)
