@@ -311,6 +311,8 @@ class Gateway:
                 out[MODEL_ERROR_STATUS] = str(status)
                 out["ms-azureml-model-error-reason"] = "model_error"
                 status = 424
+        if request.method == "HEAD":  # the length of the body a GET gets (aiohttp's would be 0)
+            out.update((k, v) for k, v in answer_headers if k.lower() == "content-length")
         response = web.Response(status=status, body=answer, headers=out)
         if transparent and any(k.lower() == "connection" and v.lower() == "close"
                                for k, v in answer_headers):

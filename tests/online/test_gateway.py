@@ -706,3 +706,4 @@ def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_
     assert "\r\nContent-Length: {}\r\n".format(len(got.content)) in head
     answer = requests.head(f"http://127.0.0.1:{endpoint_port}/", timeout=30)
     assert answer.status_code == 200 and answer.content == b""
+    assert answer.headers["Content-Length"] == str(len(got.content))
