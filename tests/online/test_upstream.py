@@ -1,6 +1,6 @@
 """upstream.py, the gateway's hop to an instance, against real servers: a Unix socket deeper than a
-socket address holds, a chunked answer, a refused connection, an answer cut short and a
-timeout."""
+socket address holds, a chunked answer, an answer complete by its framing while the server keeps
+the connection open, a refused connection, an answer cut short and a timeout."""
 import asyncio
 import os
 
@@ -45,6 +45,45 @@ def test_a_socket_path_longer_than_an_address_holds(tmp_path):
     assert ("Content-Type", "application/json") in headers
 
 
+@pytest.mark.parametrize("method,answer,body", [
+    ("POST", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n[1.0]",
+     b"[1.0]"),
+    ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", b""),
+    ("POST", b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", b""),
+])
+def test_the_gateway_half_closes_after_its_request_and_takes_the_answer_by_its_framing(
+        tmp_path, method, answer, body):
+    """A gunicorn sync worker, its answer written, waits for the gateway's end of stream before
+    it takes its next request: the gateway sends it right after the request, and takes the
+    answer as complete by its framing, never waiting for the instance to close (this one keeps
+    the connection open until the test ends)."""
+    path = str(tmp_path / "server.sock")
+    release = asyncio.Event()
+    after_request = []
+
+    async def holds_the_connection(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        after_request.append(await reader.read())  # to the gateway's end of stream
+        writer.write(answer)
+        await writer.drain()
+        await release.wait()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_unix_server(holds_the_connection, path)
+        async with server:
+            try:
+                return await asyncio.wait_for(
+                    upstream.exchange(f"unix:{path}", method, "/score", {}, b"{}"), 10)
+            finally:
+                release.set()
+
+    status, _, got = asyncio.run(scenario())
+    assert (status, got) == (int(answer.split(b" ")[1]), body)
+    assert after_request == [b""]
+
+
 def test_a_socket_nobody_listens_on_is_unreachable(tmp_path):
     with pytest.raises(upstream.Unreachable):
         asyncio.run(upstream.exchange(f"unix:{tmp_path / 'gone.sock'}", "GET", "/", {}, b""))
@@ -53,10 +92,11 @@ def test_a_socket_nobody_listens_on_is_unreachable(tmp_path):
 def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_connection(tmp_path):
     """The instance closing in the middle of its body is an error, never a short body taken for
     the answer; an exchange cancelled by the gateway's timeout closes its connection at once
-    (the instance sees the end of its stream) and leaves no error for nobody to retrieve."""
+    (the instance's late answer finds nobody to read it) and leaves no error for nobody to
+    retrieve."""
     path = str(tmp_path / "server.sock")
     seen_end = []
-    ended = asyncio.Event()
+    timed_out, ended = asyncio.Event(), asyncio.Event()
 
     async def cut_short(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
@@ -64,10 +104,15 @@ def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_conn
         await writer.drain()
         writer.close()
 
-    async def never_answers(reader, writer):
+    async def answers_too_late(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         seen_end.append(await reader.read() == b"{}")  # the body, then the end of the stream
-        ended.set()
+        await timed_out.wait()
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        except ConnectionError:  # the gateway's side is closed
+            ended.set()
         writer.close()
 
     async def scenario():
@@ -79,11 +124,12 @@ def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_conn
             with pytest.raises(ConnectionError):
                 await upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}")
         os.unlink(path)
-        server = await asyncio.start_unix_server(never_answers, path)
+        server = await asyncio.start_unix_server(answers_too_late, path)
         async with server:
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(
                     upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}"), 0.3)
+            timed_out.set()
             await asyncio.wait_for(ended.wait(), 5)  # the instance's side sees the close
         import gc
         gc.collect()
