@@ -106,7 +106,7 @@ class _Exchange(asyncio.Protocol):
                 body = rest[:length]
             else:
                 body = rest
-        except ConnectionError as exc:
+        except (ConnectionError, ValueError) as exc:  # a chunk size that is no number
             self._fail(exc)
             return
         self.answer.set_result((status, headers, body))

@@ -90,8 +90,9 @@ def test_a_socket_nobody_listens_on_is_unreachable(tmp_path):
 
 
 def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_connection(tmp_path):
-    """The instance closing in the middle of its body is an error, never a short body taken for
-    the answer; an exchange cancelled by the gateway's timeout closes its connection at once
+    """The instance closing in the middle of its body, or framing it in chunks that are not, is
+    an error, never a short body taken for the answer (nor an exchange left waiting); an
+    exchange cancelled by the gateway's timeout closes its connection at once
     (the instance's late answer finds nobody to read it) and leaves no error for nobody to
     retrieve."""
     path = str(tmp_path / "server.sock")
@@ -101,6 +102,12 @@ def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_conn
     async def cut_short(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n[1.")
+        await writer.drain()
+        writer.close()
+
+    async def misframed(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n[1.\r\n")
         await writer.drain()
         writer.close()
 
@@ -119,11 +126,13 @@ def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_conn
         loop = asyncio.get_running_loop()
         unretrieved = []
         loop.set_exception_handler(lambda _, context: unretrieved.append(context))
-        server = await asyncio.start_unix_server(cut_short, path)
-        async with server:
-            with pytest.raises(ConnectionError):
-                await upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}")
-        os.unlink(path)
+        for broken, error in ((cut_short, ConnectionError), (misframed, ValueError)):
+            server = await asyncio.start_unix_server(broken, path)
+            async with server:
+                with pytest.raises(error):
+                    await asyncio.wait_for(
+                        upstream.exchange(f"unix:{path}", "POST", "/score", {}, b"{}"), 10)
+            os.unlink(path)
         server = await asyncio.start_unix_server(answers_too_late, path)
         async with server:
             with pytest.raises(asyncio.TimeoutError):
