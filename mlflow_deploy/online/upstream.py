@@ -34,7 +34,7 @@ class _Exchange(asyncio.Protocol):
     A gunicorn sync worker (26 here), its answer written, half-closes and waits up to 2 s for
     this side's end of stream before it takes its next request: this side sends its end right
     after the request (``exchange``) and closes with the answer's last byte. Waiting for the
-    worker's close instead left a worker idle 16-21 % of its time (py-spy, 1 row, 4 clients)."""
+    worker's close instead left a worker idle a fifth of its time (py-spy, 1 row, 4 clients)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, bodiless: bool):
         self.bodiless = bodiless
