@@ -56,8 +56,6 @@ class _Exchange(asyncio.Protocol):
         if self.head is None and not self._read_head():
             return
         _, _, length, chunked = self.head
-        if self.bodiless:
-            length, chunked = 0, False
         if length is not None and not chunked and self.received >= self.head_size + length:
             self._complete()
 
@@ -68,10 +66,13 @@ class _Exchange(asyncio.Protocol):
         if end < 0:
             return False
         try:
-            self.head = _head(data[:end])
+            status, headers, length, chunked = _head(data[:end])
         except ConnectionError as exc:
             self._fail(exc)
             return False
+        if self.bodiless:  # a HEAD's Content-Length is that of a body not sent
+            length, chunked = 0, False
+        self.head = status, headers, length, chunked
         self.head_size = end + 4
         return True
 
@@ -95,9 +96,7 @@ class _Exchange(asyncio.Protocol):
         status, headers, length, chunked = self.head
         rest = b"".join(self.chunks)[self.head_size:]
         try:
-            if self.bodiless or status in (204, 304):
-                body = b""
-            elif chunked:
+            if chunked:
                 body = _unchunk(rest)
             elif length is not None:
                 if len(rest) < length:

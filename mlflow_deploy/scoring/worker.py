@@ -155,8 +155,7 @@ def socket_body(req: Any, client: Any) -> Optional[SocketBody]:
     socket that nothing has read yet; None otherwise (a chunked body keeps gunicorn's reader)."""
     reader = getattr(req.body, "reader", None)
     unreader = getattr(req, "unreader", None)
-    if not isinstance(reader, LengthReader) or not isinstance(unreader, SocketUnreader) or \
-            req.body.buf.tell() or not isinstance(client, socket.socket):
+    if not isinstance(reader, LengthReader) or not isinstance(unreader, SocketUnreader):
         return None
     return SocketBody(client, unreader, reader.length)
 
