@@ -24,11 +24,16 @@ finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror r
 no key, no 424 wrapping, no timeout and no probes of its own: every route and status passes
 through, and the connection closes when the server closes it.
 
-aiohttp, on uvloop where it is installed: one event loop keeps thousands of slow clients for the
-cost of their buffers, which a thread per connection would not.
+One asyncio event loop (uvloop where it is installed) keeps thousands of slow clients for the
+cost of their buffers, which a thread per connection would not. Every port reads and answers
+HTTP on a bare protocol (``frontend.py``); aiohttp serves only the Unix sockets: the control
+plane's, and an internal one for the endpoint's page and ``/metrics`` (``GET /ui...`` and ``GET
+/metrics`` on the endpoint's port are passed to it), which are few, rarely asked, and keep
+aiohttp's conveniences.
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -38,13 +43,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
-from multidict import CIMultiDict
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
-from mlflow_deploy.online import batching, metrics, passthrough, ui, upstream
+from mlflow_deploy.online import batching, frontend, metrics, ui, upstream
 from mlflow_deploy.online.backends import DOWN_S, Backend, Instance
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
 from mlflow_deploy.online.routes import (
@@ -55,7 +58,6 @@ from mlflow_deploy.online.routes import (
     TRANSPARENT,
     GatewayConfig,
     Keys,
-    Route,
     authorized,
     pick_deployment,
 )
@@ -85,9 +87,16 @@ _NOT_FORWARDED = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length", "authorization", "expect",
 })
-_NOT_RETURNED = frozenset({
-    "connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
+# an instance's answer through the endpoint: its connection handling is its own hop's, and the
+# router's headers are the gateway's to set
+_REPLACED = frozenset({
+    "connection", "keep-alive", DEPLOYMENT_HEADER, MODEL_ERROR_STATUS,
+    "ms-azureml-model-error-reason",
 })
+# the internal app's socket (the page and /metrics), beside the control plane's
+PAGES_SOCKET = "pages.sock"
+# the routes of the endpoint's port the gateway answers itself (GET and HEAD), in endpoint mode
+_PAGE = "/ui"
 
 
 def _json_answer(status: int, message: str, **headers: str) -> web.Response:
@@ -106,16 +115,36 @@ def _overlong_id(headers: Any) -> Optional[str]:
     return None
 
 
+def _is_own_page(path: str) -> bool:
+    return path == metrics.PATH or path == _PAGE or path.startswith(_PAGE + "/")
+
+
+def _value(headers: upstream.Headers, name: str) -> Optional[str]:
+    """The value of header ``name`` (lowercase) in an answer's headers, or None."""
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+class _Routed(NamedTuple):
+    """An answer on the endpoint's port, with what its metrics and access line say of it."""
+
+    status: int
+    headers: upstream.Headers
+    body: bytes
+    deployment: Optional[str] = None  # the deployment chosen, where one was
+    answered: bool = False  # the deployment's answer, not one of the gateway's own
+
+
 def _forwarded(headers: Mapping[str, str], too_long: Optional[str]
                ) -> Tuple[Dict[str, str], str]:
-    """The headers an instance is sent (hop-by-hop ones and the key dropped, the request id the
+    """The headers an instance is sent (from a request's, names lowercase: hop-by-hop ones and
+    the key dropped, the request id the
     client's, else a new one), and the id the gateway's own answers carry: the same, but a new
     one where the client's is over Azure's bound (``too_long``, from ``_overlong_id``): passed
     on, the server answers its own 431, as if reached directly, and an answer of the gateway's
     (the server gone) never echoes the over-long id."""
     request_id = headers.get(REQUEST_ID) or str(uuid.uuid4())
     forwarded = {k: v for k, v in headers.items()
-                 if k.lower() not in _NOT_FORWARDED and k.lower() != REQUEST_ID}
+                 if k not in _NOT_FORWARDED and k != REQUEST_ID}
     forwarded[REQUEST_ID] = request_id
     if too_long is not None:
         request_id = str(uuid.uuid4())
@@ -138,7 +167,10 @@ class Gateway:
         self.sites: Dict[int, asyncio.AbstractServer] = {}
         self.unbound: Dict[int, str] = {}
         self.passes_through = False  # serve and run-local have no instance ports of their own
-        self.passing: Set[asyncio.Task] = set()  # requests read whole there, not answered yet
+        # connections' tasks answering requests read whole, on any port
+        self.answering: Set[asyncio.Task] = set()
+        self.counts: Optional[metrics.GatewayMetrics] = None  # set by serve
+        self.pages_address = ""  # the internal app's socket (the page and /metrics)
         self.listening = asyncio.Lock()  # one reload's sites at a time
 
     # --- configuration -----------------------------------------------------------------------
@@ -200,9 +232,9 @@ class Gateway:
             if port in self.sites:
                 continue
             try:
-                site = await passthrough.serve_port(
-                    self.pass_through, HOST, port, lambda: self.config.max_request_bytes,
-                    self.passing)
+                site = await frontend.serve_port(
+                    functools.partial(self.pass_through, port), HOST, port,
+                    lambda: self.config.max_request_bytes, self.answering, keep_alive=False)
             except OSError as exc:
                 self.unbound[port] = backend.name
                 log.error("%s: port %d is taken by another program (%s): it is not served "
@@ -214,85 +246,97 @@ class Gateway:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def unauthorized(self, request: web.Request) -> Optional[web.Response]:
-        """The 401 for a request without a key of the endpoint, where it needs one."""
-        if authorized(self.config, self.keys, request.headers.get("Authorization")):
-            return None
-        return _json_answer(401, MISSING_KEY)
+    def authorized(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request with these headers (names lowercase, or a case-insensitive
+        mapping) may pass the endpoint's auth."""
+        return authorized(self.config, self.keys, headers.get("authorization"))
 
-    async def pass_through(self, port: int, method: str, target: str, headers: Dict[str, str],
-                           body: bytes) -> Tuple[int, upstream.Headers, bytes]:
-        """A request read whole on an instance's own port (``passthrough.py``): the instance's
-        answer as it gave it, with the request id it was sent (the client's, else a new one);
-        the gateway's own 503 or 502 where there is none."""
+    async def pass_through(self, port: int, request: frontend.Request) -> frontend.Answer:
+        """A request read whole on an instance's own port: the instance's answer as it gave it,
+        with the request id it was sent (the client's, else a new one); the gateway's own 503
+        or 502 where there is none."""
         backend = self.direct.get(port)
         if backend is None or not backend.instances:
-            return passthrough.own_answer(503, NO_INSTANCE)
-        forwarded, request_id = _forwarded(headers, _overlong_id(headers))
-        status, answer_headers, answer = await self._forward(backend, method, target, forwarded,
-                                                             body, None)
+            return frontend.own_answer(503, NO_INSTANCE)
+        forwarded, request_id = _forwarded(request.headers, _overlong_id(request.headers))
+        status, answer_headers, answer = await self._forward(
+            backend, request.method, request.target, forwarded, request.body, None)
         if status is None:
-            return passthrough.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
-        if not any(k.lower() == REQUEST_ID for k, _ in answer_headers):
+            return frontend.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
+        if _value(answer_headers, REQUEST_ID) is None:
             answer_headers = answer_headers + [(REQUEST_ID, request_id)]
+        # a sync worker's answer says Connection: close, and this port closes as it would
         return status, answer_headers, answer
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """A request on the endpoint's port (transparent where the gateway is ``serve``'s or
-        ``run-local``'s: one server behind it, no key, no rewriting)."""
+    async def endpoint(self, request: frontend.Request) -> frontend.Answer:
+        """A request on the endpoint's port: the page and /metrics are the gateway's own
+        (answered by its internal app), anything else is routed (``route``), then counted and,
+        in endpoint mode, logged."""
+        transparent = self.config.mode == TRANSPARENT
+        if not transparent and request.method in ("GET", "HEAD") and \
+                _is_own_page(request.target.partition("?")[0]):
+            return await self._own_page(request)
+        started = time.perf_counter()
+        routed = await self.route(request)
+        latency_s = time.perf_counter() - started
+        self.counts.observe(routed.deployment, routed.answered, routed.status, latency_s)
+        if not transparent:
+            upstream_status = _value(routed.headers, MODEL_ERROR_STATUS)
+            log.info("access request_id=%s deployment=%s status=%d latency_ms=%.1f%s",
+                     logfile.token(_value(routed.headers, REQUEST_ID) or "-"),
+                     routed.deployment or "-", routed.status, latency_s * 1000.0,
+                     "" if upstream_status is None else " upstream_status=" + upstream_status)
+        return routed.status, routed.headers, routed.body
+
+    async def route(self, request: frontend.Request) -> "_Routed":
+        """The answer to a request on the endpoint's port (transparent where the gateway is
+        ``serve``'s or ``run-local``'s: one server behind it, no key, no rewriting)."""
         config = self.config
         transparent = config.mode == TRANSPARENT
-        refused = self.unauthorized(request)
-        if refused is not None:
-            return refused
-        length = request.content_length
-        if length is not None and length > config.max_request_bytes:
-            return _json_answer(413, passthrough.BODY_TOO_LARGE.format(config.max_request_bytes))
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _json_answer(413, passthrough.BODY_TOO_LARGE.format(config.max_request_bytes))
-        except ConnectionError:  # the client left before its body was complete: nobody to answer
-            return _json_answer(400, "The connection closed before the request body was "
-                                     "complete.")
-        named = request.headers.get(DEPLOYMENT_HEADER)
+        headers = request.headers
+        if not self.authorized(headers):
+            return _Routed(*frontend.own_answer(401, MISSING_KEY))
+        named = headers.get(DEPLOYMENT_HEADER)
         if transparent:
             backend = next(iter(self.backends.values()), None)
         elif named:
             backend = self.backends.get(named)
             if backend is None:
-                return _json_answer(404, "The deployment named in the {} header does not exist "
-                                         "at this endpoint.".format(DEPLOYMENT_HEADER))
+                return _Routed(*frontend.own_answer(
+                    404, "The deployment named in the {} header does not exist at this "
+                         "endpoint.".format(DEPLOYMENT_HEADER)))
         else:
             chosen = pick_deployment(config.traffic)
             backend = self.backends.get(chosen) if chosen else None
             if backend is None:
-                return _json_answer(404, NO_POSITIVE_WEIGHT)
+                return _Routed(*frontend.own_answer(404, NO_POSITIVE_WEIGHT))
         if backend is None or not backend.instances:
-            return _json_answer(503, NO_INSTANCE)
-        request[metrics.DEPLOYMENT] = backend.name
+            return _Routed(*frontend.own_answer(503, NO_INSTANCE))
+        name = backend.name
         if not transparent and backend.in_flight >= backend.max_in_flight:
-            return _json_answer(429, "Too many requests in flight for this deployment: raise "
-                                     "request_settings.max_concurrent_requests_per_instance "
-                                     "or instance_count.")
-        too_long = _overlong_id(request.headers)
+            return _Routed(*frontend.own_answer(
+                429, "Too many requests in flight for this deployment: raise request_settings."
+                     "max_concurrent_requests_per_instance or instance_count."), name)
+        too_long = _overlong_id(headers)
         if too_long is not None and not transparent:
             # Azure's server's rule, at the point its server would apply it (after the router's
             # own answers), but answered here: then no answer of either hop echoes such an id
-            return _json_answer(431, too_long, **{REQUEST_ID: str(uuid.uuid4())})
-        headers, request_id = _forwarded(request.headers, too_long)
+            return _Routed(*frontend.own_answer(431, too_long, (REQUEST_ID, str(uuid.uuid4()))),
+                           name)
+        forwarded, request_id = _forwarded(headers, too_long)
         live = None
         if not transparent and not named and config.mirror_traffic:
-            live = self._mirror(request, headers, body, request_id)
+            live = self._mirror(request, forwarded, request_id)
         started = time.perf_counter()
         status, answer_headers, answer = None, "unreachable", b""
         backend.in_flight += 1
         try:
             # passed through untouched where transparent (serve's and run-local's port)
-            if not transparent and self.batcher.takes(backend, request.method, request.path_qs):
-                call = self.batcher.forward(backend, request.path_qs, headers, body)
+            if not transparent and self.batcher.takes(backend, request.method, request.target):
+                call = self.batcher.forward(backend, request.target, forwarded, request.body)
             else:
-                call = self._forward(backend, request.method, request.path_qs, headers, body,
+                call = self._forward(backend, request.method, request.target, forwarded,
+                                     request.body,
                                      None if transparent else backend.route.request_timeout_ms)
             status, answer_headers, answer = await call
         finally:
@@ -300,26 +344,38 @@ class Gateway:
             if live is not None:  # always, or the copies would wait for it forever
                 live.set_result((status, answer, (time.perf_counter() - started) * 1000))
         if status is None:  # no answer: the reason is in answer_headers' place
-            return self._no_answer(answer_headers, backend, request_id, transparent)
-        request[metrics.ANSWERED] = True
-        out = CIMultiDict((k, v) for k, v in answer_headers if k.lower() not in _NOT_RETURNED)
-        out.setdefault(REQUEST_ID, request_id)
-        if not transparent:
-            out[DEPLOYMENT_HEADER] = backend.name
+            return _Routed(*self._no_answer(answer_headers, backend, request_id, transparent),
+                           name)
+        if transparent:
+            # the client sees the server's own connection handling, as if it were reached
+            # directly (a sync worker's Connection: close closes this connection too)
+            out = list(answer_headers)
+        else:
+            out = [(k, v) for k, v in answer_headers if k.lower() not in _REPLACED]
+            out.append((DEPLOYMENT_HEADER, name))
             if status != 200:
                 # Azure's router wraps a deployment's non-200 answer, body and all
-                out[MODEL_ERROR_STATUS] = str(status)
-                out["ms-azureml-model-error-reason"] = "model_error"
+                out.append((MODEL_ERROR_STATUS, str(status)))
+                out.append(("ms-azureml-model-error-reason", "model_error"))
                 status = 424
-        if request.method == "HEAD":  # the length of the body a GET gets (aiohttp's would be 0)
-            out.update((k, v) for k, v in answer_headers if k.lower() == "content-length")
-        response = web.Response(status=status, body=answer, headers=out)
-        if transparent and any(k.lower() == "connection" and v.lower() == "close"
-                               for k, v in answer_headers):
-            # the client sees the server's own connection handling, as if it were reached
-            # directly: a sync worker closes after each answer
-            response.force_close()
-        return response
+        if _value(out, REQUEST_ID) is None:
+            out.append((REQUEST_ID, request_id))
+        return _Routed(status, out, answer, name, answered=True)
+
+    async def _own_page(self, request: frontend.Request) -> frontend.Answer:
+        """The page's and /metrics' answer, from the gateway's internal app (aiohttp, on a
+        Unix socket of its own): those routes are few and rarely asked, and keeping them on
+        aiohttp leaves the scoring path free of it."""
+        headers = {k: v for k, v in request.headers.items()
+                   if k == "authorization" or k not in _NOT_FORWARDED}
+        try:
+            status, answer_headers, answer = await upstream.exchange(
+                self.pages_address, request.method, request.target, headers, request.body,
+                end_stream=False)
+        except (ConnectionError, OSError, ValueError) as exc:
+            log.error("the gateway's own page did not answer (%s)", type(exc).__name__)
+            return frontend.own_answer(502, "The gateway's own page did not answer.")
+        return status, [(k, v) for k, v in answer_headers if k.lower() != "connection"], answer
 
     async def _forward(self, backend: Backend, method: str, path: str, headers: Dict[str, str],
                        body: bytes, timeout_ms: Optional[int]
@@ -356,20 +412,20 @@ class Gateway:
                 instance.outstanding -= 1
 
     def _no_answer(self, reason: str, backend: Backend, request_id: str,
-                   transparent: bool) -> web.Response:
-        headers = {REQUEST_ID: request_id}
+                   transparent: bool) -> frontend.Answer:
+        headers = [(REQUEST_ID, request_id)]
         if not transparent:
-            headers[DEPLOYMENT_HEADER] = backend.name
+            headers.append((DEPLOYMENT_HEADER, backend.name))
         if reason == "timeout":
-            return _json_answer(408, "Request timeout after {} ms (request_settings."
-                                     "request_timeout_ms).".format(
-                                         backend.route.request_timeout_ms), **headers)
-        return _json_answer(502, NO_ANSWER, **headers)
+            return frontend.own_answer(
+                408, "Request timeout after {} ms (request_settings.request_timeout_ms).".format(
+                    backend.route.request_timeout_ms), *headers)
+        return frontend.own_answer(502, NO_ANSWER, *headers)
 
     # --- mirroring ---------------------------------------------------------------------------
 
-    def _mirror(self, request: web.Request, headers: Dict[str, str], body: bytes,
-                request_id: str) -> Optional[asyncio.Future]:
+    def _mirror(self, request: frontend.Request, headers: Dict[str, str], request_id: str
+                ) -> Optional[asyncio.Future]:
         """Send copies by the mirror shares; return the future the live answer is put in (for
         the comparison), or None when nothing was copied."""
         live: Optional[asyncio.Future] = None
@@ -383,9 +439,9 @@ class Gateway:
                 continue
             live = live or asyncio.get_running_loop().create_future()
             report.mirrored += 1
-            task = asyncio.ensure_future(self._copy(backend, report, request.method,
-                                                    request.path_qs, dict(headers), body,
-                                                    request_id, live))
+            task = asyncio.ensure_future(self._copy(
+                backend, report, request.method, request.target, dict(headers), request.body,
+                request_id, live))
             self.mirror_tasks.add(task)
             task.add_done_callback(self.mirror_tasks.discard)
         return live
@@ -440,22 +496,6 @@ class Gateway:
                                   "unbound": sorted(self.unbound)})
 
 
-class AccessLog(AbstractAccessLogger):
-    """One line per request, written by aiohttp once the answer is sent: the request id
-    answered with, the deployment chosen, the status, the latency, and the deployment's own
-    status behind a 424. An answer of the gateway's before a deployment is chosen (401, 413,
-    a 404 for an unknown deployment, 429) has "-" for what it lacks."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        headers = response.headers
-        self.logger.info(
-            "access request_id=%s deployment=%s status=%d latency_ms=%.1f%s",
-            logfile.token(headers.get(REQUEST_ID, "-")), headers.get(DEPLOYMENT_HEADER, "-"),
-            response.status, time * 1000.0,
-            " upstream_status=" + headers[MODEL_ERROR_STATUS]
-            if MODEL_ERROR_STATUS in headers else "")
-
-
 def _decoded(body: bytes) -> Any:
     try:
         return json.loads(body)
@@ -467,39 +507,40 @@ async def serve(config_path: str) -> None:
     gateway = Gateway(config_path)
     await gateway.reload()
     config = gateway.config
-    counts = metrics.GatewayMetrics(gateway)
+    gateway.counts = counts = metrics.GatewayMetrics(gateway)
     gateway.batcher.metrics = counts
-    app = web.Application(client_max_size=config.max_request_bytes,
-                          middlewares=[counts.middleware])
-    if config.mode != TRANSPARENT:  # serve and run-local pass every route through
-        ui.add_routes(app, gateway)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
     admin = web.Application()
     admin.router.add_post("/reload", gateway.admin_reload)
     admin.router.add_get("/mirror", gateway.admin_mirror)
     admin.router.add_get("/health", gateway.admin_health)
+    runners = [web.AppRunner(admin, access_log=None, handle_signals=False)]
+    # bound by their names in their folder: the full path may exceed a Unix socket address's
+    # 107 bytes (the control plane connects the same way, through the folder)
+    os.chdir(os.path.dirname(config.admin_socket))
+    sockets = [os.path.basename(config.admin_socket)]
+    if config.mode != TRANSPARENT:  # serve and run-local pass every route through
+        pages = web.Application()
+        ui.add_routes(pages, gateway)
+        pages.router.add_get(metrics.PATH, counts.page)
+        runners.append(web.AppRunner(pages, access_log=None, handle_signals=False))
+        sockets.append(PAGES_SOCKET)
+        gateway.pages_address = "unix:" + os.path.join(os.getcwd(), PAGES_SOCKET)
     # a body is forwarded as the client encoded it, Content-Encoding and all: the scoring server
     # refuses an encoded body as Azure's does (decoded here, it would pass locally and fail
     # there), and the gateway never inflates a compressed body
-    # in transparent mode the server behind writes the request's line itself
-    public_runner = web.AppRunner(
-        app, access_log=None if config.mode == TRANSPARENT else log, access_log_class=AccessLog,
-        handle_signals=False, auto_decompress=False)
-    admin_runner = web.AppRunner(admin, access_log=None, handle_signals=False)
-    await public_runner.setup()
-    await admin_runner.setup()
+    front = await frontend.serve_port(gateway.endpoint, config.host, config.port,
+                                      lambda: gateway.config.max_request_bytes,
+                                      gateway.answering, keep_alive=True)
     # the instances' own ports: each request passes through as it came, and the instance
     # behind writes its line
     gateway.passes_through = config.mode != TRANSPARENT
-    # bound by its name in its folder: the full path may exceed a Unix socket address's 107
-    # bytes (the control plane connects the same way, through the folder)
-    os.chdir(os.path.dirname(config.admin_socket))
-    admin_name = os.path.basename(config.admin_socket)
-    Path(admin_name).unlink(missing_ok=True)
-    await web.TCPSite(public_runner, config.host, config.port, reuse_address=True).start()
     await gateway.listen()
-    await web.UnixSite(admin_runner, admin_name).start()
-    os.chmod(admin_name, 0o600)
+    # the control plane's socket last: the gateway is up when that answers
+    for runner, name in reversed(list(zip(runners, sockets))):
+        await runner.setup()
+        Path(name).unlink(missing_ok=True)
+        await web.UnixSite(runner, name).start()
+        os.chmod(name, 0o600)
     log.info("gateway of endpoint %s listening on %s:%d", config.endpoint, config.host,
              config.port)
     stopping = asyncio.Event()
@@ -508,12 +549,12 @@ async def serve(config_path: str) -> None:
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("stopping: finishing the requests in flight")
-    for site in gateway.sites.values():  # the instances' ports stop listening at once
+    front.close()  # every port stops listening at once, and its requests in flight finish
+    for site in gateway.sites.values():
         site.close()
-    # the endpoint's port stops listening and waits for its handlers in flight, as the
-    # instances' ports wait for theirs (aiohttp's own limit for both)
-    await asyncio.gather(public_runner.cleanup(), _finished(gateway.passing, SHUTDOWN_S))
-    await admin_runner.cleanup()
+    await _finished(gateway.answering, SHUTDOWN_S)
+    for runner in runners:
+        await runner.cleanup()
 
 
 async def _finished(tasks: Set[asyncio.Task], limit_s: float) -> None:

@@ -12,7 +12,7 @@ One gateway is one process: its own metrics need no multiprocess mode.
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Protocol
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -22,26 +22,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlflow_deploy.online import upstream
 from mlflow_deploy.online.backends import Backend
 from mlflow_deploy.online.mirror import MirrorReport
-from mlflow_deploy.online.routes import TRANSPARENT, GatewayConfig
+from mlflow_deploy.online.routes import MISSING_KEY, GatewayConfig
 from mlflow_deploy.scoring.metrics import CONTENT_TYPE, SECONDS
 
-__all__ = ["PATH", "DEPLOYMENT", "ANSWERED", "GatewayMetrics"]
+__all__ = ["PATH", "GatewayMetrics"]
 
 log = logging.getLogger("mlflow_deploy.gateway")
 
 PATH = "/metrics"
-# keys of the aiohttp request the gateway sets while routing: the deployment the request went
-# to, and that the deployment's answer (not one of the gateway's own) is what the caller got
-DEPLOYMENT = "mlflow_deploy.deployment"
-ANSWERED = "mlflow_deploy.answered"
 # how long a scrape waits for the instances: one that does not answer by then is left out
 SCRAPE_TIMEOUT_S = 5.0
 # requests per call, and a request's wait for its batch (max_batch_time_ms is 10 by default)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCH_WAITS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 class Gateway(Protocol):
     """What the metrics read of the endpoint's gateway: named here rather than imported, since
@@ -51,7 +44,7 @@ class Gateway(Protocol):
     backends: Dict[str, Backend]
     mirrors: Dict[str, MirrorReport]
 
-    def unauthorized(self, request: web.Request) -> Optional[web.Response]:
+    def authorized(self, headers: Mapping[str, str]) -> bool:
         ...
 
 
@@ -93,29 +86,24 @@ class GatewayMetrics:
         for seconds in waits:
             wait.observe(seconds)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every public request: GET /metrics is answered here, the rest counted."""
-        gateway = self.gateway
-        endpoint = gateway.config.endpoint
-        if request.method == "GET" and request.path == PATH and \
-                gateway.config.mode != TRANSPARENT:  # transparent: the server's own /metrics
-            refused = gateway.unauthorized(request)
-            if refused is None:
-                return await self.scrape()
-            self.refused.labels(endpoint, str(refused.status)).inc()
-            return refused
-        started = asyncio.get_running_loop().time()
-        response = await handler(request)
-        status = str(response.status)
-        deployment = request.get(DEPLOYMENT)
+    def observe(self, deployment: Optional[str], answered: bool, status: int,
+                seconds: float) -> None:
+        """One request on the endpoint's port: counted by the deployment chosen, where one
+        was; among the gateway's own answers where the deployment's is not what the caller
+        got."""
+        endpoint = self.gateway.config.endpoint
         if deployment is not None:
-            self.requests.labels(endpoint, deployment, status).inc()
-            self.seconds.labels(endpoint, deployment).observe(
-                asyncio.get_running_loop().time() - started)
-        if not request.get(ANSWERED):
-            self.refused.labels(endpoint, status).inc()
-        return response
+            self.requests.labels(endpoint, deployment, str(status)).inc()
+            self.seconds.labels(endpoint, deployment).observe(seconds)
+        if not answered:
+            self.refused.labels(endpoint, str(status)).inc()
+
+    async def page(self, request: web.Request) -> web.Response:
+        """GET /metrics, under the endpoint's key as scoring is."""
+        if not self.gateway.authorized(request.headers):
+            self.refused.labels(self.gateway.config.endpoint, "401").inc()
+            return web.json_response({"message": MISSING_KEY}, status=401)
+        return await self.scrape()
 
     async def scrape(self) -> web.Response:
         """The gateway's metrics and every instance's, re-labelled, as one text page."""

@@ -117,10 +117,12 @@ class _Exchange(asyncio.Protocol):
 
 
 async def exchange(address: str, method: str, path: str, headers: Dict[str, str],
-                   body: bytes) -> Tuple[int, Headers, bytes]:
+                   body: bytes, end_stream: bool = True) -> Tuple[int, Headers, bytes]:
     """Send one request to ``address`` ("http://HOST:PORT" or "unix:/PATH"); return the status,
     the headers (as sent, in order) and the body. Raises Unreachable when the connection is
-    refused, ConnectionError (or OSError) when it breaks before a complete answer."""
+    refused, ConnectionError (or OSError) when it breaks before a complete answer.
+    ``end_stream=False`` for a server that takes the end of the request's stream for the
+    client gone (aiohttp's: the gateway's own internal app)."""
     loop = asyncio.get_running_loop()
     protocol = _Exchange(loop, bodiless=method == "HEAD")
     try:
@@ -139,7 +141,7 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
         transport.writelines([("\r\n".join(head) + "\r\n\r\n").encode("latin-1"), body])
         # nothing more to send: the end of stream is there when the worker, its answer
         # written, waits for it (see _Exchange)
-        if transport.can_write_eof():
+        if end_stream and transport.can_write_eof():
             transport.write_eof()
         return await protocol.answer
     finally:

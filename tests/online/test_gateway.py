@@ -658,12 +658,87 @@ def raw_exchange(port, request, body_after_continue=b""):
     return head.decode("latin-1"), rest
 
 
+class Answers:
+    """The answers coming back on one connection, read one at a time by their Content-Length."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+
+    def _more(self):
+        chunk = self.sock.recv(65536)
+        assert chunk, "the connection closed before the answer was complete"
+        self.buffer += chunk
+
+    def next(self):
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        head = head.decode("latin-1")
+        length = int(next(line.split(":", 1)[1] for line in head.split("\r\n")
+                          if line.lower().startswith("content-length:")))
+        while len(self.buffer) < length:
+            self._more()
+        answer, self.buffer = self.buffer[:length], self.buffer[length:]
+        return head, answer
+
+    def closed(self):
+        return self.buffer == b"" and self.sock.recv(1) == b""
+
+
+def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_order(
+        deploy_home, models):
+    """HTTP/1.1's persistent connections on the endpoint's port: requests one after another
+    and pipelined (three in one write, a failing one among them) are answered in order on the
+    same connection, and the last one's ``Connection: close`` closes it; an HTTP/1.0 request is
+    answered and closed, unless it asks for keep-alive, which the answer then says."""
+    online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    port = int(online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
+
+    def post(payload, request_id, extra=b"", version=b"1.1"):
+        payload = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return (b"POST /score HTTP/%s\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"x-request-id: %s\r\nContent-Length: %d\r\n%s\r\n"
+                % (version, request_id, len(payload), extra)) + payload
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        answers = Answers(sock)
+        sock.sendall(post(body(1.0), b"one"))
+        head, answer = answers.next()
+        assert head.startswith("HTTP/1.1 200 ") and json.loads(answer) == [2.0], head
+        assert "\r\nx-request-id: one\r\n" in head and "\r\nConnection: keep-alive" in head
+        sock.sendall(post(body(2.0), b"two") + post(b"{not json", b"three") +
+                     post(body(3.0, 4.0), b"four", b"Connection: close\r\n"))
+        for request_id, status, expected in (("two", 200, [4.0]), ("three", 424, None),
+                                             ("four", 200, [6.0, 8.0])):
+            head, answer = answers.next()
+            assert head.startswith("HTTP/1.1 {} ".format(status)), head
+            assert "\r\nx-request-id: {}\r\n".format(request_id) in head
+            if expected is not None:
+                assert json.loads(answer) == expected
+        assert "\r\nConnection: close" in head and answers.closed()
+
+    for extra, kept in ((b"", False), (b"Connection: keep-alive\r\n", True)):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            answers = Answers(sock)
+            sock.sendall(post(body(5.0), b"old", extra, version=b"1.0"))
+            head, answer = answers.next()
+            assert head.startswith("HTTP/1.1 200 ") and json.loads(answer) == [10.0], head
+            assert ("\r\nConnection: keep-alive" if kept else "\r\nConnection: close") in head
+            if kept:
+                sock.sendall(post(body(6.0), b"again", extra, version=b"1.0"))
+                assert json.loads(answers.next()[1]) == [12.0]
+            else:
+                assert answers.closed()
+
+
 def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_home, models):
     """The deployment's own port: a chunked body, and one sent after ``Expect: 100-continue``,
     reach the instance whole, with the client's request id (a pipelined second request left
     unanswered); headers past the gateway's bound
     are a 431, a body past the deployment's max_request_mb a 413, bytes that are not HTTP a
-    400, each the gateway's own JSON answer, and the connection closes after every answer."""
+    400, each the gateway's own JSON answer, and the connection closes after every answer (on
+    the endpoint's port too, after those refusals)."""
     created = online.create_deployment("blue", models["right"], config={"max_request_mb": "1"})
     port = created["port"]
     payload = json.dumps(body(1.0, 2.0)).encode()
@@ -693,9 +768,10 @@ def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_
             (start + b"Content-Length: %d\r\n\r\n" % (1024 * 1024 + 1), "413 Request Entity Too "
              "Large", "The request body is larger than this endpoint accepts (1048576 bytes)."),
             (b"NOT HTTP AT ALL\r\n\r\n", "400 Bad Request", "The request is not valid HTTP/1.1.")):
-        head, rest = raw_exchange(port, request)
-        assert head.startswith("HTTP/1.1 " + status + "\r\n"), head
-        assert json.loads(rest) == {"message": message} and "\r\nConnection: close" in head
+        for to in (port, endpoint_port):
+            head, rest = raw_exchange(to, request)
+            assert head.startswith("HTTP/1.1 " + status + "\r\n"), head
+            assert json.loads(rest) == {"message": message} and "\r\nConnection: close" in head
     # and the port still serves; a HEAD gets a GET's head, without its body, on both ports
     answer = requests.post(created["scoring_uri"], json=body(3.0), timeout=30)
     assert answer.status_code == 200 and answer.json() == [6.0]

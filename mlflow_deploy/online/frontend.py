@@ -1,0 +1,264 @@
+"""The gateway's HTTP/1.1 server side, on every port it listens on: each request read whole,
+then handed to the gateway (a ``Handler``); its answer is written with a Content-Length.
+
+- On the endpoint's port, connections are kept alive (HTTP/1.1's default; a client's
+  ``Connection: close``, an HTTP/1.0 client without keep-alive, or an answer carrying
+  ``Connection: close`` ends one), and requests a client pipelines are answered in order.
+- On an instance's own port, the connection closes after the first answer, as a sync worker's
+  own does (a request pipelined behind it is not answered: the close tells the client to send
+  it again).
+
+On a bare asyncio protocol with httptools' parser instead of aiohttp's web server: aiohttp's
+request, response, router and middleware machinery was a quarter of the gateway's CPU per
+request (0.35 ms with it, 0.26 without, on an instance's port: bench/RESULTS.md), and the gateway
+needs none of it on this path. Reading the request whole before an instance sees it is the point
+of the gateway: a client that trickles its headers or body holds this process's memory, never a
+synchronous worker.
+"""
+import asyncio
+import collections
+import json
+import logging
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple, Union
+
+import httptools
+
+from mlflow_deploy.online.upstream import Headers
+
+__all__ = ["Request", "Answer", "Handler", "serve_port", "own_answer", "MAX_HEAD_BYTES",
+           "BODY_TOO_LARGE"]
+
+log = logging.getLogger("mlflow_deploy.gateway")
+
+
+class Request(NamedTuple):
+    """A request read whole. Header names are lowercase (a name sent twice has its values
+    joined by ", ", as RFC 9110 allows), decoded as latin-1: every byte as it came, and back to
+    the same bytes on the instance's hop."""
+
+    method: str
+    target: str
+    headers: Dict[str, str]
+    body: bytes
+    keep_alive: bool  # what the client's request allows (its version and Connection header)
+
+
+#: an answer: status, headers, body. A ``Connection: close`` among the headers closes the
+#: connection after it; any other framing header is replaced by this module's own
+Answer = Tuple[int, Headers, bytes]
+Handler = Callable[[Request], Awaitable[Answer]]
+#: the request line and headers together, at most: past it, a 431 (gunicorn's own limits, 8 KB
+#: a header, 100 headers, then apply to what is passed on)
+MAX_HEAD_BYTES = 64 * 1024
+#: how long a refused request's connection stays open for the rest of what the client sends
+#: (read and dropped), after the answer and the end of our side: closed at once, the bytes still
+#: coming would have the kernel reset the connection, and the client could lose the answer
+LINGER_S = 2.0
+#: how long a connection may wait for its next request (aiohttp's keep-alive timeout, which this
+#: port had before): an idle client holds a socket and some memory, not forever
+IDLE_S = 75.0
+#: the 413's message, on every port of the gateway
+BODY_TOO_LARGE = "The request body is larger than this endpoint accepts ({} bytes)."
+_HEAD_TOO_LARGE = (431, "The request's headers are larger than this endpoint accepts ({} "
+                        "bytes).".format(MAX_HEAD_BYTES))
+_FRAMING = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+def own_answer(status: int, message: str, *headers: Tuple[str, str]) -> Answer:
+    """An answer of the gateway's own, in the JSON shape of its others (with a Date, which an
+    instance's answers bring with them)."""
+    return (status, [("Content-Type", "application/json"), ("Date", formatdate(usegmt=True)),
+                     *headers], json.dumps({"message": message}).encode())
+
+
+async def serve_port(handler: Handler, host: str, port: int, max_body: Callable[[], int],
+                     in_flight: Set[asyncio.Task], keep_alive: bool) -> asyncio.AbstractServer:
+    """Listen on ``port``; each connection's task answering its requests is in ``in_flight``
+    while it runs. ``max_body`` gives the largest body accepted now (the routing table's, which
+    a reload changes). Raises OSError when the port is taken."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: _Connection(handler, max_body, in_flight, keep_alive), host, port,
+        reuse_address=True)
+
+
+class _Refusal(NamedTuple):
+    """The gateway's own answer to what cannot be passed on; the connection ends after it."""
+
+    status: int
+    message: str
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: its requests parsed as they come, answered in order by one task
+    at a time; reading pauses while a request is answered, so a client cannot pile up work."""
+
+    def __init__(self, handler: Handler, max_body: Callable[[], int],
+                 in_flight: Set[asyncio.Task], keep_alive: bool):
+        self.handler, self.in_flight, self.keep_alive = handler, in_flight, keep_alive
+        self.max_body_now = max_body
+        self.transport: Optional[asyncio.Transport] = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.waiting: Deque[Union[Request, _Refusal]] = collections.deque()
+        self.answering: Optional[asyncio.Task] = None
+        self.idle: Optional[asyncio.TimerHandle] = None
+        self.ended = False  # nothing more is read: the last request to answer is in waiting
+        self._new_request()
+
+    def _new_request(self) -> None:
+        self.max_body = self.max_body_now()  # each request's: a reload applies to the next one
+        self.target = b""
+        self.headers: Dict[str, str] = {}
+        self.body: List[bytes] = []
+        self.received = self.head_bytes = self.body_bytes = 0
+        self.headers_done = False
+        self.refusal: Optional[_Refusal] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._wait_idle()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.ended = True
+        if self.idle is not None:
+            self.idle.cancel()
+
+    def _wait_idle(self) -> None:
+        self.idle = asyncio.get_running_loop().call_later(IDLE_S, self.transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ended:
+            return
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        if not self.headers_done:
+            self.received += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # an Upgrade header: no protocol switch here, the request goes on as HTTP
+        except httptools.HttpParserCallbackError:
+            pass  # a refusal set by a callback below
+        except httptools.HttpParserError:
+            self.refusal = self.refusal or _Refusal(400, "The request is not valid HTTP/1.1.")
+        if self.refusal is None and not self.headers_done and self.received > MAX_HEAD_BYTES:
+            self.refusal = _Refusal(*_HEAD_TOO_LARGE)  # a line that never ends: it is buffered
+        if self.refusal is not None and not self.ended:
+            self.ended = True
+            self.waiting.append(self.refusal)
+        if self.waiting and self.answering is None:
+            self.transport.pause_reading()
+            self.answering = asyncio.get_running_loop().create_task(self._answer())
+            self.in_flight.add(self.answering)
+            self.answering.add_done_callback(self.in_flight.discard)
+
+    # httptools' callbacks; once the connection has ended (its last request is read, or it was
+    # refused) they do nothing
+    def on_url(self, url: bytes) -> None:
+        if self.ended:
+            return
+        self.target += url
+        self._count_head(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.ended:
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = self.headers[key] + ", " + text if key in self.headers else text
+        self._count_head(len(name) + len(value) + 4)
+
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD_BYTES:
+            self._refuse(*_HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        if self.ended:
+            return
+        self.headers_done = True
+        try:
+            length = int(self.headers.get("content-length", 0))
+        except ValueError:
+            length = 0  # the parser refuses a Content-Length that is not a number
+        if length > self.max_body:
+            self._refuse(*self._body_too_large())
+        if self.headers.get("expect", "").lower() == "100-continue":
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        if self.ended:
+            return
+        self.body_bytes += len(body)
+        if self.body_bytes > self.max_body:  # chunked: no length to refuse it by beforehand
+            self._refuse(*self._body_too_large())
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.ended:
+            return
+        keep_alive = self.keep_alive and self.parser.should_keep_alive()
+        self.waiting.append(Request(
+            self.parser.get_method().decode("latin-1"), self.target.decode("latin-1"),
+            self.headers, b"".join(self.body), keep_alive))
+        self.ended = not keep_alive
+        self._new_request()
+
+    def _body_too_large(self) -> Tuple[int, str]:
+        return 413, BODY_TOO_LARGE.format(self.max_body)
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.refusal = _Refusal(status, message)
+        raise ValueError(message)  # stops the parser: feed_data raises HttpParserCallbackError
+
+    async def _answer(self) -> None:
+        """Answer what is waiting, in order; then read again, or end the connection."""
+        while self.waiting:
+            request = self.waiting.popleft()
+            if isinstance(request, _Refusal):
+                self._write(*own_answer(*request), head_only=False, close=True, linger=True)
+                return
+            try:
+                status, headers, body = await self.handler(request)
+            except Exception:  # a bug of the gateway's: the client still gets an answer
+                log.exception("a request was not answered")
+                status, headers, body = own_answer(502, "The gateway could not pass the "
+                                                        "request on.")
+            close = not request.keep_alive or any(
+                k.lower() == "connection" and v.lower() == "close" for k, v in headers)
+            self._write(status, headers, body, request.method == "HEAD", close)
+            if close:
+                self.ended = True
+                return
+        self.answering = None
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._wait_idle()
+
+    def _write(self, status: int, headers: Headers, body: bytes, head_only: bool, close: bool,
+               linger: bool = False) -> None:
+        if self.transport.is_closing():  # the client left: nobody to answer
+            return
+        lines = ["HTTP/1.1 {} {}".format(status, _PHRASES.get(status, ""))]
+        lines.extend("{}: {}".format(name, value) for name, value in headers
+                     if name.lower() not in _FRAMING)
+        length = str(len(body))
+        if head_only:  # the length of the body a GET would get, and no body
+            length = next((v for k, v in headers if k.lower() == "content-length"), length)
+            body = b""
+        lines.append("Content-Length: " + length)
+        # said either way: an HTTP/1.0 client keeps a connection only when told it may
+        lines.append("Connection: close" if close else "Connection: keep-alive")
+        # not concatenated: a 1000-row answer is tens of KB to copy
+        self.transport.writelines([("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body])
+        if not close:
+            return
+        if linger and self.transport.can_write_eof():
+            self.transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
