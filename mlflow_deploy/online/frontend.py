@@ -61,6 +61,7 @@ LINGER_S = 2.0
 IDLE_S = 75.0
 #: the 413's message, on every port of the gateway
 BODY_TOO_LARGE = "The request body is larger than this endpoint accepts ({} bytes)."
+INCOMPLETE = "The connection closed before the request was complete."
 _HEAD_TOO_LARGE = (431, "The request's headers are larger than this endpoint accepts ({} "
                         "bytes).".format(MAX_HEAD_BYTES))
 _FRAMING = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
@@ -114,12 +115,23 @@ class _Connection(asyncio.Protocol):
         self.headers: Dict[str, str] = {}
         self.body: List[bytes] = []
         self.received = self.head_bytes = self.body_bytes = 0
-        self.headers_done = False
+        self.headers_done = self.begun = False
         self.refusal: Optional[_Refusal] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._wait_idle()
+
+    def eof_received(self) -> bool:
+        """The client sent its last byte: what it sent whole is still answered (a client may
+        half-close after its request), a request cut short gets a 400; the connection closes
+        after the last answer."""
+        if not self.ended:
+            self.ended = True
+            if self.begun:
+                self.waiting.append(_Refusal(400, INCOMPLETE))
+            self._answer_waiting()
+        return self.answering is not None  # else asyncio closes the connection
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.ended = True
@@ -150,14 +162,20 @@ class _Connection(asyncio.Protocol):
         if self.refusal is not None and not self.ended:
             self.ended = True
             self.waiting.append(self.refusal)
+        self._answer_waiting()
+
+    def _answer_waiting(self) -> None:
         if self.waiting and self.answering is None:
             self.transport.pause_reading()
             self.answering = asyncio.get_running_loop().create_task(self._answer())
             self.in_flight.add(self.answering)
             self.answering.add_done_callback(self.in_flight.discard)
 
-    # httptools' callbacks; once the connection has ended (its last request is read, or it was
-    # refused) they do nothing
+    # httptools' callbacks; once the connection has ended (its last request is read, it was
+    # refused, or the client sent its end) they do nothing
+    def on_message_begin(self) -> None:
+        self.begun = True
+
     def on_url(self, url: bytes) -> None:
         if self.ended:
             return
@@ -228,7 +246,7 @@ class _Connection(asyncio.Protocol):
                 log.exception("a request was not answered")
                 status, headers, body = own_answer(502, "The gateway could not pass the "
                                                         "request on.")
-            close = not request.keep_alive or any(
+            close = not request.keep_alive or (self.ended and not self.waiting) or any(
                 k.lower() == "connection" and v.lower() == "close" for k, v in headers)
             self._write(status, headers, body, request.method == "HEAD", close)
             if close:

@@ -288,7 +288,7 @@ class Gateway:
                      "" if upstream_status is None else " upstream_status=" + upstream_status)
         return routed.status, routed.headers, routed.body
 
-    async def route(self, request: frontend.Request) -> "_Routed":
+    async def route(self, request: frontend.Request) -> _Routed:
         """The answer to a request on the endpoint's port (transparent where the gateway is
         ``serve``'s or ``run-local``'s: one server behind it, no key, no rewriting)."""
         config = self.config

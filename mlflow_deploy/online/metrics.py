@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlflow_deploy import pages
 from mlflow_deploy.online import upstream
 from mlflow_deploy.online.backends import Backend
 from mlflow_deploy.online.mirror import MirrorReport
@@ -35,6 +36,7 @@ SCRAPE_TIMEOUT_S = 5.0
 # requests per call, and a request's wait for its batch (max_batch_time_ms is 10 by default)
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCH_WAITS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
 
 class Gateway(Protocol):
     """What the metrics read of the endpoint's gateway: named here rather than imported, since
@@ -102,7 +104,7 @@ class GatewayMetrics:
         """GET /metrics, under the endpoint's key as scoring is."""
         if not self.gateway.authorized(request.headers):
             self.refused.labels(self.gateway.config.endpoint, "401").inc()
-            return web.json_response({"message": MISSING_KEY}, status=401)
+            return pages.answer(401, MISSING_KEY)
         return await self.scrape()
 
     async def scrape(self) -> web.Response:

@@ -690,8 +690,9 @@ def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_
     """HTTP/1.1's persistent connections on the endpoint's port: requests one after another
     and pipelined (three in one write, a failing one among them) are answered in order on the
     same connection, and the last one's ``Connection: close`` closes it; an HTTP/1.0 request is
-    answered and closed, unless it asks for keep-alive, which the answer then says."""
-    online.create_deployment("blue", models["right"])
+    answered and closed, unless it asks for keep-alive, which the answer then says. A client's
+    end of stream after a whole request still gets the answer, in the middle of one a 400."""
+    created = online.create_deployment("blue", models["right"])
     online.update_endpoint("blue", config={"auth_mode": "none"})
     port = int(online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
 
@@ -729,6 +730,24 @@ def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_
                 sock.sendall(post(body(6.0), b"again", extra, version=b"1.0"))
                 assert json.loads(answers.next()[1]) == [12.0]
             else:
+                assert answers.closed()
+
+    # a client that ends its side of the connection after its request still gets the answer;
+    # one that ends it in the middle of a request gets a 400, on both ports
+    for to in (port, created["port"]):
+        for request, status, expected in (
+                (post(body(7.0), b"whole"), 200, [14.0]),
+                (post(body(7.0), b"cut")[:-5], 400, {"message": "The connection closed before "
+                                                                 "the request was complete."}),
+                (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Le", 400, None)):
+            with socket.create_connection(("127.0.0.1", to), timeout=30) as sock:
+                answers = Answers(sock)
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)
+                head, answer = answers.next()
+                assert head.startswith("HTTP/1.1 {} ".format(status)), head
+                assert expected is None or json.loads(answer) == expected
+                assert status == 200 or "\r\nConnection: close" in head
                 assert answers.closed()
 
 
