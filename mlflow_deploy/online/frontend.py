@@ -56,8 +56,9 @@ MAX_HEAD_BYTES = 64 * 1024
 #: (read and dropped), after the answer and the end of our side: closed at once, the bytes still
 #: coming would have the kernel reset the connection, and the client could lose the answer
 LINGER_S = 2.0
-#: how long a connection may wait for its next request (aiohttp's keep-alive timeout, which this
-#: port had before): an idle client holds a socket and some memory, not forever
+#: how long a connection may wait for its next request (aiohttp's keep-alive timeout, which the
+#: endpoint's port had before), or for its client to read the answers sent: an idle client holds
+#: a socket and some memory, not forever
 IDLE_S = 75.0
 #: the 413's message, on every port of the gateway
 BODY_TOO_LARGE = "The request body is larger than this endpoint accepts ({} bytes)."
@@ -95,7 +96,8 @@ class _Refusal(NamedTuple):
 
 class _Connection(asyncio.Protocol):
     """One client connection: its requests parsed as they come, answered in order by one task
-    at a time; reading pauses while a request is answered, so a client cannot pile up work."""
+    at a time; reading pauses while a request is answered, and while answers wait for the
+    client to read them, so a client can pile up neither work nor answers here."""
 
     def __init__(self, handler: Handler, max_body: Callable[[], int],
                  in_flight: Set[asyncio.Task], keep_alive: bool):
@@ -107,6 +109,9 @@ class _Connection(asyncio.Protocol):
         self.answering: Optional[asyncio.Task] = None
         self.idle: Optional[asyncio.TimerHandle] = None
         self.ended = False  # nothing more is read: the last request to answer is in waiting
+        # set while the client reads slower than it is answered (asyncio's flow control): no
+        # more is answered, nor read, until it has caught up
+        self.drained: Optional[asyncio.Future] = None
         self._new_request()
 
     def _new_request(self) -> None:
@@ -137,6 +142,15 @@ class _Connection(asyncio.Protocol):
         self.ended = True
         if self.idle is not None:
             self.idle.cancel()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+        self.drained = None
 
     def _wait_idle(self) -> None:
         self.idle = asyncio.get_running_loop().call_later(IDLE_S, self.transport.close)
@@ -236,6 +250,8 @@ class _Connection(asyncio.Protocol):
     async def _answer(self) -> None:
         """Answer what is waiting, in order; then read again, or end the connection."""
         while self.waiting:
+            if not await self._caught_up():
+                return
             request = self.waiting.popleft()
             if isinstance(request, _Refusal):
                 self._write(*own_answer(*request), head_only=False, close=True, linger=True)
@@ -252,10 +268,22 @@ class _Connection(asyncio.Protocol):
             if close:
                 self.ended = True
                 return
+        if not await self._caught_up():
+            return
         self.answering = None
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
-            self._wait_idle()
+        self.transport.resume_reading()
+        self._wait_idle()
+
+    async def _caught_up(self) -> bool:
+        """Whether the client is still there and has read what it was sent, waiting for it as
+        long as for an idle client's next request; one that reads nothing for that long is
+        cut off (closed, its answers would wait to be sent forever)."""
+        if self.drained is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.drained), IDLE_S)
+            except asyncio.TimeoutError:
+                self.transport.abort()
+        return not self.transport.is_closing()
 
     def _write(self, status: int, headers: Headers, body: bytes, head_only: bool, close: bool,
                linger: bool = False) -> None:

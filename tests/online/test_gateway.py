@@ -751,6 +751,48 @@ def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_
                 assert answers.closed()
 
 
+def test_a_client_that_pipelines_without_reading_is_answered_only_as_fast_as_it_reads(
+        deploy_home, models):
+    """Requests pipelined by a client that reads none of the answers: the gateway answers until
+    the connection's buffers are full, then waits for the client (a few MB held, not 24), and
+    once it reads, every answer comes, in order."""
+    online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+    port = int(uri.split(":")[2].split("/")[0])
+    swagger = requests.get(uri.replace("/score", "/swagger.json"), timeout=30)
+    assert swagger.status_code == 200
+    count = 24 * 1024 * 1024 // len(swagger.content)
+
+    def answered():
+        scraped = prometheus.parse(requests.get(uri.replace("/score", "/metrics"),
+                                                timeout=30).text)
+        return prometheus.value(scraped, "mlflow_deploy_gateway_requests_total",
+                                endpoint="blue", deployment="blue", status="200")
+
+    before = answered()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", port))
+        # sent from a thread: the gateway stops reading too, and sendall waits for it
+        request = b"GET /swagger.json HTTP/1.1\r\nHost: x\r\n\r\n"
+        sender = threading.Thread(target=sock.sendall, args=(request * count,), daemon=True)
+        sender.start()
+        seen = []
+        # the count still for 8 scrapes in a row: the gateway waits for the client
+        wait_until(lambda: seen.append(answered()) or seen[-8:] == [seen[-1]] * 8,
+                   timeout=120, message="the gateway kept answering")
+        held = (seen[-1] - before) * len(swagger.content)
+        assert 0 < held < 12 * 1024 * 1024, (held, count)
+        answers = Answers(sock)
+        for _ in range(count):
+            head, body = answers.next()
+            assert head.startswith("HTTP/1.1 200 ") and body == swagger.content
+        sender.join(timeout=30)
+    assert answered() - before == count
+
+
 def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_home, models):
     """The deployment's own port: a chunked body, and one sent after ``Expect: 100-continue``,
     reach the instance whole, with the client's request id (a pipelined second request left
