@@ -77,13 +77,16 @@ def own_answer(status: int, message: str, *headers: Tuple[str, str]) -> Answer:
 
 
 async def serve_port(handler: Handler, host: str, port: int, max_body: Callable[[], int],
-                     in_flight: Set[asyncio.Task], keep_alive: bool) -> asyncio.AbstractServer:
+                     in_flight: Set[asyncio.Task], keep_alive: bool,
+                     refused: Optional[Callable[[int], None]] = None) -> asyncio.AbstractServer:
     """Listen on ``port``; each connection's task answering its requests is in ``in_flight``
     while it runs. ``max_body`` gives the largest body accepted now (the routing table's, which
-    a reload changes). Raises OSError when the port is taken."""
+    a reload changes); ``refused`` is told the status of each request this module refuses
+    itself (400, 413, 431), which the handler never sees. Raises OSError when the port is
+    taken."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: _Connection(handler, max_body, in_flight, keep_alive), host, port,
+        lambda: _Connection(handler, max_body, in_flight, keep_alive, refused), host, port,
         reuse_address=True)
 
 
@@ -100,8 +103,10 @@ class _Connection(asyncio.Protocol):
     client to read them, so a client can pile up neither work nor answers here."""
 
     def __init__(self, handler: Handler, max_body: Callable[[], int],
-                 in_flight: Set[asyncio.Task], keep_alive: bool):
+                 in_flight: Set[asyncio.Task], keep_alive: bool,
+                 refused: Optional[Callable[[int], None]]):
         self.handler, self.in_flight, self.keep_alive = handler, in_flight, keep_alive
+        self.refused = refused
         self.max_body_now = max_body
         self.transport: Optional[asyncio.Transport] = None
         self.parser = httptools.HttpRequestParser(self)
@@ -255,6 +260,8 @@ class _Connection(asyncio.Protocol):
             request = self.waiting.popleft()
             if isinstance(request, _Refusal):
                 self._write(*own_answer(*request), head_only=False, close=True, linger=True)
+                if self.refused is not None:
+                    self.refused(request.status)
                 return
             try:
                 status, headers, body = await self.handler(request)

@@ -271,22 +271,31 @@ class Gateway:
     async def endpoint(self, request: frontend.Request) -> frontend.Answer:
         """A request on the endpoint's port: the page and /metrics are the gateway's own
         (answered by its internal app), anything else is routed (``route``), then counted and,
-        in endpoint mode, logged."""
+        in endpoint mode, given its access line: the request id answered with, the deployment
+        chosen, the status, the latency, and the deployment's own status behind a 424. An
+        answer of the gateway's before a deployment is chosen (401, a 404 for an unknown
+        deployment) has "-" for what it lacks."""
         transparent = self.config.mode == TRANSPARENT
         if not transparent and request.method in ("GET", "HEAD") and \
                 _is_own_page(request.target.partition("?")[0]):
             return await self._own_page(request)
         started = time.perf_counter()
         routed = await self.route(request)
-        latency_s = time.perf_counter() - started
+        self._record(routed, time.perf_counter() - started)
+        return routed.status, routed.headers, routed.body
+
+    def refused(self, status: int) -> None:
+        """A request the endpoint's port refused before it was read whole (400, 413, 431)."""
+        self._record(_Routed(status, [], b""), 0.0)
+
+    def _record(self, routed: _Routed, latency_s: float) -> None:
         self.counts.observe(routed.deployment, routed.answered, routed.status, latency_s)
-        if not transparent:
+        if self.config.mode != TRANSPARENT:
             upstream_status = _value(routed.headers, MODEL_ERROR_STATUS)
             log.info("access request_id=%s deployment=%s status=%d latency_ms=%.1f%s",
                      logfile.token(_value(routed.headers, REQUEST_ID) or "-"),
                      routed.deployment or "-", routed.status, latency_s * 1000.0,
                      "" if upstream_status is None else " upstream_status=" + upstream_status)
-        return routed.status, routed.headers, routed.body
 
     async def route(self, request: frontend.Request) -> _Routed:
         """The answer to a request on the endpoint's port (transparent where the gateway is
@@ -530,7 +539,8 @@ async def serve(config_path: str) -> None:
     # there), and the gateway never inflates a compressed body
     front = await frontend.serve_port(gateway.endpoint, config.host, config.port,
                                       lambda: gateway.config.max_request_bytes,
-                                      gateway.answering, keep_alive=True)
+                                      gateway.answering, keep_alive=True,
+                                      refused=gateway.refused)
     # the instances' own ports: each request passes through as it came, and the instance
     # behind writes its line
     gateway.passes_through = config.mode != TRANSPARENT

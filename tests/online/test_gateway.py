@@ -833,6 +833,12 @@ def test_an_instances_own_port_reads_each_request_whole_and_passes_it_on(deploy_
             head, rest = raw_exchange(to, request)
             assert head.startswith("HTTP/1.1 " + status + "\r\n"), head
             assert json.loads(rest) == {"message": message} and "\r\nConnection: close" in head
+    # the endpoint counts those among its own answers, as the others
+    scraped = prometheus.parse(requests.get(f"http://127.0.0.1:{endpoint_port}/metrics",
+                                            timeout=30).text)
+    for status in ("400", "413", "431"):
+        assert prometheus.value(scraped, "mlflow_deploy_gateway_refused_total", endpoint="blue",
+                                status=status) == 1, status
     # and the port still serves; a HEAD gets a GET's head, without its body, on both ports
     answer = requests.post(created["scoring_uri"], json=body(3.0), timeout=30)
     assert answer.status_code == 200 and answer.json() == [6.0]
