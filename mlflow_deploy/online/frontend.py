@@ -77,13 +77,14 @@ def own_answer(status: int, message: str, *headers: Tuple[str, str]) -> Answer:
 
 
 async def serve_port(handler: Handler, host: str, port: int, max_body: Callable[[], int],
-                     in_flight: Set[asyncio.Task], keep_alive: bool,
+                     in_flight: Set[asyncio.Task], keep_alive: Callable[[], bool],
                      refused: Optional[Callable[[int], None]] = None) -> asyncio.AbstractServer:
     """Listen on ``port``; each connection's task answering its requests is in ``in_flight``
     while it runs. ``max_body`` gives the largest body accepted now (the routing table's, which
-    a reload changes); ``refused`` is told the status of each request this module refuses
-    itself (400, 413, 431), which the handler never sees. Raises OSError when the port is
-    taken."""
+    a reload changes); ``keep_alive`` whether a connection may now be kept after an answer
+    (never on an instance's port; not once the gateway is stopping); ``refused`` is told the
+    status of each request this module refuses itself (400, 413, 431), which the handler never
+    sees. Raises OSError when the port is taken."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: _Connection(handler, max_body, in_flight, keep_alive, refused), host, port,
@@ -103,7 +104,7 @@ class _Connection(asyncio.Protocol):
     client to read them, so a client can pile up neither work nor answers here."""
 
     def __init__(self, handler: Handler, max_body: Callable[[], int],
-                 in_flight: Set[asyncio.Task], keep_alive: bool,
+                 in_flight: Set[asyncio.Task], keep_alive: Callable[[], bool],
                  refused: Optional[Callable[[int], None]]):
         self.handler, self.in_flight, self.keep_alive = handler, in_flight, keep_alive
         self.refused = refused
@@ -238,7 +239,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.ended:
             return
-        keep_alive = self.keep_alive and self.parser.should_keep_alive()
+        keep_alive = self.keep_alive() and self.parser.should_keep_alive()
         self.waiting.append(Request(
             self.parser.get_method().decode("latin-1"), self.target.decode("latin-1"),
             self.headers, b"".join(self.body), keep_alive))
@@ -269,8 +270,9 @@ class _Connection(asyncio.Protocol):
                 log.exception("a request was not answered")
                 status, headers, body = own_answer(502, "The gateway could not pass the "
                                                         "request on.")
-            close = not request.keep_alive or (self.ended and not self.waiting) or any(
-                k.lower() == "connection" and v.lower() == "close" for k, v in headers)
+            close = not (request.keep_alive and self.keep_alive()) or \
+                (self.ended and not self.waiting) or any(
+                    k.lower() == "connection" and v.lower() == "close" for k, v in headers)
             self._write(status, headers, body, request.method == "HEAD", close)
             if close:
                 self.ended = True

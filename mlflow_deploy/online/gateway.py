@@ -234,7 +234,8 @@ class Gateway:
             try:
                 site = await frontend.serve_port(
                     functools.partial(self.pass_through, port), HOST, port,
-                    lambda: self.config.max_request_bytes, self.answering, keep_alive=False)
+                    lambda: self.config.max_request_bytes, self.answering,
+                    keep_alive=lambda: False)
             except OSError as exc:
                 self.unbound[port] = backend.name
                 log.error("%s: port %d is taken by another program (%s): it is not served "
@@ -534,12 +535,15 @@ async def serve(config_path: str) -> None:
         runners.append(web.AppRunner(pages, access_log=None, handle_signals=False))
         sockets.append(PAGES_SOCKET)
         gateway.pages_address = "unix:" + os.path.join(os.getcwd(), PAGES_SOCKET)
+    # once set, a connection of the endpoint's port closes after the answer it is writing
+    stopping = asyncio.Event()
     # a body is forwarded as the client encoded it, Content-Encoding and all: the scoring server
     # refuses an encoded body as Azure's does (decoded here, it would pass locally and fail
     # there), and the gateway never inflates a compressed body
     front = await frontend.serve_port(gateway.endpoint, config.host, config.port,
                                       lambda: gateway.config.max_request_bytes,
-                                      gateway.answering, keep_alive=True,
+                                      gateway.answering,
+                                      keep_alive=lambda: not stopping.is_set(),
                                       refused=gateway.refused)
     # the instances' own ports: each request passes through as it came, and the instance
     # behind writes its line
@@ -553,7 +557,6 @@ async def serve(config_path: str) -> None:
         os.chmod(name, 0o600)
     log.info("gateway of endpoint %s listening on %s:%d", config.endpoint, config.host,
              config.port)
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)

@@ -685,14 +685,20 @@ class Answers:
         return self.buffer == b"" and self.sock.recv(1) == b""
 
 
+def uri_of(port, path):
+    return "http://127.0.0.1:{}{}".format(port, path)
+
+
 def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_order(
         deploy_home, models):
     """HTTP/1.1's persistent connections on the endpoint's port: requests one after another
     and pipelined (three in one write, a failing one among them) are answered in order on the
     same connection, and the last one's ``Connection: close`` closes it; an HTTP/1.0 request is
     answered and closed, unless it asks for keep-alive, which the answer then says. A client's
-    end of stream after a whole request still gets the answer, in the middle of one a 400."""
-    created = online.create_deployment("blue", models["right"])
+    end of stream after a whole request still gets the answer, in the middle of one a 400;
+    a stopping gateway closes a kept connection after the answer in flight there."""
+    # two workers: the page's state, read while the slow request holds one, asks the other
+    created = online.create_deployment("blue", models["right"], config=LOADED)
     online.update_endpoint("blue", config={"auth_mode": "none"})
     port = int(online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
 
@@ -749,6 +755,22 @@ def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_
                 assert expected is None or json.loads(answer) == expected
                 assert status == 200 or "\r\nConnection: close" in head
                 assert answers.closed()
+
+    # a stopping gateway answers the request in flight on a kept connection, says it closes
+    # it (the client sends nothing more there), and exits
+    gateway = deploy_home.get_endpoint("blue").pid
+    state = uri_of(port, "/ui/api/endpoint")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        answers = Answers(sock)
+        sock.sendall(post(body(SLOW), b"slow"))
+        wait_until(lambda: requests.get(state, timeout=30).json()["deployments"][0]["in_flight"],
+                   message="the slow request never reached the gateway")
+        os.kill(gateway, signal.SIGTERM)
+        head, answer = answers.next()
+        assert head.startswith("HTTP/1.1 200 ") and json.loads(answer) == [2 * SLOW], head
+        assert "\r\nConnection: close" in head and answers.closed()
+    wait_until(lambda: not processes.is_running(gateway), timeout=10,
+               message="the gateway did not exit")
 
 
 def test_a_client_that_pipelines_without_reading_is_answered_only_as_fast_as_it_reads(
