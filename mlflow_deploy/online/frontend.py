@@ -7,6 +7,8 @@ then handed to the gateway (a ``Handler``); its answer is written with a Content
 - On an instance's own port, the connection closes after the first answer, as a sync worker's
   own does (a request pipelined behind it is not answered: the close tells the client to send
   it again).
+- On both, answers go no faster than the client reads them, and a request the client's end of
+  stream cuts short is a 400 (a whole one before it is still answered).
 
 On a bare asyncio protocol with httptools' parser instead of aiohttp's web server: aiohttp's
 request, response, router and middleware machinery was a quarter of the gateway's CPU per
@@ -62,6 +64,7 @@ LINGER_S = 2.0
 IDLE_S = 75.0
 #: the 413's message, on every port of the gateway
 BODY_TOO_LARGE = "The request body is larger than this endpoint accepts ({} bytes)."
+#: the 400 of a request the client's end of stream cut short
 INCOMPLETE = "The connection closed before the request was complete."
 _HEAD_TOO_LARGE = (431, "The request's headers are larger than this endpoint accepts ({} "
                         "bytes).".format(MAX_HEAD_BYTES))
