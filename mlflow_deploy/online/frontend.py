@@ -27,7 +27,7 @@ from typing import Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional,
 
 import httptools
 
-from mlflow_deploy.online.upstream import Headers
+from mlflow_deploy.online.upstream import Headers, header
 
 __all__ = ["Request", "Answer", "Handler", "serve_port", "own_answer", "MAX_HEAD_BYTES",
            "BODY_TOO_LARGE"]
@@ -113,6 +113,7 @@ class _Connection(asyncio.Protocol):
         self.refused = refused
         self.max_body_now = max_body
         self.transport: Optional[asyncio.Transport] = None
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.waiting: Deque[Union[Request, _Refusal]] = collections.deque()
         self.answering: Optional[asyncio.Task] = None
@@ -154,7 +155,7 @@ class _Connection(asyncio.Protocol):
         self.resume_writing()
 
     def pause_writing(self) -> None:
-        self.drained = asyncio.get_running_loop().create_future()
+        self.drained = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self.drained is not None and not self.drained.done():
@@ -162,7 +163,7 @@ class _Connection(asyncio.Protocol):
         self.drained = None
 
     def _wait_idle(self) -> None:
-        self.idle = asyncio.get_running_loop().call_later(IDLE_S, self.transport.close)
+        self.idle = self.loop.call_later(IDLE_S, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
         if self.ended:
@@ -190,7 +191,7 @@ class _Connection(asyncio.Protocol):
     def _answer_waiting(self) -> None:
         if self.waiting and self.answering is None:
             self.transport.pause_reading()
-            self.answering = asyncio.get_running_loop().create_task(self._answer())
+            self.answering = self.loop.create_task(self._answer())
             self.in_flight.add(self.answering)
             self.answering.add_done_callback(self.in_flight.discard)
 
@@ -242,11 +243,11 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.ended:
             return
-        keep_alive = self.keep_alive() and self.parser.should_keep_alive()
-        self.waiting.append(Request(
+        request = Request(
             self.parser.get_method().decode("latin-1"), self.target.decode("latin-1"),
-            self.headers, b"".join(self.body), keep_alive))
-        self.ended = not keep_alive
+            self.headers, b"".join(self.body), self.parser.should_keep_alive())
+        self.waiting.append(request)
+        self.ended = not self._kept_after(request)
         self._new_request()
 
     def _body_too_large(self) -> Tuple[int, str]:
@@ -273,9 +274,8 @@ class _Connection(asyncio.Protocol):
                 log.exception("a request was not answered")
                 status, headers, body = own_answer(502, "The gateway could not pass the "
                                                         "request on.")
-            close = not (request.keep_alive and self.keep_alive()) or \
-                (self.ended and not self.waiting) or any(
-                    k.lower() == "connection" and v.lower() == "close" for k, v in headers)
+            close = not self._kept_after(request) or (self.ended and not self.waiting) or \
+                (header(headers, "connection") or "").lower() == "close"
             self._write(status, headers, body, request.method == "HEAD", close)
             if close:
                 self.ended = True
@@ -285,6 +285,11 @@ class _Connection(asyncio.Protocol):
         self.answering = None
         self.transport.resume_reading()
         self._wait_idle()
+
+    def _kept_after(self, request: Request) -> bool:
+        """Whether the connection may stay open after this request's answer: the client allows
+        it, and the port does now."""
+        return request.keep_alive and self.keep_alive()
 
     async def _caught_up(self) -> bool:
         """Whether the client is still there and has read what it was sent, waiting for it as
@@ -306,7 +311,7 @@ class _Connection(asyncio.Protocol):
                      if name.lower() not in _FRAMING)
         length = str(len(body))
         if head_only:  # the length of the body a GET would get, and no body
-            length = next((v for k, v in headers if k.lower() == "content-length"), length)
+            length = header(headers, "content-length") or length
             body = b""
         lines.append("Content-Length: " + length)
         # said either way: an HTTP/1.0 client keeps a connection only when told it may
@@ -317,6 +322,6 @@ class _Connection(asyncio.Protocol):
             return
         if linger and self.transport.can_write_eof():
             self.transport.write_eof()
-            asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+            self.loop.call_later(LINGER_S, self.transport.close)
         else:
             self.transport.close()

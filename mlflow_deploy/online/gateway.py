@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from aiohttp import web
 
+from mlflow_deploy import pages
 from mlflow_deploy.online import batching, frontend, metrics, ui, upstream
 from mlflow_deploy.online.backends import DOWN_S, Backend, Instance
 from mlflow_deploy.online.mirror import DEFAULT_RTOL, MirrorReport
@@ -119,9 +120,11 @@ def _is_own_page(path: str) -> bool:
     return path == metrics.PATH or path == _PAGE or path.startswith(_PAGE + "/")
 
 
-def _value(headers: upstream.Headers, name: str) -> Optional[str]:
-    """The value of header ``name`` (lowercase) in an answer's headers, or None."""
-    return next((v for k, v in headers if k.lower() == name), None)
+def _with_id(headers: upstream.Headers, request_id: str) -> upstream.Headers:
+    """An instance's answer headers, with the request id it was sent where it gave none."""
+    if upstream.header(headers, REQUEST_ID) is None:
+        return headers + [(REQUEST_ID, request_id)]
+    return headers
 
 
 class _Routed(NamedTuple):
@@ -252,6 +255,13 @@ class Gateway:
         mapping) may pass the endpoint's auth."""
         return authorized(self.config, self.keys, headers.get("authorization"))
 
+    def refusal(self, request: web.Request) -> Optional[web.Response]:
+        """The 401 a request of the internal app (the page's data, /metrics) gets without a
+        key of the endpoint, or None when it may pass: the same rule as scoring."""
+        if self.authorized(request.headers):
+            return None
+        return pages.answer(401, MISSING_KEY)
+
     async def pass_through(self, port: int, request: frontend.Request) -> frontend.Answer:
         """A request read whole on an instance's own port: the instance's answer as it gave it,
         with the request id it was sent (the client's, else a new one); the gateway's own 503
@@ -264,10 +274,8 @@ class Gateway:
             backend, request.method, request.target, forwarded, request.body, None)
         if status is None:
             return frontend.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
-        if _value(answer_headers, REQUEST_ID) is None:
-            answer_headers = answer_headers + [(REQUEST_ID, request_id)]
         # a sync worker's answer says Connection: close, and this port closes as it would
-        return status, answer_headers, answer
+        return status, _with_id(answer_headers, request_id), answer
 
     async def endpoint(self, request: frontend.Request) -> frontend.Answer:
         """A request on the endpoint's port: the page and /metrics are the gateway's own
@@ -292,9 +300,9 @@ class Gateway:
     def _record(self, routed: _Routed, latency_s: float) -> None:
         self.counts.observe(routed.deployment, routed.answered, routed.status, latency_s)
         if self.config.mode != TRANSPARENT:
-            upstream_status = _value(routed.headers, MODEL_ERROR_STATUS)
+            upstream_status = upstream.header(routed.headers, MODEL_ERROR_STATUS)
             log.info("access request_id=%s deployment=%s status=%d latency_ms=%.1f%s",
-                     logfile.token(_value(routed.headers, REQUEST_ID) or "-"),
+                     logfile.token(upstream.header(routed.headers, REQUEST_ID) or "-"),
                      routed.deployment or "-", routed.status, latency_s * 1000.0,
                      "" if upstream_status is None else " upstream_status=" + upstream_status)
 
@@ -368,9 +376,7 @@ class Gateway:
                 out.append((MODEL_ERROR_STATUS, str(status)))
                 out.append(("ms-azureml-model-error-reason", "model_error"))
                 status = 424
-        if _value(out, REQUEST_ID) is None:
-            out.append((REQUEST_ID, request_id))
-        return _Routed(status, out, answer, name, answered=True)
+        return _Routed(status, _with_id(out, request_id), answer, name, answered=True)
 
     async def _own_page(self, request: frontend.Request) -> frontend.Answer:
         """The page's and /metrics' answer, from the gateway's internal app (aiohttp, on a

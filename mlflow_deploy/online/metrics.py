@@ -12,18 +12,17 @@ One gateway is one process: its own metrics need no multiprocess mode.
 
 import asyncio
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol
+from typing import Any, Dict, Iterable, List, Optional, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlflow_deploy import pages
 from mlflow_deploy.online import upstream
 from mlflow_deploy.online.backends import Backend
 from mlflow_deploy.online.mirror import MirrorReport
-from mlflow_deploy.online.routes import MISSING_KEY, GatewayConfig
+from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.metrics import CONTENT_TYPE, SECONDS
 
 __all__ = ["PATH", "GatewayMetrics"]
@@ -46,7 +45,7 @@ class Gateway(Protocol):
     backends: Dict[str, Backend]
     mirrors: Dict[str, MirrorReport]
 
-    def authorized(self, headers: Mapping[str, str]) -> bool:
+    def refusal(self, request: web.Request) -> Optional[web.Response]:
         ...
 
 
@@ -102,9 +101,10 @@ class GatewayMetrics:
 
     async def page(self, request: web.Request) -> web.Response:
         """GET /metrics, under the endpoint's key as scoring is."""
-        if not self.gateway.authorized(request.headers):
-            self.refused.labels(self.gateway.config.endpoint, "401").inc()
-            return pages.answer(401, MISSING_KEY)
+        refused = self.gateway.refusal(request)
+        if refused is not None:
+            self.refused.labels(self.gateway.config.endpoint, str(refused.status)).inc()
+            return refused
         return await self.scrape()
 
     async def scrape(self) -> web.Response:

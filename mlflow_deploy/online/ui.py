@@ -33,7 +33,6 @@ from mlflow_deploy.logs import tail as tail_log
 from mlflow_deploy.errors import DeployError
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.deployments import describe
-from mlflow_deploy.online.routes import MISSING_KEY
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.store import Deployment, Store
 
@@ -64,9 +63,7 @@ async def page(request: web.Request) -> web.Response:
 
 def _refused(request: web.Request) -> Optional[web.Response]:
     """The 401 a scoring request without the key gets, or None when the request may pass."""
-    if request.app[_GATEWAY].authorized(request.headers):
-        return None
-    return pages.answer(401, MISSING_KEY)
+    return request.app[_GATEWAY].refusal(request)
 
 
 def _records(store_home: Optional[str], endpoint: str) -> Dict[str, Tuple[Deployment, Dict]]:

@@ -15,7 +15,7 @@ import asyncio
 import os
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["exchange", "Unreachable"]
+__all__ = ["exchange", "Unreachable", "Headers", "header"]
 
 Headers = List[Tuple[str, str]]
 _SUN_PATH = 108  # bytes in a Unix socket address, its final NUL included (Linux)
@@ -149,6 +149,11 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
         # once, and a late error of it kept from an answer nobody awaits
         protocol.answer.cancel()
         transport.close()
+
+
+def header(headers: Headers, name: str) -> Optional[str]:
+    """The value of header ``name`` (lowercase) among an answer's headers, or None."""
+    return next((v for k, v in headers if k.lower() == name), None)
 
 
 async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Exchange, path: str):

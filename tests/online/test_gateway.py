@@ -685,10 +685,6 @@ class Answers:
         return self.buffer == b"" and self.sock.recv(1) == b""
 
 
-def uri_of(port, path):
-    return "http://127.0.0.1:{}{}".format(port, path)
-
-
 def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_order(
         deploy_home, models):
     """HTTP/1.1's persistent connections on the endpoint's port: requests one after another
@@ -759,7 +755,7 @@ def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_
     # a stopping gateway answers the request in flight on a kept connection, says it closes
     # it (the client sends nothing more there), and exits
     gateway = deploy_home.get_endpoint("blue").pid
-    state = uri_of(port, "/ui/api/endpoint")
+    state = "http://127.0.0.1:{}/ui/api/endpoint".format(port)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         answers = Answers(sock)
         sock.sendall(post(body(SLOW), b"slow"))
