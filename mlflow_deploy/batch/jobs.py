@@ -77,10 +77,6 @@ TERMINAL = ("Completed", "Failed", "Canceled")
 START_GRACE_S = 60.0
 #: how long `job cancel` waits for the job's process to stop its workers and end
 CANCEL_GRACE_S = 60.0
-#: tries the job keeps submitted per slot: the next one starts where one ends (a local thread,
-#: or the Dask worker that holds it), without waiting for the job to record the last one (its
-#: done record and the job's row, each fsync'ed) or for a round trip through Dask's scheduler
-SUBMITTED_PER_SLOT = 2
 #: how often a running job writes its counts to its row and metrics file: as often as `job
 #: stream` reads them (``follow_job``'s poll). Not at every mini-batch: a transaction and a file
 #: each time made the job's one loop the bottleneck of short mini-batches. The done records
@@ -912,16 +908,20 @@ class _Run:
                 if self.stop.is_set():
                     ending = ("Canceled", "Canceled by `job cancel`.")
                     break
-                while pending and len(running) < executor.slots * SUBMITTED_PER_SLOT:
-                    index = pending.popleft()
-                    self.tries[index] = self.tries.get(index, 0) + 1
-                    self.log.info("mini-batch %d/%d submitted (%d files, try %d)", index + 1,
-                                  len(self.batches), len(self.batches[index]),
-                                  self.tries[index])
-                    self.log.debug("mini-batch %d files: %s", index + 1,
-                                   ", ".join(self.batches[index]))
-                    running[executor.submit(self.batches[index], self.retry["timeout"],
-                                            str(self._part_path(index)))] = index
+                if pending and len(running) <= executor.depth - executor.batch:
+                    indexes = [pending.popleft() for _ in
+                               range(min(len(pending), executor.depth - len(running)))]
+                    for index in indexes:
+                        self.tries[index] = self.tries.get(index, 0) + 1
+                        self.log.info("mini-batch %d/%d submitted (%d files, try %d)",
+                                      index + 1, len(self.batches), len(self.batches[index]),
+                                      self.tries[index])
+                        self.log.debug("mini-batch %d files: %s", index + 1,
+                                       ", ".join(self.batches[index]))
+                    submitted = executor.submit(
+                        [(self.batches[index], str(self._part_path(index)))
+                         for index in indexes], self.retry["timeout"])
+                    running.update(zip(submitted, indexes))
                 finished, _ = concurrent.futures.wait(
                     list(running), timeout=COUNTS_EVERY_S,
                     return_when=concurrent.futures.FIRST_COMPLETED)
