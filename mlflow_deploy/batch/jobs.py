@@ -14,7 +14,8 @@ The job's folder (``Store.job_dir``) holds what makes it exactly-once:
 
     inputs.json        the input files, sorted by path (the mini-batches are cut from it)
     worker.json        the WorkerSpec the job scores with (the deployment's revision at invoke)
-    parts/NNNNNN.part  a finished mini-batch's rows, in the output format (append_row)
+    parts/NNNNNN.part  a finished mini-batch's rows, in the output format (append_row), until
+                       the job has completed
     done/NNNNNN.json   its done record: counts, messages, whether it has a part
     job.log            one line per mini-batch started, done, retried or failed, and the
                        workers' stderr
@@ -44,6 +45,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -1023,7 +1025,11 @@ class _Run:
                 return self._end("Failed", "The output could not be assembled: {}".format(
                     exc if isinstance(exc, (ValueError, RuntimeError)) else type(exc).__name__))
             self.log.info("output written: %s (%d bytes)", target, size)
-        return self._end("Completed", None)
+        status = self._end("Completed", None)
+        # the output file holds the parts now, and a completed job is never resumed: kept, they
+        # would double the disk a job takes, for as long as the job is on record
+        shutil.rmtree(self.folder / "parts", ignore_errors=True)
+        return status
 
     def _end(self, status: str, error: Optional[str]) -> str:
         counts = self.counts()

@@ -40,6 +40,9 @@ def clean(jobs_home, folder):
     assert len(lines) == 18 and all(line.endswith(" t1") for line in lines)  # the job's TAG
     assert [line.split()[0] for line in lines] == [n for n in NAMES for _ in range(3)]
     assert "executor local, 2 at once" in Path(done["log_path"]).read_text()
+    folder_of_job = Path(jobs_home.job_dir(done["name"]))
+    assert not (folder_of_job / "parts").exists()  # in the output file now, not twice on disk
+    assert len(list((folder_of_job / "done").glob("*.json"))) == len(NAMES)
     return data
 
 
@@ -128,6 +131,7 @@ def test_a_killed_job_process_resumes_with_every_row_exactly_once(jobs_home, fol
     done = wait_job(jobs_home, name)
     assert done["status"] == "Completed", done
     assert Path(done["output_file"]).read_bytes() == clean
+    assert not (Path(jobs_home.job_dir(name)) / "parts").exists()
     assert done["counts"]["mini_batches_done"] == len(NAMES) and done["counts"]["rows"] == 18
     log = Path(done["log_path"]).read_text()
     assert "resumed: 6 files in 6 mini-batches of up to 1, {} to run".format(
@@ -156,6 +160,7 @@ def test_cancel_stops_the_job_keeps_its_parts_and_resume_finishes_it(jobs_home, 
     done = wait_job(jobs_home, name)
     assert done["status"] == "Completed", done
     assert Path(done["output_file"]).read_bytes() == clean
+    assert not (folder_of_job / "parts").exists()
 
 
 def test_an_output_file_that_appears_while_the_job_runs_is_never_overwritten(jobs_home, folder,
