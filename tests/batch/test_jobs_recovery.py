@@ -30,6 +30,12 @@ def folder(tmp_path_factory):
     return write_inputs(tmp_path_factory.mktemp("inputs") / "data", NAMES)
 
 
+def parts_removed(folder_of_job):
+    """Waits for a completed job's parts to be removed: the job says Completed, then removes
+    them (its last step)."""
+    wait_for(lambda: not (folder_of_job / "parts").exists(), 30, "the job's parts removed")
+
+
 @pytest.fixture(scope="module")
 def clean(jobs_home, folder):
     """The output of an undisturbed run over the folder, two mini-batches at once."""
@@ -41,7 +47,7 @@ def clean(jobs_home, folder):
     assert [line.split()[0] for line in lines] == [n for n in NAMES for _ in range(3)]
     assert "executor local, 2 at once" in Path(done["log_path"]).read_text()
     folder_of_job = Path(jobs_home.job_dir(done["name"]))
-    assert not (folder_of_job / "parts").exists()  # in the output file now, not twice on disk
+    parts_removed(folder_of_job)  # in the output file now, not twice on disk
     assert len(list((folder_of_job / "done").glob("*.json"))) == len(NAMES)
     return data
 
@@ -62,7 +68,7 @@ def test_summary_only_counts_as_a_clean_run_without_writing_predictions(jobs_hom
     assert done["counts"] == clean_counts and done["counts"]["rows"] == 18
     folder_of_job = Path(jobs_home.job_dir(job["name"]))
     assert list((folder_of_job / "outputs").iterdir()) == []
-    assert not (folder_of_job / "parts").exists()
+    parts_removed(folder_of_job)
     assert " INFO " not in Path(done["log_path"]).read_text()
 
 
@@ -131,7 +137,7 @@ def test_a_killed_job_process_resumes_with_every_row_exactly_once(jobs_home, fol
     done = wait_job(jobs_home, name)
     assert done["status"] == "Completed", done
     assert Path(done["output_file"]).read_bytes() == clean
-    assert not (Path(jobs_home.job_dir(name)) / "parts").exists()
+    parts_removed(Path(jobs_home.job_dir(name)))
     assert done["counts"]["mini_batches_done"] == len(NAMES) and done["counts"]["rows"] == 18
     log = Path(done["log_path"]).read_text()
     assert "resumed: 6 files in 6 mini-batches of up to 1, {} to run".format(
@@ -160,7 +166,7 @@ def test_cancel_stops_the_job_keeps_its_parts_and_resume_finishes_it(jobs_home, 
     done = wait_job(jobs_home, name)
     assert done["status"] == "Completed", done
     assert Path(done["output_file"]).read_bytes() == clean
-    assert not (folder_of_job / "parts").exists()
+    parts_removed(folder_of_job)
 
 
 def test_an_output_file_that_appears_while_the_job_runs_is_never_overwritten(jobs_home, folder,
