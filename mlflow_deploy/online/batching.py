@@ -33,11 +33,10 @@ import asyncio
 import json
 import logging
 import math
-import uuid
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from mlflow_deploy.online.backends import Backend, Instance
-from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
+from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, REQUEST_ID, new_request_id
 from mlflow_deploy.scoring import forms
 from mlflow_deploy.scoring.errors import COERCIONS_HEADER
 
@@ -63,7 +62,6 @@ JOIN_BODY_LIMIT = 64 * 1024
 BATCH_BYTES = 1024 * 1024
 # kinds of request remembered as not to be joined, per deployment, at most (then forgotten)
 REMEMBERED = 256
-REQUEST_ID = "x-request-id"
 CLIENT_REQUEST_ID = "x-ms-client-request-id"
 # headers a joinable request may carry: none of them changes how it is scored (the gateway's
 # routing header, the ids, content negotiation the server ignores, tracing)
@@ -257,7 +255,7 @@ class Batcher:
         timeout_ms = (min(item.deadline for item in items) - loop.time()) * 1000.0
         if timeout_ms <= 0:
             return None
-        headers = {"Content-Type": items[0].content_type, REQUEST_ID: str(uuid.uuid4())}
+        headers = {"Content-Type": items[0].content_type, REQUEST_ID: new_request_id()}
         status, answer_headers, answer = await self._forward(
             backend, "POST", SCORE, headers, _joined_body(form, items), timeout_ms)
         if status != 200:

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import json
 import logging
+import os
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple, Union
@@ -30,7 +31,7 @@ import httptools
 from mlflow_deploy.online.upstream import Headers, header
 
 __all__ = ["Request", "Answer", "Handler", "serve_port", "own_answer", "MAX_HEAD_BYTES",
-           "BODY_TOO_LARGE"]
+           "BODY_TOO_LARGE", "IDLE_ENV"]
 
 log = logging.getLogger("mlflow_deploy.gateway")
 
@@ -60,8 +61,9 @@ MAX_HEAD_BYTES = 64 * 1024
 LINGER_S = 2.0
 #: how long a connection may wait for its next request (aiohttp's keep-alive timeout, which the
 #: endpoint's port had before), or for its client to read the answers sent: an idle client holds
-#: a socket and some memory, not forever
-IDLE_S = 75.0
+#: a socket and some memory, not forever (``IDLE_ENV`` sets another, in seconds: for tests)
+IDLE_ENV = "MLFLOW_DEPLOY_GATEWAY_IDLE_S"
+IDLE_S = float(os.environ.get(IDLE_ENV) or 75.0)
 #: the 413's message, on every port of the gateway
 BODY_TOO_LARGE = "The request body is larger than this endpoint accepts ({} bytes)."
 #: the 400 of a request the client's end of stream cut short
@@ -103,8 +105,10 @@ class _Refusal(NamedTuple):
 
 class _Connection(asyncio.Protocol):
     """One client connection: its requests parsed as they come, answered in order by one task
-    at a time; reading pauses while a request is answered, and while answers wait for the
-    client to read them, so a client can pile up neither work nor answers here."""
+    at a time; reading pauses when more comes while a request is answered, and while answers
+    wait for the client to read them, so a client can pile up neither work nor answers here.
+    Paused only then, not for every request: a client that waits for each answer (most do)
+    costs no pause and resume, two changes of the event loop's polling, a request."""
 
     def __init__(self, handler: Handler, max_body: Callable[[], int],
                  in_flight: Set[asyncio.Task], keep_alive: Callable[[], bool],
@@ -117,7 +121,11 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.waiting: Deque[Union[Request, _Refusal]] = collections.deque()
         self.answering: Optional[asyncio.Task] = None
+        self.paused = False  # reading, until the answers catch up (see the class)
+        # one timer a connection, not one a request: it closes the connection once it has
+        # waited IDLE_S for a request since ``idle_since`` (None while one is read or answered)
         self.idle: Optional[asyncio.TimerHandle] = None
+        self.idle_since: Optional[float] = None
         self.ended = False  # nothing more is read: the last request to answer is in waiting
         # set while the client reads slower than it is answered (asyncio's flow control): no
         # more is answered, nor read, until it has caught up
@@ -163,14 +171,27 @@ class _Connection(asyncio.Protocol):
         self.drained = None
 
     def _wait_idle(self) -> None:
-        self.idle = self.loop.call_later(IDLE_S, self.transport.close)
+        self.idle_since = self.loop.time()
+        if self.idle is None:
+            self.idle = self.loop.call_later(IDLE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self.idle = None
+        if self.idle_since is None:
+            return  # busy: idle again, it waits again
+        left = self.idle_since + IDLE_S - self.loop.time()
+        if left <= 0:
+            self.transport.close()
+        else:
+            self.idle = self.loop.call_later(left, self._close_if_idle)
 
     def data_received(self, data: bytes) -> None:
         if self.ended:
             return
-        if self.idle is not None:
-            self.idle.cancel()
-            self.idle = None
+        self.idle_since = None
+        if self.answering is not None and not self.paused:
+            self.transport.pause_reading()
+            self.paused = True
         if not self.headers_done:
             self.received += len(data)
         try:
@@ -190,7 +211,6 @@ class _Connection(asyncio.Protocol):
 
     def _answer_waiting(self) -> None:
         if self.waiting and self.answering is None:
-            self.transport.pause_reading()
             self.answering = self.loop.create_task(self._answer())
             self.in_flight.add(self.answering)
             self.answering.add_done_callback(self.in_flight.discard)
@@ -283,7 +303,9 @@ class _Connection(asyncio.Protocol):
         if not await self._caught_up():
             return
         self.answering = None
-        self.transport.resume_reading()
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()
         self._wait_idle()
 
     def _kept_after(self, request: Request) -> bool:

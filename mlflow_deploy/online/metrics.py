@@ -12,7 +12,7 @@ One gateway is one process: its own metrics need no multiprocess mode.
 
 import asyncio
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Protocol
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -77,6 +77,9 @@ class GatewayMetrics:
             "(max_batch_time_ms at most).",
             ("endpoint", "deployment"), buckets=BATCH_WAITS, registry=self.registry)
         self.registry.register(_State(gateway))
+        # a routed request's count and time, by (deployment, status): their children looked up
+        # once, as ``labels`` takes a lock and builds its key at every call (one request each)
+        self._routed: Dict[Tuple[str, int], Tuple[Any, Any]] = {}
 
     def observe_batch(self, deployment: str, size: int, waits: Iterable[float]) -> None:
         """One call of a deployment that batches: how many requests it carried, and how long
@@ -94,8 +97,13 @@ class GatewayMetrics:
         got."""
         endpoint = self.gateway.config.endpoint
         if deployment is not None:
-            self.requests.labels(endpoint, deployment, str(status)).inc()
-            self.seconds.labels(endpoint, deployment).observe(seconds)
+            children = self._routed.get((deployment, status))
+            if children is None:
+                children = self._routed[deployment, status] = (
+                    self.requests.labels(endpoint, deployment, str(status)),
+                    self.seconds.labels(endpoint, deployment))
+            children[0].inc()
+            children[1].observe(seconds)
         if not answered:
             self.refused.labels(endpoint, str(status)).inc()
 
@@ -124,9 +132,9 @@ class GatewayMetrics:
 async def _fetch(address: str) -> Optional[str]:
     """An instance's /metrics text; None (logged) when it does not answer it in time."""
     try:
-        status, _, body = await asyncio.wait_for(
-            upstream.exchange(address, "GET", PATH, {}, b""), SCRAPE_TIMEOUT_S)
-    except (asyncio.TimeoutError, ConnectionError, OSError, ValueError) as exc:
+        status, _, body = await upstream.exchange(address, "GET", PATH, {}, b"",
+                                                  timeout_s=SCRAPE_TIMEOUT_S)
+    except (upstream.TimedOut, ConnectionError, OSError, ValueError) as exc:
         log.warning("instance %s did not answer its metrics scrape (%s)", address,
                     type(exc).__name__)
         return None

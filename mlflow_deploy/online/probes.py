@@ -45,10 +45,10 @@ async def _answers(instance: Probed, timeout: float) -> Optional[bool]:
     """True when ``GET /`` answers 200; False when it does not; None when it timed out while
     the instance had requests to answer (busy, which says nothing about its health)."""
     try:
-        status, _, _ = await asyncio.wait_for(
-            upstream.exchange(instance.address, "GET", "/", {}, b""), timeout)
+        status, _, _ = await upstream.exchange(instance.address, "GET", "/", {}, b"",
+                                               timeout_s=timeout)
         return status == 200
-    except asyncio.TimeoutError:
+    except upstream.TimedOut:
         return None if instance.outstanding else False
     except (ConnectionError, OSError, ValueError):
         return False

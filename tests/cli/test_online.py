@@ -3,6 +3,7 @@ same YAML files and flags, through the real console script, against real gateway
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,13 @@ def check_logs(store, blue, scoring_uri, key):
     gateway_log = logs.tail(traffic.gateway_paths(store, "diab-ep")[1])[0]
     assert any(bad.headers["x-request-id"] in line and "deployment=blue status=424" in line and
                line.endswith("upstream_status=400") for line in gateway_log)
+    # the access lines (written apart from logging) and the others share one format
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[gateway \d+\] INFO "
+    assert all(re.match(stamp, line) for line in gateway_log)
+    assert len({re.search(r"\[gateway (\d+)\]", line).group(1)
+                for line in gateway_log}) == 1  # one gateway: one pid
+    assert any(re.match(stamp + "access ", line) for line in gateway_log) and \
+        any(re.match(stamp + "(?!access )", line) for line in gateway_log)
 
 
 def rotated_copy(path):

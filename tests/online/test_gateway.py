@@ -19,7 +19,7 @@ import requests
 from example_models.build import shared_requirements
 from mlflow_deploy import online, processes
 from mlflow_deploy.online import endpoints as _endpoints
-from mlflow_deploy.online import supervisor
+from mlflow_deploy.online import frontend, supervisor
 from mlflow_deploy.errors import InvalidState, PredictionFailed
 from tests import prometheus
 from tests.connections import wait_until
@@ -683,6 +683,33 @@ class Answers:
 
     def closed(self):
         return self.buffer == b"" and self.sock.recv(1) == b""
+
+
+def test_a_kept_connection_closes_once_it_waited_the_idle_time_for_a_request(
+        deploy_home, models, monkeypatch):
+    """A kept connection of the endpoint's port is closed once it has waited the idle time
+    (75 s; 2 s here) for its next request, counted from its last answer: a client that keeps
+    asking, pausing less than that between requests, keeps it open past the idle time."""
+    monkeypatch.setenv(frontend.IDLE_ENV, "2")  # read by the gateway the endpoint starts
+    online.create_deployment("blue", models["right"])
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    port = int(online.get_endpoint("blue")["scoring_uri"].split(":")[2].split("/")[0])
+    payload = json.dumps(body(1.0)).encode()
+    request = (b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(payload)) + payload
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        answers = Answers(sock)
+        opened = time.monotonic()
+        while True:  # for two and a half idle times, never idle for one
+            sock.sendall(request)
+            head, answer = answers.next()
+            assert head.startswith("HTTP/1.1 200 ") and json.loads(answer) == [2.0], head
+            answered = time.monotonic()
+            if answered - opened > 5:
+                break
+            time.sleep(0.5)  # the client's pause between requests is what is tested
+        assert answers.closed()  # waits for the gateway's close
+        assert 1.5 <= time.monotonic() - answered < 10
 
 
 def test_the_endpoints_port_keeps_connections_and_answers_pipelined_requests_in_order(
