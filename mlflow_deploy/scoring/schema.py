@@ -458,15 +458,17 @@ def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.Dat
         # the payload's own array when it is already that block (our own: nothing else holds it)
         block = arr if names == list(columns) and arr.dtype == np.float64 else \
             np.column_stack([out[name] for name in names])
-        return pd.DataFrame(block, columns=_column_index(tuple(names)), index=index, copy=False)
+        return pd.DataFrame(block, columns=_column_index(tuple(names)).copy(), index=index,
+                            copy=False)
     return pd.DataFrame(out, index=index)
 
 
 @lru_cache(maxsize=64)
 def _column_index(names: Tuple[str, ...]) -> pd.Index:
-    """The columns of a frame built from a payload, made once per signature: an Index is never
-    changed in place, so frames may share it, and made anew from the names it was 9 % of a
-    worker's CPU per 1-row request (pandas 3 builds each as a pyarrow string array)."""
+    """The columns of a frame built from a payload, made once per signature and handed out as
+    copies (which share its values; a model that names its input's columns changes only its
+    own): made anew from the names it was 9 % of a worker's CPU per 1-row request (pandas 3
+    builds each as a pyarrow string array: 89 us a frame, 18 us with a copy of this one)."""
     return pd.Index(names)
 
 

@@ -106,6 +106,17 @@ def test_fast_and_per_value_paths_agree():
     assert list(fast.columns) == ["a", "b", "c"]
 
 
+def test_one_requests_frame_shares_nothing_a_model_can_change_with_the_next():
+    """The all-double path builds each frame's columns from one Index per signature: a model
+    that renames its input's columns (or names the axis) changes its own frame only."""
+    first = run(DOUBLES, {"columns": ["a", "b", "c"], "data": [[1.0, 2.0, 3.0]]}).model_input
+    first.columns.name = "renamed"
+    first.columns = ["x", "y", "z"]
+    second = run(DOUBLES, {"columns": ["a", "b", "c"], "data": [[4.0, 5.0, 6.0]]}).model_input
+    assert list(second.columns) == ["a", "b", "c"] and second.columns.name is None
+    assert second.columns is not first.columns
+
+
 def test_missing_required_columns_are_named():
     message = rejected(COLS, {"columns": ["label"], "data": [["x"]]}, "missing required columns")
     assert "'age'" in message and "'count'" in message and "'flag'" in message
