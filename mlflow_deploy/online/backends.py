@@ -59,8 +59,6 @@ class Backend:
         """The instance with the fewest outstanding requests, among those not tried for this
         request, preferring ready ones that did not just refuse a connection (any one when none
         is: its refusal is the answer)."""
-        if len(self.instances) == 1 and not tried:
-            return self.instances[0]  # the only one, whatever its state: its answer is the answer
         now = time.monotonic()
         left = [i for i in self.instances if i not in tried]
         ready = [i for i in left if i.ready]

@@ -36,9 +36,9 @@ import math
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from mlflow_deploy.online.backends import Backend, Instance
-from mlflow_deploy.online.routes import DEPLOYMENT_HEADER, REQUEST_ID, new_request_id
+from mlflow_deploy.online.routes import DEPLOYMENT_HEADER
 from mlflow_deploy.scoring import forms
-from mlflow_deploy.scoring.errors import COERCIONS_HEADER
+from mlflow_deploy.scoring.errors import COERCIONS_HEADER, REQUEST_ID, new_request_id
 
 try:  # the gateway's JSON: orjson where installed (the scoring server's own, so an answer split
     # here is byte for byte what the server writes), else the standard library's

@@ -121,7 +121,6 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.waiting: Deque[Union[Request, _Refusal]] = collections.deque()
         self.answering: Optional[asyncio.Task] = None
-        self.paused = False  # reading, until the answers catch up (see the class)
         # one timer a connection, not one a request: it closes the connection once it has
         # waited IDLE_S for a request since ``idle_since`` (None while one is read or answered)
         self.idle: Optional[asyncio.TimerHandle] = None
@@ -189,9 +188,8 @@ class _Connection(asyncio.Protocol):
         if self.ended:
             return
         self.idle_since = None
-        if self.answering is not None and not self.paused:
+        if self.answering is not None and self.transport.is_reading():
             self.transport.pause_reading()
-            self.paused = True
         if not self.headers_done:
             self.received += len(data)
         try:
@@ -303,8 +301,7 @@ class _Connection(asyncio.Protocol):
         if not await self._caught_up():
             return
         self.answering = None
-        if self.paused:
-            self.paused = False
+        if not self.transport.is_reading():
             self.transport.resume_reading()
         self._wait_idle()
 

@@ -11,7 +11,6 @@ import hmac
 import json
 import os
 import random
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -24,8 +23,6 @@ __all__ = [
     "NO_BATCHING",
     "BATCH_TIME_MS",
     "DEPLOYMENT_HEADER",
-    "REQUEST_ID",
-    "new_request_id",
     "MODEL_ERROR_STATUS",
     "NO_POSITIVE_WEIGHT",
     "MISSING_KEY",
@@ -43,7 +40,6 @@ ENDPOINT = "endpoint"
 TRANSPARENT = "transparent"
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
-REQUEST_ID = "x-request-id"
 # a deployment's non-200 answer comes back as a 424 carrying its status in this header
 MODEL_ERROR_STATUS = "ms-azureml-model-error-statuscode"
 # Azure's own words for an endpoint whose traffic is all 0, kept so scripts matching them work
@@ -161,13 +157,6 @@ def authorized(config: "GatewayConfig", keys: Optional[Keys], authorization: Opt
     if config.mode == TRANSPARENT or config.auth_mode != "key":
         return True
     return keys is not None and key_matches(authorization, keys)
-
-
-def new_request_id() -> str:
-    """The id of a request that came without one: a uuid4, as Azure's, from the random module's
-    generator rather than the kernel's (uuid.uuid4's system call was 2 % of the gateway's CPU per
-    request): an id must be unique, not secret."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 def pick_deployment(traffic: Mapping[str, int], draw: Optional[float] = None) -> Optional[str]:

@@ -48,12 +48,9 @@ class _Exchange(asyncio.Protocol):
         self.head_size = 0
         self.answer: "asyncio.Future[Tuple[int, Headers, bytes]]" = loop.create_future()
         self.transport: Optional[asyncio.BaseTransport] = None
-        self.expired = False  # the time given ran out (``time_out``)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        if self.expired:
-            self._fail(TimedOut())
 
     def data_received(self, data: bytes) -> None:
         if self.answer.done():
@@ -123,9 +120,7 @@ class _Exchange(asyncio.Protocol):
         self.transport.close()
 
     def time_out(self) -> None:
-        """The exchange's time is up: its answer fails, now or once it is connected."""
-        self.expired = True
-        if self.transport is not None and not self.answer.done():
+        if not self.answer.done():
             self._fail(TimedOut())
 
 
@@ -135,27 +130,16 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
     """Send one request to ``address`` ("http://HOST:PORT" or "unix:/PATH"); return the status,
     the headers (as sent, in order) and the body. Raises Unreachable when the connection is
     refused, ConnectionError (or OSError) when it breaks before a complete answer, TimedOut
-    when the answer is not complete ``timeout_s`` after the call (None: no limit).
+    when the answer is not complete ``timeout_s`` after the connection (None: no limit).
     ``end_stream=False`` for a server that takes the end of the request's stream for the
     client gone (aiohttp's: the gateway's own internal app).
 
     The limit is a timer of the loop that fails the answer, not ``asyncio.timeout``, whose
-    cancellation of the calling task cost a scoring request 3 % of the gateway's CPU; a
-    connection is made or refused at once on a Unix socket or a local port, so the timer is
-    seen at the latest when the answer is awaited."""
+    cancellation of the calling task cost a scoring request 3 % of the gateway's CPU; it starts
+    once connected, as a connection is made or refused at once on a Unix socket or a local
+    port."""
     loop = asyncio.get_running_loop()
     protocol = _Exchange(loop, bodiless=method == "HEAD")
-    timer = None if timeout_s is None else loop.call_later(timeout_s, protocol.time_out)
-    try:
-        return await _send(loop, protocol, address, method, path, headers, body, end_stream)
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-async def _send(loop: asyncio.AbstractEventLoop, protocol: _Exchange, address: str,
-                method: str, path: str, headers: Dict[str, str], body: bytes,
-                end_stream: bool) -> Tuple[int, Headers, bytes]:
     try:
         if address.startswith("unix:"):
             transport, _ = await _open_unix(loop, protocol, address[len("unix:"):])
@@ -164,6 +148,7 @@ async def _send(loop: asyncio.AbstractEventLoop, protocol: _Exchange, address: s
             transport, _ = await loop.create_connection(lambda: protocol, host, int(port))
     except (ConnectionRefusedError, FileNotFoundError) as exc:
         raise Unreachable(str(exc)) from None
+    timer = None if timeout_s is None else loop.call_later(timeout_s, protocol.time_out)
     try:
         head = ["{} {} HTTP/1.1".format(method, path), "Host: localhost",
                 "Content-Length: {}".format(len(body)), "Connection: close"]
@@ -180,6 +165,8 @@ async def _send(loop: asyncio.AbstractEventLoop, protocol: _Exchange, address: s
         # connection closed at once, and a late error of it kept from an answer nobody awaits
         protocol.answer.cancel()
         transport.close()
+        if timer is not None:
+            timer.cancel()
 
 
 def header(headers: Headers, name: str) -> Optional[str]:

@@ -40,6 +40,12 @@ def write(request_id: str, method: str, route: str, status: int, reason: Optiona
                 token(method), route, status,
                 "-" if latency_ms is None else "{:.1f}".format(latency_ms),
                 " reason=" + json.dumps(reason.split("\n", 1)[0]) if reason else "")
+    emit(line)
+
+
+def emit(line: str) -> None:
+    """Write one whole line to the log (stderr) in one call: the servers' access lines, and the
+    gateway's, which has its own format."""
     try:
         os.write(2, line.encode("utf-8", "replace"))
     except OSError:

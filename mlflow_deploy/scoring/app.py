@@ -10,7 +10,6 @@ import re
 import signal
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Tuple
 
@@ -23,7 +22,7 @@ from . import access, payload, pipeline
 from .config import ServerConfig
 from .errors import (MAX_REQUEST_ID, MS_IDS_TOO_LONG, REQUEST_ID_TOO_LONG, REVISION_HEADER,
                      BadRequest, HeaderTooLarge, PayloadTooLarge, ScoringError, ScoringTimeout,
-                     ServerFailed, UnsupportedMediaType)
+                     ServerFailed, UnsupportedMediaType, new_request_id)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .scorer import ScoreRequest, Scorer
@@ -100,7 +99,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
                "validation": options.validation.value}
 
     def ids() -> Tuple[str, str]:
-        """(request id, client request id): the client's, else a new uuid4; HeaderTooLarge
+        """(request id, client request id): the client's, else a new one; HeaderTooLarge
         for one over Azure's limit, which is never echoed."""
         rid = request.headers.get("x-request-id")
         if rid and len(rid) > MAX_REQUEST_ID:
@@ -109,7 +108,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
         client_rid = request.headers.get("x-ms-client-request-id")
         if any(value and len(value) > MAX_REQUEST_ID for value in (ms_rid, client_rid)):
             raise HeaderTooLarge(MS_IDS_TOO_LONG)
-        rid = rid or ms_rid or str(uuid.uuid4())
+        rid = rid or ms_rid or new_request_id()
         return rid, client_rid or rid
 
     @app.before_request
@@ -117,7 +116,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
         try:
             g.ids = ids()
         except HeaderTooLarge as exc:
-            fresh = str(uuid.uuid4())
+            fresh = new_request_id()
             g.ids = (fresh, fresh)
             return refuse(exc)
         try:
@@ -136,7 +135,7 @@ def create_app(scorer: Scorer, config: ServerConfig,
     @app.after_request
     def with_ids(response: Response) -> Response:
         """Every answer, errors and 500s included, carries the request ids."""
-        rid, client_rid = getattr(g, "ids", None) or (str(uuid.uuid4()),) * 2
+        rid, client_rid = getattr(g, "ids", None) or (new_request_id(),) * 2
         for name, value in (("x-ms-request-id", rid), ("x-request-id", rid),
                             ("x-ms-client-request-id", client_rid)):
             if name not in response.headers:

@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any, Container, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -80,6 +80,15 @@ class Signature:
     def names(self) -> FrozenSet[str]:
         """The columns' names, or the named tensors': read once, not per request."""
         return frozenset(spec.name for spec in self.columns or self.tensors if spec.name)
+
+    @cached_property
+    def column_index(self) -> pd.Index:
+        """The columns in the signature's order, as the columns of a frame: made once and
+        handed out as copies (``Index.copy`` shares its values, so a model that names its
+        input's columns changes only its own). Made anew for each request it was 9 % of a
+        worker's CPU at 1 row (pandas 3 builds each as a pyarrow string array: 89 us a frame,
+        18 us with a copy)."""
+        return pd.Index([c.name for c in self.columns])
 
     @property
     def kind(self) -> str:
@@ -361,7 +370,7 @@ def _enforce_columns(parsed: ParsedInput, sig: Signature, mode: _Mode) -> pd.Dat
         columns, rows, index = _split_parts(data)
         mode.dropped(columns, names, "column")
         index = _index(index, len(rows))
-        fast = _fast_numeric(columns, rows, spec, parsed.may_have_bools, index)
+        fast = _fast_numeric(columns, rows, sig, parsed.may_have_bools, index)
         if fast is not None:
             return fast
         position = {name: i for i, name in enumerate(columns)}
@@ -421,11 +430,12 @@ def _index(index: Optional[list], n: int) -> Optional[Any]:
     return pd.Index(index)
 
 
-def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.DataFrame]:
+def _fast_numeric(columns, rows, sig, may_have_bools, index) -> Optional[pd.DataFrame]:
     """All-numeric payload for an all-numeric signature: one numpy conversion, no per-value loop.
 
     Returns None whenever a value needs the per-value path (its errors and coercions).
     """
+    spec = sig.columns
     if may_have_bools or not rows or not all(c.type in NUMERIC and c.required for c in spec):
         return None
     try:
@@ -458,18 +468,8 @@ def _fast_numeric(columns, rows, spec, may_have_bools, index) -> Optional[pd.Dat
         # the payload's own array when it is already that block (our own: nothing else holds it)
         block = arr if names == list(columns) and arr.dtype == np.float64 else \
             np.column_stack([out[name] for name in names])
-        return pd.DataFrame(block, columns=_column_index(tuple(names)).copy(), index=index,
-                            copy=False)
+        return pd.DataFrame(block, columns=sig.column_index.copy(), index=index, copy=False)
     return pd.DataFrame(out, index=index)
-
-
-@lru_cache(maxsize=64)
-def _column_index(names: Tuple[str, ...]) -> pd.Index:
-    """The columns of a frame built from a payload, made once per signature and handed out as
-    copies (which share its values; a model that names its input's columns changes only its
-    own): made anew from the names it was 9 % of a worker's CPU per 1-row request (pandas 3
-    builds each as a pyarrow string array: 89 us a frame, 18 us with a copy of this one)."""
-    return pd.Index(names)
 
 
 def _enforce_frame(frame: pd.DataFrame, sig: Signature, mode: _Mode) -> Any:

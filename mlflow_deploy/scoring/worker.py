@@ -15,7 +15,6 @@ as few calls as it takes (``SocketBody``), not through gunicorn's reader.
 """
 import io
 import socket
-import uuid
 from typing import Any, Optional
 
 from gunicorn import util
@@ -25,6 +24,7 @@ from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.sync import SyncWorker
 
 from . import access, pipeline
+from .errors import new_request_id
 
 REQUEST_LINE = "The request line is not valid HTTP/1.1 (a method, a target and the version)."
 REQUEST_LINE_TOO_LONG = ("The request line is longer than {} bytes: send the input in a POST "
@@ -186,7 +186,7 @@ class ScoringWorker(SyncWorker):
     def refuse(self, client: Any, answer: pipeline.Result) -> None:
         """Answer on the client's socket directly, with new request ids (the request's own were
         not read, or not trusted)."""
-        rid = str(uuid.uuid4())
+        rid = new_request_id()
         try:
             util.write_nonblock(client, pipeline.raw_answer(answer, rid, rid))
         except Exception:  # noqa: BLE001 - the client may be gone: nothing is left to answer
