@@ -7,7 +7,7 @@ import random
 import time
 from typing import Dict, List, Optional, Set, Tuple
 
-from mlflow_deploy.online import probes
+from mlflow_deploy.online import probes, upstream
 from mlflow_deploy.online.routes import Route
 
 __all__ = ["Instance", "Backend", "DOWN_S"]
@@ -23,6 +23,7 @@ class Instance:
 
     def __init__(self, address: str):
         self.address = address
+        self.pool = upstream.Pool(address)  # the connections its workers keep open
         self.outstanding = 0
         self.down_until = 0.0  # refused a connection: others are preferred until then
         self.ready = True
@@ -37,6 +38,11 @@ class Instance:
             self.probed_as = probed_as
             self.probes = probes.watch(self, name, index, route.liveness, route.readiness,
                                        store_home)
+
+    def retire(self) -> None:
+        """No longer routed to: its probes stop, its kept connections close."""
+        self.unwatch()
+        self.pool.close()
 
     def unwatch(self) -> None:
         for task in self.probes:

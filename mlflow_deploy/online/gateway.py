@@ -22,7 +22,10 @@ config file and answers once the new routing table is in force (a request alread
 finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror reports, ``GET
 /health`` says it is up. In transparent mode (``serve``, ``run-local``) there is one deployment,
 no key, no 424 wrapping, no timeout and no probes of its own: every route and status passes
-through, and the connection closes when the server closes it.
+through, and the connection closes after every answer, as the server's own would.
+
+Each of an instance's workers keeps one of the gateway's connections open between requests,
+and the gateway sends a request on one of those that is idle where it can (``upstream.Pool``).
 
 One asyncio event loop (uvloop where it is installed) keeps thousands of slow clients for the
 cost of their buffers, which a thread per connection would not. Every port reads and answers
@@ -210,7 +213,7 @@ class Gateway:
             backends[name] = backend
         retired = [i for a, i in self.instances.items() if a not in instances]
         for instance in retired:
-            instance.unwatch()
+            instance.retire()
         self.config, self.keys, self.backends, self.instances = config, keys, backends, instances
         self.direct = direct
         for name in config.mirror_traffic:
@@ -277,7 +280,7 @@ class Gateway:
             backend, request.method, request.target, forwarded, request.body, None)
         if status is None:
             return frontend.own_answer(502, NO_ANSWER, (REQUEST_ID, request_id))
-        # a sync worker's answer says Connection: close, and this port closes as it would
+        # this port closes after the answer (its keep_alive), as a sync worker's own port would
         return status, _with_id(answer_headers, request_id), answer
 
     async def endpoint(self, request: frontend.Request) -> frontend.Answer:
@@ -368,9 +371,7 @@ class Gateway:
             return _Routed(*self._no_answer(answer_headers, backend, request_id, transparent),
                            name)
         if transparent:
-            # the client sees the server's own connection handling, as if it were reached
-            # directly (a sync worker's Connection: close closes this connection too)
-            out = list(answer_headers)
+            out = list(answer_headers)  # the server's answer as it gave it
         else:
             out = [(k, v) for k, v in answer_headers if k.lower() not in _REPLACED]
             out.append((DEPLOYMENT_HEADER, name))
@@ -407,8 +408,8 @@ class Gateway:
             instance = backend.least_busy(tried)
             instance.outstanding += 1
             try:
-                return await upstream.exchange(
-                    instance.address, method, path, headers, body,
+                return await instance.pool.exchange(
+                    method, path, headers, body,
                     timeout_s=None if timeout_ms is None else timeout_ms / 1000.0)
             except upstream.TimedOut:
                 return None, "timeout", b""
@@ -545,14 +546,17 @@ async def serve(config_path: str) -> None:
     # a body is forwarded as the client encoded it, Content-Encoding and all: the scoring server
     # refuses an encoded body as Azure's does (decoded here, it would pass locally and fail
     # there), and the gateway never inflates a compressed body
+    # serve's and run-local's port (transparent) closes after every answer, as the sync
+    # workers' own port would: its clients see the server's connection handling
+    transparent = config.mode == TRANSPARENT
     front = await frontend.serve_port(gateway.endpoint, config.host, config.port,
                                       lambda: gateway.config.max_request_bytes,
                                       gateway.answering,
-                                      keep_alive=lambda: not stopping.is_set(),
+                                      keep_alive=lambda: not (transparent or stopping.is_set()),
                                       refused=gateway.refused)
     # the instances' own ports: each request passes through as it came, and the instance
     # behind writes its line
-    gateway.passes_through = config.mode != TRANSPARENT
+    gateway.passes_through = not transparent
     await gateway.listen()
     # the control plane's socket last: the gateway is up when that answers
     for runner, name in reversed(list(zip(runners, sockets))):

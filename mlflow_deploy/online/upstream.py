@@ -1,21 +1,24 @@
-"""One HTTP/1.1 exchange between the gateway and a scoring server instance.
+"""HTTP/1.1 exchanges between the gateway and a scoring server instance.
 
 Written by hand, on a bare asyncio protocol, because this hop is most of what the gateway costs
-and no library fits it: a scoring server's sync gunicorn workers answer one request per
-connection and close it, so there is no connection to pool or keep alive, and aiohttp's client
-spends its time on machinery this hop never uses (the gateway's CPU per request fell from
-0.95-1.71 ms with it to 0.45-1.04 ms with asyncio's streams, and the protocol takes 0.02 ms
-less per exchange than the streams: bench/RESULTS.md). The exchange is the simplest HTTP/1.1
-has: a request with Content-Length and ``Connection: close``, then the answer, read by its
-Content-Length, else to the end of the stream (a chunked body, which Flask uses for a streamed
-one, is decoded there).
+and no library fits it: aiohttp's client spent its time on machinery this hop never uses (the
+gateway's CPU per request fell from 0.95-1.71 ms with it to 0.45-1.04 ms with asyncio's streams,
+and the protocol takes 0.02 ms less per exchange than the streams: bench/RESULTS.md). A request
+has a Content-Length; its answer is read by its Content-Length or its chunks (Flask's framing of
+a streamed body), else to the end of the stream.
+
+Scoring goes through an instance's ``Pool``: each of the instance's workers keeps one connection
+open between requests (scoring/worker.py), and a request goes on one of those that is idle
+where there is one (opening a connection for each request was an eighth of the gateway's
+CPU). Probes, the metrics scrape and the gateway's own page use ``exchange``: one connection a
+request.
 """
 
 import asyncio
 import os
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["exchange", "Unreachable", "TimedOut", "Headers", "header"]
+__all__ = ["exchange", "Pool", "Unreachable", "Unanswered", "TimedOut", "Headers", "header"]
 
 Headers = List[Tuple[str, str]]
 _SUN_PATH = 108  # bytes in a Unix socket address, its final NUL included (Linux)
@@ -29,38 +32,52 @@ class TimedOut(Exception):
     """The instance's answer did not come in the time the exchange was given."""
 
 
-class _Exchange(asyncio.Protocol):
-    """One connection's answer: complete as soon as its Content-Length is in (then the
-    connection is closed at once), else when the instance closes it. A bare protocol rather
-    than asyncio's streams, whose reader, writer and their futures cost 0.02 ms more per
-    exchange (about 15 % of it).
+class _Connection(asyncio.Protocol):
+    """One connection to an instance and the answer it is waiting for: complete as soon as its
+    framing says so. A bare protocol rather than asyncio's streams, whose reader, writer and
+    their futures cost 0.02 ms more per exchange (about 15 % of it).
 
-    A gunicorn sync worker (26 here), its answer written, half-closes and waits up to 2 s for
-    this side's end of stream before it takes its next request: this side sends its end right
-    after the request (``exchange``) and closes with the answer's last byte. Waiting for the
-    worker's close instead left a worker idle a fifth of its time (py-spy, 1 row, 4 clients)."""
+    A connection used once (``exchange``) says ``Connection: close`` and sends its end of
+    stream after the request: gunicorn's sync worker, its answer written, waits up to 2 s for
+    that end before it takes its next request (waiting for the worker's close instead left a
+    worker idle a fifth of its time); it closes with the answer's last byte. A kept one
+    (``Pool``) stays open after an answer that allows it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, bodiless: bool):
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.transport: Optional[asyncio.Transport] = None
+        self.answer: "Optional[asyncio.Future[Tuple[int, Headers, bytes]]]" = None
+        self.keeps = False  # the last answer allows the next request on this connection
+
+    def expect(self, bodiless: bool) -> "asyncio.Future[Tuple[int, Headers, bytes]]":
+        """Start waiting for the answer to the request about to be sent."""
         self.bodiless = bodiless
         self.chunks: List[bytes] = []
         self.received = 0
-        self.head: Optional[Tuple[int, Headers, Optional[int], bool]] = None
+        self.head: Optional[Tuple[int, Headers, Optional[int], bool, bool]] = None
         self.head_size = 0
-        self.answer: "asyncio.Future[Tuple[int, Headers, bytes]]" = loop.create_future()
-        self.transport: Optional[asyncio.BaseTransport] = None
+        self.keeps = False
+        self.answer = self.loop.create_future()
+        return self.answer
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.answer.done():
-            return  # bytes past the answer's length: not the answer's
+        if self.answer is None or self.answer.done():
+            # bytes no request asked for: nothing more on this connection can be trusted
+            self.transport.close()
+            return
         self.chunks.append(data)
         self.received += len(data)
         if self.head is None and not self._read_head():
             return
-        _, _, length, chunked = self.head
-        if length is not None and not chunked and self.received >= self.head_size + length:
+        _, _, length, chunked, _ = self.head
+        if chunked or length is not None and self.received >= self.head_size + length:
             self._complete()
 
     def _read_head(self) -> bool:
@@ -70,103 +87,212 @@ class _Exchange(asyncio.Protocol):
         if end < 0:
             return False
         try:
-            status, headers, length, chunked = _head(data[:end])
+            status, headers, length, chunked, closes = _head(data[:end])
         except ConnectionError as exc:
             self._fail(exc)
             return False
         if self.bodiless:  # a HEAD's Content-Length is that of a body not sent
             length, chunked = 0, False
-        self.head = status, headers, length, chunked
+        self.head = status, headers, length, chunked, closes
         self.head_size = end + 4
         return True
 
     def eof_received(self) -> bool:
-        return False  # the answer is complete: the transport closes, connection_lost follows
+        return False  # the transport closes; connection_lost completes or fails the answer
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        if self.answer.done():
+        if self.answer is None or self.answer.done():
             return
-        if exc is not None:
+        if self.received == 0:  # closed, or reset (a request left unread resets a Unix socket)
+            self.answer.set_exception(Unanswered(
+                "the instance closed the connection before any byte of its answer"))
+        elif exc is not None:
             self.answer.set_exception(exc)
         elif self.head is None and not self._read_head():
             if not self.answer.done():
                 self._fail(ConnectionError("the instance closed the connection before its "
                                            "answer's headers"))
         else:
-            self._complete()
+            self._complete(at_end=True)
 
-    def _complete(self) -> None:
-        """The answer from what came (the whole of it, or all there will be)."""
-        status, headers, length, chunked = self.head
-        rest = b"".join(self.chunks)[self.head_size:]
+    def _complete(self, at_end: bool = False) -> None:
+        """The answer from what came, once it is whole (by its framing, or at the end of the
+        stream: ``at_end``)."""
+        status, headers, length, chunked, closes = self.head
+        data = b"".join(self.chunks)
+        self.chunks = [data]
+        rest = data[self.head_size:]
         try:
             if chunked:
-                body = _unchunk(rest)
+                unchunked = _unchunk(rest)
+                if unchunked is None:
+                    if not at_end:
+                        return  # more chunks to come
+                    raise ConnectionError("the instance closed the connection in a chunked "
+                                          "body")
+                body, taken = unchunked
             elif length is not None:
                 if len(rest) < length:
                     raise ConnectionError("the instance closed the connection in its answer's "
                                           "body")
-                body = rest[:length]
+                body, taken = rest[:length], length
             else:
-                body = rest
+                body, taken = rest, len(rest)
         except (ConnectionError, ValueError) as exc:  # a chunk size that is no number
             self._fail(exc)
             return
+        self.chunks = []
+        # framed, and nothing came past the answer: the connection can take another request
+        self.keeps = not (closes or at_end or len(rest) > taken)
         self.answer.set_result((status, headers, body))
-        self.transport.close()  # the instance waits for this close before its next request
+        if not self.keeps:
+            self.transport.close()  # a sync worker waits for this close before its next request
 
     def _fail(self, exc: Exception) -> None:
         self.answer.set_exception(exc)
         self.transport.close()
 
     def time_out(self) -> None:
-        if not self.answer.done():
+        if self.answer is not None and not self.answer.done():
             self._fail(TimedOut())
+
+    def send(self, method: str, path: str, headers: Dict[str, str], body: bytes,
+             once: bool) -> None:
+        head = ["{} {} HTTP/1.1".format(method, path), "Host: localhost",
+                "Content-Length: {}".format(len(body))]
+        if once:
+            head.append("Connection: close")
+        head.extend("{}: {}".format(name, value) for name, value in headers.items())
+        # not concatenated: a 1000-row body is 200 KB to copy
+        self.transport.writelines([("\r\n".join(head) + "\r\n\r\n").encode("latin-1"), body])
+
+
+class Unanswered(ConnectionError):
+    """The connection closed before any byte of the answer: where it was a kept connection, the
+    worker closed it idle (it stops, or was recycled) as the request was sent, and never read
+    it."""
 
 
 async def exchange(address: str, method: str, path: str, headers: Dict[str, str],
                    body: bytes, end_stream: bool = True, timeout_s: Optional[float] = None
                    ) -> Tuple[int, Headers, bytes]:
-    """Send one request to ``address`` ("http://HOST:PORT" or "unix:/PATH"); return the status,
-    the headers (as sent, in order) and the body. Raises Unreachable when the connection is
-    refused, ConnectionError (or OSError) when it breaks before a complete answer, TimedOut
-    when the answer is not complete ``timeout_s`` after the connection (None: no limit).
-    ``end_stream=False`` for a server that takes the end of the request's stream for the
-    client gone (aiohttp's: the gateway's own internal app).
+    """Send one request to ``address`` ("http://HOST:PORT" or "unix:/PATH") on a connection of
+    its own; return the status, the headers (as sent, in order) and the body. Raises Unreachable
+    when the connection is refused, ConnectionError (or OSError) when it breaks before a
+    complete answer, TimedOut when the answer is not complete ``timeout_s`` after the connection
+    (None: no limit). ``end_stream=False`` for a server that takes the end of the request's
+    stream for the client gone (aiohttp's: the gateway's own internal app).
 
     The limit is a timer of the loop that fails the answer, not ``asyncio.timeout``, whose
     cancellation of the calling task cost a scoring request 3 % of the gateway's CPU; it starts
     once connected, as a connection is made or refused at once on a Unix socket or a local
     port."""
     loop = asyncio.get_running_loop()
-    protocol = _Exchange(loop, bodiless=method == "HEAD")
+    connection = await _connect(loop, address)
+    answer = connection.expect(bodiless=method == "HEAD")
+    timer = None if timeout_s is None else loop.call_later(timeout_s, connection.time_out)
+    try:
+        connection.send(method, path, headers, body, once=True)
+        # nothing more to send: the end of stream is there when the worker, its answer
+        # written, waits for it (see _Connection)
+        if end_stream and connection.transport.can_write_eof():
+            connection.transport.write_eof()
+        return await answer
+    finally:
+        _settle(connection, timer)
+        connection.transport.close()
+
+
+class Pool:
+    """The connections kept open to one instance: a request goes on the one idle last, else on
+    a new connection, which its worker keeps if it keeps none yet (scoring/worker.py).
+
+    A kept connection is bound to its worker, which may be busy with a new connection's request
+    while another worker is free; sending there all the same was measured: against a new
+    connection a request, the gateway's CPU per request fell 4-25 % and requests/s rose 0-25 %
+    (1 and 1000 rows, 1 to 32 clients, 2 workers: bench/RESULTS.md), where keeping requests in
+    the gateway until a worker's kept connection was free cost 11 % of requests/s at 8 clients
+    (the worker waits for the gateway between requests)."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.idle: List[_Connection] = []
+        self.closed = False
+
+    async def exchange(self, method: str, path: str, headers: Dict[str, str], body: bytes,
+                       timeout_s: Optional[float] = None) -> Tuple[int, Headers, bytes]:
+        """As ``exchange``, on this instance's connections. A request whose kept connection
+        closes before any byte of its answer is sent again on a new connection: the worker
+        closed it idle (it stops, or was recycled) and never read the request."""
+        loop = asyncio.get_running_loop()
+        connection = self._kept()
+        if connection is not None:
+            try:
+                return await self._send(loop, connection, method, path, headers, body,
+                                        timeout_s)
+            except Unanswered:
+                pass
+        connection = await _connect(loop, self.address)
+        return await self._send(loop, connection, method, path, headers, body, timeout_s)
+
+    async def _send(self, loop: asyncio.AbstractEventLoop, connection: _Connection,
+                    method: str, path: str, headers: Dict[str, str], body: bytes,
+                    timeout_s: Optional[float]) -> Tuple[int, Headers, bytes]:
+        answer = connection.expect(bodiless=method == "HEAD")
+        timer = None if timeout_s is None else loop.call_later(timeout_s, connection.time_out)
+        try:
+            connection.send(method, path, headers, body, once=False)
+            result = await answer
+        finally:
+            _settle(connection, timer)
+        if connection.keeps and connection.is_open and not self.closed:
+            self.idle.append(connection)
+        else:
+            connection.transport.close()
+        return result
+
+    def _kept(self) -> Optional[_Connection]:
+        """The connection idle last that is still open (a worker closes its own when it
+        stops), or None."""
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.is_open:
+                return connection
+        return None
+
+    def close(self) -> None:
+        """Close the idle connections, and each busy one once answered: the instance is no
+        longer routed to."""
+        self.closed = True
+        for connection in self.idle:
+            connection.transport.close()
+        self.idle = []
+
+
+def _settle(connection: _Connection, timer: Optional[asyncio.TimerHandle]) -> None:
+    """After an exchange, answered or not: where the answer never came (it timed out, or the
+    caller was cancelled) the connection is closed at once, and a late error of it kept from
+    an answer nobody awaits."""
+    answer = connection.answer
+    if answer is not None and not answer.done():
+        answer.cancel()
+        connection.transport.close()
+    connection.answer = None
+    if timer is not None:
+        timer.cancel()
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, address: str) -> _Connection:
+    connection = _Connection(loop)
     try:
         if address.startswith("unix:"):
-            transport, _ = await _open_unix(loop, protocol, address[len("unix:"):])
+            await _open_unix(loop, connection, address[len("unix:"):])
         else:
             host, _, port = address[len("http://"):].rstrip("/").rpartition(":")
-            transport, _ = await loop.create_connection(lambda: protocol, host, int(port))
+            await loop.create_connection(lambda: connection, host, int(port))
     except (ConnectionRefusedError, FileNotFoundError) as exc:
         raise Unreachable(str(exc)) from None
-    timer = None if timeout_s is None else loop.call_later(timeout_s, protocol.time_out)
-    try:
-        head = ["{} {} HTTP/1.1".format(method, path), "Host: localhost",
-                "Content-Length: {}".format(len(body)), "Connection: close"]
-        head.extend("{}: {}".format(name, value) for name, value in headers.items())
-        # not concatenated: a 1000-row body is 200 KB to copy
-        transport.writelines([("\r\n".join(head) + "\r\n\r\n").encode("latin-1"), body])
-        # nothing more to send: the end of stream is there when the worker, its answer
-        # written, waits for it (see _Exchange)
-        if end_stream and transport.can_write_eof():
-            transport.write_eof()
-        return await protocol.answer
-    finally:
-        # where the answer never came (it timed out, or the caller was cancelled): the
-        # connection closed at once, and a late error of it kept from an answer nobody awaits
-        protocol.answer.cancel()
-        transport.close()
-        if timer is not None:
-            timer.cancel()
+    return connection
 
 
 def header(headers: Headers, name: str) -> Optional[str]:
@@ -174,7 +300,7 @@ def header(headers: Headers, name: str) -> Optional[str]:
     return next((v for k, v in headers if k.lower() == name), None)
 
 
-async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Exchange, path: str):
+async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Connection, path: str):
     if len(path.encode()) < _SUN_PATH:
         return await loop.create_unix_connection(lambda: protocol, path)
     # a deep home makes a longer path than a Unix socket address holds: go through the folder
@@ -186,9 +312,10 @@ async def _open_unix(loop: asyncio.AbstractEventLoop, protocol: _Exchange, path:
         os.close(folder)
 
 
-def _head(head: bytes) -> Tuple[int, Headers, Optional[int], bool]:
-    """The status, the headers (as sent, in order), the Content-Length (None without one) and
-    whether the body is chunked, of an answer's head (its bytes before the blank line)."""
+def _head(head: bytes) -> Tuple[int, Headers, Optional[int], bool, bool]:
+    """The status, the headers (as sent, in order), the Content-Length (None without one),
+    whether the body is chunked and whether the connection closes after it, of an answer's
+    head (its bytes before the blank line)."""
     lines = head.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split(" ", 2)[1])
@@ -196,6 +323,7 @@ def _head(head: bytes) -> Tuple[int, Headers, Optional[int], bool]:
         raise ConnectionError("the instance's answer has no status line") from None
     headers: Headers = []
     length, chunked = None, False
+    connection = "keep-alive" if lines[0].startswith("HTTP/1.1") else "close"
     for line in lines[1:]:
         name, _, value = line.partition(":")
         name, value = name.strip(), value.strip()
@@ -208,20 +336,27 @@ def _head(head: bytes) -> Tuple[int, Headers, Optional[int], bool]:
                     from None
         elif lowered == "transfer-encoding" and "chunked" in value.lower():
             chunked = True
+        elif lowered == "connection":
+            connection = value.lower()
         headers.append((name, value))
     if status in (204, 304):
         length, chunked = 0, False
-    return status, headers, length, chunked
+    return status, headers, length, chunked, "close" in connection
 
 
-def _unchunk(data: bytes) -> bytes:
+def _unchunk(data: bytes) -> Optional[Tuple[bytes, int]]:
+    """The body of a chunked answer's ``data`` and the bytes it took, or None while it is not
+    whole; ValueError for a chunk size that is no number."""
     out, position = [], 0
     while True:
         end = data.find(b"\r\n", position)
         if end < 0:
-            raise ConnectionError("the instance closed the connection in a chunked body")
+            return None
         size = int(data[position:end].split(b";", 1)[0], 16)
-        if size == 0:
-            return b"".join(out)
+        if size == 0:  # the last chunk, then trailer fields (none, usually) and a blank line
+            finish = data.find(b"\r\n\r\n", end)
+            return None if finish < 0 else (b"".join(out), finish + 4)
+        if len(data) < end + 2 + size + 2:
+            return None
         out.append(data[end + 2:end + 2 + size])
         position = end + 2 + size + 2

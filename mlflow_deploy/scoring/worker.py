@@ -12,12 +12,23 @@ client could move the app's routes, and one the path does not start with was a 5
 
 A body framed by Content-Length (every body the gateway passes on) is read from the socket in
 as few calls as it takes (``SocketBody``), not through gunicorn's reader.
+
+A worker keeps one connection of its Unix socket (the gateway's hop) open between requests
+(``ScoringWorker.handle``): gunicorn's sync worker closes every connection after its answer,
+and opening one per request was an eighth of the gateway's CPU. While that one is idle the
+worker still takes other connections of the socket, one answer each; a TCP port's connections
+are answered as gunicorn answers them, as only the gateway is known to send a kept
+connection's next request after the answer and to send again a request its kept connection
+lost unread.
 """
+import errno
 import io
+import os
+import select
 import socket
 from typing import Any, Optional
 
-from gunicorn import util
+from gunicorn import http, util
 from gunicorn.http import errors
 from gunicorn.http.body import LengthReader
 from gunicorn.http.unreader import SocketUnreader
@@ -161,6 +172,102 @@ def socket_body(req: Any, client: Any) -> Optional[SocketBody]:
 
 
 class ScoringWorker(SyncWorker):
+    kept: Optional[socket.socket] = None  # the connection kept open between requests
+    keeping = False  # whether the request being answered came on the kept connection
+    response: Any = None  # gunicorn's Response to that request (None: refused by the worker)
+    read_whole = True  # whether the last request was read to its end (its body, all of it)
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def wsgi(environ: Any, start_response: Any) -> Any:
+            # gunicorn's sync worker has just marked the response to close its connection
+            # (Response.force_close, 20.1-27); on the kept connection HTTP/1.1's own rule
+            # decides instead (kept unless the request said close)
+            self.response = start_response.__self__
+            if self.keeping:
+                self.response.must_close = False
+            return app(environ, start_response)
+
+        self.wsgi = wsgi
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        """Answer a connection of the Unix socket: the first while none is kept becomes the
+        kept one and is answered request after request; another, while one is kept, gets one
+        answer. A TCP port's connections are answered as gunicorn answers them."""
+        if listener.FAMILY != socket.AF_UNIX:
+            super().handle(listener, client, addr)
+            return
+        keep = self.kept is None
+        if keep:
+            self.kept = client
+        try:
+            parser = http.RequestParser(self.cfg, client, addr)
+            while self._answer(listener, client, addr, parser, keep) and \
+                    self._await_next(client):
+                pass
+        finally:
+            if keep:
+                self.kept = None
+            if self.read_whole:
+                util.close(client)  # nothing of the client's is left to read
+            else:
+                # a request answered before its body was read (an early refusal): gunicorn's
+                # graceful close (26+) reads the rest for up to 2 s, so the client can send it
+                # all and read the answer rather than fail writing to a closed socket
+                getattr(util, "close_graceful", util.close)(client)
+
+    def _answer(self, listener: Any, client: Any, addr: Any, parser: Any, keep: bool) -> bool:
+        """Answer the connection's next request; whether the connection stays open for another
+        (the failures are those of gunicorn's own handle, and close it)."""
+        req = None
+        self.keeping, self.response, self.read_whole = keep, None, False
+        try:
+            req = next(parser)
+            self.handle_request(listener, req, client, addr)
+            self.read_whole = isinstance(req.body, SocketBody) and not req.body.left
+        except (errors.NoMoreData, StopIteration):  # the gateway closed it, or gunicorn ended it
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            return False
+        except BaseException as exc:  # noqa: BLE001 - as gunicorn's handle: answered, then closed
+            self.handle_error(req, client, addr, exc)
+            return False
+        finally:
+            self.keeping = False
+        return keep and self.alive and self.response is not None and \
+            not self.response.should_close()
+
+    def _await_next(self, client: socket.socket) -> bool:
+        """Wait for the kept connection's next request (True) while taking other connections
+        one request each; False when this worker is to stop. Between requests a worker waits
+        here rather than in gunicorn's loop, so it beats its heartbeat and wakes on signals
+        the same way."""
+        fds = [client] + list(self.wait_fds)
+        while self.alive and self.is_parent_alive():
+            self.notify()
+            try:
+                ready = select.select(fds, [], [], self.timeout)[0]
+            except OSError as exc:
+                if exc.errno == errno.EBADF:  # a listener closed under a stopping worker
+                    return False
+                raise
+            if client in ready:
+                return True
+            for fd in ready:
+                if fd == self.PIPE[0]:
+                    os.read(fd, 1)
+                    continue
+                try:
+                    self.accept(fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                        raise
+        return False
+
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
         why = misframed(req.headers)
         if why is not None:

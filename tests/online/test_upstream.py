@@ -148,3 +148,119 @@ def test_an_answer_cut_short_is_a_connection_error_and_a_timeout_closes_the_conn
     unretrieved = asyncio.run(scenario())
     assert seen_end == [True]
     assert unretrieved == []
+
+
+class KeepingServer:
+    """An instance's socket as its workers keep connections: every request answered with
+    keep-alive (its body the number of the connection it came on), until the test says the
+    next request is to find its connection closed unread, as a worker that stops leaves it, or
+    that the answers are held."""
+
+    def __init__(self):
+        self.connections = 0
+        self.drop_next = False
+        self.closing = False  # answers say Connection: close, as to a worker's second connection
+        self.hold = asyncio.Event()
+        self.hold.set()
+
+    async def serve(self, reader, writer):
+        self.connections += 1
+        number = self.connections
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            if self.drop_next:  # closed with the request unread
+                self.drop_next = False
+                break
+            length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")][0])
+            await reader.readexactly(length)
+            await self.hold.wait()
+            answer = str(number).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (
+                len(answer), b"Connection: close\r\n" if self.closing else b"", answer))
+            await writer.drain()
+            if self.closing:
+                break
+        writer.close()
+
+
+def pool_scenario(tmp_path, scenario):
+    """Run ``scenario(pool, instance)`` against a KeepingServer on a Unix socket."""
+    path = str(tmp_path / "server.sock")
+    instance = KeepingServer()
+
+    async def run():
+        server = await asyncio.start_unix_server(instance.serve, path)
+        async with server:
+            return await asyncio.wait_for(scenario(upstream.Pool(f"unix:{path}"), instance), 20)
+
+    return asyncio.run(run())
+
+
+def bodies(answers):
+    return [body for status, _, body in answers if status == 200]
+
+
+def test_a_pool_sends_each_request_on_a_kept_connection_where_one_is_idle(tmp_path):
+    """Requests one after another share one connection; three at once take three, which the
+    next requests share; a kept connection closed unread (its worker stopped) has its request
+    sent again on a new one, which is kept in its place."""
+    async def scenario(pool, instance):
+        one_by_one = [await pool.exchange("POST", "/score", {}, b"{}") for _ in range(3)]
+        instance.hold.clear()
+        at_once = [asyncio.ensure_future(pool.exchange("POST", "/score", {}, b"{}"))
+                   for _ in range(3)]
+        while instance.connections < 3:
+            await asyncio.sleep(0.01)
+        instance.hold.set()
+        at_once = await asyncio.gather(*at_once)
+        after = [await pool.exchange("POST", "/score", {}, b"{}") for _ in range(2)]
+        instance.drop_next = True
+        dropped = await pool.exchange("POST", "/score", {}, b"{}")
+        return one_by_one, at_once, after, dropped, len(pool.idle)
+
+    one_by_one, at_once, after, dropped, idle = pool_scenario(tmp_path, scenario)
+    assert bodies(one_by_one) == [b"1"] * 3
+    assert sorted(bodies(at_once)) == [b"1", b"2", b"3"]
+    assert len(bodies(after)) == 2 and set(bodies(after)) <= {b"1", b"2", b"3"}
+    assert bodies([dropped]) == [b"4"] and idle == 3
+
+
+def test_an_answer_that_says_close_leaves_no_connection_to_keep(tmp_path):
+    async def scenario(pool, instance):
+        instance.closing = True
+        answers = [await pool.exchange("POST", "/score", {}, b"{}") for _ in range(2)]
+        return answers, len(pool.idle)
+
+    answers, idle = pool_scenario(tmp_path, scenario)
+    assert bodies(answers) == [b"1", b"2"] and idle == 0
+
+
+def test_a_timed_out_request_closes_its_kept_connection(tmp_path):
+    """The instance's answer that comes after the timeout must never be taken for the next
+    request's: the connection it would come on is closed, and the next request gets a new one."""
+    async def scenario(pool, instance):
+        first = await pool.exchange("POST", "/score", {}, b"{}")
+        instance.hold.clear()
+        with pytest.raises(upstream.TimedOut):
+            await pool.exchange("POST", "/score", {}, b"{}", timeout_s=0.2)
+        instance.hold.set()
+        return first, await pool.exchange("POST", "/score", {}, b"{}", timeout_s=5)
+
+    first, second = pool_scenario(tmp_path, scenario)
+    assert bodies([first, second]) == [b"1", b"2"]
+
+
+def test_a_new_connection_closed_unanswered_is_an_error_not_sent_again(tmp_path):
+    """Only a kept connection's close sends a request again: on a new connection it means the
+    instance failed on it (the gateway answers 502)."""
+    async def scenario(pool, instance):
+        instance.drop_next = True
+        with pytest.raises(ConnectionError):
+            await pool.exchange("POST", "/score", {}, b"{}")
+        return instance.connections
+
+    assert pool_scenario(tmp_path, scenario) == 1

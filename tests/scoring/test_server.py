@@ -246,3 +246,77 @@ def test_metrics_sum_both_workers_exactly(servers):
     assert moved("mlflow_deploy_request_body_bytes_bucket", le="256.0") == 8
     assert prometheus.value(after, "mlflow_deploy_requests_in_flight") == 0
     assert prometheus.value(after, "mlflow_deploy_model_load_seconds") > 0
+
+
+def read_answer(sock):
+    """(head, body) of one answer on a raw socket, read by its Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed before an answer"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.decode("latin-1"), body
+
+
+def test_a_worker_keeps_one_connection_of_its_unix_socket_between_requests(
+        start_server, example_model_dirs, tmp_path):
+    """The gateway's hop: the first connection of the Unix socket stays open, request after
+    request, and the worker still answers another connection meanwhile, closing that one after
+    its answer (at once), as it does every connection of a TCP port; a request that says close
+    closes the kept one, and a stopping server closes it idle without waiting for it."""
+    import socket
+
+    path = str(tmp_path / "s.sock")
+    server = start_server(example_model_dirs["diabetes"], workers=1, unix_socket=path,
+                          max_request_mb=0.05)
+    payload = json.dumps(VALID["diabetes"]).encode()
+
+    def request(sock, extra=b""):
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n%s\r\n%s" % (len(payload), extra, payload))
+        head, body = read_answer(sock)
+        assert head.startswith("HTTP/1.1 200 "), head
+        assert isinstance(json.loads(body), list)
+        return "\r\nConnection: keep-alive" in head, "\r\nConnection: close" in head
+
+    def connect():
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(30)
+        sock.connect(path)
+        return sock
+
+    kept = connect()
+    assert [request(kept) for _ in range(3)] == [(True, False)] * 3
+    other = connect()
+    assert request(other) == (False, True) and other.recv(1) == b""
+    # closed at once, not after waiting for this side's end of stream (gunicorn's graceful
+    # close waits 2 s for it, and this server's one worker would wait with it)
+    started = time.monotonic()
+    assert request(kept) == (True, False) and time.monotonic() - started < 1.5
+    tcp = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    assert request(tcp) == (False, True) and tcp.recv(1) == b""
+    assert request(kept) == (True, False)
+    assert request(kept, b"Connection: close\r\n") == (False, True) and kept.recv(1) == b""
+
+    idle = connect()
+    assert request(idle) == (True, False)
+    # a request answered before its body is read (over the size limit), on a connection not
+    # kept: the worker reads the rest before it closes, so the client can still send it whole
+    # rather than fail writing to a closed socket
+    early = connect()
+    early.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 60000\r\n\r\n")
+    head, _ = read_answer(early)
+    assert head.startswith("HTTP/1.1 413 ") and "\r\nConnection: close" in head, head
+    early.sendall(b" " * 60000)
+    assert early.recv(1) == b""
+
+    started = time.monotonic()
+    server.stop()
+    assert server.proc.returncode == 0 and time.monotonic() - started < 10
+    assert idle.recv(1) == b""
