@@ -209,10 +209,10 @@ class Pool:
 
     A kept connection is bound to its worker, which may be busy with a new connection's request
     while another worker is free; sending there all the same was measured: against a new
-    connection a request, the gateway's CPU per request fell 4-25 % and requests/s rose 0-25 %
-    (1 and 1000 rows, 1 to 32 clients, 2 workers: bench/RESULTS.md), where keeping requests in
+    connection a request, the gateway's CPU per request fell 6-30 % and requests/s rose 4-24 %
+    (1 and 1000 rows, 1 to 32 clients, 2 workers: bench/RESULTS.md), where holding requests in
     the gateway until a worker's kept connection was free cost 11 % of requests/s at 8 clients
-    (the worker waits for the gateway between requests)."""
+    (each worker then waited for the gateway between its requests)."""
 
     def __init__(self, address: str):
         self.address = address
