@@ -151,7 +151,7 @@ class Server:
             try:
                 if requests.get(self.url + "/", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not bound, or not booted yet
                 pass
             time.sleep(0.1)
         raise RuntimeError("server not ready:\n" + self.log())

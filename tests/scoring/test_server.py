@@ -7,6 +7,7 @@ import urllib.parse
 
 import pytest
 import requests
+from gunicorn import util as gunicorn_util
 
 from tests import prometheus
 from tests.conftest import Server
@@ -307,14 +308,16 @@ def test_a_worker_keeps_one_connection_of_its_unix_socket_between_requests(
     assert request(idle) == (True, False)
     # a request answered before its body is read (over the size limit), on a connection not
     # kept: the worker reads the rest before it closes, so the client can still send it whole
-    # rather than fail writing to a closed socket
+    # rather than fail writing to a closed socket (gunicorn 26's graceful close; an older one
+    # closes at once, as it always did)
     early = connect()
     early.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: 60000\r\n\r\n")
     head, _ = read_answer(early)
     assert head.startswith("HTTP/1.1 413 ") and "\r\nConnection: close" in head, head
-    early.sendall(b" " * 60000)
-    assert early.recv(1) == b""
+    if hasattr(gunicorn_util, "close_graceful"):
+        early.sendall(b" " * 60000)
+        assert early.recv(1) == b""
 
     started = time.monotonic()
     server.stop()
