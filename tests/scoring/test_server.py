@@ -1,6 +1,7 @@
 """Real gunicorn servers on 127.0.0.1: every route, header and status code of Azure's
 scoring server."""
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -265,19 +266,24 @@ def read_answer(sock):
 
 
 def test_a_worker_keeps_one_connection_of_its_unix_socket_between_requests(
-        start_server, example_model_dirs, tmp_path):
+        start_server, example_model_dirs, request):
     """The gateway's hop: the first connection of the Unix socket stays open, request after
     request, and the worker still answers another connection meanwhile, closing that one after
     its answer (at once), as it does every connection of a TCP port; a request that says close
     closes the kept one, and a stopping server closes it idle without waiting for it."""
+    import shutil
     import socket
+    import tempfile
 
-    path = str(tmp_path / "s.sock")
+    # not under tmp_path, which can be deeper than a Unix socket's address holds (107 bytes)
+    folder = tempfile.mkdtemp(prefix="sock-")
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    path = os.path.join(folder, "s.sock")
     server = start_server(example_model_dirs["diabetes"], workers=1, unix_socket=path,
                           max_request_mb=0.05)
     payload = json.dumps(VALID["diabetes"]).encode()
 
-    def request(sock, extra=b""):
+    def post(sock, extra=b""):
         sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n%s\r\n%s" % (len(payload), extra, payload))
         head, body = read_answer(sock)
@@ -292,20 +298,20 @@ def test_a_worker_keeps_one_connection_of_its_unix_socket_between_requests(
         return sock
 
     kept = connect()
-    assert [request(kept) for _ in range(3)] == [(True, False)] * 3
+    assert [post(kept) for _ in range(3)] == [(True, False)] * 3
     other = connect()
-    assert request(other) == (False, True) and other.recv(1) == b""
+    assert post(other) == (False, True) and other.recv(1) == b""
     # closed at once, not after waiting for this side's end of stream (gunicorn's graceful
     # close waits 2 s for it, and this server's one worker would wait with it)
     started = time.monotonic()
-    assert request(kept) == (True, False) and time.monotonic() - started < 1.5
+    assert post(kept) == (True, False) and time.monotonic() - started < 1.5
     tcp = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    assert request(tcp) == (False, True) and tcp.recv(1) == b""
-    assert request(kept) == (True, False)
-    assert request(kept, b"Connection: close\r\n") == (False, True) and kept.recv(1) == b""
+    assert post(tcp) == (False, True) and tcp.recv(1) == b""
+    assert post(kept) == (True, False)
+    assert post(kept, b"Connection: close\r\n") == (False, True) and kept.recv(1) == b""
 
     idle = connect()
-    assert request(idle) == (True, False)
+    assert post(idle) == (True, False)
     # a request answered before its body is read (over the size limit), on a connection not
     # kept: the worker reads the rest before it closes, so the client can still send it whole
     # rather than fail writing to a closed socket (gunicorn 26's graceful close; an older one
