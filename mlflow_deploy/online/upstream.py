@@ -187,20 +187,37 @@ async def exchange(address: str, method: str, path: str, headers: Dict[str, str]
     cancellation of the calling task cost a scoring request 3 % of the gateway's CPU; it starts
     once connected, as a connection is made or refused at once on a Unix socket or a local
     port."""
-    loop = asyncio.get_running_loop()
-    connection = await _connect(loop, address)
-    answer = connection.expect(bodiless=method == "HEAD")
-    timer = None if timeout_s is None else loop.call_later(timeout_s, connection.time_out)
+    connection = await _connect(asyncio.get_running_loop(), address)
     try:
-        connection.send(method, path, headers, body, once=True)
-        # nothing more to send: the end of stream is there when the worker, its answer
-        # written, waits for it (see _Connection)
-        if end_stream and connection.transport.can_write_eof():
+        return await _ask(connection, method, path, headers, body, timeout_s, once=True,
+                          end_stream=end_stream)
+    finally:
+        connection.transport.close()
+
+
+async def _ask(connection: _Connection, method: str, path: str, headers: Dict[str, str],
+               body: bytes, timeout_s: Optional[float], once: bool, end_stream: bool = True
+               ) -> Tuple[int, Headers, bytes]:
+    """One request on ``connection`` and its answer. Where the answer never comes (it timed
+    out, or the caller was cancelled) the connection is closed at once, and a late error of it
+    kept from an answer nobody awaits."""
+    answer = connection.expect(bodiless=method == "HEAD")
+    timer = None if timeout_s is None else connection.loop.call_later(timeout_s,
+                                                                      connection.time_out)
+    try:
+        connection.send(method, path, headers, body, once)
+        # a connection used once has nothing more to send: its end of stream is there when the
+        # worker, its answer written, waits for it (see _Connection)
+        if once and end_stream and connection.transport.can_write_eof():
             connection.transport.write_eof()
         return await answer
     finally:
-        _settle(connection, timer)
-        connection.transport.close()
+        if not answer.done():
+            answer.cancel()
+            connection.transport.close()
+        connection.answer = None
+        if timer is not None:
+            timer.cancel()
 
 
 class Pool:
@@ -224,27 +241,20 @@ class Pool:
         """As ``exchange``, on this instance's connections. A request whose kept connection
         closes before any byte of its answer is sent again on a new connection: the worker
         closed it idle (it stops, or was recycled) and never read the request."""
-        loop = asyncio.get_running_loop()
         connection = self._kept()
         if connection is not None:
             try:
-                return await self._send(loop, connection, method, path, headers, body,
-                                        timeout_s)
+                return await self._send(connection, method, path, headers, body, timeout_s)
             except Unanswered:
                 pass
-        connection = await _connect(loop, self.address)
-        return await self._send(loop, connection, method, path, headers, body, timeout_s)
+        # the running loop asked only here: on Python 3.11 each asking is a getpid() call
+        connection = await _connect(asyncio.get_running_loop(), self.address)
+        return await self._send(connection, method, path, headers, body, timeout_s)
 
-    async def _send(self, loop: asyncio.AbstractEventLoop, connection: _Connection,
-                    method: str, path: str, headers: Dict[str, str], body: bytes,
-                    timeout_s: Optional[float]) -> Tuple[int, Headers, bytes]:
-        answer = connection.expect(bodiless=method == "HEAD")
-        timer = None if timeout_s is None else loop.call_later(timeout_s, connection.time_out)
-        try:
-            connection.send(method, path, headers, body, once=False)
-            result = await answer
-        finally:
-            _settle(connection, timer)
+    async def _send(self, connection: _Connection, method: str, path: str,
+                    headers: Dict[str, str], body: bytes, timeout_s: Optional[float]
+                    ) -> Tuple[int, Headers, bytes]:
+        result = await _ask(connection, method, path, headers, body, timeout_s, once=False)
         if connection.keeps and connection.is_open and not self.closed:
             self.idle.append(connection)
         else:
@@ -267,19 +277,6 @@ class Pool:
         for connection in self.idle:
             connection.transport.close()
         self.idle = []
-
-
-def _settle(connection: _Connection, timer: Optional[asyncio.TimerHandle]) -> None:
-    """After an exchange, answered or not: where the answer never came (it timed out, or the
-    caller was cancelled) the connection is closed at once, and a late error of it kept from
-    an answer nobody awaits."""
-    answer = connection.answer
-    if answer is not None and not answer.done():
-        answer.cancel()
-        connection.transport.close()
-    connection.answer = None
-    if timer is not None:
-        timer.cancel()
 
 
 async def _connect(loop: asyncio.AbstractEventLoop, address: str) -> _Connection:
