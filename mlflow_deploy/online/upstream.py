@@ -9,9 +9,9 @@ a streamed body), else to the end of the stream.
 
 Scoring goes through an instance's ``Pool``: each of the instance's workers keeps one connection
 open between requests (scoring/worker.py), and a request goes on one of those that is idle
-where there is one (opening a connection for each request was an eighth of the gateway's
-CPU). Probes, the metrics scrape and the gateway's own page use ``exchange``: one connection a
-request.
+where there is one and no request is in flight on a new connection (opening a connection for
+each request was an eighth of the gateway's CPU). Probes, the metrics scrape and the gateway's
+own page use ``exchange``: one connection a request.
 """
 
 import asyncio
@@ -225,31 +225,43 @@ class Pool:
     a new connection, which its worker keeps if it keeps none yet (scoring/worker.py).
 
     A kept connection is bound to its worker, which may be busy with a new connection's request
-    while another worker is free; sending there all the same was measured: against a new
-    connection a request, the gateway's CPU per request fell 6-30 % and requests/s rose 4-24 %
-    (1 and 1000 rows, 1 to 32 clients, 2 workers: bench/RESULTS.md), where holding requests in
-    the gateway until a worker's kept connection was free cost 11 % of requests/s at 8 clients
-    (each worker then waited for the gateway between its requests)."""
+    while another worker is free: so none is used while such a request is in flight (see
+    ``exchange``). Measured against using any idle one (bench/RESULTS.md, 2 workers): beside
+    requests of 300 ms, short ones' p99 fell from 25-27 to 15-16 ms and their longest wait
+    from up to 307 to 20-24 ms; with all requests short, the gateway's CPU per request rose
+    3-6 % at 8 clients and 9-14 % at 32 (its connections' saving there mostly given up). Holding
+    requests in the gateway until a worker's kept connection was free instead cost 11 % of
+    requests/s at 8 clients (each worker then waited for the gateway between its requests)."""
 
     def __init__(self, address: str):
         self.address = address
         self.idle: List[_Connection] = []
         self.closed = False
+        self.opened = 0  # requests in flight on connections opened for them
 
     async def exchange(self, method: str, path: str, headers: Dict[str, str], body: bytes,
                        timeout_s: Optional[float] = None) -> Tuple[int, Headers, bytes]:
         """As ``exchange``, on this instance's connections. A request whose kept connection
         closes before any byte of its answer is sent again on a new connection: the worker
-        closed it idle (it stops, or was recycled) and never read the request."""
-        connection = self._kept()
+        closed it idle (it stops, or was recycled) and never read the request.
+
+        No kept connection is used while a request is in flight on a new one: a worker may be
+        answering that one while its kept connection waits here, idle, and a request sent there
+        would wait behind it even where another worker is free; a new connection waits in the
+        socket's queue for whichever worker is free first."""
+        connection = None if self.opened else self._kept()
         if connection is not None:
             try:
                 return await self._send(connection, method, path, headers, body, timeout_s)
             except Unanswered:
                 pass
-        # the running loop asked only here: on Python 3.11 each asking is a getpid() call
-        connection = await _connect(asyncio.get_running_loop(), self.address)
-        return await self._send(connection, method, path, headers, body, timeout_s)
+        self.opened += 1
+        try:
+            # the running loop asked only here: on Python 3.11 each asking is a getpid() call
+            connection = await _connect(asyncio.get_running_loop(), self.address)
+            return await self._send(connection, method, path, headers, body, timeout_s)
+        finally:
+            self.opened -= 1
 
     async def _send(self, connection: _Connection, method: str, path: str,
                     headers: Dict[str, str], body: bytes, timeout_s: Optional[float]

@@ -610,6 +610,80 @@ def test_a_worker_killed_mid_request_is_a_502_and_fails_no_other_request(deploy_
     assert answer.status_code == 200 and answer.json() == [6.0]
 
 
+PAUSER = textwrap.dedent('''
+    import os
+    import time
+
+    import mlflow.models
+    import mlflow.pyfunc
+
+
+    class Pauser(mlflow.pyfunc.PythonModel):
+        """A row x >= 0 pauses x seconds; a row x < 0 first creates the file -x in {marks!r}:
+        the test knows its request has reached a worker."""
+
+        def predict(self, context, model_input, params=None):
+            for x in model_input["x"]:
+                if x < 0:
+                    open(os.path.join({marks!r}, str(int(-x))), "w").close()
+                else:
+                    time.sleep(x)
+            return [0.0] * len(model_input)
+
+
+    mlflow.models.set_model(Pauser())
+''')
+
+
+def test_a_request_never_waits_behind_another_on_a_busy_worker_while_one_is_free(
+        deploy_home, tmp_path):
+    """Two workers, each keeping one connection of the gateway. A long request sent while both
+    were busy came on a new connection, and the first worker free took it; that worker's kept
+    connection then waits idle in the gateway. A short request sent now must not go there,
+    behind the long one: it waits for whichever worker is free first (the other, once its own
+    request is done), as it would in a sync worker's shared queue."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (tmp_path / "pauser.py").write_text(PAUSER.format(marks=str(marks)))
+    mlflow.pyfunc.save_model(str(tmp_path / "model"), python_model=str(tmp_path / "pauser.py"),
+                             signature=infer_signature(pd.DataFrame({"x": [1.0]}), [0.0]),
+                             pip_requirements=shared_requirements())
+    online.create_deployment("blue", str(tmp_path / "model"), config=LOADED)
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+
+    def reached(mark):
+        wait_until(lambda: (marks / str(mark)).exists(), timeout=30,
+                   message="request {} reached no worker".format(mark))
+
+    with ThreadPoolExecutor(4) as pool:
+        def send(*rows):
+            return pool.submit(requests.post, uri, json=body(*rows), timeout=60)
+
+        # each worker answers one of two overlapping requests, and keeps that connection
+        first = send(-1.0, 1.0)
+        reached(1)
+        assert send(-2.0).result().status_code == 200
+        assert first.result().status_code == 200
+        # both kept connections in use: one worker busy for 2 s, the other for 0.5 s
+        long_one = send(-3.0, 2.0)
+        reached(3)
+        medium = send(-4.0, 0.5)
+        reached(4)
+        # a new connection; the worker done first (the medium one's) takes it, for 4 s
+        longer = send(-5.0, 4.0)
+        reached(5)
+        short = send(0.0)
+        answered = short.result()
+        assert answered.status_code == 200 and answered.json() == [0.0]
+        assert not longer.done(), "the short request waited behind the longer one"
+        for future in (long_one, medium, longer):
+            assert future.result().status_code == 200
+
+
 def test_over_long_request_ids_are_a_431_at_the_gateway_never_echoed(deploy_home, models):
     """Azure's limit on the ids its server echoes, applied by the gateway before it forwards:
     the gateway's own answers never carry such an id back either."""
