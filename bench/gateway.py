@@ -101,7 +101,6 @@ def start_relay(address):
     return relay, f"http://127.0.0.1:{port}/score"
 
 
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8)
