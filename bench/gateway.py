@@ -22,7 +22,6 @@ Python gateway cannot go below on this machine; printed beside the gateway's.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,12 +71,6 @@ def wrk(url, body, conc, duration, headers=()):
     return result
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def deployment_yml(work, name, model):
     path = work / f"{name}.yml"
     path.write_text(textwrap.dedent(f"""\
@@ -92,6 +85,8 @@ def deployment_yml(work, name, model):
 
 def start_relay(address):
     """bench/relay_floor.py on a free port in front of ``address``; (process, its URL)."""
+    from mlflow_deploy.online.supervisor import free_port
+
     port = free_port()
     relay = subprocess.Popen([sys.executable, str(ROOT / "bench" / "relay_floor.py"), str(port),
                               address], stdout=subprocess.PIPE, text=True)

@@ -226,7 +226,7 @@ class Pool:
 
     A kept connection is bound to its worker, which may be busy with a new connection's request
     while another worker is free: so none is used while such a request is in flight (see
-    ``exchange``). Measured against using any idle one (bench/RESULTS.md, 2 workers): beside
+    ``Pool.exchange``). Measured against using any idle one (bench/RESULTS.md, 2 workers): beside
     requests of 300 ms, short ones' p99 fell from 25-27 to 15-16 ms and their longest wait
     from up to 307 to 20-24 ms; with all requests short, the gateway's CPU per request rose
     3-6 % at 8 clients and 9-14 % at 32 (its connections' saving there mostly given up). Holding
