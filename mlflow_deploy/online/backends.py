@@ -58,8 +58,12 @@ class Backend:
         self.in_flight = 0
 
     @property
+    def ready_instances(self) -> int:
+        return sum(1 for i in self.instances if i.ready)
+
+    @property
     def max_in_flight(self) -> int:
-        return self.route.max_in_flight(sum(1 for i in self.instances if i.ready))
+        return self.route.max_in_flight(self.ready_instances)
 
     def least_busy(self, tried: Set[Instance]) -> Instance:
         """The instance with the fewest outstanding requests, among those not tried for this

@@ -1,7 +1,7 @@
 """The gateway's batching (online/batching.py), end to end: a real endpoint in front of a real
 deployment of a row-wise model, batching turned on through the CLI's YAML and off through the
 API while a steady load runs; concurrent requests of every kind get exactly what they got one at
-a time."""
+a time, and a request alone at an idle deployment waits for no batch."""
 import os
 import subprocess
 import sys
@@ -149,13 +149,22 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
                 assert [outcome(a, i) for a, i, _ in answers] == alone
     assert load.failed == [] and load.ok > 0
 
-    # alone at the endpoint, a request waits for the batch time, then one predict
+    # alone at an idle deployment, a request is sent at once: it waits for no batch
+    labels = {"endpoint": "ept", "deployment": "blue"}
+
+    def unwaited(scrape):
+        return (prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count",
+                                 **labels),
+                prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_bucket",
+                                 le="0.0005", **labels))
+
+    before = unwaited(prometheus.parse(
+        requests.get(uri.replace("/score", "/metrics"), timeout=30).text))
     answer, request_id, took = post(uri, 0, "last", *REQUESTS[0])
     assert outcome(answer, request_id) == alone[0]
-    assert BATCH_TIME_S <= took < BATCH_TIME_S + predict_s + 1.0, (took, predict_s)
-
+    assert took < BATCH_TIME_S + predict_s + 1.0, (took, predict_s)
     scrape = prometheus.parse(requests.get(uri.replace("/score", "/metrics"), timeout=30).text)
-    labels = {"endpoint": "ept", "deployment": "blue"}
+    assert unwaited(scrape) == (before[0] + 1, before[1] + 1), "the lone request waited"
     calls = prometheus.value(scrape, "mlflow_deploy_gateway_batch_size_count", **labels)
     assert 0 < prometheus.value(scrape, "mlflow_deploy_gateway_batch_size_bucket", le="1.0",
                                 **labels) < calls  # some calls carried more than one request
