@@ -20,7 +20,8 @@ by construction rather than by hope:
   ready instances, itself included) goes alone at once: there is nothing to wait behind, and
   waiting the batch time for company would be all its latency at a light load (one client:
   113 requests/s with a 5 ms batch time against 559 without batching, bench/RESULTS.md). A burst
-  that arrives at an idle deployment sends its first request alone and joins the rest.
+  that arrives at an idle deployment sends one request per ready instance alone and joins the
+  rest.
 * Each request gets exactly what it would have got alone, or is sent alone: a joined call that
   is not a 200 (one bad request fails the whole call) has every request re-sent on its own, so
   each gets its own status and message; so does one whose answer reports coercions (they may
