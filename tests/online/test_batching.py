@@ -96,6 +96,11 @@ def post(uri, index, round_, body, headers):
     return answer, request_id, time.monotonic() - started
 
 
+def metrics(uri):
+    """The endpoint's /metrics, parsed."""
+    return prometheus.parse(requests.get(uri.replace("/score", "/metrics"), timeout=30).text)
+
+
 def outcome(answer, request_id):
     """What a client sees of an answer, its own request id taken out of the message."""
     assert answer.headers["x-request-id"] == request_id
@@ -152,23 +157,22 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
     # alone at an idle deployment, a request is sent at once: it waits for no batch
     labels = {"endpoint": "ept", "deployment": "blue"}
 
-    def unwaited(scrape):
+    def waits_and_unwaited(scrape):
         return (prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count",
                                  **labels),
                 prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_bucket",
                                  le="0.0005", **labels))
 
-    before = unwaited(prometheus.parse(
-        requests.get(uri.replace("/score", "/metrics"), timeout=30).text))
+    before = waits_and_unwaited(metrics(uri))
     answer, request_id, took = post(uri, 0, "last", *REQUESTS[0])
     assert outcome(answer, request_id) == alone[0]
     assert took < BATCH_TIME_S + predict_s + 1.0, (took, predict_s)
-    scrape = prometheus.parse(requests.get(uri.replace("/score", "/metrics"), timeout=30).text)
-    assert unwaited(scrape) == (before[0] + 1, before[1] + 1), "the lone request waited"
+    scrape = metrics(uri)
+    waits, unwaited = waits_and_unwaited(scrape)
+    assert (waits, unwaited) == (before[0] + 1, before[1] + 1), "the lone request waited"
     calls = prometheus.value(scrape, "mlflow_deploy_gateway_batch_size_count", **labels)
     assert 0 < prometheus.value(scrape, "mlflow_deploy_gateway_batch_size_bucket", le="1.0",
                                 **labels) < calls  # some calls carried more than one request
-    waits = prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
     # no request waited much past the batch time (0.1 s; the bucket above leaves the event loop
     # of a busy machine its lateness)
     assert waits > calls and prometheus.value(
@@ -178,15 +182,13 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
         load.served_more()
         updated = online.update_deployment("blue", config={"max_batch_size": 1}, endpoint="ept")
         load.served_more()
-        waits_on = prometheus.value(prometheus.parse(requests.get(
-            uri.replace("/score", "/metrics"), timeout=30).text),
-            "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
+        waits_on = prometheus.value(metrics(uri),
+                                    "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
     assert load.failed == [] and load.ok > 0
     assert updated["config"]["max_batch_size"] == 1 and updated["revision"] == 1
     answer, request_id, _ = post(uri, 0, "off", *REQUESTS[0])
     assert outcome(answer, request_id) == alone[0]
-    scrape = prometheus.parse(requests.get(uri.replace("/score", "/metrics"), timeout=30).text)
-    assert prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count",
+    assert prometheus.value(metrics(uri), "mlflow_deploy_gateway_batch_wait_seconds_count",
                             **labels) == waits_on  # off: no request went through a batch
 
 
