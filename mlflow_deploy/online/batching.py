@@ -16,11 +16,11 @@ by construction rather than by hope:
 * A batch is sent once it holds ``max_batch_size`` rows (rows, not requests: they are what one
   predict costs; a request that has that many goes alone), or once its first request has waited
   ``max_batch_time_ms``, whichever comes first.
-* A request that finds its deployment idle (no more requests in the gateway for it than it has
-  ready instances, itself included) goes alone at once: there is nothing to wait behind, and
-  waiting the batch time for company would be all its latency at a light load (one client:
+* A request that finds its deployment idle (no more requests in the gateway for it than its
+  ready instances have workers, itself included) goes alone at once: a worker is free for it,
+  and waiting the batch time for company would be all its latency at a light load (one client:
   113 requests/s with a 5 ms batch time against 559 without batching, bench/RESULTS.md). A burst
-  that arrives at an idle deployment sends one request per ready instance alone and joins the
+  that arrives at an idle deployment sends one request per free worker alone and joins the
   rest.
 * Each request gets exactly what it would have got alone, or is sent alone: a joined call that
   is not a 200 (one bad request fails the whole call) has every request re-sent on its own, so
@@ -170,7 +170,7 @@ class Batcher:
         """The request put in its batch (sending the batch when full), or None to send it
         alone."""
         route = backend.route
-        if len(body) > JOIN_BODY_LIMIT or backend.in_flight <= backend.ready_instances:
+        if len(body) > JOIN_BODY_LIMIT or backend.in_flight <= backend.ready_workers:
             return None
         content_type, client_id = "", None
         for name, value in headers.items():

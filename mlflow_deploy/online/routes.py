@@ -72,6 +72,7 @@ class Route:
     readiness: Dict[str, int] = field(default_factory=lambda: asdict(READINESS))
     max_batch_size: int = NO_BATCHING
     max_batch_time_ms: int = BATCH_TIME_MS
+    workers: int = 1  # each instance's (WORKER_COUNT): the requests it scores at once
 
     def max_in_flight(self, ready_instances: int) -> int:
         """Azure's router answers 429 past twice the concurrency the ready instances allow (one

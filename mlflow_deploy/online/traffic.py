@@ -164,7 +164,7 @@ def _route(deployment: Deployment) -> Route:
                      settings.max_concurrent_requests_per_instance),
                  liveness=settings.liveness_probe, readiness=settings.readiness_probe,
                  max_batch_size=settings.max_batch_size,
-                 max_batch_time_ms=settings.max_batch_time_ms)
+                 max_batch_time_ms=settings.max_batch_time_ms, workers=settings.workers)
 
 
 def gateway_config(store: Store, endpoint: Endpoint) -> GatewayConfig:

@@ -100,7 +100,7 @@ async def endpoint_state(request: web.Request) -> web.Response:
         record["routed"] = backend is not None
         if backend is not None:
             record["in_flight"] = backend.in_flight
-            record["ready_instances"] = sum(1 for i in backend.instances if i.ready)
+            record["ready_instances"] = backend.ready_instances
             record["routed_instances"] = len(backend.instances)
         deployments.append(record)
     return web.json_response({

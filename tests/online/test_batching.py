@@ -16,25 +16,31 @@ import requests
 from example_models.build import shared_requirements
 from mlflow_deploy import online
 from tests import prometheus
+from tests.connections import wait_until
 from tests.online.load import SteadyLoad
 
 pytestmark = pytest.mark.slow
 
 SCALER = textwrap.dedent('''
+    import time
+
     import mlflow.models
     import mlflow.pyfunc
     import pandas as pd
 
-    FAILS_ON, REJECTED = -2.0, -3.0
+    FAILS_ON, REJECTED, SLOW = -2.0, -3.0, -4.0
 
 
     class Scaler(mlflow.pyfunc.PythonModel):
-        """Row-wise: y = x * scale; fails (500) on one value, rejects (400) another."""
+        """Row-wise: y = x * scale; fails (500) on one value, rejects (400) another, takes
+        seconds on a third."""
 
         def predict(self, context, model_input, params=None):
             scale = (params or {}).get("scale", 1.0)
             out = []
             for x in model_input["x"]:
+                if x == SLOW:
+                    time.sleep(3.0)
                 if x == FAILS_ON:
                     raise RuntimeError("the model fails on this row")
                 if x == REJECTED:
@@ -47,6 +53,7 @@ SCALER = textwrap.dedent('''
 ''')
 MLFLOW_DEPLOY = os.path.join(os.path.dirname(sys.executable), "mlflow-deploy")
 BATCH_TIME_S = 0.1
+SLOW = -4.0  # the scaler's row that takes 3 s
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +197,29 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
     assert outcome(answer, request_id) == alone[0]
     assert prometheus.value(metrics(uri), "mlflow_deploy_gateway_batch_wait_seconds_count",
                             **labels) == waits_on  # off: no request went through a batch
+
+
+def test_a_request_beside_one_in_flight_goes_at_once_to_a_free_worker(deploy_home, scaler):
+    """With two workers, a request that arrives while one is being scored has a worker free:
+    it is sent at once, however long the batch time."""
+    uri = online.create_endpoint("epw", config={"auth_mode": "none"})["scoring_uri"]
+    online.create_deployment("blue", scaler, endpoint="epw", config={
+        "max_concurrent_requests_per_instance": "4", "environment_variables": {"WORKER_COUNT": "2"},
+        "max_batch_size": "16", "max_batch_time_ms": "2000", "all_traffic": "true"})
+    labels = {"endpoint": "epw", "deployment": "blue"}
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(post, uri, 0, "slow", split(SLOW), {})
+        wait_until(lambda: prometheus.total(metrics(uri), "mlflow_deploy_requests_in_flight",
+                                            deployment="blue") == 1)
+        answer, request_id, took = post(uri, 1, "beside", split(1.0), {})
+        assert answer.status_code == 200 and answer.json() == [{"y": 1.0}]
+        assert not slow.done(), "the slow request ended first: the two did not overlap"
+        assert slow.result()[0].status_code == 200
+    scrape = metrics(uri)
+    waits = prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
+    unwaited = prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_bucket",
+                                le="0.0005", **labels)
+    assert (waits, unwaited) == (2, 2), "a request waited for a batch beside a free worker"
 
 
 def test_only_what_splits_by_rows_is_split_and_only_plain_rows_are_joined():
