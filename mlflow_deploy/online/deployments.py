@@ -8,6 +8,7 @@ environment builds. Before the gateway exists an endpoint's scoring URI is the s
 deployment holding its traffic.
 """
 
+import functools
 import shutil
 import time
 from dataclasses import replace
@@ -26,6 +27,7 @@ from mlflow_deploy.model import PYFUNC, names_fixed_version
 from mlflow_deploy.online import instances, supervisor
 from mlflow_deploy.online.traffic import (
     add_to_endpoint,
+    busy_instances,
     check_not_batch,
     endpoint_or_create,
     endpoint_uri,
@@ -304,14 +306,14 @@ def update_deployment(
                 "Config 'port' cannot change on update: create a new deployment on the new port."
             )
         settings = replace(settings, port=deployment.config.get("port"))
-        if model_uri is None and runtime_state(deployment) == "Running" and \
+        if model_uri is None and runtime_state(deployment, store) == "Running" and \
                 only_gateway_changed(DeploymentSettings(**deployment.config), settings):
             with store.lock():
                 deployment.config = settings.to_dict()
                 store.save_deployment(deployment)
                 sync_gateway(store, deployment.endpoint)
             return describe(deployment, store)
-        if runtime_state(deployment) == "Running" and \
+        if runtime_state(deployment, store) == "Running" and \
                 only_scaled(DeploymentSettings(**deployment.config), settings) and \
                 _same_files(model_uri, deployment, settings):
             return _scale(store, deployment, settings)
@@ -476,7 +478,9 @@ def revive_instance(name: str, index: int, store: Optional[Store] = None) -> boo
         if deployment is None or deployment.state != "Succeeded" or index >= len(members):
             return False
         instance = members[index]
-        if instances.state(instance) == "Running":
+        # a busy instance is not restarted: the requests it is answering would be lost
+        if instances.state(instance, lambda: busy_instances(store, deployment.endpoint)) \
+                == "Running":
             return True
         config = ServerConfig.from_dict(_read_json(instance.config_path))
         with store.lock():
@@ -620,7 +624,7 @@ def endpoint_request(store: Store, endpoint: str, deployment_name: Optional[str]
     headers = {}
     if deployment_name is not None:
         deployment = _get_in_endpoint(store, deployment_name, endpoint)
-        state = runtime_state(deployment)
+        state = runtime_state(deployment, store)
         if state != "Running":
             raise ServerFailed(
                 f"The deployment's server is not running (state {state}); "
@@ -652,21 +656,32 @@ def environments_in_use(store: Optional[Store] = None) -> Dict[str, List[str]]:
     return used
 
 
-def runtime_state(deployment: Deployment) -> str:
+def instance_states(deployment: Deployment, store: Store) -> List[str]:
+    """Each instance's state now (``instances.state``), its endpoint's gateway asked at most
+    once which are busy, and only where a health check timed out."""
+    busy = functools.lru_cache(maxsize=None)(
+        functools.partial(busy_instances, store, deployment.endpoint))
+    return [instances.state(i, busy) for i in instances.instances_of(deployment)]
+
+
+def runtime_state(deployment: Deployment, store: Store,
+                  states: Optional[List[str]] = None) -> str:
     """The truth about a deployment now: the stored state, unless its instances died or hang
-    (Dead: none runs; Unhealthy: some do not serve)."""
+    (Dead: none runs; Unhealthy: some do not serve). ``states``: its ``instance_states``,
+    where the caller has them."""
     if deployment.state != "Succeeded":
         return deployment.state
-    states = {instances.state(i) for i in instances.instances_of(deployment)}
-    if states == {"Running"}:
+    found = set(instance_states(deployment, store) if states is None else states)
+    if found == {"Running"}:
         return "Running"
-    return "Dead" if states == {"Dead"} else "Unhealthy"
+    return "Dead" if found == {"Dead"} else "Unhealthy"
 
 
 def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
     """The dict the plugin and the CLI return: MLflow's keys (``name``, ``flavor``) first."""
     endpoint = store.find_endpoint(deployment.endpoint)
-    state = runtime_state(deployment)
+    states = instance_states(deployment, store)
+    state = runtime_state(deployment, store, states)
     return {
         "name": deployment.name,
         "flavor": deployment.flavor,
@@ -677,9 +692,9 @@ def describe(deployment: Deployment, store: Store) -> Dict[str, Any]:
         "scoring_uri": scoring_uri_of(deployment),
         "instance_count": deployment.config.get("instance_count", 1),
         "worker_count": DeploymentSettings(**deployment.config).workers,
-        "instances": [{"index": i.index, "port": i.port, "pid": i.pid, "state": instances.state(i),
+        "instances": [{"index": i.index, "port": i.port, "pid": i.pid, "state": s,
                        "log_path": str(i.log_path)}
-                      for i in instances.instances_of(deployment)],
+                      for i, s in zip(instances.instances_of(deployment), states)],
         "traffic": (endpoint.traffic.get(deployment.name, 0) if endpoint else 0),
         "port": deployment.port,
         "pid": deployment.pid if state in ("Running", "Unhealthy") else None,

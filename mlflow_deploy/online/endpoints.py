@@ -183,7 +183,7 @@ def start_endpoint(endpoint: str, store: Optional[Store] = None) -> Dict[str, An
     store = store or Store()
     store.get_endpoint(endpoint)
     for deployment in store.list_deployments(endpoint):
-        if _deployments.runtime_state(deployment) != "Running":
+        if _deployments.runtime_state(deployment, store) != "Running":
             _deployments.update_deployment(deployment.name, endpoint=endpoint, store=store)
     with store.lock():
         sync_gateway(store, endpoint)

@@ -508,8 +508,13 @@ class Gateway:
                                   for name, report in sorted(self.mirrors.items())})
 
     async def admin_health(self, request: web.Request) -> web.Response:
+        """Up, with the ports it could not bind and the instances answering requests it sent
+        them (``busy``): the control plane's own health check of an instance takes a timeout
+        there for busy, as the probes do, not for hung."""
         return web.json_response({"pid": os.getpid(), "endpoint": self.config.endpoint,
-                                  "unbound": sorted(self.unbound)})
+                                  "unbound": sorted(self.unbound),
+                                  "busy": sorted(a for a, i in self.instances.items()
+                                                 if i.outstanding)})
 
 
 def _decoded(body: bytes) -> Any:

@@ -7,6 +7,7 @@ server's, so the same liveness check tells ours from a pid reused after a reboot
 socket sits in its endpoint's owner-only folder.
 """
 
+import http.client
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
-__all__ = ["start", "start_attached", "reload", "unbound_ports", "mirror_report", "is_alive",
+__all__ = ["start", "start_attached", "reload", "unbound_ports", "busy_instances", "mirror_report", "is_alive",
            "stop", "START_TIMEOUT_S"]
 
 START_TIMEOUT_S = 30.0
@@ -110,6 +111,15 @@ def reload(config: GatewayConfig, config_path: Path) -> List[int]:
 def unbound_ports(config: GatewayConfig) -> List[int]:
     """The instances' ports the running gateway could not listen on."""
     return _admin(config, "GET", "/health").get("unbound", [])
+
+
+def busy_instances(config: GatewayConfig) -> List[str]:
+    """The addresses of the instances answering requests the gateway sent them; none when the
+    gateway does not answer (nothing is known to be busy)."""
+    try:
+        return _admin(config, "GET", "/health", timeout=2.0).get("busy", [])
+    except (OSError, http.client.HTTPException, ServerFailed, ValueError):
+        return []
 
 
 def mirror_report(config: GatewayConfig, rtol: Optional[float] = None) -> Dict[str, Any]:

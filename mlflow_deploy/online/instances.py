@@ -14,7 +14,7 @@ the whole request is read. The control plane's health checks and self-test go ov
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Collection, Dict, List, Optional, Tuple
 
 from mlflow_deploy.online import supervisor
 from mlflow_deploy.online.selftest import run_self_test
@@ -130,13 +130,17 @@ def stop(instance: Instance, grace: float = supervisor.STOP_GRACE_S) -> None:
         supervisor.stop(pid, grace=grace, config_path=instance.config_path)
 
 
-def state(instance: Instance) -> str:
-    """Running, Unhealthy (alive but not answering its liveness route) or Dead."""
+def state(instance: Instance, busy: Callable[[], Collection[str]] = tuple) -> str:
+    """Running, Unhealthy (alive but not answering its liveness route) or Dead. An instance
+    whose every worker is busy answers nothing either: where its check times out, ``busy()``
+    (the addresses of the instances answering its gateway's requests, asked only then) tells a
+    busy one (Running, as the gateway's probes count it) from a hung one."""
     if not supervisor.is_alive(instance.pid, instance.config_path):
         return "Dead"
-    if not supervisor.is_healthy(instance.address, timeout=2.0):
-        return "Unhealthy"
-    return "Running"
+    live = supervisor.liveness(instance.address, timeout=2.0)
+    if live is None:
+        live = instance.address in busy()
+    return "Running" if live else "Unhealthy"
 
 
 def read_pidfile(pidfile: Optional[Path]) -> Optional[int]:

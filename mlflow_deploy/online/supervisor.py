@@ -44,6 +44,7 @@ __all__ = [
     "reexec",
     "is_alive",
     "is_healthy",
+    "liveness",
     "http_address",
     "local_request",
     "UnixConnection",
@@ -276,8 +277,16 @@ def local_request(address: str, method: str, path: str, body: bytes = b"",
 
 def is_healthy(address: str, timeout: float = 2.0) -> bool:
     """Whether the server at ``address`` answers its liveness route ``GET /`` with a 200."""
+    return liveness(address, timeout) is True
+
+
+def liveness(address: str, timeout: float = 2.0) -> Optional[bool]:
+    """Whether the server at ``address`` answers ``GET /`` with a 200; None when no answer came
+    in ``timeout`` (hung, or every worker busy: the caller tells which)."""
     try:
         return local_request(address, "GET", "/", timeout=timeout)[0] == 200
+    except socket.timeout:  # TimeoutError from Python 3.10
+        return None
     except (OSError, http.client.HTTPException):
         return False
 

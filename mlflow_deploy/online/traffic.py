@@ -32,6 +32,7 @@ __all__ = [
     "new_key",
     "write_new_keys",
     "keys_path",
+    "busy_instances",
     "gateway_paths",
     "gateway_config",
     "sync_gateway",
@@ -191,6 +192,17 @@ def admin_socket(config_path: Path) -> str:
     """Beside the config, in the endpoint's owner-only folder (``gateways`` reaches it through a
     short path, as a Unix socket's may not exceed 107 bytes)."""
     return str(config_path.parent / "admin.sock")
+
+
+def busy_instances(store: Store, endpoint_name: str) -> List[str]:
+    """The addresses of the endpoint's instances answering requests its gateway sent them
+    (``gateways.busy_instances``); none where the endpoint has no gateway config."""
+    config_path, _ = gateway_paths(store, endpoint_name)
+    try:
+        config = GatewayConfig.read(config_path)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return gateways.busy_instances(config)
 
 
 def gateway_alive(store: Store, endpoint: Endpoint) -> bool:

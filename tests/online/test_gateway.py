@@ -19,7 +19,7 @@ import requests
 from example_models.build import shared_requirements
 from mlflow_deploy import online, processes
 from mlflow_deploy.online import endpoints as _endpoints
-from mlflow_deploy.online import frontend, supervisor
+from mlflow_deploy.online import frontend, instances, supervisor
 from mlflow_deploy.errors import InvalidState, PredictionFailed
 from tests import prometheus
 from tests.connections import wait_until
@@ -551,6 +551,46 @@ def test_a_hung_instance_loses_its_traffic_then_is_restarted(deploy_home, models
     assert [i["state"] for i in shown["instances"]] == ["Running", "Running"]
     direct = requests.post(f"http://127.0.0.1:{hung['port']}/score", json=body(2.0), timeout=30)
     assert direct.json() == [4.0]
+
+
+
+def test_an_instance_busy_past_the_health_check_is_running_and_a_hung_one_is_not(
+        deploy_home, models):
+    """Its one worker busy for longer than the control plane's 2 s health check, an instance
+    answers no check, yet is healthy: show says Running, and an invoke that names the deployment
+    (which refuses a deployment not Running) is answered. Stopped with SIGSTOP, nothing in
+    flight, the same instance is Unhealthy."""
+    online.create_deployment("blue", models["right"], config={
+        "max_concurrent_requests_per_instance": "2", "request_timeout_ms": "30000",
+        "environment_variables": {"WORKER_COUNT": "1"}})
+    online.update_endpoint("blue", config={"auth_mode": "none"})
+    uri = online.get_endpoint("blue")["scoring_uri"]
+
+    address = instances.instances_of(deploy_home.get_deployment("blue"))[0].address
+
+    # two slow requests in turn keep the worker busy for 6 s
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(requests.post, uri, json=body(SLOW), timeout=60) for _ in range(2)]
+        wait_until(lambda: supervisor.liveness(address, timeout=0.5) is None, timeout=30,
+                   message="the instance kept answering its health check")
+        shown = online.get_deployment("blue")
+        assert not all(f.done() for f in slow), "the worker was idle again before the check"
+        # checks the deployment's state while the worker is busy, then waits its turn
+        invoked = _endpoints.invoke("blue", json.dumps(body(1.0)).encode(),
+                                    deployment_name="blue")
+        assert [f.result().status_code for f in slow] == [200, 200]
+    assert (shown["state"], [i["state"] for i in shown["instances"]]) == ("Running", ["Running"])
+    assert invoked == [2.0]
+
+    pid = shown["instances"][0]["pid"]
+    os.killpg(os.getpgid(pid), signal.SIGSTOP)
+    try:
+        hung = online.get_deployment("blue")
+    finally:
+        os.killpg(os.getpgid(pid), signal.SIGCONT)
+    assert (hung["state"], [i["state"] for i in hung["instances"]]) == ("Unhealthy",
+                                                                         ["Unhealthy"])
+    assert online.get_deployment("blue")["state"] == "Running"
 
 
 def sockets(pid):
