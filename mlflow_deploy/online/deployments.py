@@ -479,8 +479,8 @@ def revive_instance(name: str, index: int, store: Optional[Store] = None) -> boo
             return False
         instance = members[index]
         # a busy instance is not restarted: the requests it is answering would be lost
-        if instances.state(instance, lambda: busy_instances(store, deployment.endpoint)) \
-                == "Running":
+        busy = functools.partial(busy_instances, store, deployment.endpoint)
+        if instances.state(instance, busy) == "Running":
             return True
         config = ServerConfig.from_dict(_read_json(instance.config_path))
         with store.lock():

@@ -23,8 +23,8 @@ from mlflow_deploy.online.routes import GatewayConfig
 from mlflow_deploy.scoring.config import CONFIG_ENV
 from mlflow_deploy.scoring.logfile import LOG_FILE_ENV
 
-__all__ = ["start", "start_attached", "reload", "unbound_ports", "busy_instances", "mirror_report", "is_alive",
-           "stop", "START_TIMEOUT_S"]
+__all__ = ["start", "start_attached", "reload", "unbound_ports", "busy_instances", "mirror_report",
+           "is_alive", "stop", "START_TIMEOUT_S"]
 
 START_TIMEOUT_S = 30.0
 
