@@ -56,6 +56,7 @@ class Backend:
     def __init__(self, name: str, route: Route, instances: List[Instance]):
         self.name, self.route, self.instances = name, route, instances
         self.in_flight = 0
+        self.last_batch_joined = False  # its last batch had more than one request (batching.py)
 
     @property
     def ready_instances(self) -> int:

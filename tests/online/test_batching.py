@@ -15,6 +15,7 @@ import requests
 
 from example_models.build import shared_requirements
 from mlflow_deploy import online
+from mlflow_deploy.online import instances, supervisor
 from tests import prometheus
 from tests.connections import wait_until
 from tests.online.load import SteadyLoad
@@ -199,27 +200,56 @@ def test_batching_answers_as_alone_and_switches_under_load(deploy_home, scaler, 
                             **labels) == waits_on  # off: no request went through a batch
 
 
-def test_a_request_beside_one_in_flight_goes_at_once_to_a_free_worker(deploy_home, scaler):
+def test_a_request_goes_at_once_to_a_free_worker_unless_batches_find_company(deploy_home,
+                                                                             scaler):
     """With two workers, a request that arrives while one is being scored has a worker free:
-    it is sent at once, however long the batch time."""
+    it is sent at once, however long the batch time. Once a batch has found company (both
+    workers busy, two requests joined), the deployment keeps a worker for the batches: beside
+    one request in flight, the next waits for its batch."""
     uri = online.create_endpoint("epw", config={"auth_mode": "none"})["scoring_uri"]
     online.create_deployment("blue", scaler, endpoint="epw", config={
         "max_concurrent_requests_per_instance": "4", "environment_variables": {"WORKER_COUNT": "2"},
         "max_batch_size": "16", "max_batch_time_ms": "2000", "all_traffic": "true"})
+    address = instances.instances_of(deploy_home.get_deployment("blue"))[0].address
     labels = {"endpoint": "epw", "deployment": "blue"}
-    with ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(post, uri, 0, "slow", split(SLOW), {})
-        wait_until(lambda: prometheus.total(metrics(uri), "mlflow_deploy_requests_in_flight",
-                                            deployment="blue") == 1)
-        answer, request_id, took = post(uri, 1, "beside", split(1.0), {})
-        assert answer.status_code == 200 and answer.json() == [{"y": 1.0}]
-        assert not slow.done(), "the slow request ended first: the two did not overlap"
-        assert slow.result()[0].status_code == 200
-    scrape = metrics(uri)
-    waits = prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count", **labels)
-    unwaited = prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_bucket",
-                                le="0.0005", **labels)
-    assert (waits, unwaited) == (2, 2), "a request waited for a batch beside a free worker"
+
+    def waits_and_unwaited():
+        scrape = metrics(uri)
+        return (prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_count",
+                                 **labels),
+                prometheus.value(scrape, "mlflow_deploy_gateway_batch_wait_seconds_bucket",
+                                 le="0.0005", **labels))
+
+    def beside_a_slow_one(round_):
+        """A request sent while one slow request is being scored, the other worker free."""
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(post, uri, 0, round_, split(SLOW), {})
+            wait_until(lambda: prometheus.total(metrics(uri), "mlflow_deploy_requests_in_flight",
+                                                deployment="blue") == 1)
+            answer, _, _ = post(uri, 1, round_, split(1.0), {})
+            assert answer.status_code == 200 and answer.json() == [{"y": 1.0}]
+            assert not slow.done(), "the slow request ended first: the two did not overlap"
+            assert slow.result()[0].status_code == 200
+
+    beside_a_slow_one("beside")
+    assert waits_and_unwaited() == (2, 2), "a request waited for a batch beside a free worker"
+
+    with ThreadPoolExecutor(4) as pool:  # both workers busy: the next two are joined
+        slow = [pool.submit(post, uri, index, "busy", split(SLOW), {}) for index in (0, 1)]
+        wait_until(lambda: supervisor.liveness(address, timeout=0.5) is None,
+                   message="the slow requests did not take both workers")
+        joined = [pool.submit(post, uri, index, "joined", split(x), {})
+                  for index, x in ((2, 2.0), (3, 3.0))]
+        assert [f.result()[0].status_code for f in slow] == [200, 200]
+        assert [f.result()[0].json() for f in joined] == [[{"y": 2.0}], [{"y": 3.0}]]
+    assert waits_and_unwaited() == (6, 4)
+    assert prometheus.value(metrics(uri), "mlflow_deploy_gateway_batch_size_bucket", le="2.0",
+                            **labels) - prometheus.value(
+        metrics(uri), "mlflow_deploy_gateway_batch_size_bucket", le="1.0", **labels) == 1
+
+    beside_a_slow_one("after")
+    assert waits_and_unwaited() == (8, 5), "beside a free worker, after a joined batch, a " \
+                                           "request went alone"
 
 
 def test_only_what_splits_by_rows_is_split_and_only_plain_rows_are_joined():
