@@ -20,8 +20,8 @@ by construction rather than by hope:
   ready instances have workers, itself included) goes alone at once: a worker is free for it,
   and waiting the batch time for company would be all its latency at a light load (one client:
   113 requests/s with a 5 ms batch time against 559 without batching, bench/RESULTS.md). Once
-  the deployment's last batch found company, only one request per ready instance goes alone so,
-  which leaves the batches a worker (``Batcher._idle``).
+  the deployment's last batch found company, requests go alone at once only up to one per ready
+  instance, which leaves the batches a worker (``Batcher._idle``).
 * Each request gets exactly what it would have got alone, or is sent alone: a joined call that
   is not a 200 (one bad request fails the whole call) has every request re-sent on its own, so
   each gets its own status and message; so does one whose answer reports coercions (they may
