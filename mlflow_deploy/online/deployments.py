@@ -520,7 +520,8 @@ def delete_deployment(
                 )
             deployment.state = "Deleting"
             store.save_deployment(deployment)
-            sync_gateway(store, deployment.endpoint)  # no new request reaches it from now on
+            # no new request reaches it from now on
+            sync_gateway(store, deployment.endpoint, start=False)
         for instance in instances.instances_of(deployment):
             instances.stop(instance)
         shutil.rmtree(deployment.dir, ignore_errors=True)
@@ -530,7 +531,7 @@ def delete_deployment(
                 store.remove_deployment(name)
                 remove_from_endpoint(store, deployment.endpoint, name)
             if store.find_endpoint(deployment.endpoint) is not None:
-                sync_gateway(store, deployment.endpoint)
+                sync_gateway(store, deployment.endpoint, start=False)
             elif owner is not None:  # an implicit endpoint, gone with its last deployment
                 stop_gateway(store, owner)
                 shutil.rmtree(store.endpoint_dir(owner.name), ignore_errors=True)

@@ -210,15 +210,21 @@ def gateway_alive(store: Store, endpoint: Endpoint) -> bool:
     return gateways.is_alive(endpoint.pid, config_path)
 
 
-def sync_gateway(store: Store, endpoint_name: str) -> None:
+def sync_gateway(store: Store, endpoint_name: str, start: bool = True) -> None:
     """Bring the endpoint's gateway in line with the store: a running one reloads its routing
     table (in force when this returns), a missing one starts on the endpoint's port (the same
-    URL as before, or a free port the first time). Callers hold the store's lock."""
+    URL as before, or a free port the first time) unless ``start`` is False: a deletion only
+    takes routes away, and must not fail because the port of a gateway that is gone (a crash,
+    a reboot) has been taken meanwhile; ``online-endpoint start`` brings it back. Callers hold
+    the store's lock."""
     endpoint = store.find_endpoint(endpoint_name)
     if endpoint is None:
         return
     config_path, log_path = gateway_paths(store, endpoint.name)
-    if gateway_alive(store, endpoint):
+    alive = gateway_alive(store, endpoint)
+    if not alive and not start:
+        return
+    if alive:
         try:
             config = gateway_config(store, endpoint)
             _check_bound(config, gateways.reload(config, config_path))

@@ -409,6 +409,33 @@ def test_restart_after_every_process_is_gone(deploy_home, models):
     assert answer.status_code == 200 and answer.json() == [2.0]
 
 
+
+def test_deleting_needs_no_gateway_when_its_port_was_taken_after_a_reboot(deploy_home, models):
+    """Every process gone and another program on the endpoint's port: deleting a deployment,
+    then the endpoint, stops and removes what is left without starting the gateway (it could
+    not start), and leaves the other program's port alone."""
+    online.create_endpoint("ept", config={"auth_mode": "none"})
+    for name in ("blue", "green"):
+        online.create_deployment(name, models["right"], endpoint="ept",
+                                 config={"all_traffic": "true"} if name == "blue" else {})
+    endpoint = deploy_home.get_endpoint("ept")
+    for pid in [endpoint.pid] + [d.pid for d in deploy_home.list_deployments("ept")]:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)  # a reboot, as far as our processes go
+    wait_until(lambda: supervisor.port_is_free(endpoint.port), timeout=10,
+               message="the killed gateway's port stayed taken")
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", endpoint.port))
+        squatter.listen()
+        online.delete_deployment("green", endpoint="ept")
+        assert [d.name for d in deploy_home.list_deployments("ept")] == ["blue"]
+        online.delete_endpoint("ept")
+        assert deploy_home.find_endpoint("ept") is None
+        assert deploy_home.list_deployments() == []
+        with socket.create_connection(("127.0.0.1", endpoint.port), timeout=5):
+            pass  # still the other program's
+
+
 def test_instances_serve_apart_and_one_killed_is_restarted_failing_no_request(deploy_home,
                                                                                models):
     """Two instances, each its own process tree: one killed with SIGKILL under load, the gateway
