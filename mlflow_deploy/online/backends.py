@@ -63,11 +63,6 @@ class Backend:
         return sum(1 for i in self.instances if i.ready)
 
     @property
-    def ready_workers(self) -> int:
-        """The requests the ready instances score at once (a worker each)."""
-        return self.ready_instances * self.route.workers
-
-    @property
     def max_in_flight(self) -> int:
         return self.route.max_in_flight(self.ready_instances)
 

@@ -233,9 +233,11 @@ class Batcher:
         waiting for one (at 32 clients, 8-26 % fewer requests/s with 2 workers: bench/RESULTS.md);
         one per instance leaves the batch a worker. Where the last batch waited alone, company
         is not coming."""
-        if backend.in_flight <= backend.ready_instances:
+        ready = backend.ready_instances
+        if backend.in_flight <= ready:
             return True
-        return backend.in_flight <= backend.ready_workers and not backend.last_batch_joined
+        return backend.in_flight <= ready * backend.route.workers and \
+            not backend.last_batch_joined
 
     def _send(self, slot: Tuple[Backend, Any], batch: _Batch) -> None:
         """Send the batch: one request back to its own call, more in a joined one."""

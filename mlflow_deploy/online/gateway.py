@@ -21,9 +21,10 @@ The control plane talks to it over an owner-only Unix socket: ``POST /reload`` r
 config file and answers once the new routing table is in force (a request already forwarded
 finishes on the instance it went to), ``GET /mirror?rtol=`` returns the mirror reports, ``GET
 /health`` says it is up, with the instances answering its requests (the control plane's own
-health check takes a busy instance's silence for busy, not hung). In transparent mode (``serve``, ``run-local``) there is one deployment,
-no key, no 424 wrapping, no timeout and no probes of its own: every route and status passes
-through, and the connection closes after every answer, as the server's own would.
+health check takes a busy instance's silence for busy, not hung). In transparent mode
+(``serve``, ``run-local``) there is one deployment, no key, no 424 wrapping, no timeout and no
+probes of its own: every route and status passes through, and the connection closes after every
+answer, as the server's own would.
 
 Each of an instance's workers keeps one of the gateway's connections open between requests,
 and the gateway sends a request on one of those that is idle where it can (``upstream.Pool``).

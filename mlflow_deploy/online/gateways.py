@@ -29,9 +29,9 @@ __all__ = ["start", "start_attached", "reload", "unbound_ports", "busy_instances
 START_TIMEOUT_S = 30.0
 
 
-def _admin(config: GatewayConfig, method: str, path: str, timeout: float = 30.0
+def _admin(socket_path: str, method: str, path: str, timeout: float = 30.0
            ) -> Dict[str, Any]:
-    connection = supervisor.UnixConnection(config.admin_socket, timeout)
+    connection = supervisor.UnixConnection(socket_path, timeout)
     try:
         connection.request(method, path)
         answer = connection.getresponse()
@@ -90,7 +90,7 @@ def _wait_listening(proc: subprocess.Popen, config: GatewayConfig,
             raise ServerFailed("The endpoint's gateway exited at start{} {}".format(
                 ": " + why if why else "", see))
         try:
-            _admin(config, "GET", "/health", timeout=2.0)
+            _admin(config.admin_socket, "GET", "/health", timeout=2.0)
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -105,26 +105,26 @@ def reload(config: GatewayConfig, config_path: Path) -> List[int]:
     instances it no longer routes to have answered what they were sent. Returns the instances'
     ports it could not listen on (another program holds them)."""
     config.write(config_path)
-    return _admin(config, "POST", "/reload", timeout=200.0).get("unbound", [])
+    return _admin(config.admin_socket, "POST", "/reload", timeout=200.0).get("unbound", [])
 
 
 def unbound_ports(config: GatewayConfig) -> List[int]:
     """The instances' ports the running gateway could not listen on."""
-    return _admin(config, "GET", "/health").get("unbound", [])
+    return _admin(config.admin_socket, "GET", "/health").get("unbound", [])
 
 
-def busy_instances(config: GatewayConfig) -> List[str]:
-    """The addresses of the instances answering requests the gateway sent them; none when the
-    gateway does not answer (nothing is known to be busy)."""
+def busy_instances(admin_socket: str) -> List[str]:
+    """The addresses of the instances answering requests the gateway on ``admin_socket`` sent
+    them; none when no gateway answers there (nothing is known to be busy)."""
     try:
-        return _admin(config, "GET", "/health", timeout=2.0).get("busy", [])
+        return _admin(admin_socket, "GET", "/health", timeout=2.0).get("busy", [])
     except (OSError, http.client.HTTPException, ServerFailed, ValueError):
         return []
 
 
 def mirror_report(config: GatewayConfig, rtol: Optional[float] = None) -> Dict[str, Any]:
-    return _admin(config, "GET", "/mirror" + ("?rtol={!r}".format(rtol) if rtol is not None
-                                              else ""))
+    query = "" if rtol is None else "?rtol={!r}".format(rtol)
+    return _admin(config.admin_socket, "GET", "/mirror" + query)
 
 
 def is_alive(pid: Optional[int], config_path: Path) -> bool:

@@ -196,13 +196,9 @@ def admin_socket(config_path: Path) -> str:
 
 def busy_instances(store: Store, endpoint_name: str) -> List[str]:
     """The addresses of the endpoint's instances answering requests its gateway sent them
-    (``gateways.busy_instances``); none where the endpoint has no gateway config."""
+    (``gateways.busy_instances``)."""
     config_path, _ = gateway_paths(store, endpoint_name)
-    try:
-        config = GatewayConfig.read(config_path)
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return gateways.busy_instances(config)
+    return gateways.busy_instances(admin_socket(config_path))
 
 
 def gateway_alive(store: Store, endpoint: Endpoint) -> bool:
